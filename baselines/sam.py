@@ -1,0 +1,42 @@
+"""SAM: Sharpness-Aware Minimization (Foret et al., ICLR 2021, https://arxiv.org/abs/2010.01412).
+
+    e = rho * g / ||g||                 (ASAM, Kwon et al. 2021: e = rho * T^2 g / ||T g||, T = |w|)
+    w <- base_step(w, grad L(w + e))
+
+Two forward/backward passes per step; BatchNorm running statistics move in the first pass only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from baselines.two_pass import TwoPassOptimizer
+from suite.registry import register
+
+
+@register(
+    "sam",
+    description="SAM (Foret et al. 2021): SGD step with the gradient at w + rho*g/||g||",
+    defaults={"rho": 0.05},
+    passes_per_step=2,
+    closure_features={"freeze_bn"},
+)
+class SAM(TwoPassOptimizer):
+    """``SAM(params, base_optimizer=torch.optim.SGD, rho=0.05, adaptive=False, **base_kwargs)``.
+
+    ``base_kwargs`` (lr, momentum, weight_decay, ...) go to the base optimizer. ``step`` needs a
+    closure that zeroes gradients, runs forward and backward and returns the loss.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
+        rho: float = 0.05,
+        adaptive: bool = False,
+        **base_kwargs: Any,
+    ) -> None:
+        super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, **base_kwargs)
