@@ -1,0 +1,163 @@
+"""Command line: ``python -m suite {list,run,report}``. Bad input is one line on stderr and exit 2,
+found before anything is written."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from suite import registry
+from suite.config import COMMON_HPARAMS, ConfigError, Profile, RunConfig, available_profiles, load_profile
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Anything the user can fix; printed as one line."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted: finished runs are saved; the same command runs what is missing", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m suite", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("list", help="one line per registered optimizer")
+    ls.set_defaults(func=cmd_list)
+
+    run = sub.add_parser("run", help="run a profile's sweep and write one record per run")
+    run.add_argument("--profile", default="cpu", help=f"a name ({', '.join(available_profiles())}) or a .toml path")
+    run.add_argument("--optimizer", action="append", metavar="NAME", help="only these (repeatable)")
+    run.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the profile's)")
+    run.add_argument("--epochs", type=int, help="override the profile's epoch count")
+    run.add_argument("--results-dir", type=Path, default=Path("results"))
+    run.add_argument("--data-dir", type=Path, help="data directory (default: $SUITE_DATA_DIR, else ./data)")
+    run.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
+                     help="download the data set if missing (default: only into the default ./data)")
+    run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the profile's device")
+    run.add_argument("--force", action="store_true", help="re-run runs that already have a record")
+    run.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                     help="write the summary tables and plots afterwards (default: yes)")
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    run.set_defaults(func=cmd_run)
+
+    rep = sub.add_parser("report", help="records -> summary.csv, summary.md and plots")
+    rep.add_argument("--results-dir", type=Path, default=Path("results"))
+    rep.set_defaults(func=cmd_report)
+    return p
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    width = max(len(n) for n in registry.names(include_aliases=True))
+    for name in registry.names(include_aliases=True):
+        spec = registry.get(name)
+        extra = f"alias of {spec.alias_of}" if spec.alias_of else f"{spec.passes_per_step} pass(es)/step"
+        defaults = " ".join(f"{k}={v}" for k, v in spec.defaults.items())
+        print(f"{name:<{width}}  {extra:<18} {spec.description}" + (f"  [{defaults}]" if defaults else ""))
+    return 0
+
+
+def plan(args: argparse.Namespace) -> tuple[Profile, list[RunConfig]]:
+    """Resolve and check every run of the sweep before anything is loaded or written."""
+    from suite.config import with_overrides
+    from suite.models import check_model_name
+
+    profile = load_profile(args.profile)
+    if args.seeds is not None and args.seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
+    train = with_overrides(profile.train, epochs=args.epochs, device=args.device)
+    try:
+        check_model_name(train.model)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    names = args.optimizer or list(profile.optimizers or registry.names())
+    for name in [*names, *profile.hparams]:
+        try:
+            registry.get(name)
+        except KeyError as exc:
+            raise UsageError(exc.args[0]) from None
+    common = {k: getattr(train, k) for k in COMMON_HPARAMS}
+    resolved = {}
+    for name in dict.fromkeys(names):
+        spec = registry.get(name)
+        resolved[name] = spec.resolved_hparams(common, profile.hparams.get(name, {}))
+        _check_constructs(name, spec, resolved[name])
+    # Seed-major order: a slow drift of the machine touches every optimizer alike.
+    runs = [
+        RunConfig(profile.name, name, seed, train, tuple(sorted(hparams.items())))
+        for seed in range(args.seeds or profile.seeds)
+        for name, hparams in resolved.items()
+    ]
+    return profile, runs
+
+
+def _check_constructs(name: str, spec: registry.OptimizerSpec, hparams: dict) -> None:
+    import torch
+
+    try:
+        spec.factory([torch.nn.Parameter(torch.zeros(2, 2))], **hparams)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"optimizer {name}: {exc}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from suite import harness
+    from suite.data import DataError, load_dataset
+    from suite.store import record_path, write_record
+
+    profile, runs = plan(args)
+    try:
+        dataset = load_dataset(profile.train.dataset, args.data_dir, args.download)
+    except DataError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        harness.resolve_device(runs[0].train.device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    todo = [r for r in runs if args.force or not record_path(args.results_dir, r.profile, r.run_id).exists()]
+    print(f"profile {profile.name}: {len(runs)} runs ({len(runs) - len(todo)} already recorded, "
+          f"{len(todo)} to run) -> {args.results_dir}", file=sys.stderr)
+    if todo:
+        harness.warm_up(todo[0], dataset)
+    t0 = time.monotonic()
+    for k, config in enumerate(todo, 1):
+        record = harness.run(config, dataset, progress=args.progress)
+        write_record(record_path(args.results_dir, config.profile, config.run_id), record)
+        m = record["metrics"]
+        elapsed = time.monotonic() - t0
+        eta = elapsed / k * (len(todo) - k)
+        step = f"{m['time_per_step_s'] * 1000:.0f} ms/step" if m["time_per_step_s"] else "untimed"
+        print(f"[{k}/{len(todo)}] {config.optimizer} seed {config.seed}: {m['status']}, "
+              f"test acc {m['test_acc']:.4f}, {step}, {m['flops_per_step'] / 1e9:.2f} GFLOP/step "
+              f"(about {eta / 60:.1f} min left)", file=sys.stderr)
+    if args.report:
+        return cmd_report(args)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from suite.report import write_report
+
+    if not (args.results_dir / "runs").is_dir():
+        raise UsageError(f"no records in {str(args.results_dir)!r}: expected {args.results_dir}/runs/<profile>/*.json")
+    written, skipped = write_report(args.results_dir)
+    for path in skipped:
+        print(f"warning: skipped unreadable record {path}", file=sys.stderr)
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
+    return 0

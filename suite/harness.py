@@ -1,0 +1,204 @@
+"""The one training loop. Every optimizer is stepped as ``loss = opt.step(closure)`` and nothing else.
+
+Per seed, every optimizer sees the same initial weights (torch's RNG seeded before the model is
+built), the same batch order and the same augmentation (two generators owned by the loop, never
+touched by optimizers). The first ``W`` steps are counted by ``FlopCounterMode`` and left out of the
+clock, with ``W`` = the profile's ``flop_steps`` or the optimizer's declared period, whichever is
+larger; the first of them is the discarded warm-up. Evaluation runs outside the clock.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from baselines.closure import Meter, ModelClosure
+from suite import registry
+from suite.config import RunConfig, TrainConfig
+from suite.data import Augment, Dataset, Split, class_balanced_subset, epoch_batches
+from suite.measure import FlopMeter, PeakMemory, StepClock, environment, sync
+from suite.models import build_model
+from suite.store import SCHEMA
+
+SUBSET_SEED = 0  # the data subset is the same for every run of a profile, whatever its seed
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def seeded_generator(seed: int, stream: int) -> torch.Generator:
+    """Independent random streams per purpose (0: batch order, 1: augmentation)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + stream)
+
+
+def cosine(total_steps: int) -> Callable[[int], float]:
+    return lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, total_steps) / total_steps))
+
+
+def subsets(dataset: Dataset, train: TrainConfig) -> tuple[Split, Split]:
+    return (
+        class_balanced_subset(dataset.train, train.train_subset, SUBSET_SEED),
+        class_balanced_subset(dataset.test, train.test_subset, SUBSET_SEED),
+    )
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, augment: Augment, cfg: TrainConfig, device: torch.device):
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    for i in range(0, len(split), cfg.eval_batch_size):
+        x = _to_device(augment.normalise(split.images[i : i + cfg.eval_batch_size]), device, cfg)
+        y = split.labels[i : i + cfg.eval_batch_size].to(device)
+        out = model(x)
+        loss_sum += torch.nn.functional.cross_entropy(out, y, reduction="sum").item()
+        correct += (out.argmax(1) == y).sum().item()
+    model.train()
+    return loss_sum / len(split), correct / len(split)
+
+
+def _to_device(x: torch.Tensor, device: torch.device, cfg: TrainConfig) -> torch.Tensor:
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    return x.to(device, non_blocking=True).contiguous(memory_format=fmt)
+
+
+def warm_up(config: RunConfig, dataset: Dataset, steps: int = 3) -> None:
+    """A few throwaway SGD steps at the profile's shapes, so that the first timed run does not pay
+    for the process's one-off costs (kernel selection, allocator growth)."""
+    cfg = config.train
+    device = resolve_device(cfg.device)
+    model = build_model(cfg.model, dataset.num_classes).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    augment = Augment(dataset.mean, dataset.std, cfg.crop_padding, cfg.flip, cfg.cutout, cfg.cutout_p)
+    n = min(cfg.batch_size, len(dataset.train))
+    x = _to_device(augment(dataset.train.images[:n], torch.Generator().manual_seed(0)), device, cfg)
+    closure = ModelClosure(model, x, dataset.train.labels[:n].to(device))
+    for _ in range(steps):
+        closure()
+    evaluate(model, Split(dataset.test.images[: cfg.eval_batch_size], dataset.test.labels[: cfg.eval_batch_size]),
+             augment, cfg, device)
+    sync(device)
+
+
+def run(config: RunConfig, dataset: Dataset, progress: bool = True) -> dict[str, Any]:
+    """Train one configuration and return its record (not yet written)."""
+    cfg, seed = config.train, config.seed
+    spec = registry.get(config.optimizer)
+    hparams = dict(config.hparams)
+    device = resolve_device(cfg.device)
+    train_split, test_split = subsets(dataset, cfg)
+    if len(train_split) < cfg.batch_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({len(train_split)})")
+
+    torch.manual_seed(seed)
+    model = build_model(cfg.model, dataset.num_classes).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = spec.factory(model.parameters(), **hparams)
+    steps_per_epoch = len(train_split) // cfg.batch_size
+    total_steps = steps_per_epoch * cfg.epochs
+    schedule = cosine(total_steps) if cfg.schedule == "cosine" else (lambda t: 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    order_gen, aug_gen = seeded_generator(seed, 0), seeded_generator(seed, 1)
+    augment = Augment(dataset.mean, dataset.std, cfg.crop_padding, cfg.flip, cfg.cutout, cfg.cutout_p)
+
+    window = max(cfg.flop_steps, spec.flop_window(hparams) if spec.flop_window else 1)
+    untimed = min(window, max(total_steps - 1, 1))
+    meter, clock, flops, memory = Meter(), StepClock(device), FlopMeter(), PeakMemory(device)
+    passes = {"forward": 0, "backward": 0, "forward_samples": 0, "backward_samples": 0}
+    epochs: list[dict[str, Any]] = []
+    status, diverged_at, last_finite = "finished", None, None
+    started, t_start = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.monotonic()
+    model.train()
+    step = 0
+    for epoch in range(1, cfg.epochs + 1):
+        epoch_seconds, loss_sum, finite_steps = 0.0, 0.0, 0
+        batches = epoch_batches(len(train_split), cfg.batch_size, order_gen)
+        bar = tqdm(batches, desc=f"{config.optimizer} seed {seed} epoch {epoch}/{cfg.epochs}", unit="step",
+                   leave=False, disable=None if progress else True)
+        for idx in bar:
+            x = _to_device(augment(train_split.images[idx], aug_gen), device, cfg)
+            y = train_split.labels[idx].to(device, non_blocking=True)
+            closure = ModelClosure(model, x, y, meter=meter)
+            meter.reset()
+            clock.start()
+            with flops.counting(step < untimed):
+                loss = optimizer.step(closure)
+            epoch_seconds += clock.stop(timed=step >= untimed)
+            scheduler.step()
+            passes["forward"] += meter.forward_passes
+            passes["backward"] += meter.backward_passes
+            passes["forward_samples"] += meter.forward_samples
+            passes["backward_samples"] += meter.backward_samples
+            step += 1
+            value = float(loss)
+            if not math.isfinite(value):
+                status, diverged_at = "diverged", step
+                break
+            last_finite = value
+            loss_sum += value
+            finite_steps += 1
+            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+        bar.close()
+        test_loss, test_acc = evaluate(model, test_split, augment, cfg, device)
+        epochs.append({
+            "epoch": epoch,
+            "train_loss": loss_sum / finite_steps if finite_steps else None,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "train_seconds": epoch_seconds,
+            "lr": optimizer.param_groups[0]["lr"],
+        })
+        if status != "finished":
+            break
+
+    timed = clock.timed_steps
+    metrics = {
+        "status": status,
+        "diverged_at_step": diverged_at,
+        "last_finite_loss": last_finite,
+        "test_acc": epochs[-1]["test_acc"],
+        "test_loss": epochs[-1]["test_loss"],
+        "best_test_acc_on_test_set": max(e["test_acc"] for e in epochs),
+        "train_loss": epochs[-1]["train_loss"],
+        "steps": step,
+        "timed_steps": timed,
+        "flop_counted_steps": flops.steps,
+        "train_seconds": clock.all_seconds,
+        "time_per_step_s": clock.timed_seconds / timed if timed else None,
+        "samples_per_s": cfg.batch_size * timed / clock.timed_seconds if timed else None,
+        "flops_per_step": flops.per_step,
+        "forward_passes_per_step": passes["forward"] / step,
+        "backward_passes_per_step": passes["backward"] / step,
+        "forward_samples_per_step": passes["forward_samples"] / step,
+        "backward_samples_per_step": passes["backward_samples"] / step,
+        "peak_memory_mb": memory.read_mb(),
+        "peak_memory_kind": memory.kind,
+    }
+    return {
+        "schema": SCHEMA,
+        "run_id": config.run_id,
+        "config": config.as_dict(),
+        "optimizer": {"name": spec.name, "alias_of": spec.alias_of, "description": spec.description,
+                      "passes_per_step": spec.passes_per_step},
+        "data": {"dataset": dataset.name, "source": dataset.source, "train_size": len(train_split),
+                 "test_size": len(test_split)},
+        "env": environment(device),
+        "started_at": started,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds": time.monotonic() - t_start,
+        "metrics": metrics,
+        "epochs": epochs,
+    }

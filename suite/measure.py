@@ -1,0 +1,153 @@
+"""Measurement shared by every optimizer: step timer, FLOPs over whole steps, peak memory, provenance."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StepClock:
+    """Wall-clock of optimizer steps. Steps marked untimed (warm-up, FLOP counting) are left out."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.timed_seconds = 0.0
+        self.timed_steps = 0
+        self.all_seconds = 0.0
+
+    def start(self) -> None:
+        sync(self.device)
+        self._t0 = time.perf_counter()
+
+    def stop(self, timed: bool) -> float:
+        sync(self.device)
+        dt = time.perf_counter() - self._t0
+        self.all_seconds += dt
+        if timed:
+            self.timed_seconds += dt
+            self.timed_steps += 1
+        return dt
+
+
+class FlopMeter:
+    """Counts FLOPs (forward and backward, a multiply-add = 2) over whole optimizer steps."""
+
+    def __init__(self) -> None:
+        self.flops = 0
+        self.steps = 0
+
+    def counting(self, active: bool) -> AbstractContextManager[Any]:
+        if not active:
+            return nullcontext()
+        self.steps += 1
+        return _Counting(self)
+
+    @property
+    def per_step(self) -> float | None:
+        return self.flops / self.steps if self.steps else None
+
+
+class _Counting:
+    def __init__(self, meter: FlopMeter) -> None:
+        self.meter, self.mode = meter, FlopCounterMode(display=False)
+
+    def __enter__(self) -> None:
+        self.mode.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.mode.__exit__(*exc)
+        self.meter.flops += self.mode.get_total_flops()
+
+
+class PeakMemory:
+    """Peak memory of one run: CUDA allocator peak on GPU, the process's peak RSS on CPU.
+
+    On Linux the RSS high-water mark is reset per run (``/proc/self/clear_refs``), so a sweep's runs
+    in one process are measured separately; elsewhere it is the process's lifetime peak.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.kind = "cuda_max_allocated" if device.type == "cuda" else "process_peak_rss"
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                self.kind = "process_lifetime_peak_rss"
+
+    def read_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What made a record: versions, machine, git commit."""
+    import torchvision
+
+    env = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "git_commit": _git_commit(),
+    }
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _git_commit() -> str | None:
+    """HEAD of the checkout the suite runs from (the package's, else the working directory's)."""
+    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        try:
+            head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+            if head.returncode != 0:
+                continue
+            dirty = subprocess.run(
+                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True, text=True,
+            )
+        except OSError:
+            break
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    return None

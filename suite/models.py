@@ -1,0 +1,118 @@
+"""Models by name: CIFAR ResNets (He et al. 2016) for CPU profiles, CIFAR ResNet-18 and
+WideResNet-28-10 for GPU profiles, and any timm model as ``timm:NAME``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class BasicBlock(nn.Module):
+    """3x3-3x3 residual block; a 1x1 convolution projects the shortcut when the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet for 32x32 inputs: a 3x3 stem, then stages of BasicBlocks, global pooling, linear."""
+
+    def __init__(self, blocks: list[int], widths: list[int], num_classes: int) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        layers, c_in = [], widths[0]
+        for i, (n, c_out) in enumerate(zip(blocks, widths)):
+            for j in range(n):
+                layers.append(BasicBlock(c_in, c_out, stride=2 if i > 0 and j == 0 else 1))
+                c_in = c_out
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(c_in, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1), 1))
+
+
+class WideBlock(nn.Module):
+    """Pre-activation wide block (Zagoruyko & Komodakis 2016)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.bn1, self.conv1 = nn.BatchNorm2d(c_in), nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn2, self.conv2 = nn.BatchNorm2d(c_out), nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.shortcut = None if stride == 1 and c_in == c_out else nn.Conv2d(c_in, c_out, 1, stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o = F.relu(self.bn1(x))
+        y = self.conv2(F.relu(self.bn2(self.conv1(o))))
+        return y + (x if self.shortcut is None else self.shortcut(o))
+
+
+class WideResNet(nn.Module):
+    def __init__(self, depth: int, width: int, num_classes: int) -> None:
+        super().__init__()
+        n = (depth - 4) // 6
+        widths = [16, 16 * width, 32 * width, 64 * width]
+        self.stem = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        layers, c_in = [], widths[0]
+        for i, c_out in enumerate(widths[1:]):
+            for j in range(n):
+                layers.append(WideBlock(c_in, c_out, stride=2 if i > 0 and j == 0 else 1))
+                c_in = c_out
+        self.layers = nn.Sequential(*layers, nn.BatchNorm2d(c_in), nn.ReLU())
+        self.fc = nn.Linear(c_in, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1), 1))
+
+
+def _cifar_resnet(n: int) -> Callable[[int], nn.Module]:
+    return lambda k: CifarResNet([n, n, n], [16, 32, 64], k)
+
+
+MODELS: dict[str, Callable[[int], nn.Module]] = {
+    "resnet8": _cifar_resnet(1),
+    "resnet20": _cifar_resnet(3),
+    "resnet32": _cifar_resnet(5),
+    "resnet56": _cifar_resnet(9),
+    "resnet18": lambda k: CifarResNet([2, 2, 2, 2], [64, 128, 256, 512], k),
+    "wrn28_10": lambda k: WideResNet(28, 10, k),
+}
+
+
+def known_models() -> str:
+    return ", ".join([*MODELS, "timm:<name>"])
+
+
+def check_model_name(name: str) -> None:
+    if name in MODELS:
+        return
+    if name.startswith("timm:"):
+        import timm
+
+        if timm.is_model(name[5:]):
+            return
+    raise ValueError(f"unknown model {name!r}; known: {known_models()}")
+
+
+def build_model(name: str, num_classes: int) -> nn.Module:
+    """Weights come from torch's global RNG: seed it first for the same initial weights."""
+    check_model_name(name)
+    if name.startswith("timm:"):
+        import timm
+
+        return timm.create_model(name[5:], pretrained=False, num_classes=num_classes)
+    return MODELS[name](num_classes)
