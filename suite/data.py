@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,11 +73,12 @@ def load_dataset(name: str, data_dir: Path | None = None, download: bool | None 
     if name not in TORCHVISION_DIRS:
         raise DataError(f"unknown data set {name!r}; known: {', '.join([*TORCHVISION_DIRS, 'synthetic'])}")
     if (data_dir / TORCHVISION_DIRS[name]).is_dir():
-        return _from_torchvision(name, data_dir, download=False)
+        return _from_pickles(name, data_dir)
     if (data_dir / "train").is_dir() and (data_dir / "test").is_dir():
         return _from_image_folder(name, data_dir)
     if download:
-        return _from_torchvision(name, data_dir, download=True)
+        _download(name, data_dir)
+        return _from_pickles(name, data_dir)
     raise DataError(
         f"no {name} data in {str(data_dir)!r}: expected {TORCHVISION_DIRS[name]}/ (torchvision) or "
         f"train/<class>/*.jpg and test/<class>/*.jpg (ImageFolder); name the directory with --data-dir or "
@@ -84,25 +86,47 @@ def load_dataset(name: str, data_dir: Path | None = None, download: bool | None 
     )
 
 
-def _from_torchvision(name: str, root: Path, download: bool) -> Dataset:
+PICKLES = {  # torchvision's layout: (training files, test files, label key)
+    "cifar10": ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels"),
+    "cifar100": (["train"], ["test"], "fine_labels"),
+}
+
+
+def _download(name: str, root: Path) -> None:
     import torchvision
 
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
     try:
-        train, test = (cls(root=str(root), train=t, download=download) for t in (True, False))
-    except Exception as exc:  # network errors, corrupt archives: one line for the user
-        what = "download" if download else "read"
+        for train in (True, False):
+            cls(root=str(root), train=train, download=True)
+    except Exception as exc:  # no network, a proxy, a corrupt archive: one line for the user
         raise DataError(
-            f"could not {what} {name} into {str(root)!r} ({type(exc).__name__}: {exc}); unpack a copy there "
-            f"({TORCHVISION_DIRS[name]}/ or train/ + test/ class folders) and name it with --data-dir"
+            f"could not download {name} into {str(root)!r} ({type(exc).__name__}: {exc}); unpack a copy there "
+            f"({TORCHVISION_DIRS[name]}/ or train/ + test/ class folders) or name one with --data-dir"
         ) from None
 
-    def split(ds: object) -> Split:
-        images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
-        return Split(images, torch.tensor(ds.targets, dtype=torch.int64))
+
+def _from_pickles(name: str, root: Path) -> Dataset:
+    """Read torchvision's pickled batches directly (no checksum: copies and fixtures load too)."""
+    directory = root / TORCHVISION_DIRS[name]
+    train_files, test_files, label_key = PICKLES[name]
+
+    def read(files: list[str]) -> Split:
+        images, labels = [], []
+        for file in files:
+            try:
+                with open(directory / file, "rb") as f:
+                    batch = pickle.load(f, encoding="latin1")
+                images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+                labels.extend(batch[label_key])
+            except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as exc:
+                raise DataError(f"cannot read {directory / file}: {type(exc).__name__}: {exc}") from None
+        return Split(torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64))
 
     mean, std = STATS[name]
-    return Dataset(name, split(train), split(test), len(train.classes), mean, std, str(root.resolve()))
+    train, test = read(train_files), read(test_files)
+    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+    return Dataset(name, train, test, num_classes, mean, std, str(directory.resolve()))
 
 
 def _from_image_folder(name: str, root: Path) -> Dataset:
