@@ -1,0 +1,37 @@
+"""Tiny models and batches shared by the tests."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from baselines.closure import ModelClosure
+
+
+class TinyNet(nn.Module):
+    """Conv + BatchNorm + linear: small, but has every kind of parameter the optimizers meet."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 4 * 4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+
+def toy_batch(n: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = torch.randn(n, 3, 4, 4, generator=g) * 0.5 + y.float().view(-1, 1, 1, 1)
+    return x, y
+
+
+def tiny_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return TinyNet()
+
+
+def closure_for(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> ModelClosure:
+    return ModelClosure(model, x, y)

@@ -1,0 +1,113 @@
+"""The command line: list, a sweep on generated data, skip-done, and every bad input (exit 2,
+one line, nothing written)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from suite.cli import main
+
+TRAIN = {"dataset": '"synthetic"', "model": '"resnet8"', "epochs": "1", "batch_size": "32",
+         "train_subset": "96", "test_subset": "50"}
+
+
+def profile(tmp_path: Path, train: dict | None = None, tables: str = "", name: str = "tiny") -> str:
+    """A profile file: the tiny synthetic setting with ``train`` values replaced (TOML literals)."""
+    lines = [f"{k} = {v}" for k, v in {**TRAIN, **(train or {})}.items()]
+    path = tmp_path / f"{name}.toml"
+    path.write_text('seeds = 1\noptimizers = ["sgd", "sam"]\n[train]\n' + "\n".join(lines) + "\n" + tables)
+    return str(path)
+
+
+def run_cli(*args: str) -> int:
+    return main(list(args))
+
+
+def test_list_prints_one_line_per_optimizer(capsys):
+    assert run_cli("list") == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("sgd ") and any(line.startswith("sam ") for line in lines)
+
+
+def test_sweep_writes_records_and_report_then_skips_done_runs(tmp_path, capsys):
+    results = tmp_path / "out"
+    args = ("run", "--profile", profile(tmp_path), "--results-dir", str(results), "--no-progress")
+    assert run_cli(*args) == 0
+    records = sorted((results / "runs" / "tiny").glob("*.json"))
+    assert [r.name.split("-s0-")[0] for r in records] == ["sam", "sgd"]
+    assert (results / "summary.md").is_file() and (results / "tiny-accuracy-vs-flops.png").is_file()
+    capsys.readouterr()
+    assert run_cli(*args) == 0
+    assert "2 already recorded, 0 to run" in capsys.readouterr().err
+    mtimes = [r.stat().st_mtime_ns for r in records]
+    assert run_cli(*args, "--force", "--optimizer", "sgd", "--no-report") == 0
+    assert [r.stat().st_mtime_ns for r in records][0] == mtimes[0]  # sam untouched
+    assert [r.stat().st_mtime_ns for r in records][1] != mtimes[1]  # sgd re-run
+
+
+BAD = {  # case: (flags, [train] values or None for no profile file, extra tables, expected message)
+    "unknown optimizer": (["--optimizer", "nope"], {}, "", "unknown optimizer 'nope'"),
+    "unknown profile": (["--profile", "nope"], None, "", "unknown profile 'nope'"),
+    "missing profile file": (["--profile", "/no/such.toml"], None, "", "does not exist"),
+    "zero epochs": ([], {"epochs": "0"}, "", "epochs must be an integer >= 1, got 0"),
+    "zero epochs flag": (["--epochs", "0"], {}, "", "--epochs must be >= 1"),
+    "zero seeds flag": (["--seeds", "0"], {}, "", "--seeds must be >= 1"),
+    "zero batch": ([], {"batch_size": "0"}, "", "batch_size must be an integer >= 1, got 0"),
+    "negative lr": ([], {"lr": "-0.1"}, "", "lr must be a finite number > 0, got -0.1"),
+    "string lr": ([], {"lr": '"fast"'}, "", "lr must be a finite number > 0, got 'fast'"),
+    "cutout_p above 1": ([], {"cutout_p": "1.5"}, "", "cutout_p must be a finite number in [0.0, 1.0]"),
+    "unknown model": ([], {"model": '"resnet999"'}, "", "unknown model 'resnet999'"),
+    "unknown dataset": ([], {"dataset": '"mnist"'}, "", "unknown dataset 'mnist'"),
+    "unknown key": ([], {"epoch": "3"}, "", "unknown key 'epoch' in [train]"),
+    "negative rho": ([], {}, "[hparams.sam]\nrho = -1.0", "optimizer sam: rho must be a finite number >= 0"),
+    "unknown hparam": ([], {}, "[hparams.sam]\nrhoo = 0.1", "optimizer sam:"),
+    "hparams for unknown optimizer": ([], {}, "[hparams.sma]\nrho = 0.1", "unknown optimizer 'sma'"),
+    "bad toml": ([], {"epochs": "= 2"}, "", "not valid TOML"),
+}
+
+
+@pytest.mark.parametrize("case", BAD, ids=list(BAD))
+def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, capsys):
+    flags, train, tables, message = BAD[case]
+    results = tmp_path / "out"
+    args = ["run", "--results-dir", str(results), "--no-progress"]
+    if train is not None:
+        args += ["--profile", profile(tmp_path, train, tables)]
+    assert run_cli(*args, *flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err, err
+    assert not results.exists()
+
+
+def test_missing_data_directory(tmp_path, capsys):
+    results = tmp_path / "out"
+    code = run_cli("run", "--profile", "smoke", "--data-dir", str(tmp_path / "nowhere"),
+                   "--results-dir", str(results))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "no cifar10 data in" in err and "\n" not in err
+    assert not results.exists()
+
+
+def test_data_directory_holding_neither_layout(tmp_path, capsys):
+    (tmp_path / "d" / "stuff").mkdir(parents=True)
+    code = run_cli("run", "--profile", "smoke", "--data-dir", str(tmp_path / "d"),
+                   "--results-dir", str(tmp_path / "out"))
+    assert code == 2 and "expected cifar-10-batches-py/" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_without_records(tmp_path, capsys):
+    assert run_cli("report", "--results-dir", str(tmp_path)) == 2
+    assert "no records" in capsys.readouterr().err
+
+
+def test_module_entry_point_exit_code_for_a_bad_name(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "suite", "run", "--optimizer", "nope", "--results-dir",
+                           str(tmp_path / "out")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "unknown optimizer 'nope'; known: sgd, sam" in proc.stderr

@@ -1,0 +1,96 @@
+"""The training loop: determinism, shared initial weights and batches, measured passes and FLOPs."""
+
+from __future__ import annotations
+
+import pytest
+
+from suite import harness
+from suite.config import COMMON_HPARAMS, RunConfig, TrainConfig
+from suite.data import synthetic_dataset
+from suite.registry import get
+
+TRAIN = TrainConfig(dataset="synthetic", model="resnet8", epochs=2, batch_size=32, train_subset=160,
+                    test_subset=100, eval_batch_size=100, flop_steps=1)
+UNTIMED_KEYS = {"train_seconds", "time_per_step_s", "samples_per_s", "peak_memory_mb"}
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return synthetic_dataset(n_train=400, n_test=100)
+
+
+def config(name, seed=0, train=TRAIN, **hp):
+    common = {k: getattr(train, k) for k in COMMON_HPARAMS}
+    hparams = get(name).resolved_hparams(common, hp)
+    return RunConfig("test", name, seed, train, tuple(sorted(hparams.items())))
+
+
+def comparable(record):
+    metrics = {k: v for k, v in record["metrics"].items() if k not in UNTIMED_KEYS}
+    epochs = [{k: v for k, v in e.items() if k != "train_seconds"} for e in record["epochs"]]
+    return metrics, epochs
+
+
+def test_same_seed_same_metrics(dataset):
+    a = harness.run(config("sam"), dataset, progress=False)
+    b = harness.run(config("sam"), dataset, progress=False)
+    assert comparable(a) == comparable(b)
+
+
+def test_different_seed_different_run(dataset):
+    a = harness.run(config("sgd", seed=0), dataset, progress=False)
+    b = harness.run(config("sgd", seed=1), dataset, progress=False)
+    assert comparable(a) != comparable(b)
+
+
+def test_every_optimizer_sees_the_same_weights_and_batches(dataset):
+    """SAM with rho = 0 is SGD: identical curves only if init, order and augmentation are shared."""
+    sgd = harness.run(config("sgd"), dataset, progress=False)
+    sam0 = harness.run(config("sam", rho=0.0), dataset, progress=False)
+    assert [e["train_loss"] for e in sgd["epochs"]] == [e["train_loss"] for e in sam0["epochs"]]
+    assert sgd["metrics"]["test_acc"] == sam0["metrics"]["test_acc"]
+
+
+def test_record_measures_passes_flops_and_time(dataset):
+    sgd = harness.run(config("sgd"), dataset, progress=False)["metrics"]
+    sam = harness.run(config("sam"), dataset, progress=False)["metrics"]
+    assert (sgd["forward_passes_per_step"], sgd["backward_passes_per_step"]) == (1, 1)
+    assert (sam["forward_passes_per_step"], sam["backward_passes_per_step"]) == (2, 2)
+    assert sgd["backward_samples_per_step"] == 32
+    assert sam["flops_per_step"] == pytest.approx(2 * sgd["flops_per_step"], rel=1e-3)
+    steps = 2 * (160 // 32)
+    assert sgd["steps"] == steps and sgd["timed_steps"] == steps - 1 and sgd["flop_counted_steps"] == 1
+    assert sgd["time_per_step_s"] > 0 and sgd["samples_per_s"] > 0 and sgd["peak_memory_mb"] > 0
+
+
+def test_record_carries_what_made_it(dataset):
+    record = harness.run(config("sgd"), dataset, progress=False)
+    assert record["config"]["train"]["model"] == "resnet8"
+    assert record["config"]["hparams"]["lr"] == TRAIN.lr
+    assert {"torch", "python", "git_commit", "device", "processor"} <= set(record["env"])
+    assert len(record["epochs"]) == 2 and record["epochs"][-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert record["data"]["train_size"] == 160
+
+
+def test_flop_window_declared_by_a_spec_is_honoured(dataset, monkeypatch):
+    import dataclasses
+
+    from suite import registry
+
+    spec = dataclasses.replace(registry.get("sgd"), flop_window=lambda hp: 3)
+    monkeypatch.setitem(registry._REGISTRY, "sgd", spec)
+    m = harness.run(config("sgd"), dataset, progress=False)["metrics"]
+    assert m["flop_counted_steps"] == 3 and m["timed_steps"] == m["steps"] - 3
+
+
+def test_divergence_is_recorded_not_raised(dataset):
+    m = harness.run(config("sgd", lr=1e12), dataset, progress=False)["metrics"]
+    assert m["status"] == "diverged" and m["diverged_at_step"] >= 1
+
+
+def test_batch_larger_than_the_data_is_refused(dataset):
+    import dataclasses
+
+    train = dataclasses.replace(TRAIN, batch_size=1000)
+    with pytest.raises(ValueError, match="batch_size 1000"):
+        harness.run(config("sgd", train=train), dataset, progress=False)

@@ -1,0 +1,89 @@
+"""The report on known records: statistics, ratios to SGD, files, and unreadable records."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from suite.report import summarize, t975, to_markdown, write_report
+from suite.store import SCHEMA, iter_records, record_path, write_record
+
+
+def record(optimizer, seed, acc, time_s, flops, profile="p", status="finished"):
+    return {
+        "schema": SCHEMA,
+        "config": {"profile": profile, "optimizer": optimizer, "seed": seed},
+        "metrics": {
+            "status": status, "test_acc": acc, "test_loss": 1.0, "train_loss": 1.2, "time_per_step_s": time_s,
+            "samples_per_s": 128 / time_s, "train_seconds": 10 * time_s, "flops_per_step": flops,
+            "forward_passes_per_step": 1.0 if optimizer == "sgd" else 2.0,
+            "backward_passes_per_step": 1.0 if optimizer == "sgd" else 2.0, "peak_memory_mb": 100.0, "steps": 10,
+        },
+        "epochs": [{"epoch": 1, "train_loss": 1.5, "test_loss": 1.1, "test_acc": acc - 0.1, "train_seconds": 1.0,
+                    "lr": 0.05},
+                   {"epoch": 2, "train_loss": 1.2, "test_loss": 1.0, "test_acc": acc, "train_seconds": 1.0, "lr": 0.0}],
+    }
+
+
+RECORDS = [
+    record("sgd", 0, 0.50, 0.10, 1e9), record("sgd", 1, 0.52, 0.10, 1e9), record("sgd", 2, 0.54, 0.10, 1e9),
+    record("sam", 0, 0.60, 0.21, 2e9), record("sam", 1, 0.62, 0.19, 2e9), record("sam", 2, 0.55, 0.20, 2e9,
+                                                                                 status="diverged"),
+]
+
+
+def test_summary_statistics_against_hand_computed_values():
+    table = summarize(RECORDS).set_index("optimizer")
+    sgd, sam = table.loc["sgd"], table.loc["sam"]
+    assert sgd["seeds"] == 3 and sgd["test_acc_mean"] == pytest.approx(0.52)
+    assert sgd["test_acc_std"] == pytest.approx(0.02)
+    assert sgd["test_acc_ci95"] == pytest.approx(4.303 * 0.02 / math.sqrt(3))
+    assert sam["seeds"] == 2 and sam["diverged"] == 1  # the diverged run is counted, not averaged
+    assert sam["test_acc_mean"] == pytest.approx(0.61)
+    assert sam["time_ratio_sgd"] == pytest.approx(2.0) and sam["flops_ratio_sgd"] == pytest.approx(2.0)
+    assert list(table.index) == ["sgd", "sam"]
+
+
+def test_ratios_are_taken_within_a_profile():
+    other = [record("sgd", 0, 0.5, 1.0, 4e9, profile="q"), record("sam", 0, 0.5, 3.0, 8e9, profile="q")]
+    table = summarize(RECORDS + other)
+    q = table[table["profile"] == "q"].set_index("optimizer")
+    assert q.loc["sam", "time_ratio_sgd"] == pytest.approx(3.0)
+    assert q.loc["sam", "flops_ratio_sgd"] == pytest.approx(2.0)
+
+
+def test_t_quantiles():
+    assert t975(1) == 12.706 and t975(9) == 2.262 and t975(1000) == 1.96
+
+
+def test_markdown_shows_percentages_and_ratios():
+    md = to_markdown(summarize(RECORDS))
+    assert "| sgd | 3 | 52.00 ± 2.00 |" in md
+    assert "| sam | 2 (1 diverged) | 61.00 ± 1.41 |" in md
+    assert "| 2.00 |" in md
+
+
+def test_write_report_skips_corrupt_records_and_writes_every_file(tmp_path):
+    for i, r in enumerate(RECORDS):
+        write_record(record_path(tmp_path, r["config"]["profile"], f"r{i}"), r)
+    bad = record_path(tmp_path, "p", "broken")
+    bad.write_text('{"schema": 1, "metr')
+    written, skipped = write_report(tmp_path)
+    assert skipped == [bad]
+    names = {p.name for p in written}
+    assert {"summary.csv", "summary.md", "p-accuracy-vs-flops.png", "p-accuracy-vs-time.png", "p-curves.png"} <= names
+    for p in written:
+        assert p.stat().st_size > 0
+    csv = pd.read_csv(tmp_path / "summary.csv")
+    assert set(csv["optimizer"]) == {"sgd", "sam"}
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_records_are_written_whole(tmp_path):
+    path = record_path(tmp_path, "p", "x")
+    write_record(path, RECORDS[0])
+    assert json.loads(path.read_text()) == RECORDS[0]
+    assert [r for _, r in iter_records(tmp_path)] == [RECORDS[0]]
