@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                      help="write the summary tables and plots afterwards (default: yes)")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=cmd_run, check_device=True)
 
     rep = sub.add_parser("report", help="records -> summary.csv, summary.md and plots")
     rep.add_argument("--results-dir", type=Path, default=Path("results"))
@@ -83,6 +83,10 @@ def plan(args: argparse.Namespace) -> tuple[Profile, list[RunConfig]]:
     train = with_overrides(profile.train, epochs=args.epochs, device=args.device)
     try:
         check_model_name(train.model)
+        if args.check_device:
+            from suite.harness import resolve_device
+
+            resolve_device(train.device)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     names = args.optimizer or list(profile.optimizers or registry.names())
@@ -124,10 +128,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         dataset = load_dataset(profile.train.dataset, args.data_dir, args.download)
     except DataError as exc:
-        raise UsageError(str(exc)) from None
-    try:
-        harness.resolve_device(runs[0].train.device)
-    except ValueError as exc:
         raise UsageError(str(exc)) from None
     todo = [r for r in runs if args.force or not record_path(args.results_dir, r.profile, r.run_id).exists()]
     print(f"profile {profile.name}: {len(runs)} runs ({len(runs) - len(todo)} already recorded, "

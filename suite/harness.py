@@ -120,6 +120,7 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True) -> dict[str,
     passes = {"forward": 0, "backward": 0, "forward_samples": 0, "backward_samples": 0}
     epochs: list[dict[str, Any]] = []
     status, diverged_at, last_finite = "finished", None, None
+    env = environment(device)  # before training: the commit that starts the run is the one that ran
     started, t_start = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.monotonic()
     model.train()
     step = 0
@@ -195,7 +196,7 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True) -> dict[str,
                       "passes_per_step": spec.passes_per_step},
         "data": {"dataset": dataset.name, "source": dataset.source, "train_size": len(train_split),
                  "test_size": len(test_split)},
-        "env": environment(device),
+        "env": env,
         "started_at": started,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": time.monotonic() - t_start,

@@ -32,6 +32,7 @@ def run_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
         m, c = r["metrics"], r["config"]
         rows.append({
             "profile": c["profile"], "optimizer": c["optimizer"], "seed": c["seed"], "status": m["status"],
+            "started_at": r.get("started_at", ""),
             "test_acc": m["test_acc"], "test_loss": m["test_loss"], "train_loss": m["train_loss"],
             "time_per_step_s": m["time_per_step_s"], "samples_per_s": m["samples_per_s"],
             "train_seconds": m["train_seconds"], "flops_per_step": m["flops_per_step"],
@@ -57,7 +58,10 @@ def summarize(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     runs = run_rows(records)
     if runs.empty:
         return runs
-    order = {name: i for i, name in enumerate(dict.fromkeys(runs["optimizer"]))}
+    # SGD first (the reference), then in the order the sweep ran them (the registry's order)
+    first_start = runs.groupby("optimizer", sort=False)["started_at"].min()
+    names = sorted(first_start.index, key=lambda n: (n != REFERENCE, first_start[n]))
+    order = {name: i for i, name in enumerate(names)}
     out = []
     for (profile, optimizer), g in runs.groupby(["profile", "optimizer"], sort=False):
         ok = g[g["status"] == "finished"]
@@ -138,15 +142,15 @@ def _plots(results_dir: Path, table: pd.DataFrame, runs: pd.DataFrame, epochs: p
     sns.set_theme(style="whitegrid", context="notebook")
     written = []
     for profile, g in table.groupby("profile", sort=False):
+        colors = dict(zip(g["optimizer"], sns.color_palette(n_colors=len(g))))  # one colour per optimizer
         for x, label, name in (("flops_per_step", "GFLOP per step", "accuracy-vs-flops"),
                                ("time_per_step_s", "seconds per step", "accuracy-vs-time")):
             fig, ax = plt.subplots(figsize=(6.5, 4.5))
             scale = 1e9 if x == "flops_per_step" else 1.0
-            palette = sns.color_palette(n_colors=len(g))
-            for color, r in zip(palette, g.itertuples()):
+            for r in g.itertuples():
                 ax.errorbar(getattr(r, x) / scale, 100 * r.test_acc_mean,
                             yerr=0 if math.isnan(r.test_acc_std) else 100 * r.test_acc_std,
-                            fmt="o", capsize=4, color=color, label=r.optimizer)
+                            fmt="o", capsize=4, color=colors[r.optimizer], label=r.optimizer)
             ax.set_xlabel(label)
             ax.set_ylabel("final test accuracy (%)")
             ax.set_title(f"{profile}: accuracy vs {label.split()[0]} (mean ± std over seeds)")
@@ -155,9 +159,12 @@ def _plots(results_dir: Path, table: pd.DataFrame, runs: pd.DataFrame, epochs: p
         curves = epochs[epochs["profile"] == profile]
         if not curves.empty:
             fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-            sns.lineplot(curves, x="epoch", y="train_loss", hue="optimizer", marker="o", ax=axes[0])
-            sns.lineplot(curves.assign(test_acc=100 * curves["test_acc"]), x="epoch", y="test_acc",
-                         hue="optimizer", marker="o", ax=axes[1])
+            style = dict(hue="optimizer", hue_order=list(colors), palette=colors, marker="o")
+            sns.lineplot(curves, x="epoch", y="train_loss", ax=axes[0], **style)
+            sns.lineplot(curves.assign(test_acc=100 * curves["test_acc"]), x="epoch", y="test_acc", ax=axes[1],
+                         **style)
+            for ax in axes:
+                ax.xaxis.get_major_locator().set_params(integer=True)
             axes[0].set_ylabel("train loss (epoch mean)")
             axes[1].set_ylabel("test accuracy (%)")
             fig.suptitle(f"{profile}: training curves (band: 95% interval over seeds)")

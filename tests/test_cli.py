@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from suite.cli import main
+from suite.cli import main, plan
+from suite.config import available_profiles
 
 TRAIN = {"dataset": '"synthetic"', "model": '"resnet8"', "epochs": "1", "batch_size": "32",
          "train_subset": "96", "test_subset": "50"}
@@ -111,3 +112,24 @@ def test_module_entry_point_exit_code_for_a_bad_name(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "unknown optimizer 'nope'; known: sgd, sam" in proc.stderr
+
+
+@pytest.mark.parametrize("name", available_profiles())
+def test_every_shipped_profile_resolves(name):
+    """Each profile in suite/profiles parses, names known optimizers/models, and its optimizers build."""
+    import argparse
+
+    args = argparse.Namespace(profile=name, seeds=None, epochs=None, device=None, optimizer=None,
+                              check_device=False)
+    profile, runs = plan(args)
+    assert runs and len(runs) == profile.seeds * len({r.optimizer for r in runs})
+
+
+def test_cuda_profile_on_a_machine_without_cuda(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code = run_cli("run", "--profile", "paper-cifar10", "--results-dir", str(tmp_path / "out"))
+    assert code == 2 and "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
