@@ -10,9 +10,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from suite import registry
-from suite.config import COMMON_HPARAMS, ConfigError, Profile, RunConfig, available_profiles, load_profile
+from suite.config import (
+    COMMON_HPARAMS,
+    ConfigError,
+    Profile,
+    RunConfig,
+    TrainConfig,
+    available_profiles,
+    load_profile,
+)
 
 EXIT_USAGE = 2
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "synthetic": 10}
 
 
 class UsageError(Exception):
@@ -64,9 +73,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     width = max(len(n) for n in registry.names(include_aliases=True))
     for name in registry.names(include_aliases=True):
         spec = registry.get(name)
-        extra = f"alias of {spec.alias_of}" if spec.alias_of else f"{spec.passes_per_step} pass(es)/step"
+        if spec.alias_of:
+            print(f"{name:<{width}}  = {spec.alias_of}")
+            continue
         defaults = " ".join(f"{k}={v}" for k, v in spec.defaults.items())
-        print(f"{name:<{width}}  {extra:<18} {spec.description}" + (f"  [{defaults}]" if defaults else ""))
+        print(f"{name:<{width}}  {spec.passes_per_step} passes/step  {spec.description}"
+              + (f"  [{defaults}]" if defaults else ""))
     return 0
 
 
@@ -97,10 +109,13 @@ def plan(args: argparse.Namespace) -> tuple[Profile, list[RunConfig]]:
             raise UsageError(exc.args[0]) from None
     common = {k: getattr(train, k) for k in COMMON_HPARAMS}
     resolved = {}
+    model = None
     for name in dict.fromkeys(names):
         spec = registry.get(name)
         resolved[name] = spec.resolved_hparams(common, profile.hparams.get(name, {}))
-        _check_constructs(name, spec, resolved[name])
+        if model is None:
+            model = _planning_model(train)
+        _check_constructs(name, spec, resolved[name], model, train)
     # Seed-major order: a slow drift of the machine touches every optimizer alike.
     runs = [
         RunConfig(profile.name, name, seed, train, tuple(sorted(hparams.items())))
@@ -110,11 +125,19 @@ def plan(args: argparse.Namespace) -> tuple[Profile, list[RunConfig]]:
     return profile, runs
 
 
-def _check_constructs(name: str, spec: registry.OptimizerSpec, hparams: dict) -> None:
-    import torch
+def _planning_model(train: TrainConfig):
+    """The profile's model, built once on the CPU, so that optimizers can check themselves against it
+    (an N:M that does not divide a layer) before any data is loaded or anything is written."""
+    from suite.models import build_model
 
+    return build_model(train.model, NUM_CLASSES.get(train.dataset, 10))
+
+
+def _check_constructs(name: str, spec: registry.OptimizerSpec, hparams: dict, model, train: TrainConfig) -> None:
+    steps = max(1, (train.train_subset or 1000) // train.batch_size)
+    inputs = {"model": model, "total_steps": steps * train.epochs, "steps_per_epoch": steps}
     try:
-        spec.factory([torch.nn.Parameter(torch.zeros(2, 2))], **hparams)
+        spec.build(model.parameters(), inputs, **hparams)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"optimizer {name}: {exc}") from None
 

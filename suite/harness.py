@@ -106,15 +106,16 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True) -> dict[str,
     model = build_model(cfg.model, dataset.num_classes).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = spec.factory(model.parameters(), **hparams)
     steps_per_epoch = len(train_split) // cfg.batch_size
     total_steps = steps_per_epoch * cfg.epochs
+    inputs = {"model": model, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch}
+    optimizer = spec.build(model.parameters(), inputs, **hparams)
     schedule = cosine(total_steps) if cfg.schedule == "cosine" else (lambda t: 1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     order_gen, aug_gen = seeded_generator(seed, 0), seeded_generator(seed, 1)
     augment = Augment(dataset.mean, dataset.std, cfg.crop_padding, cfg.flip, cfg.cutout, cfg.cutout_p)
 
-    window = max(cfg.flop_steps, spec.flop_window(hparams) if spec.flop_window else 1)
+    window = max(cfg.flop_steps, spec.flop_window({**inputs, **hparams}) if spec.flop_window else 1)
     untimed = min(window, max(total_steps - 1, 1))
     meter, clock, flops, memory = Meter(), StepClock(device), FlopMeter(), PeakMemory(device)
     passes = {"forward": 0, "backward": 0, "forward_samples": 0, "backward_samples": 0}

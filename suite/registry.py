@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+# What the harness hands an optimizer at construction when its spec asks (never during steps).
+INPUTS = frozenset({"model", "total_steps", "steps_per_epoch"})
 # What the suite's closure offers beyond the torch convention (see baselines.closure.ModelClosure).
-CLOSURE_FEATURES = frozenset({"subset", "backward", "per_sample", "freeze_bn"})
+CLOSURE_FEATURES = frozenset({"subset", "backward", "per_sample", "freeze_bn", "fisher"})
 PACKAGES = ("baselines", "ssam")
 
 
@@ -36,13 +38,17 @@ class OptimizerSpec:
     defaults: Mapping[str, Any] = field(default_factory=dict)  # optimizer-specific hyper-parameters
     passes_per_step: int = 1  # nominal forward+backward passes per step; the meter measures the truth
     closure_features: frozenset[str] = frozenset()
+    inputs: frozenset[str] = frozenset()  # construction inputs from the harness, a subset of INPUTS
     # Steps over which one step's cost varies periodically (e.g. a mask refresh interval); the harness
-    # counts FLOPs over that many whole steps. Called with the resolved hyper-parameters.
+    # counts FLOPs over that many whole steps. Called with the resolved hyper-parameters and inputs.
     flop_window: Callable[[Mapping[str, Any]], int] | None = None
     alias_of: str | None = None
 
-    def build(self, params: Iterable[Any], **hparams: Any) -> Any:
-        return self.factory(params, **{**self.defaults, **hparams})
+    def build(self, params: Iterable[Any], available: Mapping[str, Any] | None = None, **hparams: Any) -> Any:
+        """Construct with this spec's defaults under ``hparams``; of ``available`` (the harness's
+        model, total_steps, steps_per_epoch) only the inputs the spec asks for are passed."""
+        inputs = {k: v for k, v in (available or {}).items() if k in self.inputs}
+        return self.factory(params, **{**self.defaults, **hparams}, **inputs)
 
     def resolved_hparams(self, common: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
         """Common training hyper-parameters, then this optimizer's defaults, then profile overrides."""
@@ -60,6 +66,7 @@ def register(
     defaults: Mapping[str, Any] | None = None,
     passes_per_step: int = 1,
     closure_features: Iterable[str] = (),
+    inputs: Iterable[str] = (),
     flop_window: Callable[[Mapping[str, Any]], int] | None = None,
     factory: Callable[..., Any] | None = None,
     aliases: Iterable[str] = (),
@@ -69,6 +76,8 @@ def register(
     unknown = features - CLOSURE_FEATURES
     if unknown:
         raise ValueError(f"{name}: unknown closure features {sorted(unknown)}; known: {sorted(CLOSURE_FEATURES)}")
+    if set(inputs) - INPUTS:
+        raise ValueError(f"{name}: unknown inputs {sorted(set(inputs) - INPUTS)}; known: {sorted(INPUTS)}")
 
     def add(obj: Any) -> Any:
         spec = OptimizerSpec(
@@ -78,6 +87,7 @@ def register(
             defaults=MappingProxyType(dict(defaults or {})),
             passes_per_step=passes_per_step,
             closure_features=features,
+            inputs=frozenset(inputs),
             flop_window=flop_window,
         )
         for key, value in [(name, spec)] + [(a, _alias(spec, a)) for a in aliases]:
