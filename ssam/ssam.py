@@ -1,0 +1,163 @@
+"""Sparse SAM (Mi et al. 2023, "Systematic Investigation of Sparse Perturbed Sharpness-Aware
+Minimization Optimizer", https://arxiv.org/abs/2306.17504).
+
+    e = rho * (m ⊙ g) / ||g||                (normalise="masked": rho * (m ⊙ g) / ||m ⊙ g||)
+    w <- base_step(w, grad L(w + e))          the dense gradient: masked-out weights still train
+
+The binary mask ``m`` keeps a fraction ``1 - sparsity`` of the weights. SSAM-F (``mask="fisher"``)
+keeps the largest empirical-Fisher scores over ``fisher_samples`` examples, refreshed every
+``update_every`` steps. SSAM-D (``mask="dynamic"``) starts from a random mask and every
+``update_every`` steps drops the active weights with the smallest |g| at rate
+``d_t = drop_rate * (1 + cos(pi t / total_steps)) / 2`` and grows as many inactive ones.
+Patterns (``ssam.masks``): unstructured, structured (whole tensors), N:M. Forms: explicit (mask on
+the perturbation) or implicit (also ``dX = dY (W ⊙ M)^T`` in the first backward; needs ``model``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from functools import partial
+from typing import Any
+
+import torch
+
+from baselines.two_pass import TwoPassOptimizer
+from ssam import masks as mk
+from ssam.fisher import FISHER
+from ssam.implicit import MaskedBackward
+from suite.registry import register
+
+MASKS, FORMS, GROWTH, NORMALISE = ("fisher", "dynamic"), ("explicit", "implicit"), ("random", "gradient"), \
+    ("paper", "masked")
+
+
+class SSAM(TwoPassOptimizer):
+    def __init__(
+        self, params: Iterable[Any], base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
+        rho: float = 0.1, sparsity: float | None = None, mask: str = "fisher", pattern: str = "unstructured",
+        n: int = 2, m: int = 4, form: str = "explicit", update_every: int | None = None,
+        fisher_samples: int = 16, fisher_impl: str = "vmap", drop_rate: float = 0.5, growth: str = "random",
+        normalise: str = "paper", total_steps: int | None = None, steps_per_epoch: int | None = None,
+        model: torch.nn.Module | None = None, seed: int = 0, adaptive: bool = False, **base_kwargs: Any,
+    ) -> None:
+        for name, value, known in (("mask", mask, MASKS), ("pattern", pattern, mk.PATTERNS), ("form", form, FORMS),
+                                   ("growth", growth, GROWTH), ("normalise", normalise, NORMALISE),
+                                   ("fisher_impl", fisher_impl, tuple(FISHER))):
+            if value not in known:
+                raise ValueError(f"unknown {name} {value!r}; known: {', '.join(known)}")
+        params = list(params)
+        flat = [p for g in params for p in g["params"]] if params and isinstance(params[0], dict) else params
+        if pattern == "nm":
+            mk.check_nm(flat, n, m)
+            if sparsity is not None and not math.isclose(sparsity, 1 - n / m):
+                raise ValueError(f"with pattern 'nm' the sparsity is 1 - n/m = {1 - n / m}, got sparsity={sparsity}")
+            sparsity = 1 - n / m
+        sparsity = 0.5 if sparsity is None else sparsity
+        _check_number("sparsity", sparsity, 0.0, 1.0)
+        _check_number("drop_rate", drop_rate, 0.0, 1.0)
+        update_every = update_every if update_every is not None else steps_per_epoch
+        _check_count("update_every (or steps_per_epoch, to refresh once per epoch)", update_every)
+        _check_count("fisher_samples", fisher_samples)
+        if mask == "dynamic":
+            _check_count("total_steps (SSAM-D's drop-rate schedule)", total_steps)
+        if form == "implicit" and model is None:
+            raise ValueError("form 'implicit' needs model= (the module whose layers back-propagate through the mask)")
+        extra = dict(sparsity=float(sparsity), mask=mask, pattern=pattern, n=n, m=m, form=form,
+                     update_every=int(update_every), fisher_samples=fisher_samples, fisher_impl=fisher_impl,
+                     drop_rate=float(drop_rate), growth=growth, normalise=normalise, total_steps=total_steps)
+        super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, extra_defaults=extra, **base_kwargs)
+        self.model, self.steps = model, 0
+        self.generator = torch.Generator().manual_seed(seed)
+        self._params = [p for group in self.param_groups for p in group["params"]]
+        scores = [torch.rand(p.shape, generator=self.generator) if mask == "dynamic" else torch.ones(p.shape)
+                  for p in self._params]
+        self._set_masks(mk.project(scores, pattern, 1 - sparsity, n, m) if mask == "dynamic" else
+                        [torch.ones(p.shape, dtype=torch.bool) for p in self._params])
+
+    # ----- hooks of the two-pass skeleton -------------------------------------------------------
+    def first_pass(self, closure: Any) -> torch.Tensor:
+        h = self.defaults
+        if h["mask"] == "fisher" and self.steps % h["update_every"] == 0:
+            fisher = FISHER[h["fisher_impl"]](closure, self._params, h["fisher_samples"])
+            self._set_masks(mk.project(fisher, h["pattern"], 1 - h["sparsity"], h["n"], h["m"]))
+        if h["form"] == "implicit":
+            with MaskedBackward(self.model, lambda w: self.state[w]["mask"] if w in self.state else None):
+                return closure()
+        return closure()
+
+    def prepare(self) -> None:
+        h = self.defaults
+        if h["mask"] == "dynamic" and (self.steps + 1) % h["update_every"] == 0:
+            masks = [self.state[p]["mask"] for p in self._params]
+            scores = mk.dst_scores(masks, [p.grad for p in self._params], self.drop_rate_at(self.steps),
+                                   h["pattern"], self.generator, h["growth"])
+            self._set_masks(mk.project(scores, h["pattern"], 1 - h["sparsity"], h["n"], h["m"]))
+        self.steps += 1
+
+    def grad_norm(self) -> torch.Tensor:
+        if self.defaults["normalise"] == "paper":
+            return super().grad_norm()
+        norms = [(p.grad * self.state[p]["mask"]).norm() for p in self._params if p.grad is not None]
+        return torch.stack(norms).norm() if norms else torch.tensor(0.0)
+
+    def perturbation(self, p: torch.Tensor, group: dict[str, Any], scale: torch.Tensor) -> torch.Tensor | None:
+        return super().perturbation(p, group, scale) * self.state[p]["mask"]
+
+    # ----- masks and state ----------------------------------------------------------------------------
+    def drop_rate_at(self, step: int) -> float:
+        h = self.defaults
+        return h["drop_rate"] * (1 + math.cos(math.pi * min(step, h["total_steps"]) / h["total_steps"])) / 2
+
+    def _set_masks(self, masks: list[torch.Tensor]) -> None:
+        for p, mask in zip(self._params, masks):
+            self.state[p]["mask"] = mask.to(p.device)
+
+    def masks(self) -> list[torch.Tensor]:
+        return [self.state[p]["mask"] for p in self._params]
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["ssam"] = {"steps": self.steps, "generator": self.generator.get_state()}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        own = state_dict.pop("ssam")
+        super().load_state_dict(state_dict)
+        self.steps = own["steps"]
+        self.generator.set_state(own["generator"])
+        self._params = [p for group in self.param_groups for p in group["params"]]
+        self._set_masks([self.state[p]["mask"].bool() for p in self._params])  # torch casts state to p's dtype
+
+
+def _check_number(name: str, value: Any, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
+
+
+def _check_count(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _register_all() -> None:
+    for mask, letter in (("fisher", "f"), ("dynamic", "d")):
+        for pattern in mk.PATTERNS:
+            for form in FORMS:
+                name = f"ssam-{letter}-{pattern}-{form}"
+                register(
+                    name,
+                    description=f"SSAM-{letter.upper()} (Mi et al. 2023): {pattern} {form} sparse perturbation",
+                    defaults={"rho": 0.1, "sparsity": 0.5} if pattern != "nm" else {"rho": 0.1, "n": 2, "m": 4},
+                    passes_per_step=2,
+                    closure_features={"freeze_bn", "subset", "fisher"} if mask == "fisher" else {"freeze_bn"},
+                    inputs={"steps_per_epoch"} | ({"total_steps"} if mask == "dynamic" else set())
+                    | ({"model"} if form == "implicit" else set()),
+                    flop_window=lambda hp: hp.get("update_every") or hp.get("steps_per_epoch") or 1,
+                    factory=partial(SSAM, mask=mask, pattern=pattern, form=form),
+                    aliases=[f"ssam-{letter}"] if (pattern, form) == ("unstructured", "explicit") else [],
+                )(SSAM)
+
+
+_register_all()
