@@ -4,8 +4,8 @@
 
 - ``unstructured``: global top-k over all weights, ``k = round(density * total)``: exact.
 - ``structured``: the unit is a whole tensor (as in the paper's code). Tensors are ranked by mean
-  score and taken while the kept total stays within ``k``: density is at most the target and short
-  of it by less than the next tensor's size.
+  score and each is taken if it still fits in ``k``: the density never exceeds the target. (The
+  official code instead adds tensors until ``k`` is reached, overshooting by up to one tensor.)
 - ``nm``: in every group of ``m`` consecutive weights along the reduction dimension, the ``n`` with
   the highest scores. A weight of shape ``(out, ...)`` is grouped along its own row-major layout of
   ``in * kh * kw`` (conv) or ``in`` (linear): no transposed view. Tensors without such groups — 1-D
@@ -66,9 +66,8 @@ def _structured(scores: list[torch.Tensor], density: float) -> Masks:
     unit = torch.stack([s.float().mean().cpu() for s in scores])
     keep, used = [False] * len(scores), 0
     for i in torch.argsort(unit, descending=True, stable=True).tolist():
-        if used + scores[i].numel() > budget:
-            break
-        keep[i], used = True, used + scores[i].numel()
+        if used + scores[i].numel() <= budget:
+            keep[i], used = True, used + scores[i].numel()
     return [torch.full_like(s, k, dtype=torch.bool) for s, k in zip(scores, keep)]
 
 

@@ -1,0 +1,240 @@
+"""SSAM: equivalences with SAM and SGD, where the perturbation lands, Fisher scores, DST schedule,
+the implicit form's gradients, state and bad input."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+import torch
+from helpers import tiny_model, toy_batch
+from torch import nn
+
+from baselines import SAM, ModelClosure
+from baselines.closure import Meter
+from ssam import SSAM, SSAMD, MaskedBackward
+from ssam import masks as mk
+from ssam.fisher import fisher_loop, fisher_vectorised
+
+HP = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
+VARIANTS = [(mask, form) for mask in ("fisher", "dynamic") for form in ("explicit", "implicit")]
+
+
+def ssam(net, **kw):
+    args = dict(rho=0.1, update_every=2, total_steps=8, model=net, **HP)
+    return SSAM(net.parameters(), **{**args, **kw})
+
+
+def train(model, opt, steps=4, meter=None):
+    for i in range(steps):
+        x, y = toy_batch(seed=i)
+        opt.step(ModelClosure(model, x, y, meter=meter))
+
+
+def same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.parametrize("mask,form", VARIANTS)
+@pytest.mark.parametrize("pattern,extra", [("unstructured", {"sparsity": 0.0}), ("structured", {"sparsity": 0.0}),
+                                           ("nm", {"n": 4, "m": 4})])
+def test_density_one_is_sam(mask, form, pattern, extra):
+    a, b = tiny_model(), tiny_model()
+    train(a, SAM(a.parameters(), rho=0.1, **HP))
+    train(b, ssam(b, mask=mask, form=form, pattern=pattern, **extra))
+    assert same_weights(a, b)
+
+
+@pytest.mark.parametrize("mask,form", VARIANTS)
+@pytest.mark.parametrize("pattern", ["unstructured", "structured"])
+def test_sparsity_one_is_sgd(mask, form, pattern):
+    a, b = tiny_model(), tiny_model()
+    train(a, torch.optim.SGD(a.parameters(), **HP))
+    train(b, ssam(b, mask=mask, form=form, pattern=pattern, sparsity=1.0))
+    assert same_weights(a, b)
+
+
+def test_half_sparsity_is_neither_sam_nor_sgd():
+    a, b, c = tiny_model(), tiny_model(), tiny_model()
+    train(a, SAM(a.parameters(), rho=0.5, **HP))
+    train(b, torch.optim.SGD(b.parameters(), **HP))
+    train(c, ssam(c, rho=0.5, sparsity=0.5))
+    assert not same_weights(a, c) and not same_weights(b, c)
+
+
+@pytest.mark.parametrize("mask,form", VARIANTS)
+@pytest.mark.parametrize("pattern", mk.PATTERNS)
+@pytest.mark.parametrize("normalise", ["paper", "masked"])
+def test_perturbation_is_masked_gradient_scaled_by_the_stated_norm(mask, form, pattern, normalise):
+    model = tiny_model()
+    opt = ssam(model, mask=mask, form=form, pattern=pattern, normalise=normalise, lr=0.0, momentum=0.0,
+               weight_decay=0.0)
+    x, y = toy_batch()
+    seen = []
+
+    class Spy(ModelClosure):
+        def __call__(self, **kw):
+            out = super().__call__(**kw)
+            seen.append(([p.detach().clone() for p in model.parameters()],
+                         [p.grad.clone() for p in model.parameters()]))
+            return out
+
+    opt.step(Spy(model, x, y))
+    (w0, g), (w1, _) = seen[-2], seen[-1]  # the first pass (after any Fisher passes), then the second
+    masks = opt.masks()
+    assert 0 < mk.density(masks) < 1
+    norm = torch.stack([(gi * mi if normalise == "masked" else gi).norm() for gi, mi in zip(g, masks)]).norm()
+    for a, b, gi, mi in zip(w0, w1, g, masks):
+        e = b - a
+        assert torch.equal(e[~mi], torch.zeros_like(e[~mi])), "zero exactly where the mask is zero"
+        torch.testing.assert_close(e[mi], (0.1 * gi / norm)[mi], rtol=1e-4, atol=1e-7)
+
+
+def test_vectorised_fisher_equals_the_batch_of_one_loop_and_leaves_no_trace():
+    model = tiny_model()
+    x, y = toy_batch(n=16)
+    closure = ModelClosure(model, x, y)
+    stats = copy.deepcopy(model.bn.state_dict())
+    params = list(model.parameters())
+    fast = fisher_vectorised(closure, params, 12)
+    assert all(p.grad is None for p in params), "the vectorised pass leaves .grad alone"
+    slow = fisher_loop(closure, params, 12)
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
+    assert all(torch.equal(v, stats[k]) for k, v in model.bn.state_dict().items()), "BN statistics untouched"
+    assert all(a.sum() > 0 for a in fast)
+
+
+def test_fisher_mask_keeps_the_largest_scores_and_refreshes_on_schedule():
+    model = tiny_model()
+    opt = ssam(model, sparsity=0.6, update_every=3)
+    calls = []
+    orig = ModelClosure.fisher
+
+    def counting(self, subset, **kw):
+        calls.append(len(subset))
+        return orig(self, subset, **kw)
+
+    ModelClosure.fisher = counting
+    try:
+        x, y = toy_batch()
+        expected = fisher_vectorised(ModelClosure(model, x, y), list(model.parameters()), 16)
+        opt.step(ModelClosure(model, x, y))
+        assert all(torch.equal(m, e) for m, e in zip(opt.masks(), mk.project(expected, "unstructured", 0.4)))
+        train(model, opt, steps=6)
+    finally:
+        ModelClosure.fisher = orig
+    assert calls == [16, 16, 16, 16]  # 1 + 6 steps: refreshes at steps 0, 3 and 6 (plus the expected one)
+
+
+def test_meter_counts_the_fisher_pass():
+    model, meter = tiny_model(), Meter()
+    opt = ssam(model, fisher_samples=8)
+    opt.step(ModelClosure(model, *toy_batch(n=16), meter=meter))
+    assert (meter.backward_passes, meter.backward_samples) == (3, 16 + 8 + 16)
+
+
+def test_dst_schedule_and_updates():
+    model = tiny_model()
+    opt = ssam(model, mask="dynamic", drop_rate=0.5, total_steps=8, update_every=2, sparsity=0.5)
+    assert [opt.drop_rate_at(t) for t in (0, 4, 8, 20)] == pytest.approx([0.5, 0.25, 0.0, 0.0])
+    first = [m.clone() for m in opt.masks()]
+    counts = []
+    for i in range(4):
+        train(model, opt, steps=1)
+        counts.append(sum(int(m.sum()) for m in opt.masks()))
+        if i == 0:
+            assert all(torch.equal(a, b) for a, b in zip(first, opt.masks())), "no update before step 2"
+    assert len(set(counts)) == 1 and counts[0] == round(0.5 * sum(p.numel() for p in model.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(first, opt.masks())), "updated at steps 2 and 4"
+
+
+def test_dst_initial_mask_depends_on_the_seed_only():
+    a, b, c = (ssam(tiny_model(), mask="dynamic", seed=s) for s in (1, 1, 2))
+    assert all(torch.equal(x, y) for x, y in zip(a.masks(), b.masks()))
+    assert not all(torch.equal(x, y) for x, y in zip(a.masks(), c.masks()))
+
+
+def test_state_dict_restores_bool_masks_and_the_step_count():
+    model = tiny_model()
+    opt = ssam(model, mask="dynamic")
+    train(model, opt, steps=3)
+    state = opt.state_dict()
+    fresh = ssam(tiny_model(), mask="dynamic", seed=5)
+    fresh.load_state_dict(state)
+    assert fresh.steps == 3 and all(m.dtype == torch.bool for m in fresh.masks())
+    assert all(torch.equal(a, b) for a, b in zip(opt.masks(), fresh.masks()))
+
+
+# ----- implicit form ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("layer", [nn.Conv2d(4, 6, 3, padding=1, stride=2, bias=True), nn.Linear(8, 5)])
+def test_masked_backward_single_layer(layer):
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 7, 7) if isinstance(layer, nn.Conv2d) else torch.randn(3, 8)
+    mask = torch.rand(layer.weight.shape) < 0.5
+    ref_out = layer(x)
+    dy = torch.randn_like(ref_out)
+    ref_gw = torch.autograd.grad(ref_out, layer.weight, dy)[0]
+    xr = x.clone().requires_grad_()
+    with MaskedBackward(layer, lambda w: mask if w is layer.weight else None):
+        out = layer(xr)
+    assert torch.equal(out, ref_out), "forward unchanged"
+    gx, gw = torch.autograd.grad(out, (xr, layer.weight), dy)
+    masked = copy.deepcopy(layer)
+    with torch.no_grad():
+        masked.weight.mul_(mask)
+    xm = x.clone().requires_grad_()
+    expected_gx = torch.autograd.grad(masked(xm), xm, dy)[0]
+    torch.testing.assert_close(gx, expected_gx, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gw, ref_gw, rtol=1e-5, atol=1e-6)
+    assert "forward" not in vars(layer), "the model is untouched outside the context"
+
+
+def test_masked_backward_keeps_the_top_layer_gradient_and_changes_the_lower_ones():
+    model = tiny_model()
+    x, y = toy_batch()
+    masks = {p: torch.rand(p.shape, generator=torch.Generator().manual_seed(1)) < 0.5 for p in model.parameters()}
+    loss = nn.functional.cross_entropy(model(x), y)
+    ref = torch.autograd.grad(loss, [model.conv.weight, model.fc.weight])
+    with MaskedBackward(model, masks.get):
+        out = model(x)
+        loss2 = nn.functional.cross_entropy(out, y)
+    got = torch.autograd.grad(loss2, [model.conv.weight, model.fc.weight])
+    assert torch.equal(loss.detach(), loss2.detach())
+    torch.testing.assert_close(got[1], ref[1], rtol=1e-6, atol=1e-8)  # top layer: exact
+    assert not torch.allclose(got[0], ref[0])  # below a masked layer: the sparsified network's gradient
+
+
+# ----- library use and bad input ---------------------------------------------------------------------
+def test_ssamd_alias_and_a_users_own_loop():
+    model = tiny_model()
+    opt = SSAMD(model.parameters(), rho=0.05, sparsity=0.5, update_every=5, total_steps=50, lr=0.1)
+    x, y = toy_batch(n=24)
+    losses = [float(opt.step(ModelClosure(model, x, y))) for _ in range(25)]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+BAD = [
+    (dict(sparsity=-0.1), "sparsity must be in"), (dict(sparsity=1.5), "1.5"),
+    (dict(pattern="nm", n=3, m=2), "0 < n <= m"), (dict(pattern="nm", n=0, m=4), "n=0"),
+    (dict(pattern="nm", n=2, m=5), "divides no weight"), (dict(pattern="nm", n=2, m=4, sparsity=0.7), "1 - n/m"),
+    (dict(mask="hessian"), "unknown mask 'hessian'"), (dict(pattern="blocky"), "unknown pattern 'blocky'"),
+    (dict(form="magic"), "unknown form 'magic'"), (dict(update_every=0), "update_every"),
+    (dict(update_every=None), "update_every"), (dict(fisher_samples=0), "fisher_samples"),
+    (dict(mask="dynamic", total_steps=None), "total_steps"), (dict(form="implicit", model=None), "model="),
+    (dict(drop_rate=2.0), "drop_rate"), (dict(rho=-1.0), "rho"),
+]
+
+
+@pytest.mark.parametrize("kwargs,message", BAD, ids=[m for _, m in BAD])
+def test_bad_hyper_parameters_raise_value_error_naming_them(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ssam(tiny_model(), **kwargs)
+
+
+def test_fisher_samples_larger_than_the_batch():
+    model = tiny_model()
+    opt = ssam(model, fisher_samples=32)
+    with pytest.raises(ValueError, match="fisher_samples=32 is larger than the batch"):
+        opt.step(ModelClosure(model, *toy_batch(n=16)))
