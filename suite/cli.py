@@ -4,6 +4,7 @@ found before anything is written."""
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import sys
 import time
 from collections.abc import Sequence
@@ -102,17 +103,22 @@ def plan(args: argparse.Namespace) -> tuple[Profile, list[RunConfig]]:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     names = args.optimizer or list(profile.optimizers or registry.names())
-    for name in [*names, *profile.hparams]:
+    for name in names:
         try:
             registry.get(name)
         except KeyError as exc:
             raise UsageError(exc.args[0]) from None
+    known = registry.names(include_aliases=True)
+    for pattern in profile.hparams:
+        if not fnmatch.filter(known, pattern):
+            raise UsageError(f"[hparams.{pattern}] matches no optimizer (unknown optimizer {pattern!r}); "
+                             f"known: {', '.join(known)}")
     common = {k: getattr(train, k) for k in COMMON_HPARAMS}
     resolved = {}
     model = None
     for name in dict.fromkeys(names):
         spec = registry.get(name)
-        resolved[name] = spec.resolved_hparams(common, profile.hparams.get(name, {}))
+        resolved[name] = spec.resolved_hparams(common, profile_hparams(profile, name))
         if model is None:
             model = _planning_model(train)
         _check_constructs(name, spec, resolved[name], model, train)
@@ -123,6 +129,16 @@ def plan(args: argparse.Namespace) -> tuple[Profile, list[RunConfig]]:
         for name, hparams in resolved.items()
     ]
     return profile, runs
+
+
+def profile_hparams(profile: Profile, name: str) -> dict:
+    """A profile's overrides for one optimizer: every ``[hparams."PATTERN"]`` table whose glob matches
+    the name, in file order, then the table named exactly (e.g. ``"ssam-*"`` then ``"ssam-f-nm-explicit"``)."""
+    merged: dict = {}
+    for pattern, values in profile.hparams.items():
+        if pattern != name and fnmatch.fnmatchcase(name, pattern):
+            merged.update(values)
+    return {**merged, **profile.hparams.get(name, {})}
 
 
 def _planning_model(train: TrainConfig):

@@ -78,9 +78,10 @@ def summarize(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
             "peak_memory_mb": ok["peak_memory_mb"].mean(),
         })
     table = pd.DataFrame(out)
-    for col, ratio in (("time_per_step_s", "time_ratio_sgd"), ("flops_per_step", "flops_ratio_sgd")):
-        ref = table[table["optimizer"] == REFERENCE].set_index("profile")[col]
-        table[ratio] = table[col] / table["profile"].map(ref)
+    for reference in (REFERENCE, "sam"):
+        for col, ratio in (("time_per_step_s", "time_ratio"), ("flops_per_step", "flops_ratio")):
+            ref = table[table["optimizer"] == reference].set_index("profile")[col]
+            table[f"{ratio}_{reference}"] = table[col] / table["profile"].map(ref)
     table["_order"] = table["optimizer"].map(order)
     return table.sort_values(["profile", "_order"]).drop(columns="_order").reset_index(drop=True)
 
@@ -92,16 +93,17 @@ def to_markdown(table: pd.DataFrame) -> str:
         lines = [
             f"### Profile `{profile}`",
             "",
-            "| optimizer | seeds | test acc % (mean ± std) | 95% CI | ms/step | × SGD time | GFLOP/step | × SGD FLOPs "
-            "| fwd/bwd passes | peak MB |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| optimizer | seeds | test acc % (mean ± std) | 95% CI | ms/step | time × SGD | time × SAM | GFLOP/step "
+            "| FLOPs × SGD | FLOPs × SAM | fwd/bwd passes | peak MB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in g.itertuples():
             div = f" ({r.diverged} diverged)" if r.diverged else ""
             lines.append(
                 f"| {r.optimizer} | {r.seeds}{div} | {_pct(r.test_acc_mean)} ± {_pct(r.test_acc_std)} | "
                 f"± {_pct(r.test_acc_ci95)} | {_num(r.time_per_step_s * 1000, 1)} | {_num(r.time_ratio_sgd, 2)} | "
-                f"{_num(r.flops_per_step / 1e9, 2)} | {_num(r.flops_ratio_sgd, 2)} | "
+                f"{_num(r.time_ratio_sam, 2)} | {_num(r.flops_per_step / 1e9, 2)} | {_num(r.flops_ratio_sgd, 2)} | "
+                f"{_num(r.flops_ratio_sam, 2)} | "
                 f"{_num(r.forward_passes_per_step, 2)}/{_num(r.backward_passes_per_step, 2)} | "
                 f"{_num(r.peak_memory_mb, 0)} |"
             )

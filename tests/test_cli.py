@@ -67,6 +67,16 @@ BAD = {  # case: (flags, [train] values or None for no profile file, extra table
     "negative rho": ([], {}, "[hparams.sam]\nrho = -1.0", "optimizer sam: rho must be a finite number >= 0"),
     "unknown hparam": ([], {}, "[hparams.sam]\nrhoo = 0.1", "optimizer sam:"),
     "hparams for unknown optimizer": ([], {}, "[hparams.sma]\nrho = 0.1", "unknown optimizer 'sma'"),
+    "hparams glob matching nothing": ([], {}, '[hparams."sam-*"]\nrho = 0.1', "matches no optimizer"),
+    "sparsity out of range": (["--optimizer", "ssam-f"], {}, '[hparams."ssam-*"]\nsparsity = 1.5',
+                              "optimizer ssam-f: sparsity must be in [0.0, 1.0], got 1.5"),
+    "N:M not dividing": (["--optimizer", "ssam-d-nm-explicit"], {}, '[hparams."ssam-d-nm-explicit"]\nm = 5',
+                         "divides no weight's reduction dimension"),
+    "unknown pattern": (["--optimizer", "ssam-f"], {}, '[hparams.ssam-f]\npattern = "blocky"', "unknown pattern"),
+    "zero refresh interval": (["--optimizer", "ssam-f"], {}, "[hparams.ssam-f]\nupdate_every = 0",
+                              "update_every"),
+    "zero fisher samples": (["--optimizer", "ssam-f"], {}, "[hparams.ssam-f]\nfisher_samples = 0",
+                            "fisher_samples"),
     "bad toml": ([], {"epochs": "= 2"}, "", "not valid TOML"),
 }
 
@@ -82,6 +92,17 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and message in err, err
     assert not results.exists()
+
+
+def test_hparams_globs_then_exact_names():
+    from suite.cli import profile_hparams
+    from suite.config import parse_profile
+
+    profile = parse_profile("p", {"hparams": {"ssam-*": {"rho": 0.2, "sparsity": 0.7}, "ssam-f": {"rho": 0.3},
+                                              "*": {"weight_decay": 1e-3}}})
+    assert profile_hparams(profile, "ssam-f") == {"rho": 0.3, "sparsity": 0.7, "weight_decay": 1e-3}
+    assert profile_hparams(profile, "ssam-d-nm-implicit") == {"rho": 0.2, "sparsity": 0.7, "weight_decay": 1e-3}
+    assert profile_hparams(profile, "sgd") == {"weight_decay": 1e-3}
 
 
 def test_missing_data_directory(tmp_path, capsys):

@@ -44,6 +44,7 @@ def test_summary_statistics_against_hand_computed_values():
     assert sam["seeds"] == 2 and sam["diverged"] == 1  # the diverged run is counted, not averaged
     assert sam["test_acc_mean"] == pytest.approx(0.61)
     assert sam["time_ratio_sgd"] == pytest.approx(2.0) and sam["flops_ratio_sgd"] == pytest.approx(2.0)
+    assert sgd["time_ratio_sam"] == pytest.approx(0.5) and sam["flops_ratio_sam"] == pytest.approx(1.0)
     assert list(table.index) == ["sgd", "sam"]
 
 
