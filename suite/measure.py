@@ -144,7 +144,8 @@ def _git_commit() -> str | None:
             if head.returncode != 0:
                 continue
             dirty = subprocess.run(
-                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", ".",
+                 ":(exclude)results"],  # the sweep's own outputs are not code
                 capture_output=True, text=True,
             )
         except OSError:

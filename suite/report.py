@@ -144,7 +144,9 @@ def _plots(results_dir: Path, table: pd.DataFrame, runs: pd.DataFrame, epochs: p
     sns.set_theme(style="whitegrid", context="notebook")
     written = []
     for profile, g in table.groupby("profile", sort=False):
-        colors = dict(zip(g["optimizer"], sns.color_palette(n_colors=len(g))))  # one colour per optimizer
+        palette = sns.color_palette("tab10" if len(g) <= 10 else "husl", n_colors=len(g))
+        colors = dict(zip(g["optimizer"], palette))  # one distinct colour per optimizer, in every plot
+        markers = dict(zip(g["optimizer"], "osD^v<>pPX*hH8d" * 2))
         for x, label, name in (("flops_per_step", "GFLOP per step", "accuracy-vs-flops"),
                                ("time_per_step_s", "seconds per step", "accuracy-vs-time")):
             fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -152,11 +154,11 @@ def _plots(results_dir: Path, table: pd.DataFrame, runs: pd.DataFrame, epochs: p
             for r in g.itertuples():
                 ax.errorbar(getattr(r, x) / scale, 100 * r.test_acc_mean,
                             yerr=0 if math.isnan(r.test_acc_std) else 100 * r.test_acc_std,
-                            fmt="o", capsize=4, color=colors[r.optimizer], label=r.optimizer)
+                            fmt=markers[r.optimizer], capsize=4, color=colors[r.optimizer], label=r.optimizer)
             ax.set_xlabel(label)
             ax.set_ylabel("final test accuracy (%)")
             ax.set_title(f"{profile}: accuracy vs {label.split()[0]} (mean ± std over seeds)")
-            ax.legend(fontsize="small")
+            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
             written.append(_save(fig, results_dir / f"{profile}-{name}.png"))
         curves = epochs[epochs["profile"] == profile]
         if not curves.empty:
@@ -169,6 +171,8 @@ def _plots(results_dir: Path, table: pd.DataFrame, runs: pd.DataFrame, epochs: p
                 ax.xaxis.get_major_locator().set_params(integer=True)
             axes[0].set_ylabel("train loss (epoch mean)")
             axes[1].set_ylabel("test accuracy (%)")
+            axes[0].get_legend().remove()
+            axes[1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
             fig.suptitle(f"{profile}: training curves (band: 95% interval over seeds)")
             written.append(_save(fig, results_dir / f"{profile}-curves.png"))
     return written
