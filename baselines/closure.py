@@ -35,6 +35,13 @@ class Meter:
     def reset(self) -> None:
         self.forward_passes = self.backward_passes = self.forward_samples = self.backward_samples = 0
 
+    def count(self, samples: int, backward: bool) -> None:
+        self.forward_passes += 1
+        self.forward_samples += samples
+        if backward:
+            self.backward_passes += 1
+            self.backward_samples += samples
+
 
 @contextmanager
 def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
@@ -93,11 +100,7 @@ class ModelClosure:
             loss = losses.mean()
             if backward:
                 loss.backward()
-        self.meter.forward_passes += 1
-        self.meter.forward_samples += n
-        if backward:
-            self.meter.backward_passes += 1
-            self.meter.backward_samples += n
+        self.meter.count(n, backward)
         return losses.detach() if per_sample else loss.detach()
 
     def fisher(self, subset: torch.Tensor, chunk_size: int = 16) -> dict[torch.Tensor, torch.Tensor]:
@@ -119,11 +122,7 @@ class ModelClosure:
         x, y = self.inputs[subset], self.targets[subset]
         with frozen_bn_stats(self.model):
             per_example = vmap(grad(loss_of_one), in_dims=(None, 0, 0), chunk_size=chunk_size)(params, x, y)
-        n = int(y.shape[0])
-        self.meter.forward_passes += 1
-        self.meter.backward_passes += 1
-        self.meter.forward_samples += n
-        self.meter.backward_samples += n
+        self.meter.count(int(y.shape[0]), backward=True)
         by_name = dict(self.model.named_parameters())
         return {by_name[name]: g.square().sum(0) for name, g in per_example.items()}
 

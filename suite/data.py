@@ -15,12 +15,13 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from suite.store import atomic_write
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"}
 STATS = {  # per-channel mean and std of the training images
@@ -142,7 +143,7 @@ def _from_image_folder(name: str, root: Path) -> Dataset:
         blob = torch.load(cache, weights_only=True)
     else:
         blob = {s: _decode_split(root / s, listing[s], classes) for s in ("train", "test")}
-        _atomic_torch_save(blob, cache)
+        atomic_write(cache, lambda tmp: torch.save(blob, tmp))
     mean, std = STATS[name]
     train, test = (Split(*blob[s]) for s in ("train", "test"))
     return Dataset(name, train, test, len(classes), mean, std, str(root.resolve()))
@@ -183,18 +184,6 @@ def _decode_split(split_dir: Path, listing: dict, classes: list[str]) -> tuple[t
 
 def _cache_dir() -> Path:
     return Path(os.environ.get("SUITE_CACHE_DIR", Path.home() / ".cache" / "sharpness-suite"))
-
-
-def _atomic_torch_save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def synthetic_dataset(n_train: int = 2000, n_test: int = 500, num_classes: int = 10, size: int = 32) -> Dataset:

@@ -73,15 +73,23 @@ def _to_device(x: torch.Tensor, device: torch.device, cfg: TrainConfig) -> torch
     return x.to(device, non_blocking=True).contiguous(memory_format=fmt)
 
 
+def _model(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> nn.Module:
+    """Weights come from torch's global RNG: the caller seeds it."""
+    model = build_model(cfg.model, dataset.num_classes).to(device)
+    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+
+
+def _augment(cfg: TrainConfig, dataset: Dataset) -> Augment:
+    return Augment(dataset.mean, dataset.std, cfg.crop_padding, cfg.flip, cfg.cutout, cfg.cutout_p)
+
+
 def warm_up(config: RunConfig, dataset: Dataset, steps: int = 3) -> None:
     """A few throwaway SGD steps at the profile's shapes, so that the first timed run does not pay
     for the process's one-off costs (kernel selection, allocator growth)."""
     cfg = config.train
     device = resolve_device(cfg.device)
-    model = build_model(cfg.model, dataset.num_classes).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    augment = Augment(dataset.mean, dataset.std, cfg.crop_padding, cfg.flip, cfg.cutout, cfg.cutout_p)
+    model = _model(cfg, dataset, device)
+    augment = _augment(cfg, dataset)
     n = min(cfg.batch_size, len(dataset.train))
     x = _to_device(augment(dataset.train.images[:n], torch.Generator().manual_seed(0)), device, cfg)
     closure = ModelClosure(model, x, dataset.train.labels[:n].to(device))
@@ -103,9 +111,7 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True) -> dict[str,
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({len(train_split)})")
 
     torch.manual_seed(seed)
-    model = build_model(cfg.model, dataset.num_classes).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = _model(cfg, dataset, device)
     steps_per_epoch = len(train_split) // cfg.batch_size
     total_steps = steps_per_epoch * cfg.epochs
     inputs = {"model": model, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch}
@@ -113,7 +119,7 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True) -> dict[str,
     schedule = cosine(total_steps) if cfg.schedule == "cosine" else (lambda t: 1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     order_gen, aug_gen = seeded_generator(seed, 0), seeded_generator(seed, 1)
-    augment = Augment(dataset.mean, dataset.std, cfg.crop_padding, cfg.flip, cfg.cutout, cfg.cutout_p)
+    augment = _augment(cfg, dataset)
 
     window = max(cfg.flop_steps, spec.flop_window({**inputs, **hparams}) if spec.flop_window else 1)
     untimed = min(window, max(total_steps - 1, 1))

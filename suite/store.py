@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +16,30 @@ def record_path(results_dir: Path, profile: str, run_id: str) -> Path:
     return results_dir / "runs" / profile / f"{run_id}.json"
 
 
-def write_record(path: Path, record: dict[str, Any]) -> None:
-    """Write to a temporary file in the same directory, then rename: readers never see half a record."""
+def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
+    """``write(tmp)`` fills a temporary file in ``path``'s directory, which is then renamed onto
+    ``path``: readers see the old file or the whole new one, never half of it. A failed write
+    leaves no temporary file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
             json.dump(record, f, indent=1, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)
 
 
 def iter_records(results_dir: Path) -> Iterator[tuple[Path, dict[str, Any] | None]]:
