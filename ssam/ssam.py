@@ -152,7 +152,7 @@ def _register_all() -> None:
                     defaults={"rho": 0.1, "sparsity": 0.5} if pattern != "nm" else {"rho": 0.1, "n": 2, "m": 4},
                     passes_per_step=2,
                     closure_features={"freeze_bn", "subset", "fisher"} if mask == "fisher" else {"freeze_bn"},
-                    inputs={"steps_per_epoch"} | ({"total_steps"} if mask == "dynamic" else set())
+                    inputs={"steps_per_epoch", "seed"} | ({"total_steps"} if mask == "dynamic" else set())
                     | ({"model"} if form == "implicit" else set()),
                     flop_window=lambda hp: hp.get("update_every") or hp.get("steps_per_epoch") or 1,
                     factory=partial(SSAM, mask=mask, pattern=pattern, form=form),

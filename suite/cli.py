@@ -151,7 +151,7 @@ def _planning_model(train: TrainConfig):
 
 def _check_constructs(name: str, spec: registry.OptimizerSpec, hparams: dict, model, train: TrainConfig) -> None:
     steps = max(1, (train.train_subset or 1000) // train.batch_size)
-    inputs = {"model": model, "total_steps": steps * train.epochs, "steps_per_epoch": steps}
+    inputs = {"model": model, "total_steps": steps * train.epochs, "steps_per_epoch": steps, "seed": 0}
     try:
         spec.build(model.parameters(), inputs, **hparams)
     except (TypeError, ValueError) as exc:

@@ -114,7 +114,7 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True) -> dict[str,
     model = _model(cfg, dataset, device)
     steps_per_epoch = len(train_split) // cfg.batch_size
     total_steps = steps_per_epoch * cfg.epochs
-    inputs = {"model": model, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch}
+    inputs = {"model": model, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "seed": seed}
     optimizer = spec.build(model.parameters(), inputs, **hparams)
     schedule = cosine(total_steps) if cfg.schedule == "cosine" else (lambda t: 1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

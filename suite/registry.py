@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import Any
 
 # What the harness hands an optimizer at construction when its spec asks (never during steps).
-INPUTS = frozenset({"model", "total_steps", "steps_per_epoch"})
+INPUTS = frozenset({"model", "total_steps", "steps_per_epoch", "seed"})
 # What the suite's closure offers beyond the torch convention (see baselines.closure.ModelClosure).
 CLOSURE_FEATURES = frozenset({"subset", "backward", "per_sample", "freeze_bn", "fisher"})
 PACKAGES = ("baselines", "ssam")
@@ -46,7 +46,8 @@ class OptimizerSpec:
 
     def build(self, params: Iterable[Any], available: Mapping[str, Any] | None = None, **hparams: Any) -> Any:
         """Construct with this spec's defaults under ``hparams``; of ``available`` (the harness's
-        model, total_steps, steps_per_epoch) only the inputs the spec asks for are passed."""
+        model, total_steps, steps_per_epoch, and the run's seed for the optimizer's own random draws)
+        only the inputs the spec asks for are passed."""
         inputs = {k: v for k, v in (available or {}).items() if k in self.inputs}
         return self.factory(params, **{**self.defaults, **hparams}, **inputs)
 

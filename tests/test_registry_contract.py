@@ -19,7 +19,7 @@ def build(name: str, model: torch.nn.Module, **overrides) -> torch.optim.Optimiz
     """As the harness builds it: common hyper-parameters, then the inputs the spec asks for (masks are
     refreshed every 2 steps, so the round-trip test crosses refreshes)."""
     spec = registry.get(name)
-    inputs = {"model": model, "total_steps": 12, "steps_per_epoch": 2}
+    inputs = {"model": model, "total_steps": 12, "steps_per_epoch": 2, "seed": 0}
     return spec.build(model.parameters(), inputs, **{**COMMON, **overrides})
 
 

@@ -1,0 +1,129 @@
+"""ESAM: Efficient Sharpness-Aware Minimization (Du et al., ICLR 2022, https://arxiv.org/abs/2110.03141).
+
+    SWP  draw a random part of the weights, each with probability beta; only they are perturbed:
+         e = rho * g_c / (beta * ||g_c||)       g_c: the first-pass gradient of the drawn part
+    SDS  l_before, l_after = per-sample losses at w and at w + e (a no-grad forward)
+         S = the ceil(gamma * B) samples with the largest l_after - l_before
+    w <- base_step(w, grad L_S(w + e))          the second forward/backward runs on S only
+
+``swp="tensor"`` (the default) draws whole tensors, as the authors' code does, and the drawn-out
+tensors get no weight-gradient in the first backward: the only form in which SWP saves work.
+``swp="element"`` draws single weights; the first backward stays dense (it saves nothing) and the
+norm is over the whole gradient, so that ``E[e] = rho * g / ||g||``. With ``beta = gamma = 1`` the
+step is SAM's, bit for bit (no selection forward runs when every sample is kept).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from baselines.closure import call_closure
+from baselines.two_pass import Closure, TwoPassOptimizer
+from suite.registry import register
+
+SWP = ("tensor", "element")
+SDS_FEATURES = frozenset({"per_sample", "subset", "backward"})
+
+
+@register(
+    "esam",
+    description="ESAM (Du et al. 2022): SAM on random weights (SWP) and the sharpest samples (SDS)",
+    defaults={"rho": 0.05, "beta": 0.6, "gamma": 0.5},
+    passes_per_step=2,
+    closure_features={"freeze_bn", "per_sample", "subset", "backward"},
+    inputs={"seed"},
+    # Which tensors are drawn changes a step's cost: count FLOPs over enough steps to average it.
+    flop_window=lambda hp: 16 if hp.get("beta", 0.6) < 1 else 1,
+)
+class ESAM(TwoPassOptimizer):
+    """``ESAM(params, base_optimizer=torch.optim.SGD, rho=0.05, beta=0.6, gamma=0.5, swp="tensor",
+    seed=0, adaptive=False, **base_kwargs)``. Data selection (``gamma < 1``) needs a closure that takes
+    ``per_sample``, ``subset`` and ``backward`` (``baselines.ModelClosure``)."""
+
+    def __init__(
+        self, params: Iterable[Any], base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
+        rho: float = 0.05, beta: float = 0.6, gamma: float = 0.5, swp: str = "tensor", seed: int = 0,
+        adaptive: bool = False, **base_kwargs: Any,
+    ) -> None:
+        for name, value in (("beta", beta), ("gamma", gamma)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+        if swp not in SWP:
+            raise ValueError(f"unknown swp {swp!r}; known: {', '.join(SWP)}")
+        extra = dict(beta=float(beta), gamma=float(gamma), swp=swp)
+        super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, extra_defaults=extra, **base_kwargs)
+        self.generator = torch.Generator().manual_seed(seed)
+        self._before: torch.Tensor | None = None  # per-sample losses of the first pass
+
+    # ----- hooks of the two-pass skeleton -------------------------------------------------------
+    def first_pass(self, closure: Closure) -> torch.Tensor:
+        h = self.defaults
+        per_sample = h["gamma"] < 1
+        if per_sample and not SDS_FEATURES <= getattr(closure, "features", frozenset()):
+            raise ValueError("ESAM with gamma < 1 selects samples: its closure must take per_sample, subset "
+                             "and backward (use baselines.ModelClosure), or set gamma=1")
+        frozen = self._draw_frozen_tensors(closure) if h["swp"] == "tensor" and h["beta"] < 1 else []
+        everything = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+        try:
+            for p in frozen:
+                p.requires_grad_(False)
+                p.grad = None
+            if frozen and len(frozen) == len(everything):  # nothing drawn: e = 0, a forward is enough
+                losses = call_closure(closure, backward=False, per_sample=True)
+            else:
+                losses = call_closure(closure, per_sample=True)
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        self._before = losses if per_sample else None
+        return losses.mean() if losses.dim() else losses
+
+    def perturbation(self, p: torch.Tensor, group: dict[str, Any], scale: torch.Tensor) -> torch.Tensor | None:
+        e = super().perturbation(p, group, scale)
+        if group["beta"] == 1:
+            return e
+        if group["swp"] == "element":
+            keep = torch.rand(p.shape, generator=self.generator) < group["beta"]
+            e = e * keep.to(p.device)
+        return e / group["beta"]
+
+    def second_pass(self, closure: Closure, first_loss: torch.Tensor) -> torch.Tensor:
+        before, self._before = self._before, None
+        if before is None or self.selected(before.numel()) == before.numel():
+            return call_closure(closure, freeze_bn=True)
+        after = call_closure(closure, backward=False, per_sample=True, freeze_bn=True)
+        return call_closure(closure, subset=self.select(after - before), freeze_bn=True)
+
+    # ----- the two ESAM draws -------------------------------------------------------------------
+    def selected(self, batch: int) -> int:
+        """ceil(gamma * B), at least 1 (a float product like 0.7 * 10 = 7.000000000000001 is not 8)."""
+        return max(1, min(batch, math.ceil(round(self.defaults["gamma"] * batch, 9))))
+
+    def select(self, sharpness: torch.Tensor) -> torch.Tensor:
+        """Indices (ascending) of the ceil(gamma * B) samples whose loss rose most."""
+        return torch.topk(sharpness, self.selected(sharpness.numel()), sorted=False).indices.sort().values
+
+    def _draw_frozen_tensors(self, closure: Closure) -> list[torch.Tensor]:
+        """The tensors left out of this step (each kept with probability beta)."""
+        params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+        keep = torch.rand(len(params), generator=self.generator) < self.defaults["beta"]
+        frozen = [p for p, k in zip(params, keep.tolist()) if not k]
+        if len(frozen) == len(params) and "backward" not in getattr(closure, "features", frozenset()):
+            return []  # a plain closure always runs backward, which needs something to differentiate
+        return frozen
+
+    # ----- state: the generator continues where it was ---------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["esam"] = {"generator": self.generator.get_state()}
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        own = state_dict.pop("esam")
+        super().load_state_dict(state_dict)
+        self.generator.set_state(own["generator"])
