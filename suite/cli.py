@@ -4,6 +4,7 @@ found before anything is written."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fnmatch
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from suite import registry
 from suite.config import (
+    BUDGETS,
     COMMON_HPARAMS,
     ConfigError,
     Profile,
@@ -53,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--optimizer", action="append", metavar="NAME", help="only these (repeatable)")
     run.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the profile's)")
     run.add_argument("--epochs", type=int, help="override the profile's epoch count")
+    run.add_argument("--budget", action="append", choices=BUDGETS,
+                     help="what every optimizer gets the same of (repeatable; default: the profile's budgets): "
+                          "epochs, or the training FLOPs / seconds the reference (sgd) spends in those epochs")
     run.add_argument("--results-dir", type=Path, default=Path("results"))
     run.add_argument("--data-dir", type=Path, help="data directory (default: $SUITE_DATA_DIR, else ./data)")
     run.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
@@ -103,6 +108,9 @@ def plan(args: argparse.Namespace) -> tuple[Profile, list[RunConfig]]:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     names = args.optimizer or list(profile.optimizers or registry.names())
+    budgets = list(dict.fromkeys(getattr(args, "budget", None) or profile.budgets))
+    if any(b != "epochs" for b in budgets) and train.budget_reference not in registry.names(include_aliases=True):
+        raise UsageError(f"budget_reference {train.budget_reference!r} is not a registered optimizer")
     for name in names:
         try:
             registry.get(name)
@@ -122,9 +130,10 @@ def plan(args: argparse.Namespace) -> tuple[Profile, list[RunConfig]]:
         if model is None:
             model = _planning_model(train)
         _check_constructs(name, spec, resolved[name], model, train)
-    # Seed-major order: a slow drift of the machine touches every optimizer alike.
+    # Seed-major order within each budget: a slow drift of the machine touches every optimizer alike.
     runs = [
-        RunConfig(profile.name, name, seed, train, tuple(sorted(hparams.items())))
+        RunConfig(profile.name, name, seed, dataclasses.replace(train, budget=budget), tuple(sorted(hparams.items())))
+        for budget in budgets
         for seed in range(args.seeds or profile.seeds)
         for name, hparams in resolved.items()
     ]
@@ -181,7 +190,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         elapsed = time.monotonic() - t0
         eta = elapsed / k * (len(todo) - k)
         step = f"{m['time_per_step_s'] * 1000:.0f} ms/step" if m["time_per_step_s"] else "untimed"
-        print(f"[{k}/{len(todo)}] {config.optimizer} seed {config.seed}: {m['status']}, "
+        b = m["budget"]
+        print(f"[{k}/{len(todo)}] {config.optimizer} seed {config.seed}, {b['kind']} budget "
+              f"({b['steps_run']} steps = {b['epochs_run']:.2f} epochs): {m['status']}, "
               f"test acc {m['test_acc']:.4f}, {step}, {m['flops_per_step'] / 1e9:.2f} GFLOP/step "
               f"(about {eta / 60:.1f} min left)", file=sys.stderr)
     if args.report:

@@ -21,6 +21,7 @@ PROFILE_DIR = Path(__file__).parent / "profiles"
 DATASETS = ("cifar10", "cifar100", "synthetic")
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+BUDGETS = ("epochs", "flops", "time")
 COMMON_HPARAMS = ("lr", "momentum", "weight_decay", "nesterov")
 
 
@@ -51,11 +52,18 @@ class TrainConfig:
     channels_last: bool = True
     device: str = "auto"
     flop_steps: int = 1  # whole steps counted by FlopCounterMode (untimed); specs may ask for more
+    # What every optimizer gets the same of: ``epochs`` epochs, or the training FLOPs / wall-clock that
+    # ``budget_reference`` spends in ``epochs`` epochs (then each optimizer runs as many steps as fit).
+    budget: str = "epochs"
+    budget_reference: str = "sgd"
 
     def __post_init__(self) -> None:
         _check_choice("dataset", self.dataset, DATASETS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("device", self.device, DEVICES)
+        _check_choice("budget", self.budget, BUDGETS)
+        if not self.budget_reference or not isinstance(self.budget_reference, str):
+            raise ConfigError(f"budget_reference must be an optimizer name, got {self.budget_reference!r}")
         if not self.model or not isinstance(self.model, str):
             raise ConfigError(f"model must be a model name, got {self.model!r}")
         for name in ("epochs", "batch_size", "eval_batch_size", "flop_steps"):
@@ -104,6 +112,7 @@ class Profile:
     train: TrainConfig
     seeds: int = 1
     optimizers: tuple[str, ...] | None = None  # None: every registered optimizer
+    budgets: tuple[str, ...] = ("epochs",)  # the sweep runs once under each
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-optimizer overrides
 
 
@@ -128,7 +137,7 @@ def load_profile(name_or_path: str) -> Profile:
 
 
 def parse_profile(name: str, raw: dict[str, Any]) -> Profile:
-    _check_keys("profile", raw, {"description", "seeds", "optimizers", "train", "hparams"})
+    _check_keys("profile", raw, {"description", "seeds", "optimizers", "budgets", "train", "hparams"})
     train_raw = raw.get("train", {})
     _check_keys("[train]", train_raw, {f.name for f in dataclasses.fields(TrainConfig)})
     try:
@@ -142,6 +151,11 @@ def parse_profile(name: str, raw: dict[str, Any]) -> Profile:
         optimizers = None
     elif not (isinstance(optimizers, list) and optimizers and all(isinstance(o, str) for o in optimizers)):
         raise ConfigError(f'optimizers must be "all" or a list of names, got {optimizers!r}')
+    budgets = raw.get("budgets", [train.budget])
+    if not (isinstance(budgets, list) and budgets):
+        raise ConfigError(f'budgets must be a list such as ["epochs", "flops"], got {budgets!r}')
+    for budget in budgets:
+        _check_choice("budget", budget, BUDGETS)
     hparams = raw.get("hparams", {})
     if not isinstance(hparams, dict) or not all(isinstance(v, dict) for v in hparams.values()):
         raise ConfigError("[hparams] must hold one table per optimizer, e.g. [hparams.sam] rho = 0.05")
@@ -151,6 +165,7 @@ def parse_profile(name: str, raw: dict[str, Any]) -> Profile:
         train=train,
         seeds=seeds,
         optimizers=tuple(optimizers) if optimizers else None,
+        budgets=tuple(dict.fromkeys(budgets)),
         hparams=hparams,
     )
 

@@ -20,14 +20,17 @@ from torch import nn
 from tqdm import tqdm
 
 from baselines.closure import Meter, ModelClosure
-from suite import registry
-from suite.config import RunConfig, TrainConfig
+from suite import budget, registry
+from suite.config import COMMON_HPARAMS, RunConfig, TrainConfig
 from suite.data import Augment, Dataset, Split, class_balanced_subset, epoch_batches
 from suite.measure import FlopMeter, PeakMemory, StepClock, environment, sync
 from suite.models import build_model
 from suite.store import SCHEMA
 
 SUBSET_SEED = 0  # the data subset is the same for every run of a profile, whatever its seed
+PROBE_FLOP_STEPS = 16  # at most this many steps are FLOP-counted to price a step (see budget.amortised)
+PROBE_TIME_STEPS = 5  # timed steps (after one discarded) to price a step in seconds
+_COSTS: dict[tuple, float] = {}  # probed cost per step, per configuration without its seed
 
 
 def resolve_device(name: str) -> torch.device:
@@ -100,6 +103,77 @@ def warm_up(config: RunConfig, dataset: Dataset, steps: int = 3) -> None:
     sync(device)
 
 
+def step_cost(config: RunConfig, dataset: Dataset, kind: str) -> float:
+    """A step's cost in FLOPs (``kind="flops"``) or seconds (``"time"``), probed on a throwaway model
+    built like the run's, with seed 0, on the first batches of the training subset. Cached per process."""
+    key = (kind, config.optimizer, config.hparams, config.train)
+    if key not in _COSTS:
+        with torch.random.fork_rng(devices=[]):
+            _COSTS[key] = _probe(config, dataset, kind)
+    return _COSTS[key]
+
+
+def _probe(config: RunConfig, dataset: Dataset, kind: str) -> float:
+    cfg = config.train
+    spec = registry.get(config.optimizer)
+    device = resolve_device(cfg.device)
+    train_split, _ = subsets(dataset, cfg)
+    torch.manual_seed(0)
+    model = _model(cfg, dataset, device)
+    inputs = _inputs(model, train_split, cfg, 0)
+    optimizer = spec.build(model.parameters(), inputs, **dict(config.hparams))
+    window = _flop_window(spec, cfg, inputs, dict(config.hparams))
+    steps = min(window, PROBE_FLOP_STEPS) if kind == "flops" else PROBE_TIME_STEPS + 1
+    augment, gen = _augment(cfg, dataset), seeded_generator(0, 2)
+    order = torch.randperm(len(train_split), generator=gen)
+    clock, costs = StepClock(device), []
+    for i in range(steps):
+        idx = order[(i * cfg.batch_size) % (len(order) - cfg.batch_size + 1):][: cfg.batch_size]
+        x = _to_device(augment(train_split.images[idx], gen), device, cfg)
+        closure = ModelClosure(model, x, train_split.labels[idx].to(device))
+        if kind == "flops":
+            flops = FlopMeter()
+            with flops.counting(True):
+                optimizer.step(closure)
+            costs.append(float(flops.flops))
+        else:
+            clock.start()
+            optimizer.step(closure)
+            costs.append(clock.stop(timed=True))
+    if kind == "flops":
+        return budget.amortised(costs, window)
+    timed = sorted(costs[1:])  # the first step pays one-off costs (and a mask refresh): left out
+    return timed[len(timed) // 2]
+
+
+def reference_config(config: RunConfig) -> RunConfig:
+    """The budget's reference optimizer on the same training settings, with its registered defaults."""
+    train = config.train
+    spec = registry.get(train.budget_reference)
+    hparams = spec.resolved_hparams({k: getattr(train, k) for k in COMMON_HPARAMS}, {})
+    return RunConfig(config.profile, spec.name, config.seed, train, tuple(sorted(hparams.items())))
+
+
+def plan_budget(config: RunConfig, dataset: Dataset) -> dict[str, Any]:
+    cfg = config.train
+    steps_per_epoch = len(subsets(dataset, cfg)[0]) // cfg.batch_size
+    if cfg.budget == "epochs":
+        return budget.plan("epochs", cfg.epochs, steps_per_epoch)
+    return budget.plan(cfg.budget, cfg.epochs, steps_per_epoch, reference=cfg.budget_reference,
+                       reference_cost=step_cost(reference_config(config), dataset, cfg.budget),
+                       own_cost=step_cost(config, dataset, cfg.budget))
+
+
+def _inputs(model: nn.Module, train_split: Split, cfg: TrainConfig, seed: int, total_steps: int | None = None):
+    steps_per_epoch = len(train_split) // cfg.batch_size
+    return {"model": model, "total_steps": total_steps or steps_per_epoch * cfg.epochs,
+            "steps_per_epoch": steps_per_epoch, "seed": seed}
+
+
+def _flop_window(spec: registry.OptimizerSpec, cfg: TrainConfig, inputs: dict, hparams: dict) -> int:
+    return max(cfg.flop_steps, spec.flop_window({**inputs, **hparams}) if spec.flop_window else 1)
+
+
 def run(config: RunConfig, dataset: Dataset, progress: bool = True) -> dict[str, Any]:
     """Train one configuration and return its record (not yet written)."""
     cfg, seed = config.train, config.seed
@@ -109,19 +183,20 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True) -> dict[str,
     train_split, test_split = subsets(dataset, cfg)
     if len(train_split) < cfg.batch_size:
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({len(train_split)})")
+    plan = plan_budget(config, dataset)  # probes (if any) run before the seed is set: they touch no run state
 
     torch.manual_seed(seed)
     model = _model(cfg, dataset, device)
     steps_per_epoch = len(train_split) // cfg.batch_size
-    total_steps = steps_per_epoch * cfg.epochs
-    inputs = {"model": model, "total_steps": total_steps, "steps_per_epoch": steps_per_epoch, "seed": seed}
+    total_steps = plan["steps"]
+    inputs = _inputs(model, train_split, cfg, seed, total_steps)
     optimizer = spec.build(model.parameters(), inputs, **hparams)
     schedule = cosine(total_steps) if cfg.schedule == "cosine" else (lambda t: 1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     order_gen, aug_gen = seeded_generator(seed, 0), seeded_generator(seed, 1)
     augment = _augment(cfg, dataset)
 
-    window = max(cfg.flop_steps, spec.flop_window({**inputs, **hparams}) if spec.flop_window else 1)
+    window = _flop_window(spec, cfg, inputs, hparams)
     untimed = min(window, max(total_steps - 1, 1))
     meter, clock, flops, memory = Meter(), StepClock(device), FlopMeter(), PeakMemory(device)
     passes = {"forward": 0, "backward": 0, "forward_samples": 0, "backward_samples": 0}
@@ -131,10 +206,11 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True) -> dict[str,
     started, t_start = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.monotonic()
     model.train()
     step = 0
-    for epoch in range(1, cfg.epochs + 1):
+    n_epochs = math.ceil(total_steps / steps_per_epoch)
+    for epoch in range(1, n_epochs + 1):
         epoch_seconds, loss_sum, finite_steps = 0.0, 0.0, 0
-        batches = epoch_batches(len(train_split), cfg.batch_size, order_gen)
-        bar = tqdm(batches, desc=f"{config.optimizer} seed {seed} epoch {epoch}/{cfg.epochs}", unit="step",
+        batches = epoch_batches(len(train_split), cfg.batch_size, order_gen)[: total_steps - step]
+        bar = tqdm(batches, desc=f"{config.optimizer} seed {seed} epoch {epoch}/{n_epochs}", unit="step",
                    leave=False, disable=None if progress else True)
         for idx in bar:
             x = _to_device(augment(train_split.images[idx], aug_gen), device, cfg)
@@ -163,6 +239,8 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True) -> dict[str,
         test_loss, test_acc = evaluate(model, test_split, augment, cfg, device)
         epochs.append({
             "epoch": epoch,
+            "step": step,
+            "epochs_done": step / steps_per_epoch,
             "train_loss": loss_sum / finite_steps if finite_steps else None,
             "test_loss": test_loss,
             "test_acc": test_acc,
@@ -195,6 +273,7 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True) -> dict[str,
         "peak_memory_mb": memory.read_mb(),
         "peak_memory_kind": memory.kind,
     }
+    metrics["budget"] = budget.spent(plan, step, steps_per_epoch, metrics["flops_per_step"], metrics["time_per_step_s"])
     return {
         "schema": SCHEMA,
         "run_id": config.run_id,

@@ -40,7 +40,7 @@ def test_sweep_writes_records_and_report_then_skips_done_runs(tmp_path, capsys):
     assert run_cli(*args) == 0
     records = sorted((results / "runs" / "tiny").glob("*.json"))
     assert [r.name.split("-s0-")[0] for r in records] == ["sam", "sgd"]
-    assert (results / "summary.md").is_file() and (results / "tiny-accuracy-vs-flops.png").is_file()
+    assert (results / "summary.md").is_file() and (results / "tiny-comparison.png").is_file()
     capsys.readouterr()
     assert run_cli(*args) == 0
     assert "2 already recorded, 0 to run" in capsys.readouterr().err
@@ -48,6 +48,16 @@ def test_sweep_writes_records_and_report_then_skips_done_runs(tmp_path, capsys):
     assert run_cli(*args, "--force", "--optimizer", "sgd", "--no-report") == 0
     assert [r.stat().st_mtime_ns for r in records][0] == mtimes[0]  # sam untouched
     assert [r.stat().st_mtime_ns for r in records][1] != mtimes[1]  # sgd re-run
+
+
+def test_two_budgets_in_one_sweep(tmp_path, capsys):
+    results = tmp_path / "out"
+    assert run_cli("run", "--profile", profile(tmp_path), "--results-dir", str(results), "--no-progress",
+                   "--budget", "epochs", "--budget", "flops") == 0
+    err = capsys.readouterr().err
+    assert "4 to run" in err and "sam seed 0, flops budget (1 steps = 0.33 epochs)" in err
+    summary = (results / "summary.md").read_text()
+    assert "budget `epochs`" in summary and "budget `flops`" in summary
 
 
 BAD = {  # case: (flags, [train] values or None for no profile file, extra tables, expected message)
@@ -78,6 +88,14 @@ BAD = {  # case: (flags, [train] values or None for no profile file, extra table
     "zero fisher samples": (["--optimizer", "ssam-f"], {}, "[hparams.ssam-f]\nfisher_samples = 0",
                             "fisher_samples"),
     "bad toml": ([], {"epochs": "= 2"}, "", "not valid TOML"),
+    "unknown budget": ([], {"budget": '"joules"'}, "", "unknown budget 'joules'; known: epochs, flops, time"),
+    "unknown budget reference": ([], {"budget": '"flops"', "budget_reference": '"adam"'}, "",
+                                 "budget_reference 'adam' is not a registered optimizer"),
+    "esam beta zero": (["--optimizer", "esam"], {}, "[hparams.esam]\nbeta = 0",
+                       "optimizer esam: beta must be in (0, 1], got 0"),
+    "esam gamma above one": (["--optimizer", "esam"], {}, "[hparams.esam]\ngamma = 1.5",
+                             "optimizer esam: gamma must be in (0, 1], got 1.5"),
+    "esam unknown swp": (["--optimizer", "esam"], {}, '[hparams.esam]\nswp = "layer"', "unknown swp 'layer'"),
 }
 
 
@@ -143,7 +161,8 @@ def test_every_shipped_profile_resolves(name):
     args = argparse.Namespace(profile=name, seeds=None, epochs=None, device=None, optimizer=None,
                               check_device=False)
     profile, runs = plan(args)
-    assert runs and len(runs) == profile.seeds * len({r.optimizer for r in runs})
+    assert runs and len(runs) == len(profile.budgets) * profile.seeds * len({r.optimizer for r in runs})
+    assert [r.train.budget for r in runs[:: len(runs) // len(profile.budgets)]] == list(profile.budgets)
 
 
 def test_cuda_profile_on_a_machine_without_cuda(tmp_path, capsys):

@@ -27,6 +27,7 @@ def config(name, seed=0, train=TRAIN, **hp):
 
 def comparable(record):
     metrics = {k: v for k, v in record["metrics"].items() if k not in UNTIMED_KEYS}
+    metrics["budget"] = {k: v for k, v in metrics["budget"].items() if k != "train_seconds_at_timed_rate"}
     epochs = [{k: v for k, v in e.items() if k != "train_seconds"} for e in record["epochs"]]
     return metrics, epochs
 

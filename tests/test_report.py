@@ -8,19 +8,30 @@ import math
 import pandas as pd
 import pytest
 
-from suite.report import summarize, t975, to_markdown, write_report
+from suite.report import (
+    distinguishable,
+    interval,
+    paired_difference,
+    pareto_front,
+    summarize,
+    t975,
+    to_markdown,
+    write_report,
+)
 from suite.store import SCHEMA, iter_records, record_path, write_record
 
 
-def record(optimizer, seed, acc, time_s, flops, profile="p", status="finished"):
+def record(optimizer, seed, acc, time_s, flops, profile="p", status="finished", budget="epochs", steps=10):
     return {
         "schema": SCHEMA,
-        "config": {"profile": profile, "optimizer": optimizer, "seed": seed},
+        "config": {"profile": profile, "optimizer": optimizer, "seed": seed, "train": {"budget": budget}},
         "metrics": {
             "status": status, "test_acc": acc, "test_loss": 1.0, "train_loss": 1.2, "time_per_step_s": time_s,
             "samples_per_s": 128 / time_s, "train_seconds": 10 * time_s, "flops_per_step": flops,
             "forward_passes_per_step": 1.0 if optimizer == "sgd" else 2.0,
-            "backward_passes_per_step": 1.0 if optimizer == "sgd" else 2.0, "peak_memory_mb": 100.0, "steps": 10,
+            "backward_passes_per_step": 1.0 if optimizer == "sgd" else 2.0, "peak_memory_mb": 100.0, "steps": steps,
+            "budget": {"kind": budget, "epochs_run": steps / 5, "train_flops": flops * steps,
+                       "train_seconds_at_timed_rate": time_s * steps, "spent_ratio": 1.0},
         },
         "epochs": [{"epoch": 1, "train_loss": 1.5, "test_loss": 1.1, "test_acc": acc - 0.1, "train_seconds": 1.0,
                     "lr": 0.05},
@@ -62,9 +73,11 @@ def test_t_quantiles():
 
 def test_markdown_shows_percentages_and_ratios():
     md = to_markdown(summarize(RECORDS))
-    assert "| sgd | 3 | 52.00 ± 2.00 |" in md
-    assert "| sam | 2 (1 diverged) | 61.00 ± 1.41 |" in md
+    assert "| sgd | 3 | 2.00 | 52.00 ± 2.00 |" in md
+    assert "| sam | 2 (1 diverged) | 2.00 | 61.00 ± 1.41 |" in md
     assert "| 2.00 |" in md
+    # SAM - SGD over the two seeds both finished: +10 and +10 points, std 0 -> an interval of 0: bold
+    assert "| **+10.00 ± 0.00** | – |" in md
 
 
 def test_write_report_skips_corrupt_records_and_writes_every_file(tmp_path):
@@ -75,7 +88,7 @@ def test_write_report_skips_corrupt_records_and_writes_every_file(tmp_path):
     written, skipped = write_report(tmp_path)
     assert skipped == [bad]
     names = {p.name for p in written}
-    assert {"summary.csv", "summary.md", "p-accuracy-vs-flops.png", "p-accuracy-vs-time.png", "p-curves.png"} <= names
+    assert {"summary.csv", "summary.md", "p-comparison.png"} <= names
     for p in written:
         assert p.stat().st_size > 0
     csv = pd.read_csv(tmp_path / "summary.csv")
@@ -88,3 +101,48 @@ def test_records_are_written_whole(tmp_path):
     write_record(path, RECORDS[0])
     assert json.loads(path.read_text()) == RECORDS[0]
     assert [r for _, r in iter_records(tmp_path)] == [RECORDS[0]]
+
+
+def test_interval_against_known_numbers():
+    n, mean, std, half = interval([1, 2, 3, 4])
+    assert (n, mean) == (4, 2.5)
+    assert std == pytest.approx(1.2909944)
+    assert half == pytest.approx(3.182 * 1.2909944 / 2)
+    assert interval([5])[:2] == (1, 5.0) and math.isnan(interval([5])[3])
+
+
+def test_paired_difference_against_known_numbers():
+    sgd = {0: 0.50, 1: 0.52, 2: 0.54}
+    n, mean, std, half = paired_difference({0: 0.60, 1: 0.62, 2: 0.55, 3: 0.99}, sgd)  # seed 3 has no pair
+    assert n == 3 and mean == pytest.approx(0.07) and std == pytest.approx(math.sqrt(0.0027))
+    assert half == pytest.approx(4.303 * math.sqrt(0.0027) / math.sqrt(3))
+    assert not distinguishable(n, mean, half)
+
+
+def test_pairing_separates_what_unpaired_intervals_cannot():
+    """Seeds move both optimizers alike (0.50, 0.60, 0.70): the unpaired intervals overlap widely,
+    the paired difference (+2, +1, +2 points) is clearly above zero."""
+    ref, other = {0: 0.50, 1: 0.60, 2: 0.70}, {0: 0.52, 1: 0.61, 2: 0.72}
+    _, m_ref, _, h_ref = interval(ref.values())
+    _, m_other, _, h_other = interval(other.values())
+    assert m_other - h_other < m_ref + h_ref
+    n, mean, _, half = paired_difference(other, ref)
+    assert mean == pytest.approx(0.05 / 3) and half == pytest.approx(4.303 * 0.0057735 / math.sqrt(3), rel=1e-4)
+    assert distinguishable(n, mean, half)
+
+
+def test_pareto_front():
+    assert pareto_front([1, 2, 3, 2], [0.5, 0.6, 0.55, 0.7]) == [0, 3]
+    assert pareto_front([1, 1], [0.5, 0.5]) == [0, 1]  # equal points do not dominate each other
+    assert pareto_front([], []) == []
+
+
+def test_budgets_are_summarised_separately():
+    flops = [record("sgd", 0, 0.5, 0.1, 1e9, budget="flops", steps=20), record("sam", 0, 0.7, 0.2, 2e9,
+                                                                                 budget="flops", steps=10)]
+    table = summarize(RECORDS + flops)
+    f = table[table["budget"] == "flops"].set_index("optimizer")
+    assert f.loc["sam", "epochs_run"] == 2 and f.loc["sgd", "epochs_run"] == 4
+    assert f.loc["sam", "diff_sgd_mean"] == pytest.approx(0.2) and f.loc["sam", "diff_sgd_seeds"] == 1
+    assert list(table["budget"]) == ["epochs", "epochs", "flops", "flops"]
+    assert "budget `flops`" in to_markdown(table)
