@@ -247,7 +247,8 @@ def _plots(results_dir: Path, table: pd.DataFrame, runs: pd.DataFrame, epochs: p
             row[2].set_ylabel("test accuracy (%)")
             row[2].set_title(f"budget {budget}: test accuracy per epoch (band: 95% interval)")
         handles = [plt.Line2D([], [], color=colors[n], marker=markers[n], linestyle="", label=n) for n in names]
-        handles.append(plt.Line2D([], [], color="black", linestyle="--", label="Pareto front"))
+        handles.append(plt.Line2D([], [], color="black", linestyle="--", marker="o", markerfacecolor="none",
+                                  markersize=11, label="Pareto front"))
         fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize="small")
         fig.suptitle(f"{profile}: mean ± std over seeds")
         fig.tight_layout()
@@ -266,6 +267,7 @@ def _cost_panel(ax: Any, g: pd.DataFrame, x: str, scale: float, colors: dict, ma
     if front:
         fx, fy = ok[x].iloc[front] / scale, 100 * ok["test_acc_mean"].iloc[front]
         ax.step(fx, fy, where="post", color="black", linestyle="--", linewidth=1, zorder=0)
+        ax.scatter(fx, fy, s=160, facecolors="none", edgecolors="black", linewidths=1, zorder=3)
 
 
 def _save(fig: Any, path: Path) -> Path:
