@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import fnmatch
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
-from suite import registry
+from suite import registry, store
 from suite.config import (
     BUDGETS,
     COMMON_HPARAMS,
@@ -43,8 +45,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (``error: ...``) and exit 2, like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m suite", description=__doc__.split("\n")[0])
+    p = _Parser(prog="python -m suite", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     ls = sub.add_parser("list", help="one line per registered optimizer")
@@ -170,34 +179,89 @@ def _check_constructs(name: str, spec: registry.OptimizerSpec, hparams: dict, mo
 def cmd_run(args: argparse.Namespace) -> int:
     from suite import harness
     from suite.data import DataError, load_dataset
-    from suite.store import record_path, write_record
 
     profile, runs = plan(args)
+    todo = _check_store(args, runs)
     try:
         dataset = load_dataset(profile.train.dataset, args.data_dir, args.download)
     except DataError as exc:
         raise UsageError(str(exc)) from None
-    todo = [r for r in runs if args.force or not record_path(args.results_dir, r.profile, r.run_id).exists()]
+    if runs:
+        train_size = len(harness.subsets(dataset, runs[0].train)[0])
+        if runs[0].train.batch_size > train_size:
+            raise UsageError(f"batch_size {runs[0].train.batch_size} is larger than the training set ({train_size})")
+    resuming = sum(store.checkpoint_path(args.results_dir, r.profile, r.run_id).exists() for r in todo)
     print(f"profile {profile.name}: {len(runs)} runs ({len(runs) - len(todo)} already recorded, "
-          f"{len(todo)} to run) -> {args.results_dir}", file=sys.stderr)
+          f"{len(todo)} to run, {resuming} of them from a checkpoint) -> {args.results_dir}", file=sys.stderr)
     if todo:
         harness.warm_up(todo[0], dataset)
-    t0 = time.monotonic()
-    for k, config in enumerate(todo, 1):
-        record = harness.run(config, dataset, progress=args.progress)
-        write_record(record_path(args.results_dir, config.profile, config.run_id), record)
-        m = record["metrics"]
-        elapsed = time.monotonic() - t0
-        eta = elapsed / k * (len(todo) - k)
-        step = f"{m['time_per_step_s'] * 1000:.0f} ms/step" if m["time_per_step_s"] else "untimed"
-        b = m["budget"]
-        print(f"[{k}/{len(todo)}] {config.optimizer} seed {config.seed}, {b['kind']} budget "
-              f"({b['steps_run']} steps = {b['epochs_run']:.2f} epochs): {m['status']}, "
-              f"test acc {m['test_acc']:.4f}, {step}, {m['flops_per_step'] / 1e9:.2f} GFLOP/step "
-              f"(about {eta / 60:.1f} min left)", file=sys.stderr)
+    t0, done, busy, current = time.monotonic(), 0, [], None
+    try:
+        for k, config in enumerate(todo, 1):
+            claim = store.Claim(store.claim_path(args.results_dir, config.profile, config.run_id))
+            if not claim.acquire():
+                busy.append(config)
+                print(f"[{k}/{len(todo)}] {config.optimizer} seed {config.seed}: running in {claim.holder()}, "
+                      "skipped", file=sys.stderr)
+                continue
+            with claim:
+                path = store.record_path(args.results_dir, config.profile, config.run_id)
+                if not args.force and path.exists():  # another sweep finished it since we looked
+                    continue
+                current = config
+                ckpt = store.checkpoint_path(args.results_dir, config.profile, config.run_id)
+                record = harness.run(config, dataset, progress=args.progress, checkpoint=ckpt,
+                                     on_checkpoint=claim.refresh)
+                store.write_record(path, record)
+                ckpt.unlink(missing_ok=True)
+                current = None
+            done += 1
+            _print_run(k, len(todo), config, record["metrics"], (time.monotonic() - t0) / done * (len(todo) - k))
+    except KeyboardInterrupt:
+        where = ""
+        if current is not None:
+            ckpt = store.checkpoint_path(args.results_dir, current.profile, current.run_id)
+            where = (f"; {current.optimizer} seed {current.seed} resumes from its checkpoint {ckpt}" if ckpt.exists()
+                     else f"; {current.optimizer} seed {current.seed} had no checkpoint yet and starts over")
+        print(f"interrupted: {done} runs finished and recorded{where}. Run the same command again to go on.",
+              file=sys.stderr)
+        return 130
+    if busy:
+        print(f"{len(busy)} runs were running in other processes; run the same command again once they end "
+              "to pick up any they left unfinished", file=sys.stderr)
     if args.report:
         return cmd_report(args)
     return 0
+
+
+def _check_store(args: argparse.Namespace, runs: list[RunConfig]) -> list[RunConfig]:
+    """The runs still to do. Before anything is written: the results directory must be writable, and
+    every existing record and checkpoint of these runs must be readable."""
+    results = args.results_dir
+    existing = next((p for p in [results, *results.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UsageError(f"results directory {str(results)!r}: {str(existing)!r} is not a directory")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"results directory {str(results)!r}: {str(existing)!r} is not writable")
+    todo = []
+    try:
+        for r in runs:
+            if not args.force and store.read_record(store.record_path(results, r.profile, r.run_id)) is not None:
+                continue
+            store.load_checkpoint(store.checkpoint_path(results, r.profile, r.run_id), r.run_id)
+            todo.append(r)
+    except store.StoreError as exc:
+        raise UsageError(str(exc)) from None
+    return todo
+
+
+def _print_run(k: int, n: int, config: RunConfig, m: dict, eta: float) -> None:
+    step = f"{m['time_per_step_s'] * 1000:.0f} ms/step" if m["time_per_step_s"] else "untimed"
+    b = m["budget"]
+    print(f"[{k}/{n}] {config.optimizer} seed {config.seed}, {b['kind']} budget "
+          f"({b['steps_run']} steps = {b['epochs_run']:.2f} epochs): {m['status']}, "
+          f"test acc {m['test_acc']:.4f}, {step}, {m['flops_per_step'] / 1e9:.2f} GFLOP/step "
+          f"(about {eta / 60:.1f} min left)", file=sys.stderr)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

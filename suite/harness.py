@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 from tqdm import tqdm
 
 from baselines.closure import Meter, ModelClosure
-from suite import budget, registry
+from suite import budget, registry, store
 from suite.config import COMMON_HPARAMS, RunConfig, TrainConfig
 from suite.data import Augment, Dataset, Split, class_balanced_subset, epoch_batches
 from suite.measure import FlopMeter, PeakMemory, StepClock, environment, sync
@@ -174,8 +175,15 @@ def _flop_window(spec: registry.OptimizerSpec, cfg: TrainConfig, inputs: dict, h
     return max(cfg.flop_steps, spec.flop_window({**inputs, **hparams}) if spec.flop_window else 1)
 
 
-def run(config: RunConfig, dataset: Dataset, progress: bool = True) -> dict[str, Any]:
-    """Train one configuration and return its record (not yet written)."""
+def run(config: RunConfig, dataset: Dataset, progress: bool = True, checkpoint: Path | None = None,
+        on_checkpoint: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Train one configuration and return its record (not yet written).
+
+    With ``checkpoint``, the run saves its whole state there after every epoch but the last (atomically)
+    and, if the file exists when it starts, resumes from it: model, optimizer (masks, generators),
+    LR schedule, the data-order and augmentation generators, torch's RNG, the counters and the budget.
+    A resumed run ends bit-identical to one never interrupted (all but the wall-clock figures).
+    ``on_checkpoint`` is called after each save (the CLI refreshes its claim there)."""
     cfg, seed = config.train, config.seed
     spec = registry.get(config.optimizer)
     hparams = dict(config.hparams)
@@ -183,7 +191,9 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True) -> dict[str,
     train_split, test_split = subsets(dataset, cfg)
     if len(train_split) < cfg.batch_size:
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({len(train_split)})")
-    plan = plan_budget(config, dataset)  # probes (if any) run before the seed is set: they touch no run state
+    saved = store.load_checkpoint(checkpoint, config.run_id) if checkpoint is not None else None
+    # probes (if any) run before the seed is set: they touch no run state; a resumed run keeps its plan
+    plan = saved["plan"] if saved else plan_budget(config, dataset)
 
     torch.manual_seed(seed)
     model = _model(cfg, dataset, device)
@@ -204,10 +214,23 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True) -> dict[str,
     status, diverged_at, last_finite = "finished", None, None
     env = environment(device)  # before training: the commit that starts the run is the one that ran
     started, t_start = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.monotonic()
+    step, wall_before, resumed, saving = 0, 0.0, [], {"seconds": 0.0, "count": 0}
+    if saved:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        order_gen.set_state(saved["order_gen"])
+        aug_gen.set_state(saved["aug_gen"])
+        torch.set_rng_state(saved["torch_rng"])
+        led = saved["ledger"]
+        step, epochs, passes, started, wall_before = (led["step"], led["epochs"], led["passes"], led["started"],
+                                                       led["wall_seconds"])
+        clock.timed_seconds, clock.timed_steps, clock.all_seconds = led["clock"]
+        flops.flops, flops.steps = led["flops"]
+        resumed, saving = led["resumed"] + [len(epochs)], led["saving"]
     model.train()
-    step = 0
     n_epochs = math.ceil(total_steps / steps_per_epoch)
-    for epoch in range(1, n_epochs + 1):
+    for epoch in range(len(epochs) + 1, n_epochs + 1):
         epoch_seconds, loss_sum, finite_steps = 0.0, 0.0, 0
         batches = epoch_batches(len(train_split), cfg.batch_size, order_gen)[: total_steps - step]
         bar = tqdm(batches, desc=f"{config.optimizer} seed {seed} epoch {epoch}/{n_epochs}", unit="step",
@@ -249,6 +272,22 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True) -> dict[str,
         })
         if status != "finished":
             break
+        if checkpoint is not None and epoch < n_epochs:
+            t0 = time.perf_counter()
+            store.save_checkpoint(checkpoint, {
+                "run_id": config.run_id, "plan": plan, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "order_gen": order_gen.get_state(), "aug_gen": aug_gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "ledger": {"step": step, "epochs": epochs, "passes": passes, "started": started,
+                           "wall_seconds": wall_before + time.monotonic() - t_start, "resumed": resumed,
+                           "clock": [clock.timed_seconds, clock.timed_steps, clock.all_seconds],
+                           "flops": [flops.flops, flops.steps],
+                           "saving": {**saving, "count": saving["count"] + 1}},  # this save included
+            })
+            saving["seconds"] += time.perf_counter() - t0
+            saving["count"] += 1
+            if on_checkpoint is not None:
+                on_checkpoint()
 
     timed = clock.timed_steps
     metrics = {
@@ -272,6 +311,8 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True) -> dict[str,
         "backward_samples_per_step": passes["backward_samples"] / step,
         "peak_memory_mb": memory.read_mb(),
         "peak_memory_kind": memory.kind,
+        "checkpoints": saving["count"],
+        "checkpoint_seconds": saving["seconds"],
     }
     metrics["budget"] = budget.spent(plan, step, steps_per_epoch, metrics["flops_per_step"], metrics["time_per_step_s"])
     return {
@@ -285,7 +326,8 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True) -> dict[str,
         "env": env,
         "started_at": started,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "wall_seconds": time.monotonic() - t_start,
+        "wall_seconds": wall_before + time.monotonic() - t_start,
+        "resumed_after_epochs": resumed,
         "metrics": metrics,
         "epochs": epochs,
     }

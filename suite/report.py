@@ -77,6 +77,7 @@ def run_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
             "forward_passes_per_step": m["forward_passes_per_step"],
             "backward_passes_per_step": m["backward_passes_per_step"],
             "peak_memory_mb": m["peak_memory_mb"], "steps": m["steps"],
+            "diverged_at_step": m.get("diverged_at_step"), "last_finite_loss": m.get("last_finite_loss"),
             "epochs_run": b.get("epochs_run", math.nan),
             "train_flops": _or_nan(b.get("train_flops")),
             "train_time_s": _or_nan(b.get("train_seconds_at_timed_rate")),
@@ -114,6 +115,9 @@ def summarize(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
         row = {
             "profile": profile, "budget": budget, "optimizer": optimizer, "seeds": n,
             "diverged": int((g["status"] != "finished").sum()),
+            "diverged_runs": "; ".join(
+                f"seed {d.seed} at step {int(d.diverged_at_step)} (last finite loss {_num(d.last_finite_loss, 3)})"
+                for d in g[g["status"] != "finished"].itertuples()),
             "test_acc_mean": mean, "test_acc_std": std, "test_acc_ci95": half,
         }
         accs = dict(zip(ok["seed"], ok["test_acc"]))
@@ -173,6 +177,9 @@ def to_markdown(table: pd.DataFrame) -> str:
                 f"{_num(r.forward_passes_per_step, 2)}/{_num(r.backward_passes_per_step, 2)} | "
                 f"{_num(r.peak_memory_mb, 0)} |"
             )
+        diverged = [f"- {r.optimizer}: {r.diverged_runs}" for r in g.itertuples() if r.diverged]
+        if diverged:
+            lines += ["", "Diverged runs (loss NaN/inf; not in the means):", *diverged]
         lines += ["", "Δ: mean over seeds of (this optimizer − the reference) in accuracy points, same seed = same "
                   "initial weights and batch order; **bold** where the 95% interval excludes 0."]
         parts.append("\n".join(lines))
@@ -195,7 +202,7 @@ def _pct(x: float) -> str:
     return "–" if x is None or math.isnan(x) else f"{100 * x:.2f}"
 
 
-def _num(x: float, digits: int) -> str:
+def _num(x: float | None, digits: int) -> str:
     return "–" if x is None or math.isnan(x) else f"{x:.{digits}f}"
 
 

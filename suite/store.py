@@ -52,3 +52,167 @@ def iter_records(results_dir: Path) -> Iterator[tuple[Path, dict[str, Any] | Non
             continue
         ok = isinstance(record, dict) and record.get("schema") == SCHEMA and "metrics" in record
         yield path, record if ok else None
+
+
+# ----- resumable runs: a checkpoint per unfinished run, a claim file per running run ----------------
+class StoreError(RuntimeError):
+    """A file of the store cannot be used; the message names it and says what to do."""
+
+
+def checkpoint_path(results_dir: Path, profile: str, run_id: str) -> Path:
+    return results_dir / "checkpoints" / profile / f"{run_id}.pt"
+
+
+def claim_path(results_dir: Path, profile: str, run_id: str) -> Path:
+    return results_dir / "claims" / profile / f"{run_id}.claim"
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Atomically: a kill during the write leaves the previous checkpoint."""
+    import torch
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+    atomic_write(path, write)
+
+
+def load_checkpoint(path: Path, run_id: str) -> dict[str, Any] | None:
+    """The checkpoint of ``run_id`` if there is one; a file that cannot be read is a ``StoreError``."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+        raise StoreError(f"checkpoint {path} is unreadable ({type(exc).__name__}); delete it to start that run "
+                         "over") from None
+    if not isinstance(state, dict) or state.get("run_id") != run_id:
+        raise StoreError(f"checkpoint {path} does not belong to run {run_id}; delete it to start that run over")
+    return state
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The record at ``path``, None if there is none; a file that is not a record is a ``StoreError``."""
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"record {path} is unreadable ({type(exc).__name__}); delete it, or re-run with --force") \
+            from None
+    if not (isinstance(record, dict) and record.get("schema") == SCHEMA and "metrics" in record):
+        raise StoreError(f"record {path} is not a schema-{SCHEMA} record; delete it, or re-run with --force")
+    return record
+
+
+class Claim:
+    """Who runs a run: ``DIR/claims/<profile>/<run_id>.claim``, created exclusively (hard link of a
+    filled temporary file), holding pid, host and start time. ``acquire`` returns False while another
+    live process holds it. A claim is stale, and is taken over, when its process is gone (same
+    host) or, from another host, when it was not refreshed for ``stale_after`` seconds; the holder
+    refreshes it at every checkpoint."""
+
+    def __init__(self, path: Path, stale_after: float | None = None) -> None:
+        self.path = path
+        self.stale_after = stale_after if stale_after is not None else float(
+            os.environ.get("SUITE_CLAIM_STALE_SECONDS", 6 * 3600))
+        self.held = False
+
+    def acquire(self) -> bool:
+        import socket
+        import time
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(mine, f)
+            for _ in range(2):
+                try:
+                    os.link(tmp, self.path)  # atomic, and fails if the claim exists
+                    self.held = True
+                    return True
+                except FileExistsError:
+                    stale = self._stale()
+                    if stale is None or not self._take_away(stale, f"{tmp}.stale"):
+                        return False
+            return False
+        finally:
+            os.unlink(tmp)
+
+    def refresh(self) -> None:
+        if self.held:
+            os.utime(self.path)
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+    def holder(self) -> str:
+        try:
+            info = json.loads(self.path.read_text())
+            return f"pid {info['pid']} on {info['host']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process"
+
+    def _stale(self) -> str | None:
+        """The text of the claim if it is stale, else None."""
+        import socket
+        import time
+
+        try:
+            text = self.path.read_text()
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return ""
+        try:
+            info = json.loads(text)
+            pid, host = int(info["pid"]), info["host"]
+        except (ValueError, KeyError, TypeError):
+            return text  # a claim nobody can read protects nothing
+        if host == socket.gethostname():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return text
+            except PermissionError:
+                return None
+            return None
+        return text if age > self.stale_after else None
+
+    def _take_away(self, stale: str, aside: str) -> bool:
+        """Move the stale claim aside. Of several processes that judged it stale, one moves it; if what
+        was moved is a fresh claim (another process took over in between), it is put back."""
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return True
+        try:
+            if Path(aside).read_text() != stale:
+                try:
+                    os.link(aside, self.path)
+                except FileExistsError:
+                    pass
+                return False
+            return True
+        finally:
+            os.unlink(aside)
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -3,6 +3,7 @@ one line, nothing written)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +17,15 @@ TRAIN = {"dataset": '"synthetic"', "model": '"resnet8"', "epochs": "1", "batch_s
          "train_subset": "96", "test_subset": "50"}
 
 
-def profile(tmp_path: Path, train: dict | None = None, tables: str = "", name: str = "tiny") -> str:
-    """A profile file: the tiny synthetic setting with ``train`` values replaced (TOML literals)."""
+def profile(tmp_path: Path, train: dict | None = None, tables: str = "", name: str = "tiny",
+            top: dict | None = None) -> str:
+    """A profile file: the tiny synthetic setting with ``train`` (and top-level ``top``) values replaced
+    (TOML literals)."""
+    head = {"seeds": "1", "optimizers": '["sgd", "sam"]', **(top or {})}
     lines = [f"{k} = {v}" for k, v in {**TRAIN, **(train or {})}.items()]
     path = tmp_path / f"{name}.toml"
-    path.write_text('seeds = 1\noptimizers = ["sgd", "sam"]\n[train]\n' + "\n".join(lines) + "\n" + tables)
+    path.write_text("\n".join(f"{k} = {v}" for k, v in head.items()) + "\n[train]\n" + "\n".join(lines) + "\n"
+                    + tables)
     return str(path)
 
 
@@ -97,6 +102,107 @@ BAD = {  # case: (flags, [train] values or None for no profile file, extra table
                              "optimizer esam: gamma must be in (0, 1], got 1.5"),
     "esam unknown swp": (["--optimizer", "esam"], {}, '[hparams.esam]\nswp = "layer"', "unknown swp 'layer'"),
 }
+
+
+BAD_TYPES = {  # case: (top-level values, [train] values, expected message)
+    "seeds as a string": ({"seeds": '"3"'}, {}, "seeds must be an integer >= 1, got '3'"),
+    "seeds as a float": ({"seeds": "2.5"}, {}, "seeds must be an integer >= 1, got 2.5"),
+    "optimizers as numbers": ({"optimizers": "[1, 2]"}, {}, 'optimizers must be "all" or a list of names'),
+    "budgets as a string": ({"budgets": '"flops"'}, {}, "budgets must be a list"),
+    "unknown budget in the list": ({"budgets": '["epochs", "watts"]'}, {}, "unknown budget 'watts'"),
+    "unknown top-level key": ({"seed": "3"}, {}, "unknown key 'seed' in profile"),
+    "flop_steps as a float": ({}, {"flop_steps": "1.5"}, "flop_steps must be an integer >= 1, got 1.5"),
+    "flip as a string": ({}, {"flip": '"yes"'}, "flip must be true or false, got 'yes'"),
+    "negative subset": ({}, {"train_subset": "-1"}, "train_subset must be an integer >= 0, got -1"),
+    "infinite lr": ({}, {"lr": "inf"}, "lr must be a finite number > 0, got inf"),
+    "momentum as a bool": ({}, {"momentum": "true"}, "momentum must be a finite number >= 0.0, got True"),
+    "batch larger than the subset": ({}, {"batch_size": "500"}, "batch_size 500 is larger than the training set"),
+    "budget_reference empty": ({}, {"budget_reference": '""'}, "budget_reference must be an optimizer name"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_TYPES, ids=list(BAD_TYPES))
+def test_wrong_types_and_ranges_are_one_line_exit_2(case, tmp_path, capsys):
+    top, train, message = BAD_TYPES[case]
+    results = tmp_path / "out"
+    prof = profile(tmp_path, train, top=top)
+    code = run_cli("run", "--results-dir", str(results), "--no-progress", "--profile", prof)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and "\n" not in err and message in err, err
+    assert not results.exists()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--seeds", "many"], "argument --seeds: invalid int value: 'many'"),
+    (["--budget", "watts"], "argument --budget: invalid choice: 'watts'"),
+    (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+])
+def test_bad_arguments_are_one_line_exit_2(flags, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        run_cli("run", "--results-dir", str(tmp_path / "out"), *flags)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and err.startswith("error: ") and "\n" not in err and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def _sweep_once(tmp_path: Path) -> tuple[str, Path]:
+    prof, results = profile(tmp_path), tmp_path / "out"
+    assert run_cli("run", "--profile", prof, "--results-dir", str(results), "--no-progress", "--no-report") == 0
+    return prof, results
+
+
+def _listing(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("damage", ["record not json", "record not a record", "checkpoint torn"])
+def test_corrupt_files_on_disk_are_named_exit_2_nothing_written(damage, tmp_path, capsys):
+    prof, results = _sweep_once(tmp_path)
+    rec = sorted((results / "runs" / "tiny").glob("sam-*.json"))[0]
+    if damage == "record not json":
+        rec.write_text('{"schema": 1, "metr')
+        bad = rec
+    elif damage == "record not a record":
+        rec.write_text("[1, 2, 3]")
+        bad = rec
+    else:
+        rec.unlink()
+        bad = results / "checkpoints" / "tiny" / rec.name.replace(".json", ".pt")
+        bad.parent.mkdir(parents=True)
+        bad.write_bytes(b"PK\x03\x04 torn")
+    before = _listing(results)
+    capsys.readouterr()
+    assert run_cli("run", "--profile", prof, "--results-dir", str(results), "--no-progress") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and str(bad) in err, err
+    assert _listing(results) == before
+
+
+def test_a_corrupt_record_is_named_and_skipped_by_the_report(tmp_path, capsys):
+    _, results = _sweep_once(tmp_path)
+    bad = sorted((results / "runs" / "tiny").glob("sam-*.json"))[0]
+    bad.write_text("{")
+    capsys.readouterr()
+    assert run_cli("report", "--results-dir", str(results)) == 0
+    assert f"warning: skipped unreadable record {bad}" in capsys.readouterr().err
+    assert "| sgd |" in (results / "summary.md").read_text()
+
+
+def test_results_directory_that_cannot_be_one(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert run_cli("run", "--profile", profile(tmp_path), "--results-dir", str(blocker / "out")) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{str(blocker)!r} is not a directory" in err and "\n" not in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_unwritable_results_directory(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert run_cli("run", "--profile", profile(tmp_path), "--results-dir", str(locked / "out")) == 2
+    assert "is not writable" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case", BAD, ids=list(BAD))

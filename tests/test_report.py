@@ -30,6 +30,8 @@ def record(optimizer, seed, acc, time_s, flops, profile="p", status="finished", 
             "samples_per_s": 128 / time_s, "train_seconds": 10 * time_s, "flops_per_step": flops,
             "forward_passes_per_step": 1.0 if optimizer == "sgd" else 2.0,
             "backward_passes_per_step": 1.0 if optimizer == "sgd" else 2.0, "peak_memory_mb": 100.0, "steps": steps,
+            "diverged_at_step": 7 if status == "diverged" else None,
+            "last_finite_loss": 2.5 if status == "diverged" else None,
             "budget": {"kind": budget, "epochs_run": steps / 5, "train_flops": flops * steps,
                        "train_seconds_at_timed_rate": time_s * steps, "spent_ratio": 1.0},
         },
@@ -78,6 +80,7 @@ def test_markdown_shows_percentages_and_ratios():
     assert "| 2.00 |" in md
     # SAM - SGD over the two seeds both finished: +10 and +10 points, std 0 -> an interval of 0: bold
     assert "| **+10.00 ± 0.00** | – |" in md
+    assert "- sam: seed 2 at step 7 (last finite loss 2.500)" in md  # a diverged run is shown, not dropped
 
 
 def test_write_report_skips_corrupt_records_and_writes_every_file(tmp_path):
