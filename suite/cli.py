@@ -43,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished runs are saved; the same command runs what is missing", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `python -m suite list | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -213,7 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 record = harness.run(config, dataset, progress=args.progress, checkpoint=ckpt,
                                      on_checkpoint=claim.refresh)
                 store.write_record(path, record)
-                ckpt.unlink(missing_ok=True)
+                ckpt.unlink(missing_ok=True)  # empty folders stay: removing them races other sweeps
                 current = None
             done += 1
             _print_run(k, len(todo), config, record["metrics"], (time.monotonic() - t0) / done * (len(todo) - k))
