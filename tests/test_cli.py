@@ -189,6 +189,17 @@ def test_a_corrupt_record_is_named_and_skipped_by_the_report(tmp_path, capsys):
     assert "| sgd |" in (results / "summary.md").read_text()
 
 
+def test_a_diverging_sweep_goes_on_and_the_report_shows_it(tmp_path, capsys):
+    results = tmp_path / "out"
+    assert run_cli("run", "--profile", profile(tmp_path, {"lr": "1e12", "epochs": "2"}), "--results-dir", str(results),
+                   "--no-progress") == 0
+    err = capsys.readouterr().err
+    assert "[1/2] sgd seed 0" in err and "[2/2] sam seed 0" in err and err.count(": diverged,") == 2
+    summary = (results / "summary.md").read_text()
+    assert "| sgd | 0 (1 diverged) |" in summary and "Diverged runs (loss NaN/inf; not in the means):" in summary
+    assert "- sam: seed 0 at step" in summary
+
+
 def test_results_directory_that_cannot_be_one(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
