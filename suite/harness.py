@@ -175,6 +175,23 @@ def _flop_window(spec: registry.OptimizerSpec, cfg: TrainConfig, inputs: dict, h
     return max(cfg.flop_steps, spec.flop_window({**inputs, **hparams}) if spec.flop_window else 1)
 
 
+def _snapshot(config: RunConfig, plan: dict, trainer: dict[str, Any], ledger: dict[str, Any]) -> dict[str, Any]:
+    """Everything a run needs to go on where it stopped; ``trainer`` holds the stateful objects."""
+    return {
+        "run_id": config.run_id, "plan": plan, "torch_rng": torch.get_rng_state(), "ledger": ledger,
+        **{name: obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
+           for name, obj in trainer.items()},
+    }
+
+
+def _restore(trainer: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
+    """Load a snapshot into the freshly built ``trainer`` objects; returns the snapshot's ledger."""
+    for name, obj in trainer.items():
+        (obj.set_state if isinstance(obj, torch.Generator) else obj.load_state_dict)(saved[name])
+    torch.set_rng_state(saved["torch_rng"])
+    return saved["ledger"]
+
+
 def run(config: RunConfig, dataset: Dataset, progress: bool = True, checkpoint: Path | None = None,
         on_checkpoint: Callable[[], None] | None = None) -> dict[str, Any]:
     """Train one configuration and return its record (not yet written).
@@ -215,14 +232,10 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True, checkpoint: 
     env = environment(device)  # before training: the commit that starts the run is the one that ran
     started, t_start = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.monotonic()
     step, wall_before, resumed, saving = 0, 0.0, [], {"seconds": 0.0, "count": 0}
+    trainer = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "order_gen": order_gen,
+               "aug_gen": aug_gen}
     if saved:
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        order_gen.set_state(saved["order_gen"])
-        aug_gen.set_state(saved["aug_gen"])
-        torch.set_rng_state(saved["torch_rng"])
-        led = saved["ledger"]
+        led = _restore(trainer, saved)
         step, epochs, passes, started, wall_before = (led["step"], led["epochs"], led["passes"], led["started"],
                                                        led["wall_seconds"])
         clock.timed_seconds, clock.timed_steps, clock.all_seconds = led["clock"]
@@ -274,16 +287,13 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True, checkpoint: 
             break
         if checkpoint is not None and epoch < n_epochs:
             t0 = time.perf_counter()
-            store.save_checkpoint(checkpoint, {
-                "run_id": config.run_id, "plan": plan, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "order_gen": order_gen.get_state(), "aug_gen": aug_gen.get_state(), "torch_rng": torch.get_rng_state(),
-                "ledger": {"step": step, "epochs": epochs, "passes": passes, "started": started,
-                           "wall_seconds": wall_before + time.monotonic() - t_start, "resumed": resumed,
-                           "clock": [clock.timed_seconds, clock.timed_steps, clock.all_seconds],
-                           "flops": [flops.flops, flops.steps],
-                           "saving": {**saving, "count": saving["count"] + 1}},  # this save included
-            })
+            store.save_checkpoint(checkpoint, _snapshot(config, plan, trainer, {
+                "step": step, "epochs": epochs, "passes": passes, "started": started,
+                "wall_seconds": wall_before + time.monotonic() - t_start, "resumed": resumed,
+                "clock": [clock.timed_seconds, clock.timed_steps, clock.all_seconds],
+                "flops": [flops.flops, flops.steps],
+                "saving": {**saving, "count": saving["count"] + 1},  # this save included
+            }))
             saving["seconds"] += time.perf_counter() - t0
             saving["count"] += 1
             if on_checkpoint is not None:
