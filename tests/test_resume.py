@@ -168,6 +168,20 @@ def wait_for(path_glob, root: Path, proc: subprocess.Popen, timeout: float = 120
     return False
 
 
+def wait_for_checkpoints(count: int, results: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Until the run has written ``count`` checkpoints (each save renames a new file into place)."""
+    seen: set[tuple[int, int]] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < count and time.monotonic() < deadline and proc.poll() is None:
+        for path in results.glob("checkpoints/resume/*.pt"):
+            try:
+                st = path.stat()
+                seen.add((st.st_ino, st.st_mtime_ns))
+            except FileNotFoundError:
+                pass
+        time.sleep(0.002)
+
+
 @pytest.mark.parametrize("name", ["sgd", "sam", "ssam-d-unstructured-explicit"])
 def test_sigkill_at_a_random_moment_then_the_same_command_resumes_bit_identically(name, tmp_path):
     profile = write_profile(tmp_path, [name])
@@ -177,8 +191,8 @@ def test_sigkill_at_a_random_moment_then_the_same_command_resumes_bit_identicall
     rng = random.Random(name)
     for _ in range(5):  # until a kill lands mid-run (after the first checkpoint, before the record)
         proc = subprocess.Popen(suite_cmd(profile, results), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if wait_for("checkpoints/resume/*.pt", results, proc):
-            time.sleep(rng.uniform(0.0, 0.4))
+        wait_for_checkpoints(rng.randint(1, 6), results, proc)  # of the 7 the run writes
+        time.sleep(rng.uniform(0.0, 0.05))  # then somewhere inside the next epoch
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if not records(results):
