@@ -66,7 +66,7 @@ class ESAM(TwoPassOptimizer):
         if per_sample and not SDS_FEATURES <= getattr(closure, "features", frozenset()):
             raise ValueError("ESAM with gamma < 1 selects samples: its closure must take per_sample, subset "
                              "and backward (use baselines.ModelClosure), or set gamma=1")
-        frozen = self._draw_frozen_tensors(closure) if h["swp"] == "tensor" and h["beta"] < 1 else []
+        frozen = self._draw_frozen_tensors(closure)
         everything = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
         try:
             for p in frozen:
@@ -108,11 +108,16 @@ class ESAM(TwoPassOptimizer):
         return torch.topk(sharpness, self.selected(sharpness.numel()), sorted=False).indices.sort().values
 
     def _draw_frozen_tensors(self, closure: Closure) -> list[torch.Tensor]:
-        """The tensors left out of this step (each kept with probability beta)."""
-        params = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
-        keep = torch.rand(len(params), generator=self.generator) < self.defaults["beta"]
-        frozen = [p for p, k in zip(params, keep.tolist()) if not k]
-        if len(frozen) == len(params) and "backward" not in getattr(closure, "features", frozenset()):
+        """The tensors left out of this step: in groups with ``swp="tensor"``, each tensor is kept
+        with its group's probability beta."""
+        frozen, trainable = [], 0
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.requires_grad]
+            trainable += len(params)
+            if group["swp"] == "tensor" and group["beta"] < 1:
+                keep = torch.rand(len(params), generator=self.generator) < group["beta"]
+                frozen += [p for p, k in zip(params, keep.tolist()) if not k]
+        if frozen and len(frozen) == trainable and "backward" not in getattr(closure, "features", frozenset()):
             return []  # a plain closure always runs backward, which needs something to differentiate
         return frozen
 

@@ -213,6 +213,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                     continue
                 current = config
                 ckpt = store.checkpoint_path(args.results_dir, config.profile, config.run_id)
+                if path.exists() and ckpt.exists() and ckpt.stat().st_mtime_ns <= path.stat().st_mtime_ns:
+                    ckpt.unlink()  # left by a kill between writing the record and removing it: not a resume point
                 record = harness.run(config, dataset, progress=args.progress, checkpoint=ckpt,
                                      on_checkpoint=claim.refresh)
                 store.write_record(path, record)
@@ -272,9 +274,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if not (args.results_dir / "runs").is_dir():
         raise UsageError(f"no records in {str(args.results_dir)!r}: expected {args.results_dir}/runs/<profile>/*.json")
-    written, skipped = write_report(args.results_dir)
+    written, skipped, superseded = write_report(args.results_dir)
     for path in skipped:
         print(f"warning: skipped unreadable record {path}", file=sys.stderr)
+    for path in superseded:
+        print(f"warning: left out {path}: a later run has the same profile, budget, optimizer and seed "
+              "(another setting under one profile name? use another --results-dir)", file=sys.stderr)
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
     return 0

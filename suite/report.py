@@ -100,7 +100,7 @@ def epoch_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 def summarize(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """Per profile, budget and optimizer: seeds, accuracy mean/std/95% interval, paired differences to
     SGD and SAM with their intervals, cost and its ratio to SGD and SAM, what the budget allowed."""
-    runs = run_rows(records)
+    runs = run_rows(latest_per_seed(records)[0])
     if runs.empty:
         return runs
     # SGD first (the reference), then in the order the sweep ran them (the registry's order)
@@ -206,11 +206,32 @@ def _num(x: float | None, digits: int) -> str:
     return "–" if x is None or math.isnan(x) else f"{x:.{digits}f}"
 
 
-def write_report(results_dir: Path) -> tuple[list[Path], list[Path]]:
-    """Write summary.csv, summary.md and per-profile plots; returns (written, skipped records)."""
-    records, skipped = [], []
+def latest_per_seed(records: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One record per (profile, budget, optimizer, seed): the latest started. Two records with one key
+    come from different settings under one profile name (e.g. an ``--epochs`` override); pooling
+    them would mix settings and pair a seed with only one of its runs. Returns (kept, superseded)."""
+    kept: dict[tuple, dict[str, Any]] = {}
+    superseded = []
+    for r in sorted(records, key=lambda r: (r.get("started_at", ""), r.get("finished_at", ""))):
+        c = r["config"]
+        key = (c["profile"], c.get("train", {}).get("budget", "epochs"), c["optimizer"], c["seed"])
+        if key in kept:
+            superseded.append(kept[key])
+        kept[key] = r
+    return list(kept.values()), superseded
+
+
+def write_report(results_dir: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """Write summary.csv, summary.md and per-profile plots; returns (written, unreadable records,
+    records superseded by a later run of the same profile, budget, optimizer and seed)."""
+    records, skipped, path_of = [], [], {}
     for path, record in iter_records(results_dir):
-        (records.append(record) if record is not None else skipped.append(path))
+        if record is None:
+            skipped.append(path)
+        else:
+            records.append(record)
+            path_of[id(record)] = path
+    records, superseded = latest_per_seed(records)
     table = summarize(records)
     written = [results_dir / "summary.csv", results_dir / "summary.md"]
     _atomic_write(written[0], table.to_csv(index=False))
@@ -218,7 +239,7 @@ def write_report(results_dir: Path) -> tuple[list[Path], list[Path]]:
     _atomic_write(written[1], header + (to_markdown(table) if not table.empty else "No records.\n"))
     if not table.empty:
         written += _plots(results_dir, table, run_rows(records), epoch_rows(records))
-    return written, skipped
+    return written, skipped, [path_of[id(r)] for r in superseded]
 
 
 def _plots(results_dir: Path, table: pd.DataFrame, runs: pd.DataFrame, epochs: pd.DataFrame) -> list[Path]:

@@ -116,26 +116,31 @@ def read_record(path: Path) -> dict[str, Any] | None:
 class Claim:
     """Who runs a run: ``DIR/claims/<profile>/<run_id>.claim``, created exclusively (hard link of a
     filled temporary file), holding pid, host and start time. ``acquire`` returns False while another
-    live process holds it. A claim is stale, and is taken over, when its process is gone (same
-    host) or, from another host, when it was not refreshed for ``stale_after`` seconds; the holder
-    refreshes it at every checkpoint."""
+    live process holds it. A claim is stale, and is taken over, when its process is gone: on the same
+    host and pid namespace, no process with its pid and start time (a pid reused after a crash or a
+    container restart does not keep a dead claim alive); elsewhere, when it was not refreshed for
+    ``stale_after`` seconds — the holder refreshes it at every checkpoint."""
 
     def __init__(self, path: Path, stale_after: float | None = None) -> None:
         self.path = path
         self.stale_after = stale_after if stale_after is not None else float(
             os.environ.get("SUITE_CLAIM_STALE_SECONDS", 6 * 3600))
         self.held = False
+        self._text = ""  # what this process wrote: refresh and release touch the claim only if it is ours
 
     def acquire(self) -> bool:
         import socket
         import time
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+        pid = os.getpid()
+        mine = {"pid": pid, "host": socket.gethostname(), "pid_ns": _pid_namespace(),
+                "process_start": _process_start(pid), "since": time.time()}
+        self._text = json.dumps(mine)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump(mine, f)
+                f.write(self._text)
             for _ in range(2):
                 try:
                     os.link(tmp, self.path)  # atomic, and fails if the claim exists
@@ -150,16 +155,26 @@ class Claim:
             os.unlink(tmp)
 
     def refresh(self) -> None:
-        if self.held:
-            os.utime(self.path)
+        if self.held and self._ours():
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
+                pass
 
     def release(self) -> None:
         if self.held:
             self.held = False
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
+            if self._ours():
+                try:
+                    os.unlink(self.path)
+                except FileNotFoundError:
+                    pass
+
+    def _ours(self) -> bool:
+        try:
+            return self.path.read_text() == self._text
+        except OSError:
+            return False
 
     def holder(self) -> str:
         try:
@@ -183,14 +198,15 @@ class Claim:
             pid, host = int(info["pid"]), info["host"]
         except (ValueError, KeyError, TypeError):
             return text  # a claim nobody can read protects nothing
-        if host == socket.gethostname():
+        if host == socket.gethostname() and info.get("pid_ns") == _pid_namespace():
             try:
                 os.kill(pid, 0)
             except ProcessLookupError:
                 return text
             except PermissionError:
-                return None
-            return None
+                pass  # alive, someone else's
+            started = info.get("process_start")
+            return text if started is not None and started != _process_start(pid) else None
         return text if age > self.stale_after else None
 
     def _take_away(self, stale: str, aside: str) -> bool:
@@ -216,3 +232,19 @@ class Claim:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _process_start(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (Linux); None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name in parentheses may hold spaces
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _pid_namespace() -> int | None:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return None

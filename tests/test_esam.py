@@ -196,3 +196,17 @@ def test_plain_user_closure():
 def test_bad_hyper_parameters(kw, match):
     with pytest.raises(ValueError, match=match):
         ESAM(tiny_model().parameters(), lr=0.1, **kw)
+
+
+def test_each_parameter_group_draws_with_its_own_beta():
+    model = tiny_model()
+    opt = ESAM([{"params": [model.conv.weight, model.bn.weight, model.bn.bias], "beta": 1.0},
+                {"params": list(model.fc.parameters()), "beta": 0.02}], gamma=1.0, lr=0.0, seed=0)
+    x, y = toy_batch()
+    first = []
+    for _ in range(20):
+        spy = Spy(model, x, y)
+        opt.step(spy)
+        first.append(spy.calls[0]["requires_grad"])
+    assert all(all(r[:3]) for r in first), "beta 1: always drawn"
+    assert sum(r[3] for r in first) <= 3, "beta 0.02: almost never drawn"

@@ -88,7 +88,8 @@ def test_write_report_skips_corrupt_records_and_writes_every_file(tmp_path):
         write_record(record_path(tmp_path, r["config"]["profile"], f"r{i}"), r)
     bad = record_path(tmp_path, "p", "broken")
     bad.write_text('{"schema": 1, "metr')
-    written, skipped = write_report(tmp_path)
+    written, skipped, superseded = write_report(tmp_path)
+    assert superseded == []
     assert skipped == [bad]
     names = {p.name for p in written}
     assert {"summary.csv", "summary.md", "p-comparison.png"} <= names
@@ -149,3 +150,13 @@ def test_budgets_are_summarised_separately():
     assert f.loc["sam", "diff_sgd_mean"] == pytest.approx(0.2) and f.loc["sam", "diff_sgd_seeds"] == 1
     assert list(table["budget"]) == ["epochs", "epochs", "flops", "flops"]
     assert "budget `flops`" in to_markdown(table)
+
+
+def test_a_seed_run_twice_under_one_profile_counts_once_the_latest():
+    """E.g. a 1-epoch try and the real sweep in one directory: the mean and the pairing use the same run."""
+    early = {**record("sam", 0, 0.10, 0.2, 2e9), "started_at": "2026-01-01T00:00:00"}
+    late = {**record("sam", 0, 0.60, 0.2, 2e9), "started_at": "2026-01-02T00:00:00"}
+    sgd = {**record("sgd", 0, 0.50, 0.1, 1e9), "started_at": "2026-01-01T00:00:00"}
+    table = summarize([late, early, sgd]).set_index("optimizer")
+    assert table.loc["sam", "seeds"] == 1 and table.loc["sam", "test_acc_mean"] == pytest.approx(0.60)
+    assert table.loc["sam", "diff_sgd_mean"] == pytest.approx(0.10)

@@ -123,15 +123,42 @@ def test_a_claim_is_exclusive_and_released(tmp_path):
     assert not (tmp_path / "x.claim").exists()
 
 
-def test_a_claim_of_a_dead_process_is_taken_over(tmp_path):
+def same_host_claim(path: Path, pid: int, process_start) -> None:
     import socket
 
+    path.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "pid_ns": store._pid_namespace(),
+                                "process_start": process_start, "since": 0}))
+
+
+def test_a_claim_of_a_dead_process_is_taken_over(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     path = tmp_path / "x.claim"
-    path.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "since": 0}))
+    same_host_claim(path, int(dead.stdout), 123)
     claim = store.Claim(path)
     assert claim.acquire()
     assert json.loads(path.read_text())["pid"] == os.getpid()
+
+
+def test_a_reused_pid_does_not_keep_a_dead_claim_alive(tmp_path):
+    """A crashed sweep's pid now belongs to another live process (here: this one, started at another time)."""
+    path = tmp_path / "x.claim"
+    same_host_claim(path, os.getpid(), store._process_start(os.getpid()) - 1)
+    assert store.Claim(path).acquire()
+    same_host_claim(path, os.getpid(), store._process_start(os.getpid()))
+    assert not store.Claim(path).acquire(), "the same process, same start time: alive"
+
+
+def test_release_and_refresh_leave_a_claim_taken_over_by_another_alone(tmp_path):
+    path = tmp_path / "x.claim"
+    mine = store.Claim(path)
+    assert mine.acquire()
+    path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": 0}))  # taken over meanwhile
+    mine.refresh()
+    mine.release()
+    assert json.loads(path.read_text())["host"] == "elsewhere"
+    path.unlink()
+    mine.held = True
+    mine.refresh()  # the file is gone: a refresh is no reason to stop training
 
 
 def test_a_claim_from_another_host_is_stale_only_when_old(tmp_path):
