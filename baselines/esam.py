@@ -66,13 +66,12 @@ class ESAM(TwoPassOptimizer):
         if per_sample and not SDS_FEATURES <= getattr(closure, "features", frozenset()):
             raise ValueError("ESAM with gamma < 1 selects samples: its closure must take per_sample, subset "
                              "and backward (use baselines.ModelClosure), or set gamma=1")
-        frozen = self._draw_frozen_tensors(closure)
-        everything = [p for group in self.param_groups for p in group["params"] if p.requires_grad]
+        frozen, nothing_drawn = self._draw_frozen_tensors(closure)
         try:
             for p in frozen:
                 p.requires_grad_(False)
                 p.grad = None
-            if frozen and len(frozen) == len(everything):  # nothing drawn: e = 0, a forward is enough
+            if nothing_drawn:  # e = 0: a forward is enough
                 losses = call_closure(closure, backward=False, per_sample=True)
             else:
                 losses = call_closure(closure, per_sample=True)
@@ -107,9 +106,9 @@ class ESAM(TwoPassOptimizer):
         """Indices (ascending) of the ceil(gamma * B) samples whose loss rose most."""
         return torch.topk(sharpness, self.selected(sharpness.numel()), sorted=False).indices.sort().values
 
-    def _draw_frozen_tensors(self, closure: Closure) -> list[torch.Tensor]:
-        """The tensors left out of this step: in groups with ``swp="tensor"``, each tensor is kept
-        with its group's probability beta."""
+    def _draw_frozen_tensors(self, closure: Closure) -> tuple[list[torch.Tensor], bool]:
+        """The tensors left out of this step (in groups with ``swp="tensor"``, each tensor is kept
+        with its group's probability beta), and whether that is every trainable tensor."""
         frozen, trainable = [], 0
         for group in self.param_groups:
             params = [p for p in group["params"] if p.requires_grad]
@@ -117,9 +116,11 @@ class ESAM(TwoPassOptimizer):
             if group["swp"] == "tensor" and group["beta"] < 1:
                 keep = torch.rand(len(params), generator=self.generator) < group["beta"]
                 frozen += [p for p, k in zip(params, keep.tolist()) if not k]
-        if frozen and len(frozen) == trainable and "backward" not in getattr(closure, "features", frozenset()):
-            return []  # a plain closure always runs backward, which needs something to differentiate
-        return frozen
+        if not (frozen and len(frozen) == trainable):
+            return frozen, False
+        if "backward" not in getattr(closure, "features", frozenset()):
+            return [], False  # a plain closure always runs backward, which needs something to differentiate
+        return frozen, True
 
     # ----- state: the generator continues where it was ---------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -116,7 +116,7 @@ def step_cost(config: RunConfig, dataset: Dataset, kind: str) -> float:
 
 def _probe(config: RunConfig, dataset: Dataset, kind: str) -> float:
     if kind == "time":  # one throwaway step first: the timed step 0 then pays its periodic work only
-        _probe_steps(config, dataset, "none", 1)
+        _probe_steps(config, dataset, "time", 1)
     return _probe_steps(config, dataset, kind, 0)
 
 
@@ -164,9 +164,8 @@ def reference_config(config: RunConfig) -> RunConfig:
     return RunConfig(config.profile, spec.name, config.seed, train, tuple(sorted(hparams.items())))
 
 
-def plan_budget(config: RunConfig, dataset: Dataset) -> dict[str, Any]:
+def plan_budget(config: RunConfig, dataset: Dataset, steps_per_epoch: int) -> dict[str, Any]:
     cfg = config.train
-    steps_per_epoch = len(subsets(dataset, cfg)[0]) // cfg.batch_size
     if cfg.budget == "epochs":
         return budget.plan("epochs", cfg.epochs, steps_per_epoch)
     return budget.plan(cfg.budget, cfg.epochs, steps_per_epoch, reference=cfg.budget_reference,
@@ -219,11 +218,11 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True, checkpoint: 
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({len(train_split)})")
     saved = store.load_checkpoint(checkpoint, config.run_id) if checkpoint is not None else None
     # probes (if any) run before the seed is set: they touch no run state; a resumed run keeps its plan
-    plan = saved["plan"] if saved else plan_budget(config, dataset)
+    steps_per_epoch = len(train_split) // cfg.batch_size
+    plan = saved["plan"] if saved else plan_budget(config, dataset, steps_per_epoch)
 
     torch.manual_seed(seed)
     model = _model(cfg, dataset, device)
-    steps_per_epoch = len(train_split) // cfg.batch_size
     total_steps = plan["steps"]
     inputs = _inputs(model, train_split, cfg, seed, total_steps)
     optimizer = spec.build(model.parameters(), inputs, **hparams)

@@ -46,12 +46,9 @@ def iter_records(results_dir: Path) -> Iterator[tuple[Path, dict[str, Any] | Non
     """Every record under ``results_dir/runs``; an unreadable file yields ``(path, None)``."""
     for path in sorted((results_dir / "runs").glob("*/*.json")):
         try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
+            yield path, read_record(path)
+        except StoreError:
             yield path, None
-            continue
-        ok = isinstance(record, dict) and record.get("schema") == SCHEMA and "metrics" in record
-        yield path, record if ok else None
 
 
 # ----- resumable runs: a checkpoint per unfinished run, a claim file per running run ----------------
