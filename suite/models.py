@@ -1,5 +1,9 @@
 """Models by name: CIFAR ResNets (He et al. 2016) for CPU profiles, CIFAR ResNet-18 and
-WideResNet-28-10 for GPU profiles, and any timm model as ``timm:NAME``."""
+WideResNet-28-10 for GPU profiles, and any timm model as ``timm:NAME``.
+
+Every model takes the data set's channel count for its stem (``in_channels``, timm's ``in_chans``), so
+grayscale data sets train without being copied to three channels. The stem is still created first:
+for ``in_channels=3`` the same seed gives the same weights as before the argument existed."""
 
 from __future__ import annotations
 
@@ -31,9 +35,11 @@ class BasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """ResNet for 32x32 inputs: a 3x3 stem, then stages of BasicBlocks, global pooling, linear."""
 
-    def __init__(self, blocks: list[int], widths: list[int], num_classes: int) -> None:
+    def __init__(self, blocks: list[int], widths: list[int], num_classes: int, in_channels: int = 3) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
         layers, c_in = [], widths[0]
         for i, (n, c_out) in enumerate(zip(blocks, widths)):
             for j in range(n):
@@ -62,11 +68,11 @@ class WideBlock(nn.Module):
 
 
 class WideResNet(nn.Module):
-    def __init__(self, depth: int, width: int, num_classes: int) -> None:
+    def __init__(self, depth: int, width: int, num_classes: int, in_channels: int = 3) -> None:
         super().__init__()
         n = (depth - 4) // 6
         widths = [16, 16 * width, 32 * width, 64 * width]
-        self.stem = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+        self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
         layers, c_in = [], widths[0]
         for i, c_out in enumerate(widths[1:]):
             for j in range(n):
@@ -79,17 +85,17 @@ class WideResNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1), 1))
 
 
-def _cifar_resnet(n: int) -> Callable[[int], nn.Module]:
-    return lambda k: CifarResNet([n, n, n], [16, 32, 64], k)
+def _cifar_resnet(n: int) -> Callable[[int, int], nn.Module]:
+    return lambda k, c: CifarResNet([n, n, n], [16, 32, 64], k, c)
 
 
-MODELS: dict[str, Callable[[int], nn.Module]] = {
+MODELS: dict[str, Callable[[int, int], nn.Module]] = {  # (num_classes, in_channels) -> model
     "resnet8": _cifar_resnet(1),
     "resnet20": _cifar_resnet(3),
     "resnet32": _cifar_resnet(5),
     "resnet56": _cifar_resnet(9),
-    "resnet18": lambda k: CifarResNet([2, 2, 2, 2], [64, 128, 256, 512], k),
-    "wrn28_10": lambda k: WideResNet(28, 10, k),
+    "resnet18": lambda k, c: CifarResNet([2, 2, 2, 2], [64, 128, 256, 512], k, c),
+    "wrn28_10": lambda k, c: WideResNet(28, 10, k, c),
 }
 
 
@@ -108,11 +114,13 @@ def check_model_name(name: str) -> None:
     raise ValueError(f"unknown model {name!r}; known: {known_models()}")
 
 
-def build_model(name: str, num_classes: int) -> nn.Module:
+def build_model(name: str, num_classes: int, in_channels: int = 3) -> nn.Module:
     """Weights come from torch's global RNG: seed it first for the same initial weights."""
     check_model_name(name)
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be at least 1, got {in_channels}")
     if name.startswith("timm:"):
         import timm
 
-        return timm.create_model(name[5:], pretrained=False, num_classes=num_classes)
-    return MODELS[name](num_classes)
+        return timm.create_model(name[5:], pretrained=False, num_classes=num_classes, in_chans=in_channels)
+    return MODELS[name](num_classes, in_channels)

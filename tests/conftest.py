@@ -63,3 +63,26 @@ def two_layouts(tmp_path: Path) -> tuple[Path, Path, dict]:
     with open(batches / "batches.meta", "wb") as f:
         pickle.dump({"label_names": classes}, f)
     return folder, pickles, splits
+
+
+@pytest.fixture
+def digits_dir(tmp_path: Path) -> Path:
+    """scikit-learn's digits, 7 classes of 8x8 grayscale, as an ImageFolder of PNGs (folders "0".."6").
+
+    Pixels 0..16 are scaled to 0..255 (rounded). A fixed split per class: the first 80 % of its images, in
+    scikit-learn's order, go to train/, the rest to test/. Files are named by their index in scikit-learn."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits(n_class=7)
+    images = np.round(digits.images * (255 / 16)).astype(np.uint8)
+    root = tmp_path / "digits"
+    for c in range(7):
+        index = np.flatnonzero(digits.target == c)
+        cut = int(round(0.8 * len(index)))
+        for split, part in (("train", index[:cut]), ("test", index[cut:])):
+            folder = root / split / str(c)
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in part:
+                Image.fromarray(images[i]).save(folder / f"{i:04d}.png")
+    return root

@@ -1,12 +1,56 @@
-"""Data: both directory layouts, the decode cache, subsets, batch order and augmentation."""
+"""Data: both CIFAR layouts, any ImageFolder by name (channels, sizes, bad files and folders), computed
+statistics, the fingerprint, the decode cache, subsets, batch order and augmentation."""
 
 from __future__ import annotations
 
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from suite import data
 from suite.data import Augment, DataError, class_balanced_subset, epoch_batches, load_dataset
+from suite.models import build_model
+
+SYNTHETIC_FINGERPRINT = "d009fa0a86e80684"  # synthetic_dataset()'s tensors, the same as before fingerprints existed
+
+
+def rgb(seed: int, size: tuple[int, int] = (12, 10)) -> Image.Image:
+    """A random RGB image of size (width, height)."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def gray(seed: int, size: tuple[int, int] = (12, 10)) -> Image.Image:
+    return rgb(seed, size).convert("L")
+
+
+def write_folder(root: Path, files: dict[str, Image.Image]) -> Path:
+    """An ImageFolder from {"train/<class>/<file>": image}."""
+    for relative, image in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        image.save(root / relative)
+    return root
+
+
+def two_by_two(tmp_path: Path, make=rgb, size: tuple[int, int] = (12, 10), ext: str = "png") -> Path:
+    """Classes "a" and "b", two training and one test image each."""
+    files = {f"{split}/{c}/{k}.{ext}": make(10 * i + k, size)
+             for i, c in enumerate("ab") for split, n in (("train", 2), ("test", 1)) for k in range(n)}
+    return write_folder(tmp_path / "set", files)
+
+
+def one_line_error(*args, **kwargs) -> str:
+    with pytest.raises(DataError) as info:
+        load_dataset(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
 
 
 def test_both_layouts_give_the_same_tensors(two_layouts):
@@ -21,6 +65,10 @@ def test_both_layouts_give_the_same_tensors(two_layouts):
         assert torch.equal(sa.labels, sb.labels)
     expected = torch.from_numpy(splits["train"][5][0]).permute(2, 0, 1)
     assert torch.equal(a.train.images[5], expected)
+    for ds in (a, b):
+        assert (ds.channels, ds.image_size, ds.stats) == (3, (32, 32), "published")
+        assert ds.classes == ["airplane", "automobile", "bird"]
+        assert (ds.mean, ds.std) == data.STATS["cifar10"]
 
 
 def test_image_folder_is_decoded_once(two_layouts, tmp_path, monkeypatch):
@@ -66,14 +114,274 @@ def test_corrupt_pickle_is_named(two_layouts):
         load_dataset("cifar10", pickles)
 
 
-def test_unknown_dataset(tmp_path):
-    with pytest.raises(DataError, match="unknown data set 'mnist'"):
-        load_dataset("mnist", tmp_path)
+def test_other_name_without_an_image_folder_is_one_clear_line(tmp_path):
+    message = one_line_error("mnist", tmp_path)
+    assert "no data set 'mnist'" in message and str(tmp_path) in message
+    assert "train/<class>" in message and "test/<class>" in message and "--data-dir" in message
+
+
+def test_other_name_without_a_directory_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.delenv("SUITE_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # ./data does not exist here
+    message = one_line_error("flowers")
+    assert "no data set 'flowers' in 'data'" in message and "SUITE_DATA_DIR" in message
 
 
 def test_env_var_names_the_directory(two_layouts, monkeypatch):
     monkeypatch.setenv("SUITE_DATA_DIR", str(two_layouts[1]))
     assert len(load_dataset("cifar10").train) == 12
+
+
+def test_any_name_loads_an_image_folder_and_the_record_says_that_name(tmp_path):
+    root = two_by_two(tmp_path)
+    ds = load_dataset("flowers", root)
+    assert (ds.name, ds.source, ds.classes, ds.num_classes) == ("flowers", str(root.resolve()), ["a", "b"], 2)
+    assert (ds.channels, ds.image_size, ds.stats) == (3, (10, 12), "computed")
+    assert ds.train.images.shape == (4, 3, 10, 12) and ds.test.labels.tolist() == [0, 1]
+    record = json.loads(json.dumps(ds.describe()))
+    assert record == {
+        "name": "flowers", "source": str(root.resolve()), "fingerprint": ds.fingerprint, "channels": 3,
+        "image_size": [10, 12], "num_classes": 2, "stats": "computed", "mean": list(ds.mean),
+        "std": list(ds.std), "train_size": 4, "test_size": 2,
+    }
+    assert len(ds.fingerprint) == 16 and int(ds.fingerprint, 16) >= 0
+
+
+def test_image_folder_order_is_classes_then_files_by_name(tmp_path):
+    files = {"train/b/1.png": gray(1), "train/a/2.png": gray(2), "train/a/10.png": gray(3),
+             "test/a/0.png": gray(4), "test/b/0.png": gray(5)}
+    ds = load_dataset("letters", write_folder(tmp_path / "set", files))
+    expected = [files[f"train/{name}"] for name in ("a/10.png", "a/2.png", "b/1.png")]  # sorted as strings
+    assert ds.train.labels.tolist() == [0, 0, 1]
+    for k, image in enumerate(expected):
+        assert torch.equal(ds.train.images[k, 0], torch.from_numpy(np.array(image)))
+
+
+def test_grayscale_set_has_one_channel(tmp_path):
+    root = two_by_two(tmp_path, make=gray)
+    ds = load_dataset("gray", root)
+    assert ds.channels == 1 and len(ds.mean) == len(ds.std) == 1
+    assert ds.train.images.shape == (4, 1, 10, 12) and ds.test.images.shape == (2, 1, 10, 12)
+    assert torch.equal(ds.train.images[1, 0], torch.from_numpy(np.array(gray(1))))
+
+
+@pytest.mark.parametrize("mode", ["1", "I;16", "F"])
+def test_other_grayscale_modes_have_one_channel(tmp_path, mode):
+    values = np.array([[0, 257 * 100, 65535, 300]], dtype=np.uint16)
+    image = {"1": gray(0).convert("1"), "I;16": Image.fromarray(values),
+             "F": Image.fromarray(np.array([[0.0, 100.4, 255.0, 300.0]], dtype=np.float32))}[mode]
+    assert image.mode == mode
+    ext = "tif" if mode == "F" else "png"
+    files = {f"{split}/a/0.{ext}": image for split in ("train", "test")}
+    ds = load_dataset("modes", write_folder(tmp_path / "set", files))
+    assert ds.channels == 1
+    pixels = ds.train.images[0, 0]
+    if mode == "I;16":  # scaled from 16 to 8 bits, not clipped at 255
+        assert pixels.tolist() == [[0, 100, 255, 1]]
+    elif mode == "F":  # read as 0..255 and clipped, as PIL converts
+        assert pixels.tolist() == [[0, 100, 255, 255]]
+    else:
+        assert set(pixels.unique().tolist()) == {0, 255}
+
+
+def test_grayscale_and_colour_mixed_give_three_channels(tmp_path):
+    files = {"train/a/0.png": gray(0), "train/a/1.png": rgb(1), "train/b/0.png": gray(2), "test/a/0.png": gray(3),
+             "test/b/0.png": gray(4)}  # test/ is all grayscale: it gets three channels with train/
+    ds = load_dataset("mixed", write_folder(tmp_path / "set", files))
+    assert ds.channels == 3 and ds.test.images.shape[1] == 3 and len(ds.mean) == 3
+    for split, k, name in (("train", 0, "train/a/0.png"), ("train", 1, "train/a/1.png"), ("test", 1, "test/b/0.png")):
+        expected = torch.from_numpy(np.array(files[name].convert("RGB"))).permute(2, 0, 1)
+        assert torch.equal(getattr(ds, split).images[k], expected)
+
+
+def test_palette_and_rgba_are_converted_to_rgb(tmp_path):
+    palette = rgb(0).quantize(colors=16)
+    rgba = rgb(1).convert("RGBA")
+    rgba.putalpha(7)
+    files = {"train/a/p.png": palette, "train/a/rgba.png": rgba, "test/a/la.png": gray(2).convert("LA")}
+    assert [im.mode for im in files.values()] == ["P", "RGBA", "LA"]
+    ds = load_dataset("converted", write_folder(tmp_path / "set", files))
+    assert ds.channels == 3
+    decoded = [ds.train.images[0], ds.train.images[1], ds.test.images[0]]
+    for image, pixels in zip(files.values(), decoded):  # PIL's conversion: alpha dropped, palette looked up
+        assert torch.equal(pixels, torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1))
+
+
+def test_an_image_of_another_size_is_refused_by_name(tmp_path):
+    root = two_by_two(tmp_path)
+    rgb(9, (30, 28)).save(root / "train" / "b" / "1.png")
+    message = one_line_error("sizes", root)
+    assert str(root / "train" / "b" / "1.png") in message
+    assert "30x28" in message and "expected 12x10" in message and "image_size" in message
+
+
+def test_train_and_test_of_different_sizes_are_refused(tmp_path):
+    files = {"train/a/0.png": rgb(0, (16, 16)), "test/a/0.png": rgb(1, (20, 20))}
+    message = one_line_error("split-sizes", write_folder(tmp_path / "set", files))
+    assert str(tmp_path / "set" / "test" / "a" / "0.png") in message and "20x20" in message and "16x16" in message
+
+
+def test_image_size_resizes_only_the_images_of_another_size(tmp_path):
+    files = {"train/a/0.png": rgb(0, (16, 16)), "train/a/1.png": rgb(1, (30, 20)), "train/b/0.png": gray(2, (8, 8)),
+             "test/a/0.png": rgb(3, (64, 48)), "test/b/0.png": rgb(4, (16, 16))}
+    ds = load_dataset("resized", write_folder(tmp_path / "set", files), image_size=16)
+    assert ds.image_size == (16, 16) and ds.train.images.shape == (3, 3, 16, 16)
+    assert ds.test.images.shape == (2, 3, 16, 16)
+    assert torch.equal(ds.train.images[0], torch.from_numpy(np.array(files["train/a/0.png"])).permute(2, 0, 1))
+    shrunk = files["test/a/0.png"].resize((16, 16), Image.Resampling.BILINEAR)
+    assert torch.equal(ds.test.images[0], torch.from_numpy(np.array(shrunk)).permute(2, 0, 1))
+    grown = files["train/b/0.png"].resize((16, 16), Image.Resampling.BILINEAR)
+    assert torch.equal(ds.train.images[2], torch.from_numpy(np.array(grown)).expand(3, 16, 16))
+
+
+def test_image_size_resizes_pickles_and_synthetic_data(two_layouts):
+    pickles = two_layouts[1]
+    ds = load_dataset("cifar10", pickles, image_size=16)
+    assert ds.train.images.shape == (12, 3, 16, 16) and ds.image_size == (16, 16)
+    same = load_dataset("cifar10", pickles, image_size=32)
+    assert torch.equal(same.train.images, load_dataset("cifar10", pickles).train.images)
+    assert load_dataset("synthetic", image_size=8).train.images.shape[2:] == (8, 8)
+    with pytest.raises(DataError, match="image_size"):
+        load_dataset("synthetic", image_size=0)
+
+
+@pytest.mark.parametrize("ext", ["png", "jpg"])
+def test_a_truncated_image_is_named_in_one_line(tmp_path, ext):
+    root = two_by_two(tmp_path, size=(64, 64), ext=ext)
+    victim = root / "train" / "b" / f"1.{ext}"
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    message = one_line_error("truncated", root)
+    assert message.startswith(f"cannot read image {victim}: ")
+
+
+def test_a_file_that_is_no_image_is_named(tmp_path):
+    root = two_by_two(tmp_path)
+    (root / "test" / "a" / "0.png").write_bytes(b"not an image")
+    assert str(root / "test" / "a" / "0.png") in one_line_error("garbage", root)
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_an_empty_class_folder_is_refused_by_name(tmp_path, split):
+    root = two_by_two(tmp_path)
+    for s in ("train", "test"):
+        (root / s / "empty_class").mkdir()
+    other = "test" if split == "train" else "train"
+    rgb(7).save(root / other / "empty_class" / "0.png")
+    (root / split / "empty_class" / "notes.txt").write_text("not an image")  # the folder has no image
+    message = one_line_error("empty", root)
+    assert "empty_class" in message and str(root / split) in message
+
+
+def test_test_folder_must_hold_the_same_classes(tmp_path):
+    root = two_by_two(tmp_path)
+    (root / "train" / "c").mkdir()
+    rgb(5).save(root / "train" / "c" / "0.png")
+    (root / "test" / "d").mkdir()
+    rgb(6).save(root / "test" / "d" / "0.png")
+    message = one_line_error("classes", root)
+    assert "missing from test/: c" in message and "only in test/: d" in message
+
+
+def test_a_split_without_class_folders_is_one_line(tmp_path):
+    root = two_by_two(tmp_path)
+    for folder in (root / "test").iterdir():
+        for file in folder.iterdir():
+            file.unlink()
+        folder.rmdir()
+    assert str(root / "test") in one_line_error("nothing", root)
+
+
+def test_published_statistics_need_three_channels(tmp_path):
+    root = two_by_two(tmp_path, make=gray)
+    message = one_line_error("cifar10", root)
+    assert "1-channel" in message and "another name" in message
+
+
+def test_computed_statistics_are_those_of_the_whole_training_split(tmp_path):
+    files = {f"{split}/{c}/{k}.png": rgb(100 * i + k + (50 if split == "test" else 0))
+             for i, c in enumerate("abc") for split in ("train", "test") for k in range(3)}
+    ds = load_dataset("stats", write_folder(tmp_path / "set", files))
+    x = ds.train.images.double() / 255
+    torch.testing.assert_close(torch.tensor(ds.mean, dtype=torch.float64), x.mean(dim=(0, 2, 3)), rtol=1e-12, atol=0)
+    direct_std = x.transpose(0, 1).reshape(3, -1).std(dim=1, correction=0)
+    torch.testing.assert_close(torch.tensor(ds.std, dtype=torch.float64), direct_std, rtol=1e-12, atol=0)
+
+
+def test_channel_stats_in_many_chunks_equal_a_direct_computation():
+    images = torch.randint(0, 256, (5, 2, 1500, 1500), dtype=torch.uint8)  # > 4M values each: one per chunk
+    mean, std = data.channel_stats(images)
+    x = images.double() / 255
+    torch.testing.assert_close(torch.tensor(mean, dtype=torch.float64), x.mean(dim=(0, 2, 3)), rtol=1e-12, atol=0)
+    direct_std = x.transpose(0, 1).reshape(2, -1).std(dim=1, correction=0)
+    torch.testing.assert_close(torch.tensor(std, dtype=torch.float64), direct_std, rtol=1e-12, atol=0)
+
+
+def test_statistics_and_fingerprint_come_from_the_cache(tmp_path, monkeypatch):
+    root = two_by_two(tmp_path)
+    monkeypatch.setenv("SUITE_CACHE_DIR", str(tmp_path / "c"))
+    first = load_dataset("flowers", root)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("decoded, hashed or averaged again although cached")
+
+    for attr in ("_decode_split", "_decode_folder", "channel_stats", "_hash_entry"):
+        monkeypatch.setattr(data, attr, fail)
+    second = load_dataset("flowers", root)
+    assert (second.mean, second.std, second.fingerprint) == (first.mean, first.std, first.fingerprint)
+    assert torch.equal(first.test.images, second.test.images)
+
+
+def test_the_cache_key_changes_with_image_size(tmp_path, monkeypatch):
+    root = two_by_two(tmp_path)
+    monkeypatch.setenv("SUITE_CACHE_DIR", str(tmp_path / "c"))
+    assert load_dataset("flowers", root, image_size=6).image_size == (6, 6)
+    assert load_dataset("flowers", root).image_size == (10, 12)
+    assert len(list((tmp_path / "c").glob("*.pt"))) == 2
+
+
+def test_fingerprint_is_stable_and_changes_with_one_files_bytes(tmp_path, monkeypatch):
+    root = two_by_two(tmp_path)
+    prints = []
+    for run in range(2):
+        monkeypatch.setenv("SUITE_CACHE_DIR", str(tmp_path / f"c{run}"))  # decoded afresh each time
+        prints.append(load_dataset("flowers", root).fingerprint)
+    assert prints[0] == prints[1] == load_dataset("flowers", root).fingerprint  # the last one cached
+    victim = root / "test" / "b" / "0.png"
+    changed = np.array(Image.open(victim))
+    changed[0, 0, 0] ^= 1
+    Image.fromarray(changed).save(victim)
+    os.utime(victim, ns=(1, 1))  # another time too, as any rewrite gives: the cache must not answer
+    assert load_dataset("flowers", root).fingerprint != prints[0]
+
+
+def test_pickle_and_synthetic_fingerprints(two_layouts):
+    pickles = two_layouts[1]
+    first = load_dataset("cifar10", pickles).fingerprint
+    assert load_dataset("cifar10", pickles).fingerprint == first and len(first) == 16
+    batch = pickles / "cifar-10-batches-py" / "test_batch"
+    content = pickle.loads(batch.read_bytes())
+    content["data"][0, 0] ^= 1  # one pixel of one test image
+    batch.write_bytes(pickle.dumps(content))
+    assert load_dataset("cifar10", pickles).fingerprint != first
+    synthetic = data.synthetic_dataset()
+    assert (synthetic.stats, synthetic.channels, synthetic.image_size) == ("fixed", 3, (32, 32))
+    # the generated tensors are those of every earlier version of the suite: their hash is pinned
+    assert synthetic.fingerprint == data.synthetic_dataset().fingerprint == SYNTHETIC_FINGERPRINT
+
+
+def test_digits_a_small_real_grayscale_set(digits_dir):
+    ds = load_dataset("digits", digits_dir)
+    assert (ds.channels, ds.image_size, ds.num_classes, ds.stats) == (1, (8, 8), 7, "computed")
+    assert ds.classes == [str(c) for c in range(7)] and ds.describe()["name"] == "digits"
+    assert torch.bincount(ds.train.labels).tolist() == [round(0.8 * n) for n in torch.bincount(
+        torch.cat([ds.train.labels, ds.test.labels])).tolist()]
+    aug = Augment(ds.mean, ds.std)
+    batch = aug.normalise(ds.train.images[:16])
+    assert batch.shape == (16, 1, 8, 8) and abs(float(aug.normalise(ds.train.images).mean())) < 1e-4
+    assert aug(ds.train.images[:16], torch.Generator().manual_seed(0)).shape == (16, 1, 8, 8)
+    torch.manual_seed(0)
+    model = build_model("resnet8", ds.num_classes, in_channels=ds.channels)
+    assert model(batch).shape == (16, 7)
 
 
 def test_class_balanced_subset_is_balanced_and_fixed():
