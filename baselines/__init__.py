@@ -1,10 +1,9 @@
-"""Baseline optimizers: SGD (torch.optim.SGD), SAM/ASAM, ESAM, and the two-pass skeleton they share."""
-# ruff: noqa: I001  -- import order is registration order: the registry lists sgd, sam, esam first
+"""Baseline optimizers: SAM/ASAM and ESAM on the torch-only two-pass core (``baselines.core``).
+SGD is plain ``torch.optim.SGD``. Nothing here imports the suite: ``sam.py`` (or ``esam.py``) plus
+``core/`` can be copied into any project."""
 
-import baselines.sgd  # noqa: F401  (registered first: the reference every ratio is taken to)
-from baselines.closure import Meter, ModelClosure, call_closure, frozen_bn_stats
-from baselines.sam import SAM
-from baselines.esam import ESAM
-from baselines.two_pass import TwoPassOptimizer
+from .core import Meter, ModelClosure, TwoPassOptimizer, call_closure, frozen_bn_stats
+from .esam import ESAM
+from .sam import SAM
 
 __all__ = ["ESAM", "SAM", "Meter", "ModelClosure", "TwoPassOptimizer", "call_closure", "frozen_bn_stats"]

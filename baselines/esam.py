@@ -10,7 +10,9 @@
 tensors get no weight-gradient in the first backward: the only form in which SWP saves work.
 ``swp="element"`` draws single weights; the first backward stays dense (it saves nothing) and the
 norm is over the whole gradient, so that ``E[e] = rho * g / ||g||``. With ``beta = gamma = 1`` the
-step is SAM's, bit for bit (no selection forward runs when every sample is kept).
+step is SAM's, bit for bit (no selection forward runs when every sample is kept). ``beta`` and
+``swp`` may differ per parameter group; ``gamma`` selects samples of the whole batch, so it is one
+value for all groups.
 """
 
 from __future__ import annotations
@@ -21,49 +23,40 @@ from typing import Any
 
 import torch
 
-from baselines.closure import call_closure
-from baselines.two_pass import Closure, TwoPassOptimizer
-from suite.registry import register
+from .core.checks import check_choice, check_number
+from .core.closure import BACKWARD, PER_SAMPLE, SUBSET, call_closure, has_features
+from .core.two_pass import Closure, TwoPassOptimizer
 
 SWP = ("tensor", "element")
-SDS_FEATURES = frozenset({"per_sample", "subset", "backward"})
 
 
-@register(
-    "esam",
-    description="ESAM (Du et al. 2022): SAM on random weights (SWP) and the sharpest samples (SDS)",
-    defaults={"rho": 0.05, "beta": 0.6, "gamma": 0.5},
-    passes_per_step=2,
-    closure_features={"freeze_bn", "per_sample", "subset", "backward"},
-    inputs={"seed"},
-    # Which tensors are drawn changes a step's cost: count FLOPs over enough steps to average it.
-    flop_window=lambda hp: 16 if hp.get("beta", 0.6) < 1 else 1,
-)
 class ESAM(TwoPassOptimizer):
     """``ESAM(params, base_optimizer=torch.optim.SGD, rho=0.05, beta=0.6, gamma=0.5, swp="tensor",
     seed=0, adaptive=False, **base_kwargs)``. Data selection (``gamma < 1``) needs a closure that takes
     ``per_sample``, ``subset`` and ``backward`` (``baselines.ModelClosure``)."""
+
+    shared_hparams = ("gamma",)
 
     def __init__(
         self, params: Iterable[Any], base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
         rho: float = 0.05, beta: float = 0.6, gamma: float = 0.5, swp: str = "tensor", seed: int = 0,
         adaptive: bool = False, **base_kwargs: Any,
     ) -> None:
-        for name, value in (("beta", beta), ("gamma", gamma)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-                raise ValueError(f"{name} must be in (0, 1], got {value!r}")
-        if swp not in SWP:
-            raise ValueError(f"unknown swp {swp!r}; known: {', '.join(SWP)}")
-        extra = dict(beta=float(beta), gamma=float(gamma), swp=swp)
+        extra = dict(beta=beta, gamma=gamma, swp=swp)
         super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, extra_defaults=extra, **base_kwargs)
         self.generator = torch.Generator().manual_seed(seed)
         self._before: torch.Tensor | None = None  # per-sample losses of the first pass
 
+    def check_group(self, group: dict[str, Any]) -> None:
+        super().check_group(group)
+        check_number("beta", group["beta"], 0, 1, low_open=True)
+        check_number("gamma", group["gamma"], 0, 1, low_open=True)
+        check_choice("swp", group["swp"], SWP)
+
     # ----- hooks of the two-pass skeleton -------------------------------------------------------
     def first_pass(self, closure: Closure) -> torch.Tensor:
-        h = self.defaults
-        per_sample = h["gamma"] < 1
-        if per_sample and not SDS_FEATURES <= getattr(closure, "features", frozenset()):
+        per_sample = self.shared("gamma") < 1
+        if per_sample and not has_features(closure, PER_SAMPLE, SUBSET, BACKWARD):
             raise ValueError("ESAM with gamma < 1 selects samples: its closure must take per_sample, subset "
                              "and backward (use baselines.ModelClosure), or set gamma=1")
         frozen, nothing_drawn = self._draw_frozen_tensors(closure)
@@ -100,7 +93,7 @@ class ESAM(TwoPassOptimizer):
     # ----- the two ESAM draws -------------------------------------------------------------------
     def selected(self, batch: int) -> int:
         """ceil(gamma * B), at least 1 (a float product like 0.7 * 10 = 7.000000000000001 is not 8)."""
-        return max(1, min(batch, math.ceil(round(self.defaults["gamma"] * batch, 9))))
+        return max(1, min(batch, math.ceil(round(self.shared("gamma") * batch, 9))))
 
     def select(self, sharpness: torch.Tensor) -> torch.Tensor:
         """Indices (ascending) of the ceil(gamma * B) samples whose loss rose most."""
@@ -118,7 +111,7 @@ class ESAM(TwoPassOptimizer):
                 frozen += [p for p, k in zip(params, keep.tolist()) if not k]
         if not (frozen and len(frozen) == trainable):
             return frozen, False
-        if "backward" not in getattr(closure, "features", frozenset()):
+        if not has_features(closure, BACKWARD):
             return [], False  # a plain closure always runs backward, which needs something to differentiate
         return frozen, True
 

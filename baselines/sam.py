@@ -4,6 +4,7 @@
     w <- base_step(w, grad L(w + e))
 
 Two forward/backward passes per step; BatchNorm running statistics move in the first pass only.
+Every step is the skeleton's (``core/two_pass.py``) with its default hooks.
 """
 
 from __future__ import annotations
@@ -13,22 +14,15 @@ from typing import Any
 
 import torch
 
-from baselines.two_pass import TwoPassOptimizer
-from suite.registry import register
+from .core.two_pass import TwoPassOptimizer
 
 
-@register(
-    "sam",
-    description="SAM (Foret et al. 2021): SGD step with the gradient at w + rho*g/||g||",
-    defaults={"rho": 0.05},
-    passes_per_step=2,
-    closure_features={"freeze_bn"},
-)
 class SAM(TwoPassOptimizer):
     """``SAM(params, base_optimizer=torch.optim.SGD, rho=0.05, adaptive=False, **base_kwargs)``.
 
     ``base_kwargs`` (lr, momentum, weight_decay, ...) go to the base optimizer. ``step`` needs a
-    closure that zeroes gradients, runs forward and backward and returns the loss.
+    closure that zeroes gradients, runs forward and backward and returns the loss. ``rho`` and
+    ``adaptive`` may differ per parameter group.
     """
 
     def __init__(

@@ -69,8 +69,9 @@ def masked_layers(model: nn.Module) -> list[nn.Module]:
 
 
 class MaskedBackward:
-    """``with MaskedBackward(model, mask_of): loss.backward()`` where ``mask_of(weight)`` gives the
-    weight's mask (or None to leave that layer dense)."""
+    """``with MaskedBackward(model, mask_of): loss = closure()`` — the forward and the backward both
+    run inside (the forward records the masked layers); ``mask_of(weight)`` gives the weight's mask
+    (or None to leave that layer dense)."""
 
     def __init__(self, model: nn.Module, mask_of: Callable[[torch.Tensor], torch.Tensor | None]) -> None:
         self.model, self.mask_of = model, mask_of

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from baselines.core import check_int
+
 PATTERNS = ("unstructured", "structured", "nm")
 Masks = list[torch.Tensor]
 
@@ -32,9 +34,10 @@ def has_nm_groups(p: torch.Tensor, m: int) -> bool:
 def check_nm(params: list[torch.Tensor], n: int, m: int) -> list[int]:
     """N:M must be 0 < n <= m, and m must divide the reduction dimension of at least one weight.
     Returns the indices of the tensors that fall back to a per-tensor top fraction."""
-    if isinstance(n, bool) or isinstance(m, bool) or not (isinstance(n, int) and isinstance(m, int)) \
-            or n <= 0 or m <= 0 or n > m:
-        raise ValueError(f"N:M needs integers 0 < n <= m, got n={n!r}, m={m!r}")
+    check_int("n", n)
+    check_int("m", m)
+    if n > m:
+        raise ValueError(f"N:M needs n <= m, got n={n!r}, m={m!r}")
     weights = [p for p in params if p.dim() >= 2]
     if weights and not any(has_nm_groups(p, m) for p in weights):
         sizes = sorted({p[0].numel() for p in weights})

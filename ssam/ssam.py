@@ -17,22 +17,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from functools import partial
 from typing import Any
 
 import torch
 
-from baselines.two_pass import TwoPassOptimizer
+from baselines.core import TwoPassOptimizer, check_choice, check_int, check_number
 from ssam import masks as mk
 from ssam.fisher import FISHER
 from ssam.implicit import MaskedBackward
-from suite.registry import register
 
 MASKS, FORMS, GROWTH, NORMALISE = ("fisher", "dynamic"), ("explicit", "implicit"), ("random", "gradient"), \
     ("paper", "masked")
 
 
 class SSAM(TwoPassOptimizer):
+    """``SSAM(params, base_optimizer=torch.optim.SGD, rho=0.1, sparsity=0.5, mask="fisher",
+    pattern="unstructured", form="explicit", ...)``; ``SSAMD(...)`` is ``mask="dynamic"``. ``rho`` and
+    ``adaptive`` may differ per parameter group; the mask settings are one for all groups (a mask is
+    chosen over every parameter at once), and a group given another value is refused."""
+
+    shared_hparams = ("sparsity", "mask", "pattern", "n", "m", "form", "update_every", "fisher_samples",
+                      "fisher_impl", "drop_rate", "growth", "normalise", "total_steps")
+
     def __init__(
         self, params: Iterable[Any], base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
         rho: float = 0.1, sparsity: float | None = None, mask: str = "fisher", pattern: str = "unstructured",
@@ -41,43 +47,48 @@ class SSAM(TwoPassOptimizer):
         normalise: str = "paper", total_steps: int | None = None, steps_per_epoch: int | None = None,
         model: torch.nn.Module | None = None, seed: int = 0, adaptive: bool = False, **base_kwargs: Any,
     ) -> None:
-        for name, value, known in (("mask", mask, MASKS), ("pattern", pattern, mk.PATTERNS), ("form", form, FORMS),
-                                   ("growth", growth, GROWTH), ("normalise", normalise, NORMALISE),
-                                   ("fisher_impl", fisher_impl, tuple(FISHER))):
-            if value not in known:
-                raise ValueError(f"unknown {name} {value!r}; known: {', '.join(known)}")
         params = list(params)
-        flat = [p for g in params for p in g["params"]] if params and isinstance(params[0], dict) else params
-        if pattern == "nm":
+        if pattern == "nm":  # the pattern fixes the density: a sparsity that disagrees is a mistake
+            flat = [p for g in params for p in g["params"]] if params and isinstance(params[0], dict) else params
             mk.check_nm(flat, n, m)
             if sparsity is not None and not math.isclose(sparsity, 1 - n / m):
                 raise ValueError(f"with pattern 'nm' the sparsity is 1 - n/m = {1 - n / m}, got sparsity={sparsity}")
             sparsity = 1 - n / m
-        sparsity = 0.5 if sparsity is None else sparsity
-        _check_number("sparsity", sparsity, 0.0, 1.0)
-        _check_number("drop_rate", drop_rate, 0.0, 1.0)
-        update_every = update_every if update_every is not None else steps_per_epoch
-        _check_count("update_every (or steps_per_epoch, to refresh once per epoch)", update_every)
-        _check_count("fisher_samples", fisher_samples)
-        if mask == "dynamic":
-            _check_count("total_steps (SSAM-D's drop-rate schedule)", total_steps)
+        extra = dict(sparsity=0.5 if sparsity is None else sparsity, mask=mask, pattern=pattern, n=n, m=m, form=form,
+                     update_every=update_every if update_every is not None else steps_per_epoch,
+                     fisher_samples=fisher_samples, fisher_impl=fisher_impl, drop_rate=drop_rate, growth=growth,
+                     normalise=normalise, total_steps=total_steps)
+        super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, extra_defaults=extra, **base_kwargs)
         if form == "implicit" and model is None:
             raise ValueError("form 'implicit' needs model= (the module whose layers back-propagate through the mask)")
-        extra = dict(sparsity=float(sparsity), mask=mask, pattern=pattern, n=n, m=m, form=form,
-                     update_every=int(update_every), fisher_samples=fisher_samples, fisher_impl=fisher_impl,
-                     drop_rate=float(drop_rate), growth=growth, normalise=normalise, total_steps=total_steps)
-        super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, extra_defaults=extra, **base_kwargs)
         self.model, self.steps = model, 0
         self.generator = torch.Generator().manual_seed(seed)
         self._params = [p for group in self.param_groups for p in group["params"]]
+        density = 1 - self.shared("sparsity")
         scores = [torch.rand(p.shape, generator=self.generator) if mask == "dynamic" else torch.ones(p.shape)
                   for p in self._params]
-        self._set_masks(mk.project(scores, pattern, 1 - sparsity, n, m) if mask == "dynamic" else
+        self._set_masks(mk.project(scores, pattern, density, n, m) if mask == "dynamic" else
                         [torch.ones(p.shape, dtype=torch.bool) for p in self._params])
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        super().check_group(group)
+        for name, known in (("mask", MASKS), ("pattern", mk.PATTERNS), ("form", FORMS), ("growth", GROWTH),
+                            ("normalise", NORMALISE), ("fisher_impl", tuple(FISHER))):
+            check_choice(name, group[name], known)
+        check_number("sparsity", group["sparsity"], 0, 1)
+        check_number("drop_rate", group["drop_rate"], 0, 1)
+        check_int("update_every (or steps_per_epoch, to refresh once per epoch)", group["update_every"])
+        check_int("fisher_samples", group["fisher_samples"])
+        if group["mask"] == "dynamic":
+            check_int("total_steps (SSAM-D's drop-rate schedule)", group["total_steps"])
+
+    def settings(self) -> dict[str, Any]:
+        """The mask settings, one value for every group."""
+        return {key: self.shared(key) for key in self.shared_hparams}
 
     # ----- hooks of the two-pass skeleton -------------------------------------------------------
     def first_pass(self, closure: Any) -> torch.Tensor:
-        h = self.defaults
+        h = self.settings()
         if h["mask"] == "fisher" and self.steps % h["update_every"] == 0:
             fisher = FISHER[h["fisher_impl"]](closure, self._params, h["fisher_samples"])
             self._set_masks(mk.project(fisher, h["pattern"], 1 - h["sparsity"], h["n"], h["m"]))
@@ -87,7 +98,7 @@ class SSAM(TwoPassOptimizer):
         return closure()
 
     def prepare(self) -> None:
-        h = self.defaults
+        h = self.settings()
         if h["mask"] == "dynamic" and (self.steps + 1) % h["update_every"] == 0:
             masks = [self.state[p]["mask"] for p in self._params]
             scores = mk.dst_scores(masks, [p.grad for p in self._params], self.drop_rate_at(self.steps),
@@ -96,7 +107,7 @@ class SSAM(TwoPassOptimizer):
         self.steps += 1
 
     def grad_norm(self) -> torch.Tensor:
-        if self.defaults["normalise"] == "paper":
+        if self.shared("normalise") == "paper":
             return super().grad_norm()
         norms = [(p.grad * self.state[p]["mask"]).norm() for p in self._params if p.grad is not None]
         return torch.stack(norms).norm() if norms else torch.tensor(0.0)
@@ -106,8 +117,8 @@ class SSAM(TwoPassOptimizer):
 
     # ----- masks and state ----------------------------------------------------------------------------
     def drop_rate_at(self, step: int) -> float:
-        h = self.defaults
-        return h["drop_rate"] * (1 + math.cos(math.pi * min(step, h["total_steps"]) / h["total_steps"])) / 2
+        rate, total = self.shared("drop_rate"), self.shared("total_steps")
+        return rate * (1 + math.cos(math.pi * min(step, total) / total)) / 2
 
     def _set_masks(self, masks: list[torch.Tensor]) -> None:
         for p, mask in zip(self._params, masks):
@@ -130,34 +141,3 @@ class SSAM(TwoPassOptimizer):
         self._params = [p for group in self.param_groups for p in group["params"]]
         self._set_masks([self.state[p]["mask"].bool() for p in self._params])  # torch casts state to p's dtype
 
-
-def _check_number(name: str, value: Any, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
-
-
-def _check_count(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def _register_all() -> None:
-    for mask, letter in (("fisher", "f"), ("dynamic", "d")):
-        for pattern in mk.PATTERNS:
-            for form in FORMS:
-                name = f"ssam-{letter}-{pattern}-{form}"
-                register(
-                    name,
-                    description=f"SSAM-{letter.upper()} (Mi et al. 2023): {pattern} {form} sparse perturbation",
-                    defaults={"rho": 0.1, "sparsity": 0.5} if pattern != "nm" else {"rho": 0.1, "n": 2, "m": 4},
-                    passes_per_step=2,
-                    closure_features={"freeze_bn", "subset", "fisher"} if mask == "fisher" else {"freeze_bn"},
-                    inputs={"steps_per_epoch", "seed"} | ({"total_steps"} if mask == "dynamic" else set())
-                    | ({"model"} if form == "implicit" else set()),
-                    flop_window=lambda hp: hp.get("update_every") or hp.get("steps_per_epoch") or 1,
-                    factory=partial(SSAM, mask=mask, pattern=pattern, form=form),
-                    aliases=[f"ssam-{letter}"] if (pattern, form) == ("unstructured", "explicit") else [],
-                )(SSAM)
-
-
-_register_all()

@@ -16,17 +16,17 @@ from typing import NoReturn
 from suite import registry, store
 from suite.config import (
     BUDGETS,
-    COMMON_HPARAMS,
     ConfigError,
     Profile,
     RunConfig,
     TrainConfig,
     available_profiles,
     load_profile,
+    resolve_hparams,
+    with_overrides,
 )
 
 EXIT_USAGE = 2
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "synthetic": 10}
 
 
 class UsageError(Exception):
@@ -71,7 +71,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="what every optimizer gets the same of (repeatable; default: the profile's budgets): "
                           "epochs, or the training FLOPs / seconds the reference (sgd) spends in those epochs")
     run.add_argument("--results-dir", type=Path, default=Path("results"))
-    run.add_argument("--data-dir", type=Path, help="data directory (default: $SUITE_DATA_DIR, else ./data)")
+    run.add_argument("--dataset", metavar="NAME",
+                     help="override the profile's data set: cifar10, cifar100, synthetic or any ImageFolder's name")
+    run.add_argument("--data-dir", type=Path,
+                     help="data directory (default: the profile's data_dir, else $SUITE_DATA_DIR, else ./data)")
     run.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
                      help="download the data set if missing (default: only into the default ./data)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the profile's device")
@@ -89,62 +92,42 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_list(args: argparse.Namespace) -> int:
     width = max(len(n) for n in registry.names(include_aliases=True))
-    for name in registry.names(include_aliases=True):
-        spec = registry.get(name)
-        if spec.alias_of:
-            print(f"{name:<{width}}  = {spec.alias_of}")
-            continue
-        defaults = " ".join(f"{k}={v}" for k, v in spec.defaults.items())
-        print(f"{name:<{width}}  {spec.passes_per_step} passes/step  {spec.description}"
-              + (f"  [{defaults}]" if defaults else ""))
+    for name in registry.names():
+        info = registry.get(name)
+        shown = {k: v for k, v in info.defaults().items()  # the name already says what the entry changes
+                 if k not in info.changes and v is not None and v is not False}
+        defaults = " ".join(f"{k}={v}" for k, v in shown.items())
+        aliases = f"  (also: {', '.join(info.aliases)})" if info.aliases else ""
+        print(f"{name:<{width}}  {info.passes_per_step} passes/step  {info.description}"
+              + (f"  [{defaults}]" if defaults else "") + aliases)
     return 0
 
 
 def plan(args: argparse.Namespace) -> tuple[Profile, list[RunConfig]]:
     """Resolve and check every run of the sweep before anything is loaded or written."""
-    from suite.config import with_overrides
-    from suite.models import check_model_name
-
     profile = load_profile(args.profile)
-    if args.seeds is not None and args.seeds < 1:
-        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.epochs is not None and args.epochs < 1:
-        raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
-    train = with_overrides(profile.train, epochs=args.epochs, device=args.device)
-    try:
-        check_model_name(train.model)
-        if args.check_device:
-            from suite.harness import resolve_device
-
-            resolve_device(train.device)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    names = args.optimizer or list(profile.optimizers or registry.names())
+    for flag in ("seeds", "epochs"):
+        if getattr(args, flag, None) is not None and getattr(args, flag) < 1:
+            raise UsageError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    train = with_overrides(profile.train, epochs=args.epochs, device=args.device,
+                           dataset=getattr(args, "dataset", None))
+    _check_model_and_device(train, args.check_device)
+    names = [_canonical(n) for n in args.optimizer or profile.optimizers or registry.names()]
     budgets = list(dict.fromkeys(getattr(args, "budget", None) or profile.budgets))
     if any(b != "epochs" for b in budgets) and train.budget_reference not in registry.names(include_aliases=True):
         raise UsageError(f"budget_reference {train.budget_reference!r} is not a registered optimizer")
-    for name in names:
-        try:
-            registry.get(name)
-        except KeyError as exc:
-            raise UsageError(exc.args[0]) from None
     known = registry.names(include_aliases=True)
     for pattern in profile.hparams:
         if not fnmatch.filter(known, pattern):
             raise UsageError(f"[hparams.{pattern}] matches no optimizer (unknown optimizer {pattern!r}); "
                              f"known: {', '.join(known)}")
-    common = {k: getattr(train, k) for k in COMMON_HPARAMS}
-    resolved = {}
-    model = None
-    for name in dict.fromkeys(names):
-        spec = registry.get(name)
-        resolved[name] = spec.resolved_hparams(common, profile_hparams(profile, name))
-        if model is None:
-            model = _planning_model(train)
-        _check_constructs(name, spec, resolved[name], model, train)
+    resolved = {name: resolve_hparams(registry.get(name), train, profile_hparams(profile, name))
+                for name in dict.fromkeys(names)}
+    references = tuple(_canonical(r) for r in profile.references)  # an unknown name is one line
     # Seed-major order within each budget: a slow drift of the machine touches every optimizer alike.
     runs = [
-        RunConfig(profile.name, name, seed, dataclasses.replace(train, budget=budget), tuple(sorted(hparams.items())))
+        RunConfig(profile.name, name, seed, dataclasses.replace(train, budget=budget), tuple(sorted(hparams.items())),
+                  references)
         for budget in budgets
         for seed in range(args.seeds or profile.seeds)
         for name, hparams in resolved.items()
@@ -152,44 +135,78 @@ def plan(args: argparse.Namespace) -> tuple[Profile, list[RunConfig]]:
     return profile, runs
 
 
+def _canonical(name: str) -> str:
+    try:
+        return registry.get(name).name
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
+
+
+def _check_model_and_device(train: TrainConfig, check_device: bool) -> None:
+    from suite.models import check_model_name
+
+    try:
+        check_model_name(train.model)
+        if check_device:
+            from suite.harness import resolve_device
+
+            resolve_device(train.device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def profile_hparams(profile: Profile, name: str) -> dict:
     """A profile's overrides for one optimizer: every ``[hparams."PATTERN"]`` table whose glob matches
-    the name, in file order, then the table named exactly (e.g. ``"ssam-*"`` then ``"ssam-f-nm-explicit"``)."""
+    the name or one of its aliases, in file order, then the tables named exactly (e.g. ``"ssam-*"``,
+    then ``"ssam-f"``, then ``"ssam-f-unstructured-explicit"``)."""
+    info = registry.get(name)
+    own = [info.name, *info.aliases]
     merged: dict = {}
     for pattern, values in profile.hparams.items():
-        if pattern != name and fnmatch.fnmatchcase(name, pattern):
+        if pattern not in own and any(fnmatch.fnmatchcase(n, pattern) for n in own):
             merged.update(values)
-    return {**merged, **profile.hparams.get(name, {})}
+    for exact in reversed(own):
+        merged.update(profile.hparams.get(exact, {}))
+    return merged
 
 
-def _planning_model(train: TrainConfig):
-    """The profile's model, built once on the CPU, so that optimizers can check themselves against it
-    (an N:M that does not divide a layer) before any data is loaded or anything is written."""
-    from suite.models import build_model
+def check_constructs(runs: list[RunConfig], dataset) -> None:
+    """Build each optimizer once on the runs' model (on the CPU), so that a bad hyper-parameter (an N:M
+    that does not divide a layer) is one line before anything is trained or written."""
+    import torch
 
-    return build_model(train.model, NUM_CLASSES.get(train.dataset, 10))
+    from suite.harness import make_model
+
+    model = make_model(runs[0].train, dataset, torch.device("cpu"))
+    for config in {r.optimizer: r for r in runs}.values():
+        train = config.train
+        steps = max(1, (train.train_subset or 1000) // train.batch_size)
+        inputs = {"model": model, "total_steps": steps * train.epochs, "steps_per_epoch": steps, "seed": 0}
+        try:
+            registry.get(config.optimizer).build(model.parameters(), inputs, **dict(config.hparams))
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"optimizer {config.optimizer}: {exc}") from None
 
 
-def _check_constructs(name: str, spec: registry.OptimizerSpec, hparams: dict, model, train: TrainConfig) -> None:
-    steps = max(1, (train.train_subset or 1000) // train.batch_size)
-    inputs = {"model": model, "total_steps": steps * train.epochs, "steps_per_epoch": steps, "seed": 0}
+def load_data(args: argparse.Namespace, profile: Profile, train: TrainConfig):
+    """The data set the runs train on: --data-dir, else the profile's data_dir, else $SUITE_DATA_DIR."""
+    from suite.data import DataError, load_dataset
+
+    data_dir = args.data_dir or (Path(profile.data_dir).expanduser() if profile.data_dir else None)
     try:
-        spec.build(model.parameters(), inputs, **hparams)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"optimizer {name}: {exc}") from None
+        return load_dataset(train.dataset, data_dir, args.download, image_size=train.image_size or None)
+    except DataError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from suite import harness
-    from suite.data import DataError, load_dataset
 
     profile, runs = plan(args)
     todo = _check_store(args, runs)
-    try:
-        dataset = load_dataset(profile.train.dataset, args.data_dir, args.download)
-    except DataError as exc:
-        raise UsageError(str(exc)) from None
     if runs:
+        dataset = load_data(args, profile, runs[0].train)
+        check_constructs(runs, dataset)
         train_size = len(harness.subsets(dataset, runs[0].train)[0])
         if runs[0].train.batch_size > train_size:
             raise UsageError(f"batch_size {runs[0].train.batch_size} is larger than the training set ({train_size})")
@@ -198,6 +215,14 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{len(todo)} to run, {resuming} of them from a checkpoint) -> {args.results_dir}", file=sys.stderr)
     if todo:
         harness.warm_up(todo[0], dataset)
+    code = _sweep(args, todo, dataset)
+    if code == 0 and args.report:
+        return cmd_report(args)
+    return code
+
+
+def _sweep(args: argparse.Namespace, todo: list[RunConfig], dataset) -> int:
+    """Run what is to do, one claim at a time; Ctrl-C says what is saved and how to go on."""
     t0, done, busy, current = time.monotonic(), 0, [], None
     try:
         for k, config in enumerate(todo, 1):
@@ -208,35 +233,46 @@ def cmd_run(args: argparse.Namespace) -> int:
                       "skipped", file=sys.stderr)
                 continue
             with claim:
-                path = store.record_path(args.results_dir, config.profile, config.run_id)
-                if not args.force and path.exists():  # another sweep finished it since we looked
-                    continue
                 current = config
-                ckpt = store.checkpoint_path(args.results_dir, config.profile, config.run_id)
-                if path.exists() and ckpt.exists() and ckpt.stat().st_mtime_ns <= path.stat().st_mtime_ns:
-                    ckpt.unlink()  # left by a kill between writing the record and removing it: not a resume point
-                record = harness.run(config, dataset, progress=args.progress, checkpoint=ckpt,
-                                     on_checkpoint=claim.refresh)
-                store.write_record(path, record)
-                ckpt.unlink(missing_ok=True)  # empty folders stay: removing them races other sweeps
+                record = _run_one(args, config, dataset, claim)
                 current = None
-            done += 1
-            _print_run(k, len(todo), config, record["metrics"], (time.monotonic() - t0) / done * (len(todo) - k))
+            if record is not None:
+                done += 1
+                _print_run(k, len(todo), config, record["metrics"], (time.monotonic() - t0) / done * (len(todo) - k))
     except KeyboardInterrupt:
-        where = ""
-        if current is not None:
-            ckpt = store.checkpoint_path(args.results_dir, current.profile, current.run_id)
-            where = (f"; {current.optimizer} seed {current.seed} resumes from its checkpoint {ckpt}" if ckpt.exists()
-                     else f"; {current.optimizer} seed {current.seed} had no checkpoint yet and starts over")
-        print(f"interrupted: {done} runs finished and recorded{where}. Run the same command again to go on.",
-              file=sys.stderr)
+        print(f"interrupted: {done} runs finished and recorded{_where(args, current)}. Run the same command again "
+              "to go on.", file=sys.stderr)
         return 130
     if busy:
         print(f"{len(busy)} runs were running in other processes; run the same command again once they end "
               "to pick up any they left unfinished", file=sys.stderr)
-    if args.report:
-        return cmd_report(args)
     return 0
+
+
+def _run_one(args: argparse.Namespace, config: RunConfig, dataset, claim: store.Claim) -> dict | None:
+    """One claimed run: trained (or resumed), recorded, its checkpoint removed; None if another sweep
+    finished it since we looked."""
+    from suite import harness
+
+    path = store.record_path(args.results_dir, config.profile, config.run_id)
+    if not args.force and path.exists():
+        return None
+    ckpt = store.checkpoint_path(args.results_dir, config.profile, config.run_id)
+    if path.exists() and ckpt.exists() and ckpt.stat().st_mtime_ns <= path.stat().st_mtime_ns:
+        ckpt.unlink()  # left by a kill between writing the record and removing it: not a resume point
+    record = harness.run(config, dataset, progress=args.progress, checkpoint=ckpt, on_checkpoint=claim.refresh)
+    store.write_record(path, record)
+    ckpt.unlink(missing_ok=True)  # empty folders stay: removing them races other sweeps
+    return record
+
+
+def _where(args: argparse.Namespace, current: RunConfig | None) -> str:
+    if current is None:
+        return ""
+    ckpt = store.checkpoint_path(args.results_dir, current.profile, current.run_id)
+    if ckpt.exists():
+        return f"; {current.optimizer} seed {current.seed} resumes from its checkpoint {ckpt}"
+    return f"; {current.optimizer} seed {current.seed} had no checkpoint yet and starts over"
 
 
 def _check_store(args: argparse.Namespace, runs: list[RunConfig]) -> list[RunConfig]:
@@ -262,9 +298,8 @@ def _check_store(args: argparse.Namespace, runs: list[RunConfig]) -> list[RunCon
 
 def _print_run(k: int, n: int, config: RunConfig, m: dict, eta: float) -> None:
     step = f"{m['time_per_step_s'] * 1000:.0f} ms/step" if m["time_per_step_s"] else "untimed"
-    b = m["budget"]
-    print(f"[{k}/{n}] {config.optimizer} seed {config.seed}, {b['kind']} budget "
-          f"({b['steps_run']} steps = {b['epochs_run']:.2f} epochs): {m['status']}, "
+    print(f"[{k}/{n}] {config.optimizer} seed {config.seed}, {m['budget_kind']} budget "
+          f"({m['budget_steps_run']} steps = {m['budget_epochs_run']:.2f} epochs): {m['status']}, "
           f"test acc {m['test_acc']:.4f}, {step}, {m['flops_per_step'] / 1e9:.2f} GFLOP/step "
           f"(about {eta / 60:.1f} min left)", file=sys.stderr)
 

@@ -1,12 +1,13 @@
 """Profiles (TOML) and the frozen run configuration they resolve to. Every check happens here,
-before anything is built or written, and fails with a ``ConfigError`` naming the value."""
+before anything is built or written, and fails with a ``ConfigError`` naming the value (in the words
+of ``baselines.core.checks``, the one checker optimizers use too)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,12 +18,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from baselines.core import check_bool, check_choice, check_int, check_number
+
 PROFILE_DIR = Path(__file__).parent / "profiles"
-DATASETS = ("cifar10", "cifar100", "synthetic")
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 BUDGETS = ("epochs", "flops", "time")
 COMMON_HPARAMS = ("lr", "momentum", "weight_decay", "nesterov")
+REFERENCES = ("sgd", "sam")  # what the report compares every optimizer with, unless the profile says
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class ConfigError(ValueError):
@@ -33,7 +37,8 @@ class ConfigError(ValueError):
 class TrainConfig:
     """What every optimizer of a profile shares: data, model, schedule, measurement."""
 
-    dataset: str = "cifar10"
+    dataset: str = "cifar10"  # cifar10, cifar100, synthetic, or the name of any ImageFolder data set
+    image_size: int = 0  # 0: images must share one size; else every image is resized to this side
     model: str = "resnet20"
     epochs: int = 1
     batch_size: int = 128
@@ -58,25 +63,28 @@ class TrainConfig:
     budget_reference: str = "sgd"
 
     def __post_init__(self) -> None:
-        _check_choice("dataset", self.dataset, DATASETS)
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_choice("device", self.device, DEVICES)
-        _check_choice("budget", self.budget, BUDGETS)
+        _checked(self._check)
+
+    def _check(self) -> None:
+        if not (isinstance(self.dataset, str) and DATASET_NAME.fullmatch(self.dataset)):
+            raise ValueError(f"dataset must be a name of letters, digits, '_', '.' or '-', got {self.dataset!r}")
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("device", self.device, DEVICES)
+        check_choice("budget", self.budget, BUDGETS)
         if not self.budget_reference or not isinstance(self.budget_reference, str):
-            raise ConfigError(f"budget_reference must be an optimizer name, got {self.budget_reference!r}")
+            raise ValueError(f"budget_reference must be an optimizer name, got {self.budget_reference!r}")
         if not self.model or not isinstance(self.model, str):
-            raise ConfigError(f"model must be a model name, got {self.model!r}")
+            raise ValueError(f"model must be a model name, got {self.model!r}")
         for name in ("epochs", "batch_size", "eval_batch_size", "flop_steps"):
-            _check_int(name, getattr(self, name), minimum=1)
-        for name in ("train_subset", "test_subset", "crop_padding", "cutout"):
-            _check_int(name, getattr(self, name), minimum=0)
-        _check_float("lr", self.lr, positive=True)
-        _check_float("momentum", self.momentum, low=0.0)
-        _check_float("weight_decay", self.weight_decay, low=0.0)
-        _check_float("cutout_p", self.cutout_p, low=0.0, high=1.0)
+            check_int(name, getattr(self, name), minimum=1)
+        for name in ("train_subset", "test_subset", "crop_padding", "cutout", "image_size"):
+            check_int(name, getattr(self, name), minimum=0)
+        check_number("lr", self.lr, low=0, low_open=True)
+        check_number("momentum", self.momentum, low=0)
+        check_number("weight_decay", self.weight_decay, low=0)
+        check_number("cutout_p", self.cutout_p, 0, 1)
         for name in ("nesterov", "flip", "channels_last"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+            check_bool(name, getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,9 @@ class RunConfig:
     optimizer: str
     seed: int
     train: TrainConfig
-    hparams: tuple[tuple[str, Any], ...] = ()  # resolved optimizer hyper-parameters, sorted
+    hparams: tuple[tuple[str, Any], ...] = ()  # the hyper-parameters it is built with, sorted
+    # what the report compares it with: not part of the run (nor of its run_id)
+    references: tuple[str, ...] = field(default=REFERENCES, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -114,6 +124,8 @@ class Profile:
     optimizers: tuple[str, ...] | None = None  # None: every registered optimizer
     budgets: tuple[str, ...] = ("epochs",)  # the sweep runs once under each
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-optimizer overrides
+    references: tuple[str, ...] = REFERENCES  # the optimizers the report compares every other with
+    data_dir: str | None = None  # where the data set is, unless --data-dir or SUITE_DATA_DIR says
 
 
 def available_profiles() -> list[str]:
@@ -137,68 +149,67 @@ def load_profile(name_or_path: str) -> Profile:
 
 
 def parse_profile(name: str, raw: dict[str, Any]) -> Profile:
-    _check_keys("profile", raw, {"description", "seeds", "optimizers", "budgets", "train", "hparams"})
-    train_raw = raw.get("train", {})
-    _check_keys("[train]", train_raw, {f.name for f in dataclasses.fields(TrainConfig)})
-    try:
-        train = TrainConfig(**train_raw)
-    except TypeError as exc:  # pragma: no cover - keys were checked above
-        raise ConfigError(str(exc)) from None
-    seeds = raw.get("seeds", 1)
-    _check_int("seeds", seeds, minimum=1)
+    return _checked(_parse_profile, name, raw)
+
+
+def _parse_profile(name: str, raw: dict[str, Any]) -> Profile:
+    _check_keys("profile", raw, {f.name for f in dataclasses.fields(Profile)} - {"name"})
+    _check_keys("[train]", raw.get("train", {}), {f.name for f in dataclasses.fields(TrainConfig)})
+    train = TrainConfig(**raw.get("train", {}))
     optimizers = raw.get("optimizers", "all")
-    if optimizers == "all":
-        optimizers = None
-    elif not (isinstance(optimizers, list) and optimizers and all(isinstance(o, str) for o in optimizers)):
-        raise ConfigError(f'optimizers must be "all" or a list of names, got {optimizers!r}')
+    if optimizers != "all" and not _names(optimizers):
+        raise ValueError(f'optimizers must be "all" or a list of names, got {optimizers!r}')
     budgets = raw.get("budgets", [train.budget])
     if not (isinstance(budgets, list) and budgets):
-        raise ConfigError(f'budgets must be a list such as ["epochs", "flops"], got {budgets!r}')
+        raise ValueError(f'budgets must be a list such as ["epochs", "flops"], got {budgets!r}')
     for budget in budgets:
-        _check_choice("budget", budget, BUDGETS)
+        check_choice("budget", budget, BUDGETS)
+    references = raw.get("references", list(REFERENCES))
+    if not _names(references):
+        raise ValueError(f'references must be a list of optimizer names such as ["sgd", "sam"], got {references!r}')
     hparams = raw.get("hparams", {})
     if not isinstance(hparams, dict) or not all(isinstance(v, dict) for v in hparams.values()):
-        raise ConfigError("[hparams] must hold one table per optimizer, e.g. [hparams.sam] rho = 0.05")
+        raise ValueError("[hparams] must hold one table per optimizer, e.g. [hparams.sam] rho = 0.05")
+    data_dir = raw.get("data_dir")
+    if data_dir is not None and not (isinstance(data_dir, str) and data_dir):
+        raise ValueError(f"data_dir must be a directory path, got {data_dir!r}")
     return Profile(
-        name=name,
-        description=str(raw.get("description", "")),
-        train=train,
-        seeds=seeds,
-        optimizers=tuple(optimizers) if optimizers else None,
-        budgets=tuple(dict.fromkeys(budgets)),
-        hparams=hparams,
+        name=name, description=str(raw.get("description", "")), train=train,
+        seeds=check_int("seeds", raw.get("seeds", 1), minimum=1),
+        optimizers=None if optimizers == "all" else tuple(optimizers), budgets=tuple(dict.fromkeys(budgets)),
+        hparams=hparams, references=tuple(dict.fromkeys(references)), data_dir=data_dir,
     )
+
+
+def resolve_hparams(info: Any, train: TrainConfig, overrides: dict[str, Any]) -> dict[str, Any]:
+    """What an optimizer is built with: the profile's common settings, then what its registry entry
+    changes of its constructor's defaults, then the profile's overrides for it."""
+    return {**{k: getattr(train, k) for k in COMMON_HPARAMS}, **info.changes, **overrides}
 
 
 def with_overrides(train: TrainConfig, **overrides: Any) -> TrainConfig:
     """A copy of ``train`` with command-line overrides (None = keep), re-validated."""
     changes = {k: v for k, v in overrides.items() if v is not None}
-    return dataclasses.replace(train, **changes) if changes else train
+    return _checked(dataclasses.replace, train, **changes) if changes else train
+
+
+def _names(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) and v for v in value)
 
 
 def _check_keys(where: str, raw: Any, allowed: set[str]) -> None:
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where} must be a table, got {raw!r}")
+        raise ValueError(f"{where} must be a table, got {raw!r}")
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} in {where}; allowed: {', '.join(sorted(allowed))}")
+        raise ValueError(f"unknown key {unknown[0]!r} in {where}; allowed: {', '.join(sorted(allowed))}")
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"unknown {name} {value!r}; known: {', '.join(choices)}")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_float(
-    name: str, value: Any, positive: bool = False, low: float | None = None, high: float | None = None
-) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (not positive or value > 0) and (low is None or value >= low) and (high is None or value <= high)
-    if not ok:
-        bounds = "> 0" if positive else f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise ConfigError(f"{name} must be a finite number {bounds}, got {value!r}")
+def _checked(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn``; a ``ValueError`` from the checks becomes the user's ``ConfigError``."""
+    try:
+        return fn(*args, **kwargs)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -1,5 +1,9 @@
 """The one training loop. Every optimizer is stepped as ``loss = opt.step(closure)`` and nothing else.
 
+A run reads top to bottom in ``run``: its context (what it reads and never changes), its state (what
+it changes, saved by the checkpoint), then per epoch ``train_epoch`` and ``evaluate_epoch``, and at
+the end ``make_record``, whose metrics are the ones declared in ``suite.metrics``.
+
 Per seed, every optimizer sees the same initial weights (torch's RNG seeded before the model is
 built), the same batch order and the same augmentation (two generators owned by the loop, never
 touched by optimizers). The first ``W`` steps are counted by ``FlopCounterMode`` and left out of the
@@ -12,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,9 +25,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from baselines.closure import Meter, ModelClosure
-from suite import budget, registry, store
-from suite.config import COMMON_HPARAMS, RunConfig, TrainConfig
+from baselines.core import Meter, ModelClosure
+from suite import budget, metrics, registry, store
+from suite.config import RunConfig, TrainConfig, resolve_hparams
 from suite.data import Augment, Dataset, Split, class_balanced_subset, epoch_batches
 from suite.measure import FlopMeter, PeakMemory, StepClock, environment, sync
 from suite.models import build_model
@@ -48,6 +53,8 @@ def seeded_generator(seed: int, stream: int) -> torch.Generator:
 
 
 def cosine(total_steps: int) -> Callable[[int], float]:
+    """The closed form of a cosine decay to 0 (torch's ``CosineAnnealingLR`` computes it recursively,
+    which drifts from this in the last bits; ``LambdaLR`` with the closed form keeps runs bit-identical)."""
     return lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, total_steps) / total_steps))
 
 
@@ -58,12 +65,40 @@ def subsets(dataset: Dataset, train: TrainConfig) -> tuple[Split, Split]:
     )
 
 
+def to_device(x: torch.Tensor, device: torch.device, cfg: TrainConfig) -> torch.Tensor:
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    return x.to(device, non_blocking=True).contiguous(memory_format=fmt)
+
+
+def make_model(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> nn.Module:
+    """Weights come from torch's global RNG: the caller seeds it."""
+    model = build_model(cfg.model, dataset.num_classes, in_channels=dataset.channels).to(device)
+    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+
+
+def make_augment(cfg: TrainConfig, dataset: Dataset) -> Augment:
+    return Augment(dataset.mean, dataset.std, cfg.crop_padding, cfg.flip, cfg.cutout, cfg.cutout_p)
+
+
+def inputs_for(model: nn.Module, steps_per_epoch: int, cfg: TrainConfig, seed: int,
+               total_steps: int | None = None) -> dict[str, Any]:
+    """What the harness may hand an optimizer at construction (``registry.INPUTS``)."""
+    return {"model": model, "total_steps": total_steps or steps_per_epoch * cfg.epochs,
+            "steps_per_epoch": steps_per_epoch, "seed": seed}
+
+
+def flop_window(info: registry.OptimizerInfo, cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> int:
+    return max(cfg.flop_steps, info.flop_window(optimizer) if info.flop_window else 1)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, augment: Augment, cfg: TrainConfig, device: torch.device):
+def evaluate(model: nn.Module, split: Split, augment: Augment, cfg: TrainConfig,
+             device: torch.device) -> tuple[float, float]:
+    """(mean loss, accuracy) on ``split``, in eval mode; the model is left in training mode."""
     model.eval()
     loss_sum, correct = 0.0, 0
     for i in range(0, len(split), cfg.eval_batch_size):
-        x = _to_device(augment.normalise(split.images[i : i + cfg.eval_batch_size]), device, cfg)
+        x = to_device(augment.normalise(split.images[i : i + cfg.eval_batch_size]), device, cfg)
         y = split.labels[i : i + cfg.eval_batch_size].to(device)
         out = model(x)
         loss_sum += torch.nn.functional.cross_entropy(out, y, reduction="sum").item()
@@ -72,30 +107,16 @@ def evaluate(model: nn.Module, split: Split, augment: Augment, cfg: TrainConfig,
     return loss_sum / len(split), correct / len(split)
 
 
-def _to_device(x: torch.Tensor, device: torch.device, cfg: TrainConfig) -> torch.Tensor:
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    return x.to(device, non_blocking=True).contiguous(memory_format=fmt)
-
-
-def _model(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> nn.Module:
-    """Weights come from torch's global RNG: the caller seeds it."""
-    model = build_model(cfg.model, dataset.num_classes).to(device)
-    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
-
-
-def _augment(cfg: TrainConfig, dataset: Dataset) -> Augment:
-    return Augment(dataset.mean, dataset.std, cfg.crop_padding, cfg.flip, cfg.cutout, cfg.cutout_p)
-
-
+# ----- budgets: a step's cost, probed before the run ------------------------------------------------------
 def warm_up(config: RunConfig, dataset: Dataset, steps: int = 3) -> None:
-    """A few throwaway SGD steps at the profile's shapes, so that the first timed run does not pay
-    for the process's one-off costs (kernel selection, allocator growth)."""
+    """A few throwaway forward/backward passes and an evaluation batch at the profile's shapes, so that
+    the first timed run does not pay for the process's one-off costs (kernel selection, allocator growth)."""
     cfg = config.train
     device = resolve_device(cfg.device)
-    model = _model(cfg, dataset, device)
-    augment = _augment(cfg, dataset)
+    model = make_model(cfg, dataset, device)
+    augment = make_augment(cfg, dataset)
     n = min(cfg.batch_size, len(dataset.train))
-    x = _to_device(augment(dataset.train.images[:n], torch.Generator().manual_seed(0)), device, cfg)
+    x = to_device(augment(dataset.train.images[:n], torch.Generator().manual_seed(0)), device, cfg)
     closure = ModelClosure(model, x, dataset.train.labels[:n].to(device))
     for _ in range(steps):
         closure()
@@ -121,24 +142,23 @@ def _probe(config: RunConfig, dataset: Dataset, kind: str) -> float:
 
 
 def _probe_steps(config: RunConfig, dataset: Dataset, kind: str, steps: int) -> float:
-    cfg = config.train
-    spec = registry.get(config.optimizer)
+    cfg, info = config.train, registry.get(config.optimizer)
     device = resolve_device(cfg.device)
     train_split, _ = subsets(dataset, cfg)
     torch.manual_seed(0)
-    model = _model(cfg, dataset, device)
-    inputs = _inputs(model, train_split, cfg, 0)
-    optimizer = spec.build(model.parameters(), inputs, **dict(config.hparams))
-    window = _flop_window(spec, cfg, inputs, dict(config.hparams))
+    model = make_model(cfg, dataset, device)
+    optimizer = info.build(model.parameters(), inputs_for(model, len(train_split) // cfg.batch_size, cfg, 0),
+                           **dict(config.hparams))
+    window = flop_window(info, cfg, optimizer)
     if not steps:
         steps = min(window, PROBE_FLOP_STEPS) if kind == "flops" else PROBE_TIME_STEPS + 1
-    augment, gen = _augment(cfg, dataset), seeded_generator(0, 2)
+    augment, gen = make_augment(cfg, dataset), seeded_generator(0, 2)
     order = torch.randperm(len(train_split), generator=gen)
     clock, costs = StepClock(device), []
     for i in range(steps):
         idx = order[(i * cfg.batch_size) % (len(order) - cfg.batch_size + 1):][: cfg.batch_size]
-        x = _to_device(augment(train_split.images[idx], gen), device, cfg)
-        closure = ModelClosure(model, x, train_split.labels[idx].to(device))
+        closure = ModelClosure(model, to_device(augment(train_split.images[idx], gen), device, cfg),
+                               train_split.labels[idx].to(device))
         if kind == "flops":
             flops = FlopMeter()
             with flops.counting(True):
@@ -158,10 +178,9 @@ def _probe_steps(config: RunConfig, dataset: Dataset, kind: str, steps: int) -> 
 
 def reference_config(config: RunConfig) -> RunConfig:
     """The budget's reference optimizer on the same training settings, with its registered defaults."""
-    train = config.train
-    spec = registry.get(train.budget_reference)
-    hparams = spec.resolved_hparams({k: getattr(train, k) for k in COMMON_HPARAMS}, {})
-    return RunConfig(config.profile, spec.name, config.seed, train, tuple(sorted(hparams.items())))
+    info = registry.get(config.train.budget_reference)
+    hparams = resolve_hparams(info, config.train, {})
+    return RunConfig(config.profile, info.name, config.seed, config.train, tuple(sorted(hparams.items())))
 
 
 def plan_budget(config: RunConfig, dataset: Dataset, steps_per_epoch: int) -> dict[str, Any]:
@@ -173,179 +192,186 @@ def plan_budget(config: RunConfig, dataset: Dataset, steps_per_epoch: int) -> di
                        own_cost=step_cost(config, dataset, cfg.budget))
 
 
-def _inputs(model: nn.Module, train_split: Split, cfg: TrainConfig, seed: int, total_steps: int | None = None):
-    steps_per_epoch = len(train_split) // cfg.batch_size
-    return {"model": model, "total_steps": total_steps or steps_per_epoch * cfg.epochs,
-            "steps_per_epoch": steps_per_epoch, "seed": seed}
+# ----- one run: its context, its state, its epochs, its record ---------------------------------------------
+@dataclass
+class RunContext:
+    """What a run reads and never changes."""
+
+    config: RunConfig
+    info: registry.OptimizerInfo
+    dataset: Dataset
+    device: torch.device
+    train: Split
+    test: Split
+    augment: Augment
+    steps_per_epoch: int
+    env: dict[str, Any]
 
 
-def _flop_window(spec: registry.OptimizerSpec, cfg: TrainConfig, inputs: dict, hparams: dict) -> int:
-    return max(cfg.flop_steps, spec.flop_window({**inputs, **hparams}) if spec.flop_window else 1)
+def prepare(config: RunConfig, dataset: Dataset) -> RunContext:
+    cfg = config.train
+    device = resolve_device(cfg.device)
+    train, test = subsets(dataset, cfg)
+    if len(train) < cfg.batch_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({len(train)})")
+    # the environment before training: the commit that starts the run is the one that ran
+    return RunContext(config, registry.get(config.optimizer), dataset, device, train, test,
+                      make_augment(cfg, dataset), len(train) // cfg.batch_size, environment(device))
 
 
-def _snapshot(config: RunConfig, plan: dict, trainer: dict[str, Any], ledger: dict[str, Any]) -> dict[str, Any]:
-    """Everything a run needs to go on where it stopped; ``trainer`` holds the stateful objects."""
+class RunState:
+    """Everything a run changes, and its ``state_dict``/``load_state_dict``: a run restored from a
+    checkpoint goes on bit-identical to one never interrupted (all but the wall-clock figures)."""
+
+    TRAINER = ("model", "optimizer", "scheduler")  # torch objects with their own state_dict
+    GENERATORS = ("order_gen", "aug_gen")
+    COUNTERS = ("step", "epochs", "status", "diverged_at", "last_finite", "started", "resumed", "saving")
+
+    def __init__(self, ctx: RunContext, plan: dict[str, Any]) -> None:
+        cfg, seed = ctx.config.train, ctx.config.seed
+        self.plan = plan
+        torch.manual_seed(seed)
+        self.model = make_model(cfg, ctx.dataset, ctx.device)
+        self.optimizer = ctx.info.build(
+            self.model.parameters(), inputs_for(self.model, ctx.steps_per_epoch, cfg, seed, plan["steps"]),
+            **dict(ctx.config.hparams))
+        schedule = cosine(plan["steps"]) if cfg.schedule == "cosine" else (lambda t: 1.0)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.order_gen, self.aug_gen = seeded_generator(seed, 0), seeded_generator(seed, 1)
+        self.untimed = min(flop_window(ctx.info, cfg, self.optimizer), max(plan["steps"] - 1, 1))
+        self.passes, self.clock, self.flops = Meter(), StepClock(ctx.device), FlopMeter()
+        self.memory = PeakMemory(ctx.device)
+        self.step, self.epochs, self.resumed = 0, [], []
+        self.status, self.diverged_at, self.last_finite = "finished", None, None
+        self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.saving = {"seconds": 0.0, "count": 0}
+        self.wall_before, self._t0 = 0.0, time.monotonic()
+
+    def wall_seconds(self) -> float:
+        return self.wall_before + time.monotonic() - self._t0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **{name: getattr(self, name).state_dict() for name in self.TRAINER},
+            **{name: getattr(self, name).get_state() for name in self.GENERATORS},
+            **{name: getattr(self, name) for name in self.COUNTERS},
+            "torch_rng": torch.get_rng_state(), "plan": self.plan, "wall_seconds": self.wall_seconds(),
+            "passes": vars(self.passes).copy(), "clock": self.clock.state_dict(), "flops": self.flops.state_dict(),
+        }
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        for name in self.TRAINER:
+            getattr(self, name).load_state_dict(saved[name])
+        for name in self.GENERATORS:
+            getattr(self, name).set_state(saved[name])
+        for name in self.COUNTERS:
+            setattr(self, name, saved[name])
+        torch.set_rng_state(saved["torch_rng"])
+        self.plan, self.wall_before, self._t0 = saved["plan"], saved["wall_seconds"], time.monotonic()
+        self.passes = Meter(**saved["passes"])
+        self.clock.load_state_dict(saved["clock"])
+        self.flops.load_state_dict(saved["flops"])
+        self.resumed = self.resumed + [len(self.epochs)]
+
+
+def train_epoch(ctx: RunContext, state: RunState, epoch: int, n_epochs: int, progress: bool) -> dict[str, Any]:
+    """One epoch's steps (fewer where the budget ends); returns the epoch's training figures."""
+    cfg, seconds, loss_sum, finite = ctx.config.train, 0.0, 0.0, 0
+    batches = epoch_batches(len(ctx.train), cfg.batch_size, state.order_gen)[: state.plan["steps"] - state.step]
+    bar = tqdm(batches, desc=f"{ctx.config.optimizer} seed {ctx.config.seed} epoch {epoch}/{n_epochs}",
+               unit="step", leave=False, disable=None if progress else True)
+    meter = Meter()
+    for idx in bar:
+        x = to_device(ctx.augment(ctx.train.images[idx], state.aug_gen), ctx.device, cfg)
+        y = ctx.train.labels[idx].to(ctx.device, non_blocking=True)
+        closure = ModelClosure(state.model, x, y, meter=meter)
+        meter.reset()
+        state.clock.start()
+        with state.flops.counting(state.step < state.untimed):
+            loss = state.optimizer.step(closure)
+        seconds += state.clock.stop(timed=state.step >= state.untimed)
+        state.scheduler.step()
+        state.passes += meter
+        state.step += 1
+        value = float(loss)
+        if not math.isfinite(value):
+            state.status, state.diverged_at = "diverged", state.step
+            break
+        state.last_finite, loss_sum, finite = value, loss_sum + value, finite + 1
+        bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+    bar.close()
+    return {"train_loss": loss_sum / finite if finite else None, "train_seconds": seconds}
+
+
+def evaluate_epoch(ctx: RunContext, state: RunState, epoch: int, trained: dict[str, Any]) -> dict[str, Any]:
+    """The epoch's row: where training stands and the test loss and accuracy."""
+    test_loss, test_acc = evaluate(state.model, ctx.test, ctx.augment, ctx.config.train, ctx.device)
+    return {"epoch": epoch, "step": state.step, "epochs_done": state.step / ctx.steps_per_epoch,
+            "train_loss": trained["train_loss"], "test_loss": test_loss, "test_acc": test_acc,
+            "train_seconds": trained["train_seconds"], "lr": state.optimizer.param_groups[0]["lr"]}
+
+
+def save_checkpoint(state: RunState, path: Path, run_id: str) -> None:
+    t0 = time.perf_counter()
+    state.saving["count"] += 1  # the saved state counts the save it is in
+    store.save_checkpoint(path, {"run_id": run_id, **state.state_dict()})
+    state.saving["seconds"] += time.perf_counter() - t0
+
+
+def make_record(ctx: RunContext, state: RunState) -> dict[str, Any]:
+    info, config = ctx.info, ctx.config
     return {
-        "run_id": config.run_id, "plan": plan, "torch_rng": torch.get_rng_state(), "ledger": ledger,
-        **{name: obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
-           for name, obj in trainer.items()},
+        "schema": SCHEMA,
+        "run_id": config.run_id,
+        "config": config.as_dict(),
+        "references": list(config.references),
+        "optimizer": {"name": info.name, "description": info.description, "passes_per_step": info.passes_per_step,
+                      "hparams": _jsonable(state.optimizer.defaults)},
+        "data": _data_record(ctx),
+        "env": ctx.env,
+        "started_at": state.started,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds": state.wall_seconds(),
+        "resumed_after_epochs": state.resumed,
+        "metrics": metrics.measure(metrics.Finished(ctx, state)),
+        "epochs": state.epochs,
     }
 
 
-def _restore(trainer: dict[str, Any], saved: dict[str, Any]) -> dict[str, Any]:
-    """Load a snapshot into the freshly built ``trainer`` objects; returns the snapshot's ledger."""
-    for name, obj in trainer.items():
-        (obj.set_state if isinstance(obj, torch.Generator) else obj.load_state_dict)(saved[name])
-    torch.set_rng_state(saved["torch_rng"])
-    return saved["ledger"]
+def _data_record(ctx: RunContext) -> dict[str, Any]:
+    """The data set as described by its loader, with the sizes of the (sub)sets the run used."""
+    data = ctx.dataset.describe()
+    data["train_available"], data["test_available"] = data.pop("train_size"), data.pop("test_size")
+    return {**data, "train_size": len(ctx.train), "test_size": len(ctx.test)}
+
+
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    """The optimizer's resolved hyper-parameters that a record can hold (numbers, strings, flags, None)."""
+    return {k: v for k, v in values.items() if v is None or isinstance(v, (bool, int, float, str))}
 
 
 def run(config: RunConfig, dataset: Dataset, progress: bool = True, checkpoint: Path | None = None,
         on_checkpoint: Callable[[], None] | None = None) -> dict[str, Any]:
     """Train one configuration and return its record (not yet written).
 
-    With ``checkpoint``, the run saves its whole state there after every epoch but the last (atomically)
-    and, if the file exists when it starts, resumes from it: model, optimizer (masks, generators),
-    LR schedule, the data-order and augmentation generators, torch's RNG, the counters and the budget.
-    A resumed run ends bit-identical to one never interrupted (all but the wall-clock figures).
-    ``on_checkpoint`` is called after each save (the CLI refreshes its claim there)."""
-    cfg, seed = config.train, config.seed
-    spec = registry.get(config.optimizer)
-    hparams = dict(config.hparams)
-    device = resolve_device(cfg.device)
-    train_split, test_split = subsets(dataset, cfg)
-    if len(train_split) < cfg.batch_size:
-        raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({len(train_split)})")
+    With ``checkpoint``, the run saves its state there after every epoch but the last (atomically)
+    and, if the file exists when it starts, resumes from it. ``on_checkpoint`` is called after each
+    save (the CLI refreshes its claim there)."""
+    ctx = prepare(config, dataset)
     saved = store.load_checkpoint(checkpoint, config.run_id) if checkpoint is not None else None
     # probes (if any) run before the seed is set: they touch no run state; a resumed run keeps its plan
-    steps_per_epoch = len(train_split) // cfg.batch_size
-    plan = saved["plan"] if saved else plan_budget(config, dataset, steps_per_epoch)
-
-    torch.manual_seed(seed)
-    model = _model(cfg, dataset, device)
-    total_steps = plan["steps"]
-    inputs = _inputs(model, train_split, cfg, seed, total_steps)
-    optimizer = spec.build(model.parameters(), inputs, **hparams)
-    schedule = cosine(total_steps) if cfg.schedule == "cosine" else (lambda t: 1.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    order_gen, aug_gen = seeded_generator(seed, 0), seeded_generator(seed, 1)
-    augment = _augment(cfg, dataset)
-
-    window = _flop_window(spec, cfg, inputs, hparams)
-    untimed = min(window, max(total_steps - 1, 1))
-    meter, clock, flops, memory = Meter(), StepClock(device), FlopMeter(), PeakMemory(device)
-    passes = {"forward": 0, "backward": 0, "forward_samples": 0, "backward_samples": 0}
-    epochs: list[dict[str, Any]] = []
-    status, diverged_at, last_finite = "finished", None, None
-    env = environment(device)  # before training: the commit that starts the run is the one that ran
-    started, t_start = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.monotonic()
-    step, wall_before, resumed, saving = 0, 0.0, [], {"seconds": 0.0, "count": 0}
-    trainer = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "order_gen": order_gen,
-               "aug_gen": aug_gen}
+    state = RunState(ctx, saved["plan"] if saved else plan_budget(config, dataset, ctx.steps_per_epoch))
     if saved:
-        led = _restore(trainer, saved)
-        step, epochs, passes, started, wall_before = (led["step"], led["epochs"], led["passes"], led["started"],
-                                                       led["wall_seconds"])
-        clock.timed_seconds, clock.timed_steps, clock.all_seconds = led["clock"]
-        flops.flops, flops.steps = led["flops"]
-        resumed, saving = led["resumed"] + [len(epochs)], led["saving"]
-    model.train()
-    n_epochs = math.ceil(total_steps / steps_per_epoch)
-    for epoch in range(len(epochs) + 1, n_epochs + 1):
-        epoch_seconds, loss_sum, finite_steps = 0.0, 0.0, 0
-        batches = epoch_batches(len(train_split), cfg.batch_size, order_gen)[: total_steps - step]
-        bar = tqdm(batches, desc=f"{config.optimizer} seed {seed} epoch {epoch}/{n_epochs}", unit="step",
-                   leave=False, disable=None if progress else True)
-        for idx in bar:
-            x = _to_device(augment(train_split.images[idx], aug_gen), device, cfg)
-            y = train_split.labels[idx].to(device, non_blocking=True)
-            closure = ModelClosure(model, x, y, meter=meter)
-            meter.reset()
-            clock.start()
-            with flops.counting(step < untimed):
-                loss = optimizer.step(closure)
-            epoch_seconds += clock.stop(timed=step >= untimed)
-            scheduler.step()
-            passes["forward"] += meter.forward_passes
-            passes["backward"] += meter.backward_passes
-            passes["forward_samples"] += meter.forward_samples
-            passes["backward_samples"] += meter.backward_samples
-            step += 1
-            value = float(loss)
-            if not math.isfinite(value):
-                status, diverged_at = "diverged", step
-                break
-            last_finite = value
-            loss_sum += value
-            finite_steps += 1
-            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
-        bar.close()
-        test_loss, test_acc = evaluate(model, test_split, augment, cfg, device)
-        epochs.append({
-            "epoch": epoch,
-            "step": step,
-            "epochs_done": step / steps_per_epoch,
-            "train_loss": loss_sum / finite_steps if finite_steps else None,
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-            "train_seconds": epoch_seconds,
-            "lr": optimizer.param_groups[0]["lr"],
-        })
-        if status != "finished":
+        state.load_state_dict(saved)
+    state.model.train()
+    n_epochs = math.ceil(state.plan["steps"] / ctx.steps_per_epoch)
+    for epoch in range(len(state.epochs) + 1, n_epochs + 1):
+        trained = train_epoch(ctx, state, epoch, n_epochs, progress)
+        state.epochs.append(evaluate_epoch(ctx, state, epoch, trained))
+        if state.status != "finished":
             break
         if checkpoint is not None and epoch < n_epochs:
-            t0 = time.perf_counter()
-            store.save_checkpoint(checkpoint, _snapshot(config, plan, trainer, {
-                "step": step, "epochs": epochs, "passes": passes, "started": started,
-                "wall_seconds": wall_before + time.monotonic() - t_start, "resumed": resumed,
-                "clock": [clock.timed_seconds, clock.timed_steps, clock.all_seconds],
-                "flops": [flops.flops, flops.steps],
-                "saving": {**saving, "count": saving["count"] + 1},  # this save included
-            }))
-            saving["seconds"] += time.perf_counter() - t0
-            saving["count"] += 1
+            save_checkpoint(state, checkpoint, config.run_id)
             if on_checkpoint is not None:
                 on_checkpoint()
-
-    timed = clock.timed_steps
-    metrics = {
-        "status": status,
-        "diverged_at_step": diverged_at,
-        "last_finite_loss": last_finite,
-        "test_acc": epochs[-1]["test_acc"],
-        "test_loss": epochs[-1]["test_loss"],
-        "best_test_acc_on_test_set": max(e["test_acc"] for e in epochs),
-        "train_loss": epochs[-1]["train_loss"],
-        "steps": step,
-        "timed_steps": timed,
-        "flop_counted_steps": flops.steps,
-        "train_seconds": clock.all_seconds,
-        "time_per_step_s": clock.timed_seconds / timed if timed else None,
-        "samples_per_s": cfg.batch_size * timed / clock.timed_seconds if timed else None,
-        "flops_per_step": flops.per_step,
-        "forward_passes_per_step": passes["forward"] / step,
-        "backward_passes_per_step": passes["backward"] / step,
-        "forward_samples_per_step": passes["forward_samples"] / step,
-        "backward_samples_per_step": passes["backward_samples"] / step,
-        "peak_memory_mb": memory.read_mb(),
-        "peak_memory_kind": memory.kind,
-        "checkpoints": saving["count"],
-        "checkpoint_seconds": saving["seconds"],
-    }
-    metrics["budget"] = budget.spent(plan, step, steps_per_epoch, metrics["flops_per_step"], metrics["time_per_step_s"])
-    return {
-        "schema": SCHEMA,
-        "run_id": config.run_id,
-        "config": config.as_dict(),
-        "optimizer": {"name": spec.name, "alias_of": spec.alias_of, "description": spec.description,
-                      "passes_per_step": spec.passes_per_step},
-        "data": {"dataset": dataset.name, "source": dataset.source, "train_size": len(train_split),
-                 "test_size": len(test_split)},
-        "env": env,
-        "started_at": started,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "wall_seconds": wall_before + time.monotonic() - t_start,
-        "resumed_after_epochs": resumed,
-        "metrics": metrics,
-        "epochs": epochs,
-    }
+    return make_record(ctx, state)

@@ -42,6 +42,19 @@ class StepClock:
             self.timed_steps += 1
         return dt
 
+    @property
+    def per_step(self) -> float | None:
+        return self.timed_seconds / self.timed_steps if self.timed_steps else None
+
+    def samples_per_s(self, batch_size: int) -> float | None:
+        return batch_size * self.timed_steps / self.timed_seconds if self.timed_steps else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"timed_seconds": self.timed_seconds, "timed_steps": self.timed_steps, "all_seconds": self.all_seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.timed_seconds, self.timed_steps, self.all_seconds = (state[k] for k in self.state_dict())
+
 
 class FlopMeter:
     """Counts FLOPs (forward and backward, a multiply-add = 2) over whole optimizer steps."""
@@ -59,6 +72,12 @@ class FlopMeter:
     @property
     def per_step(self) -> float | None:
         return self.flops / self.steps if self.steps else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"flops": self.flops, "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.flops, self.steps = state["flops"], state["steps"]
 
 
 def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
@@ -91,7 +110,9 @@ class PeakMemory:
     """Peak memory of one run: CUDA allocator peak on GPU, the process's peak RSS on CPU.
 
     On Linux the RSS high-water mark is reset per run (``/proc/self/clear_refs``), so a sweep's runs
-    in one process are measured separately; elsewhere it is the process's lifetime peak.
+    in one process are measured separately; elsewhere it is the process's lifetime peak. Written here
+    rather than with psutil: psutil reports the current RSS on Linux, not its peak (``peak_wset`` is
+    Windows only), and cannot reset the high-water mark; sampling the current RSS would miss peaks.
     """
 
     def __init__(self, device: torch.device) -> None:

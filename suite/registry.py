@@ -1,132 +1,155 @@
-"""Name -> optimizer spec. An optimizer joins the suite by decorating its class in one file.
+"""The optimizer table: every optimizer the suite runs, one entry each, in the order tables list them.
 
-    from suite.registry import register
+An entry names the class and states only what it changes of the class's own defaults (a default is
+written once, in the constructor), what the harness must hand it at construction, and the inputs it
+must refuse — the registry-generated tests check every one raises ``ValueError`` naming the value. The
+optimizer files import torch and ``baselines.core`` only, never this module.
 
-    @register("my-sam", description="SAM with a twist", defaults={"rho": 0.05},
-              passes_per_step=2, closure_features={"freeze_bn"})
-    class MySAM(torch.optim.Optimizer): ...
-
-Modules in the packages ``baselines`` and ``ssam`` are imported on first use; out-of-tree modules
-are named in ``SUITE_OPTIMIZER_MODULES`` (comma-separated import paths). This module imports
-nothing heavy, so optimizer files may depend on it without pulling in the harness.
+Add an optimizer: write its file (``baselines/`` or ``ssam/``), then one ``OptimizerInfo`` line in
+``OPTIMIZERS``. Out-of-tree, a module named in ``SUITE_OPTIMIZER_MODULES`` (comma-separated import
+paths) calls ``register(OptimizerInfo(...))``.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
-import pkgutil
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-# What the harness hands an optimizer at construction when its spec asks (never during steps).
+import torch
+
+from baselines import ESAM, SAM
+from ssam import SSAM
+
+# What the harness can hand an optimizer at construction (never during steps).
 INPUTS = frozenset({"model", "total_steps", "steps_per_epoch", "seed"})
-# What the suite's closure offers beyond the torch convention (see baselines.closure.ModelClosure).
-CLOSURE_FEATURES = frozenset({"subset", "backward", "per_sample", "freeze_bn", "fisher"})
-PACKAGES = ("baselines", "ssam")
+_NOT_HPARAMS = {"self", "params", "base_optimizer", *INPUTS}
 
 
 @dataclass(frozen=True)
-class OptimizerSpec:
-    """Everything the harness needs to build and describe one optimizer."""
+class OptimizerInfo:
+    """One row of the table."""
 
     name: str
-    factory: Callable[..., Any]  # factory(params, **hparams) -> torch.optim.Optimizer
+    cls: Callable[..., torch.optim.Optimizer]  # cls(params, **hparams, **inputs)
     description: str
-    defaults: Mapping[str, Any] = field(default_factory=dict)  # optimizer-specific hyper-parameters
-    passes_per_step: int = 1  # nominal forward+backward passes per step; the meter measures the truth
-    closure_features: frozenset[str] = frozenset()
-    inputs: frozenset[str] = frozenset()  # construction inputs from the harness, a subset of INPUTS
-    # Steps over which one step's cost varies periodically (e.g. a mask refresh interval); the harness
-    # counts FLOPs over that many whole steps. Called with the resolved hyper-parameters and inputs.
-    flop_window: Callable[[Mapping[str, Any]], int] | None = None
-    alias_of: str | None = None
+    changes: Mapping[str, Any] = field(default_factory=dict)  # constructor arguments other than its defaults
+    inputs: frozenset[str] = frozenset()  # what the harness hands it, a subset of INPUTS
+    passes_per_step: int = 1  # nominal forward/backward passes per step; the closure's meter measures the truth
+    # Steps over which a step's cost varies periodically (a mask refresh interval), read from the built
+    # optimizer; the harness counts FLOPs over that many whole steps.
+    flop_window: Callable[[torch.optim.Optimizer], int] | None = None
+    invalid: tuple[Mapping[str, Any], ...] = ()  # hyper-parameters it must refuse with ValueError
+    aliases: tuple[str, ...] = ()  # other names that select this entry
 
-    def build(self, params: Iterable[Any], available: Mapping[str, Any] | None = None, **hparams: Any) -> Any:
-        """Construct with this spec's defaults under ``hparams``; of ``available`` (the harness's
-        model, total_steps, steps_per_epoch, and the run's seed for the optimizer's own random draws)
-        only the inputs the spec asks for are passed."""
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "changes", MappingProxyType(dict(self.changes)))
+        object.__setattr__(self, "inputs", frozenset(self.inputs))
+        if self.inputs - INPUTS:
+            raise ValueError(f"{self.name}: unknown inputs {sorted(self.inputs - INPUTS)}; known: {sorted(INPUTS)}")
+
+    def build(self, params: Iterable[Any], available: Mapping[str, Any] | None = None,
+              **hparams: Any) -> torch.optim.Optimizer:
+        """Construct with ``hparams`` over this entry's changes; of ``available`` (the harness's model,
+        total_steps, steps_per_epoch and the run's seed) only the inputs the entry asks for are passed."""
         inputs = {k: v for k, v in (available or {}).items() if k in self.inputs}
-        return self.factory(params, **{**self.defaults, **hparams}, **inputs)
+        return self.cls(params, **{**self.changes, **hparams}, **inputs)
 
-    def resolved_hparams(self, common: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-        """Common training hyper-parameters, then this optimizer's defaults, then profile overrides."""
-        return {**common, **self.defaults, **overrides}
-
-
-_REGISTRY: dict[str, OptimizerSpec] = {}
-_discovered = False
-
-
-def register(
-    name: str,
-    *,
-    description: str,
-    defaults: Mapping[str, Any] | None = None,
-    passes_per_step: int = 1,
-    closure_features: Iterable[str] = (),
-    inputs: Iterable[str] = (),
-    flop_window: Callable[[Mapping[str, Any]], int] | None = None,
-    factory: Callable[..., Any] | None = None,
-    aliases: Iterable[str] = (),
-) -> Callable[[Any], Any]:
-    """Class decorator (or, with ``factory=``, a plain call) adding an optimizer to the registry."""
-    features = frozenset(closure_features)
-    unknown = features - CLOSURE_FEATURES
-    if unknown:
-        raise ValueError(f"{name}: unknown closure features {sorted(unknown)}; known: {sorted(CLOSURE_FEATURES)}")
-    if set(inputs) - INPUTS:
-        raise ValueError(f"{name}: unknown inputs {sorted(set(inputs) - INPUTS)}; known: {sorted(INPUTS)}")
-
-    def add(obj: Any) -> Any:
-        spec = OptimizerSpec(
-            name=name,
-            factory=factory or obj,
-            description=description,
-            defaults=MappingProxyType(dict(defaults or {})),
-            passes_per_step=passes_per_step,
-            closure_features=features,
-            inputs=frozenset(inputs),
-            flop_window=flop_window,
-        )
-        for key, value in [(name, spec)] + [(a, _alias(spec, a)) for a in aliases]:
-            if key in _REGISTRY and _REGISTRY[key].factory is not value.factory:
-                raise ValueError(f"optimizer name {key!r} is registered twice")
-            _REGISTRY[key] = value
-        return obj
-
-    return add
+    def defaults(self) -> dict[str, Any]:
+        """The hyper-parameters this entry runs with unless told otherwise: the constructor's defaults
+        under the entry's changes (what ``python -m suite list`` shows)."""
+        try:
+            signature = inspect.signature(self.cls)
+        except (TypeError, ValueError):  # a builtin or C-implemented factory: nothing to read
+            return dict(self.changes)
+        own = {k: p.default for k, p in signature.parameters.items()
+               if k not in _NOT_HPARAMS and p.default is not inspect.Parameter.empty}
+        return {**own, **self.changes}
 
 
-def _alias(spec: OptimizerSpec, alias: str) -> OptimizerSpec:
-    return OptimizerSpec(**{**spec.__dict__, "name": alias, "alias_of": spec.name})
+# ----- invalid inputs, declared once per family ------------------------------------------------------------
+SGD_INVALID = ({"lr": -1.0}, {"momentum": -0.5}, {"weight_decay": -1e-4})
+TWO_PASS_INVALID = (*SGD_INVALID, {"rho": -0.1}, {"rho": float("inf")}, {"adaptive": "yes"})
+ESAM_INVALID = (*TWO_PASS_INVALID, {"beta": 0}, {"beta": 1.5}, {"gamma": 0.0}, {"gamma": 1.5}, {"swp": "layer"})
+SSAM_INVALID = (*TWO_PASS_INVALID, {"drop_rate": -0.5}, {"update_every": 0}, {"fisher_samples": 0},
+                {"growth": "best"}, {"normalise": "l1"}, {"fisher_impl": "jit"})
+SSAM_DENSITY_INVALID = {"unstructured": ({"sparsity": 1.5}, {"sparsity": -0.1}),
+                        "structured": ({"sparsity": 1.5}, {"sparsity": -0.1}),
+                        "nm": ({"m": 5}, {"n": 5}, {"n": 0}, {"sparsity": 0.3})}
 
 
-def discover() -> None:
-    """Import every optimizer module once, so that their decorators run."""
-    global _discovered
-    if _discovered:
+def _ssam(mask: str, pattern: str, form: str, aliases: tuple[str, ...] = ()) -> OptimizerInfo:
+    letter = mask[0]
+    inputs = {"steps_per_epoch", "seed"} | ({"total_steps"} if mask == "dynamic" else set()) \
+        | ({"model"} if form == "implicit" else set())
+    return OptimizerInfo(
+        f"ssam-{letter}-{pattern}-{form}", SSAM,
+        f"SSAM-{letter.upper()} (Mi et al. 2023): {pattern} {form} sparse perturbation",
+        changes={"mask": mask, "pattern": pattern, "form": form}, inputs=inputs, passes_per_step=2,
+        flop_window=lambda opt: opt.defaults["update_every"],  # a mask refresh per period
+        invalid=(*SSAM_INVALID, *SSAM_DENSITY_INVALID[pattern]), aliases=aliases,
+    )
+
+
+OPTIMIZERS: list[OptimizerInfo] = [
+    OptimizerInfo("sgd", torch.optim.SGD, "SGD with momentum (torch.optim.SGD): one forward/backward pass per step",
+                  invalid=SGD_INVALID),
+    OptimizerInfo("sam", SAM, "SAM (Foret et al. 2021): SGD step with the gradient at w + rho*g/||g||",
+                  passes_per_step=2, invalid=TWO_PASS_INVALID),
+    OptimizerInfo("esam", ESAM, "ESAM (Du et al. 2022): SAM on random weights (SWP) and the sharpest samples (SDS)",
+                  inputs={"seed"}, passes_per_step=2, invalid=ESAM_INVALID,
+                  # which tensors are drawn changes a step's cost: count FLOPs over enough steps to average it
+                  flop_window=lambda opt: 16 if any(g["beta"] < 1 for g in opt.param_groups) else 1),
+    _ssam("fisher", "unstructured", "explicit", aliases=("ssam-f",)),
+    _ssam("fisher", "unstructured", "implicit"),
+    _ssam("fisher", "structured", "explicit"),
+    _ssam("fisher", "structured", "implicit"),
+    _ssam("fisher", "nm", "explicit"),
+    _ssam("fisher", "nm", "implicit"),
+    _ssam("dynamic", "unstructured", "explicit", aliases=("ssam-d",)),
+    _ssam("dynamic", "unstructured", "implicit"),
+    _ssam("dynamic", "structured", "explicit"),
+    _ssam("dynamic", "structured", "implicit"),
+    _ssam("dynamic", "nm", "explicit"),
+    _ssam("dynamic", "nm", "implicit"),
+]
+
+_plugins_loaded = False
+
+
+def register(info: OptimizerInfo) -> OptimizerInfo:
+    """Add an out-of-tree optimizer (from a module named in ``SUITE_OPTIMIZER_MODULES``)."""
+    taken = {n for i in OPTIMIZERS for n in (i.name, *i.aliases)}
+    clash = sorted({info.name, *info.aliases} & taken)
+    if clash:
+        raise ValueError(f"optimizer name {clash[0]!r} is registered twice")
+    OPTIMIZERS.append(info)
+    return info
+
+
+def _load_plugins() -> None:
+    global _plugins_loaded
+    if _plugins_loaded:
         return
-    _discovered = True
-    for package_name in PACKAGES:
-        package = importlib.import_module(package_name)
-        for info in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{package_name}.{info.name}")
-    for module in filter(None, os.environ.get("SUITE_OPTIMIZER_MODULES", "").split(",")):
-        importlib.import_module(module.strip())
+    _plugins_loaded = True
+    for module in filter(None, (m.strip() for m in os.environ.get("SUITE_OPTIMIZER_MODULES", "").split(","))):
+        importlib.import_module(module)
 
 
 def names(include_aliases: bool = False) -> list[str]:
-    """Registered names in a stable order (baselines first, as registered)."""
-    discover()
-    return [n for n, s in _REGISTRY.items() if include_aliases or s.alias_of is None]
+    """Registered names in table order (aliases after the names they stand for)."""
+    _load_plugins()
+    return [n for i in OPTIMIZERS for n in ((i.name, *i.aliases) if include_aliases else (i.name,))]
 
 
-def get(name: str) -> OptimizerSpec:
-    discover()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown optimizer {name!r}; known: {', '.join(names(include_aliases=True))}") from None
+def get(name: str) -> OptimizerInfo:
+    """The entry named ``name`` or one of its aliases (an alias is its target, in runs and tables)."""
+    _load_plugins()
+    for info in OPTIMIZERS:
+        if name == info.name or name in info.aliases:
+            return info
+    raise KeyError(f"unknown optimizer {name!r}; known: {', '.join(names(include_aliases=True))}")

@@ -1,5 +1,11 @@
 """Records -> tidy rows -> summary tables (CSV, Markdown) and plots (PNG). ``summarize`` is a pure
-function of the records; ``write_report`` only adds the files."""
+function of the records; ``write_report`` only adds the files.
+
+The columns come from ``suite.metrics``: every numeric metric gets its mean and std over seeds in the
+CSV; the Markdown table shows the labelled ones, with ratios to the references for those that ask
+and, for interval metrics, a 95% interval and seed-paired differences to the references. The
+references (SGD and SAM unless the profile names others) come from the records.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from scipy import stats
 
-from suite.config import BUDGETS
+from suite.config import BUDGETS, REFERENCES
+from suite.metrics import Metric, columns
 from suite.store import atomic_write, iter_records
 
-# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom; beyond, the normal's 1.96.
-T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-        2.045, 2.042]
-REFERENCE = "sgd"
+KEYS = ["profile", "budget", "optimizer", "seed"]
 
 
 def t975(df: int) -> float:
-    return T975[df - 1] if 1 <= df <= len(T975) else 1.96
+    """Two-sided 95% quantile of Student's t with ``df`` degrees of freedom."""
+    return float(stats.t.ppf(0.975, df))
 
 
 def interval(values: Iterable[float]) -> tuple[int, float, float, float]:
@@ -61,149 +66,20 @@ def pareto_front(costs: Iterable[float], accuracies: Iterable[float]) -> list[in
     return sorted(front, key=lambda i: points[i])
 
 
+# ----- tidy rows ----------------------------------------------------------------------------------------------
+def _key(record: dict[str, Any]) -> dict[str, Any]:
+    c = record["config"]
+    return {"profile": c["profile"], "budget": c["train"]["budget"], "optimizer": c["optimizer"], "seed": c["seed"]}
+
+
 def run_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """One row per run."""
-    rows = []
-    for r in records:
-        m, c = r["metrics"], r["config"]
-        b = m.get("budget") or {}
-        rows.append({
-            "profile": c["profile"], "budget": c.get("train", {}).get("budget", "epochs"),
-            "optimizer": c["optimizer"], "seed": c["seed"], "status": m["status"],
-            "started_at": r.get("started_at", ""),
-            "test_acc": m["test_acc"], "test_loss": m["test_loss"], "train_loss": m["train_loss"],
-            "time_per_step_s": m["time_per_step_s"], "samples_per_s": m["samples_per_s"],
-            "train_seconds": m["train_seconds"], "flops_per_step": m["flops_per_step"],
-            "forward_passes_per_step": m["forward_passes_per_step"],
-            "backward_passes_per_step": m["backward_passes_per_step"],
-            "peak_memory_mb": m["peak_memory_mb"], "steps": m["steps"],
-            "diverged_at_step": m.get("diverged_at_step"), "last_finite_loss": m.get("last_finite_loss"),
-            "epochs_run": b.get("epochs_run", math.nan),
-            "train_flops": _or_nan(b.get("train_flops")),
-            "train_time_s": _or_nan(b.get("train_seconds_at_timed_rate")),
-            "budget_spent_ratio": _or_nan(b.get("spent_ratio")),
-        })
-    return pd.DataFrame(rows)
+    """One row per run: its key, when it started, and its flat metrics."""
+    return pd.DataFrame([{**_key(r), "started_at": r.get("started_at", ""), **r["metrics"]} for r in records])
 
 
 def epoch_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     """One row per run x evaluation (training curves)."""
-    rows = [
-        {"profile": r["config"]["profile"], "budget": r["config"].get("train", {}).get("budget", "epochs"),
-         "optimizer": r["config"]["optimizer"], "seed": r["config"]["seed"], "epochs_done": e["epoch"], **e}
-        for r in records
-        for e in r["epochs"]
-    ]
-    return pd.DataFrame(rows)
-
-
-def summarize(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Per profile, budget and optimizer: seeds, accuracy mean/std/95% interval, paired differences to
-    SGD and SAM with their intervals, cost and its ratio to SGD and SAM, what the budget allowed."""
-    runs = run_rows(latest_per_seed(records)[0])
-    if runs.empty:
-        return runs
-    # SGD first (the reference), then in the order the sweep ran them (the registry's order)
-    first_start = runs.groupby("optimizer", sort=False)["started_at"].min()
-    names = sorted(first_start.index, key=lambda n: (n != REFERENCE, first_start[n]))
-    order = {name: i for i, name in enumerate(names)}
-    finished = runs[runs["status"] == "finished"]
-    out = []
-    for (profile, budget, optimizer), g in runs.groupby(["profile", "budget", "optimizer"], sort=False):
-        ok = g[g["status"] == "finished"]
-        n, mean, std, half = interval(ok["test_acc"])
-        row = {
-            "profile": profile, "budget": budget, "optimizer": optimizer, "seeds": n,
-            "diverged": int((g["status"] != "finished").sum()),
-            "diverged_runs": "; ".join(
-                f"seed {d.seed} at step {int(d.diverged_at_step)} (last finite loss {_num(d.last_finite_loss, 3)})"
-                for d in g[g["status"] != "finished"].itertuples()),
-            "test_acc_mean": mean, "test_acc_std": std, "test_acc_ci95": half,
-        }
-        accs = dict(zip(ok["seed"], ok["test_acc"]))
-        for reference in (REFERENCE, "sam"):
-            ref = finished[(finished["profile"] == profile) & (finished["budget"] == budget)
-                           & (finished["optimizer"] == reference)]
-            dn, dmean, _, dhalf = paired_difference(accs, dict(zip(ref["seed"], ref["test_acc"])))
-            row.update({f"diff_{reference}_seeds": dn, f"diff_{reference}_mean": dmean,
-                        f"diff_{reference}_ci95": dhalf,
-                        f"diff_{reference}_distinguishable": distinguishable(dn, dmean, dhalf)})
-        for col in ("epochs_run", "steps", "time_per_step_s", "samples_per_s", "flops_per_step", "train_flops",
-                    "train_time_s", "budget_spent_ratio", "forward_passes_per_step", "backward_passes_per_step",
-                    "peak_memory_mb"):
-            row[col] = ok[col].mean()
-        row["train_flops_std"], row["train_time_s_std"] = ok["train_flops"].std(), ok["train_time_s"].std()
-        out.append(row)
-    table = pd.DataFrame(out)
-    key = table["profile"] + "\x00" + table["budget"]
-    for reference in (REFERENCE, "sam"):
-        for col, ratio in (("time_per_step_s", "time_ratio"), ("flops_per_step", "flops_ratio")):
-            ref = table[table["optimizer"] == reference].set_index(key[table["optimizer"] == reference])[col]
-            table[f"{ratio}_{reference}"] = table[col] / key.map(ref)
-    table["_order"] = table["optimizer"].map(order)
-    table["_budget"] = table["budget"].map({b: i for i, b in enumerate(BUDGETS)})
-    return table.sort_values(["profile", "_budget", "_order"]).drop(columns=["_order", "_budget"]).reset_index(
-        drop=True)
-
-
-BUDGET_TITLES = {
-    "epochs": "every optimizer trains the same number of epochs",
-    "flops": "every optimizer gets the training FLOPs the reference spends in the epochs",
-    "time": "every optimizer gets the training seconds the reference spends in the epochs",
-}
-
-
-def to_markdown(table: pd.DataFrame) -> str:
-    """One Markdown table per profile and budget."""
-    parts = []
-    for (profile, budget), g in table.groupby(["profile", "budget"], sort=False):
-        lines = [
-            f"### Profile `{profile}`, budget `{budget}`: {BUDGET_TITLES.get(budget, budget)}",
-            "",
-            "| optimizer | seeds | epochs | test acc % (mean ± std) | 95% CI | Δ vs SGD (paired, 95% CI) "
-            "| Δ vs SAM (paired, 95% CI) | time × SGD | time × SAM | FLOPs × SGD | FLOPs × SAM | ms/step "
-            "| GFLOP/step | train TFLOP | budget spent | fwd/bwd passes | peak MB |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for r in g.itertuples():
-            div = f" ({r.diverged} diverged)" if r.diverged else ""
-            lines.append(
-                f"| {r.optimizer} | {r.seeds}{div} | {_num(r.epochs_run, 2)} | {_pct(r.test_acc_mean)} ± "
-                f"{_pct(r.test_acc_std)} | ± {_pct(r.test_acc_ci95)} | {_diff(r, 'sgd')} | {_diff(r, 'sam')} | "
-                f"{_num(r.time_ratio_sgd, 2)} | {_num(r.time_ratio_sam, 2)} | {_num(r.flops_ratio_sgd, 2)} | "
-                f"{_num(r.flops_ratio_sam, 2)} | {_num(r.time_per_step_s * 1000, 1)} | "
-                f"{_num(r.flops_per_step / 1e9, 2)} | {_num(r.train_flops / 1e12, 2)} | "
-                f"{_num(100 * r.budget_spent_ratio, 0)}% | "
-                f"{_num(r.forward_passes_per_step, 2)}/{_num(r.backward_passes_per_step, 2)} | "
-                f"{_num(r.peak_memory_mb, 0)} |"
-            )
-        diverged = [f"- {r.optimizer}: {r.diverged_runs}" for r in g.itertuples() if r.diverged]
-        if diverged:
-            lines += ["", "Diverged runs (loss NaN/inf; not in the means):", *diverged]
-        lines += ["", "Δ: mean over seeds of (this optimizer − the reference) in accuracy points, same seed = same "
-                  "initial weights and batch order; **bold** where the 95% interval excludes 0."]
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts) + "\n"
-
-
-def _diff(r: Any, reference: str) -> str:
-    if r.optimizer == reference or getattr(r, f"diff_{reference}_seeds") == 0:
-        return "–"
-    mean, half = getattr(r, f"diff_{reference}_mean"), getattr(r, f"diff_{reference}_ci95")
-    text = f"{100 * mean:+.2f} ± {_pct(half)}"
-    return f"**{text}**" if getattr(r, f"diff_{reference}_distinguishable") else text
-
-
-def _or_nan(x: Any) -> float:
-    return math.nan if x is None else float(x)
-
-
-def _pct(x: float) -> str:
-    return "–" if x is None or math.isnan(x) else f"{100 * x:.2f}"
-
-
-def _num(x: float | None, digits: int) -> str:
-    return "–" if x is None or math.isnan(x) else f"{x:.{digits}f}"
+    return pd.DataFrame([{**_key(r), **e} for r in records for e in r["epochs"]])
 
 
 def latest_per_seed(records: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -213,14 +89,156 @@ def latest_per_seed(records: Iterable[dict[str, Any]]) -> tuple[list[dict[str, A
     kept: dict[tuple, dict[str, Any]] = {}
     superseded = []
     for r in sorted(records, key=lambda r: (r.get("started_at", ""), r.get("finished_at", ""))):
-        c = r["config"]
-        key = (c["profile"], c.get("train", {}).get("budget", "epochs"), c["optimizer"], c["seed"])
+        key = tuple(_key(r).values())
         if key in kept:
             superseded.append(kept[key])
         kept[key] = r
     return list(kept.values()), superseded
 
 
+def references(records: Iterable[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
+    """Per profile, the optimizers its report compares with (as its latest record says)."""
+    refs: dict[str, tuple[str, ...]] = {}
+    for r in sorted(records, key=lambda r: r.get("started_at", "")):
+        refs[r["config"]["profile"]] = tuple(r.get("references") or REFERENCES)
+    return refs
+
+
+# ----- the summary: one row per profile, budget and optimizer ----------------------------------------------
+def summarize(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Per profile, budget and optimizer: seeds, every numeric metric's mean and std over the finished
+    seeds, intervals and paired differences to the references for interval metrics, ratios to the
+    references for ratio metrics."""
+    records = latest_per_seed(records)[0]
+    runs = run_rows(records)
+    if runs.empty:
+        return runs
+    refs, numeric = references(records), _numeric_metrics(runs)
+    finished = runs[runs["status"] == "finished"]
+    rows = [_summary_row(g, finished, numeric, refs[key[0]]) for key, g in
+            runs.groupby(["profile", "budget", "optimizer"], sort=False)]
+    table = pd.DataFrame(rows)
+    for m in (m for m in columns() if m.ratios and f"{m.key}_mean" in table):
+        for profile, ref_names in refs.items():
+            in_profile = table["profile"] == profile
+            for ref in ref_names:
+                ref_means = table[in_profile & (table["optimizer"] == ref)].set_index("budget")[f"{m.key}_mean"]
+                table.loc[in_profile, f"{m.key}_ratio_{ref}"] = (
+                    table.loc[in_profile, f"{m.key}_mean"] / table.loc[in_profile, "budget"].map(ref_means))
+    return _ordered(table, runs, refs)
+
+
+def _numeric_metrics(runs: pd.DataFrame) -> list[str]:
+    """Metric columns whose values are numbers (None where they do not apply)."""
+    skip = {*KEYS, "started_at", "status"}
+    return [c for c in runs.columns if c not in skip and runs[c].map(
+        lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))).all()
+        and runs[c].notna().any()]
+
+
+def _summary_row(g: pd.DataFrame, finished: pd.DataFrame, numeric: list[str], refs: tuple[str, ...]) -> dict:
+    profile, budget, optimizer = g.iloc[0][["profile", "budget", "optimizer"]]
+    ok = g[g["status"] == "finished"]
+    bad = g[g["status"] != "finished"]
+    row: dict[str, Any] = {
+        "profile": profile, "budget": budget, "optimizer": optimizer, "seeds": len(ok), "diverged": len(bad),
+        "diverged_runs": "; ".join(f"seed {d.seed} at step {int(d.diverged_at_step)} (last finite loss "
+                                   f"{_num(d.last_finite_loss, '{:.3f}')})" for d in bad.itertuples()),
+    }
+    for key in numeric:
+        values = pd.to_numeric(ok[key], errors="coerce")
+        row[f"{key}_mean"], row[f"{key}_std"] = values.mean(), values.std()
+    same = finished[(finished["profile"] == profile) & (finished["budget"] == budget)]
+    for m in (m for m in columns() if m.interval and m.key in numeric):
+        row[f"{m.key}_ci95"] = interval(ok[m.key])[3]
+        values = dict(zip(ok["seed"], ok[m.key]))
+        for ref in refs:
+            r = same[same["optimizer"] == ref]
+            n, mean, _, half = paired_difference(values, dict(zip(r["seed"], r[m.key])))
+            row.update({f"diff_{ref}_{m.key}_seeds": n, f"diff_{ref}_{m.key}_mean": mean,
+                        f"diff_{ref}_{m.key}_ci95": half,
+                        f"diff_{ref}_{m.key}_distinguishable": distinguishable(n, mean, half)})
+    return row
+
+
+def _ordered(table: pd.DataFrame, runs: pd.DataFrame, refs: dict[str, tuple[str, ...]]) -> pd.DataFrame:
+    """Profiles, then budgets in their declared order, then the references first and the other
+    optimizers in the order the sweep first ran them (the registry's order)."""
+    first_start = runs.groupby("optimizer", sort=False)["started_at"].min()
+
+    def rank(row: pd.Series) -> tuple:
+        ref = refs[row["profile"]]
+        return (ref.index(row["optimizer"]) if row["optimizer"] in ref else len(ref), first_start[row["optimizer"]])
+
+    budget_rank = {b: i for i, b in enumerate(BUDGETS)}
+    order = sorted(table.index, key=lambda i: (table.at[i, "profile"], budget_rank.get(table.at[i, "budget"], 99),
+                                                rank(table.loc[i])))
+    return table.loc[order].reset_index(drop=True)
+
+
+# ----- Markdown ------------------------------------------------------------------------------------------------
+BUDGET_TITLES = {
+    "epochs": "every optimizer trains the same number of epochs",
+    "flops": "every optimizer gets the training FLOPs the reference spends in the epochs",
+    "time": "every optimizer gets the training seconds the reference spends in the epochs",
+}
+
+
+def to_markdown(table: pd.DataFrame, refs: dict[str, tuple[str, ...]] | None = None) -> str:
+    """One Markdown table per profile and budget, its columns from ``suite.metrics``."""
+    parts = []
+    for (profile, budget), g in table.groupby(["profile", "budget"], sort=False):
+        ref_names = (refs or {}).get(profile, REFERENCES)
+        display = pd.DataFrame([_display_row(r, ref_names) for _, r in g.iterrows()])
+        lines = [f"### Profile `{profile}`, budget `{budget}`: {BUDGET_TITLES.get(budget, budget)}", "",
+                 display.to_markdown(index=False, disable_numparse=True,
+                                     colalign=("left",) + ("right",) * (display.shape[1] - 1))]
+        diverged = [f"- {r.optimizer}: {r.diverged_runs}" for r in g.itertuples() if r.diverged]
+        if diverged:
+            lines += ["", "Diverged runs (loss NaN/inf; not in the means):", *diverged]
+        lines += ["", "Δ: mean over seeds of (this optimizer − the reference), same seed = same initial weights and "
+                  "batch order; **bold** where the 95% interval excludes 0. × REF: the ratio of the means."]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def _display_row(r: pd.Series, refs: tuple[str, ...]) -> dict[str, str]:
+    row = {"optimizer": r["optimizer"], "seeds": f"{r['seeds']}" + (f" ({r['diverged']} diverged)"
+                                                                    if r["diverged"] else "")}
+    intervals = [m for m in columns() if m.interval]
+    for m in columns():
+        prefix = f"{m.label}: " if len(intervals) > 1 and m.interval else ""
+        if m.interval:
+            row[f"{m.label} (mean ± std)"] = f"{_value(m, r, 'mean')} ± {_value(m, r, 'std')}"
+            row[f"{prefix}95% CI"] = f"± {_value(m, r, 'ci95')}"
+            for ref in refs:
+                row[f"{prefix}Δ vs {ref.upper()} (paired, 95% CI)"] = _diff(m, r, ref)
+        else:
+            row[m.label] = _value(m, r, "mean")
+        for ref in refs if m.ratios else ():
+            row[f"{m.ratios} × {ref.upper()}"] = _num(r.get(f"{m.key}_ratio_{ref}"), "{:.2f}")
+    return row
+
+
+def _value(m: Metric, r: pd.Series, stat: str) -> str:
+    value = r.get(f"{m.key}_{stat}")
+    return _num(None if value is None else value * m.scale, m.fmt)
+
+
+def _diff(m: Metric, r: pd.Series, ref: str) -> str:
+    n = r.get(f"diff_{ref}_{m.key}_seeds")
+    if r["optimizer"] == ref or not n or (isinstance(n, float) and math.isnan(n)):
+        return "–"
+    mean, half = r[f"diff_{ref}_{m.key}_mean"] * m.scale, r[f"diff_{ref}_{m.key}_ci95"] * m.scale
+    text = f"{_num(mean, m.fmt.replace('{:', '{:+'))} ± {_num(half, m.fmt)}"
+    return f"**{text}**" if r[f"diff_{ref}_{m.key}_distinguishable"] else text
+
+
+def _num(x: Any, fmt: str) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
+
+
+# ----- files ----------------------------------------------------------------------------------------------------
 def write_report(results_dir: Path) -> tuple[list[Path], list[Path], list[Path]]:
     """Write summary.csv, summary.md and per-profile plots; returns (written, unreadable records,
     records superseded by a later run of the same profile, budget, optimizer and seed)."""
@@ -236,76 +254,13 @@ def write_report(results_dir: Path) -> tuple[list[Path], list[Path], list[Path]]
     written = [results_dir / "summary.csv", results_dir / "summary.md"]
     _atomic_write(written[0], table.to_csv(index=False))
     header = "# Summary\n\nGenerated by `python -m suite report` from the records in `runs/`.\n\n"
-    _atomic_write(written[1], header + (to_markdown(table) if not table.empty else "No records.\n"))
+    _atomic_write(written[1], header + (to_markdown(table, references(records)) if not table.empty
+                                        else "No records.\n"))
     if not table.empty:
-        written += _plots(results_dir, table, run_rows(records), epoch_rows(records))
+        from suite.plots import comparison_figures
+
+        written += comparison_figures(results_dir, table, epoch_rows(records))
     return written, skipped, [path_of[id(r)] for r in superseded]
-
-
-def _plots(results_dir: Path, table: pd.DataFrame, runs: pd.DataFrame, epochs: pd.DataFrame) -> list[Path]:
-    """One figure per profile; a row per budget: accuracy vs training FLOPs and vs training time with
-    the Pareto front, and test accuracy per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    sns.set_theme(style="whitegrid", context="notebook")
-    written = []
-    for profile, p in table.groupby("profile", sort=False):
-        names = list(dict.fromkeys(p["optimizer"]))
-        palette = sns.color_palette("tab10" if len(names) <= 10 else "husl", n_colors=len(names))
-        colors = dict(zip(names, palette))  # one colour and marker per optimizer, in every panel
-        markers = dict(zip(names, "osD^v<>pPX*hH8d" * 3))
-        budgets = list(dict.fromkeys(p["budget"]))
-        fig, axes = plt.subplots(len(budgets), 3, figsize=(19, 5 * len(budgets)), squeeze=False)
-        for row, budget in zip(axes, budgets):
-            g = p[p["budget"] == budget]
-            for ax, x, scale, label in ((row[0], "train_flops", 1e12, "training TFLOP"),
-                                        (row[1], "train_time_s", 1.0, "training seconds (at the timed rate)")):
-                _cost_panel(ax, g, x, scale, colors, markers)
-                ax.set_xlabel(label)
-                ax.set_ylabel("final test accuracy (%)")
-                ax.set_title(f"budget {budget}: accuracy vs {label.split()[1]}")
-            curves = epochs[(epochs["profile"] == profile) & (epochs["budget"] == budget)]
-            sns.lineplot(curves.assign(test_acc=100 * curves["test_acc"]), x="epochs_done", y="test_acc", ax=row[2],
-                         hue="optimizer", hue_order=names, palette=colors, marker="o", legend=False)
-            row[2].set_xlabel("epochs")
-            row[2].set_ylabel("test accuracy (%)")
-            row[2].set_title(f"budget {budget}: test accuracy per epoch (band: 95% interval)")
-        handles = [plt.Line2D([], [], color=colors[n], marker=markers[n], linestyle="", label=n) for n in names]
-        handles.append(plt.Line2D([], [], color="black", linestyle="--", marker="o", markerfacecolor="none",
-                                  markersize=11, label="Pareto front"))
-        fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize="small")
-        fig.suptitle(f"{profile}: mean ± std over seeds")
-        fig.tight_layout()
-        written.append(_save(fig, results_dir / f"{profile}-comparison.png"))
-    return written
-
-
-def _cost_panel(ax: Any, g: pd.DataFrame, x: str, scale: float, colors: dict, markers: dict) -> None:
-    ok = g[g[x].notna() & g["test_acc_mean"].notna()]
-    for r in ok.itertuples():
-        xerr, yerr = getattr(r, f"{x}_std") / scale, 100 * r.test_acc_std
-        ax.errorbar(getattr(r, x) / scale, 100 * r.test_acc_mean, xerr=0 if math.isnan(xerr) else xerr,
-                    yerr=0 if math.isnan(yerr) else yerr, fmt=markers[r.optimizer], capsize=3,
-                    color=colors[r.optimizer])
-    front = pareto_front(ok[x], ok["test_acc_mean"])
-    if front:
-        fx, fy = ok[x].iloc[front] / scale, 100 * ok["test_acc_mean"].iloc[front]
-        ax.step(fx, fy, where="post", color="black", linestyle="--", linewidth=1, zorder=0)
-        ax.scatter(fx, fy, s=160, facecolors="none", edgecolors="black", linewidths=1, zorder=3)
-
-
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    try:
-        # savefig picks the format from the name, so give it explicitly for the temporary file
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    finally:
-        plt.close(fig)
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-SCHEMA = 1
+SCHEMA = 2  # 2: flat metrics mapping, references, data fingerprint
 
 
 def record_path(results_dir: Path, profile: str, run_id: str) -> Path:

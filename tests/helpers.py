@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from baselines.closure import ModelClosure
+from baselines.core import ModelClosure
 
 
 class TinyNet(nn.Module):
@@ -35,3 +35,21 @@ def tiny_model(seed: int = 0) -> nn.Module:
 
 def closure_for(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> ModelClosure:
     return ModelClosure(model, x, y)
+
+
+def run_config(name: str, train, seed: int = 0, profile: str = "test", **overrides):
+    """A RunConfig as the command line resolves it: the profile's common settings, the registry
+    entry's changes, then ``overrides``."""
+    from suite import registry
+    from suite.config import RunConfig, resolve_hparams
+
+    info = registry.get(name)
+    hparams = resolve_hparams(info, train, overrides)
+    return RunConfig(profile, info.name, seed, train, tuple(sorted(hparams.items())))
+
+
+def squash(markdown: str) -> str:
+    """A Markdown table without the padding tabulate aligns its columns with."""
+    import re
+
+    return re.sub(r" {2,}", " ", markdown)

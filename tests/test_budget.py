@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from helpers import run_config
 
 from suite import budget, harness
-from suite.config import COMMON_HPARAMS, ConfigError, RunConfig, TrainConfig
+from suite.config import ConfigError, TrainConfig
 from suite.data import synthetic_dataset
-from suite.registry import get
 
 TRAIN = TrainConfig(dataset="synthetic", model="resnet8", epochs=2, batch_size=32, train_subset=160,
                     test_subset=64, eval_batch_size=64, flop_steps=1)  # 5 steps per epoch
@@ -21,9 +21,7 @@ def dataset():
 
 
 def config(name, kind, seed=0, **hp):
-    train = dataclasses.replace(TRAIN, budget=kind)
-    hparams = get(name).resolved_hparams({k: getattr(train, k) for k in COMMON_HPARAMS}, hp)
-    return RunConfig("test", name, seed, train, tuple(sorted(hparams.items())))
+    return run_config(name, dataclasses.replace(TRAIN, budget=kind), seed, **hp)
 
 
 def test_amortised_puts_the_periods_extra_work_on_its_first_step():
@@ -55,12 +53,12 @@ def test_flops_budget_stops_each_optimizer_at_the_reference_flops(dataset):
     sgd = harness.run(config("sgd", "flops"), dataset, progress=False)["metrics"]
     sam = harness.run(config("sam", "flops"), dataset, progress=False)["metrics"]
     amount = sgd["flops_per_step"] * 10  # the reference's 2 epochs of 5 steps
-    assert sgd["budget"]["amount"] == sam["budget"]["amount"] == pytest.approx(amount)
+    assert sgd["budget_amount"] == sam["budget_amount"] == pytest.approx(amount)
     assert sgd["steps"] == 10 and sam["steps"] == 5  # SAM costs exactly twice SGD per step
     for m in (sgd, sam):
-        assert m["budget"]["kind"] == "flops" and m["budget"]["reference"] == "sgd"
-        assert m["budget"]["train_flops"] <= amount * (1 + 1e-9) < m["budget"]["train_flops"] + m["flops_per_step"]
-        assert m["budget"]["spent_ratio"] == pytest.approx(1.0)
+        assert m["budget_kind"] == "flops" and m["budget_reference"] == "sgd"
+        assert m["budget_train_flops"] <= amount * (1 + 1e-9) < m["budget_train_flops"] + m["flops_per_step"]
+        assert m["budget_spent_ratio"] == pytest.approx(1.0)
 
 
 def test_flops_budget_with_a_periodic_cost_and_a_partial_epoch(dataset):
@@ -68,11 +66,11 @@ def test_flops_budget_with_a_periodic_cost_and_a_partial_epoch(dataset):
     mid-epoch, evaluates there, and its LR schedule ends at the budget."""
     rec = harness.run(config("ssam-f", "flops", update_every=2), dataset, progress=False)
     m = rec["metrics"]
-    assert m["steps"] == m["budget"]["steps"] < 10
+    assert m["steps"] == m["budget_steps"] < 10
     assert rec["epochs"][-1]["step"] == m["steps"]
     assert rec["epochs"][-1]["epochs_done"] == pytest.approx(m["steps"] / 5)
     assert rec["epochs"][-1]["lr"] == pytest.approx(0.0, abs=1e-12)
-    spent, amount = m["budget"]["train_flops"], m["budget"]["amount"]
+    spent, amount = m["budget_train_flops"], m["budget_amount"]
     assert spent <= amount * (1 + 1e-9) < spent + m["flops_per_step"]  # the most whole steps that fit
 
 
@@ -82,11 +80,11 @@ def test_time_budget_converts_probed_seconds_into_steps(dataset, monkeypatch):
     monkeypatch.setattr(harness, "_COSTS", {})
     monkeypatch.setattr(harness, "_probe", lambda cfg, ds, kind: seconds[cfg.optimizer])
     m = harness.run(config("sam", "time"), dataset, progress=False)["metrics"]
-    assert m["budget"]["amount"] == 30.0 and m["budget"]["unit"] == "s"
+    assert m["budget_amount"] == 30.0 and m["budget_unit"] == "s"
     assert m["steps"] == 4  # floor(30 / 7)
 
 
 def test_epochs_budget_probes_nothing(dataset, monkeypatch):
     monkeypatch.setattr(harness, "_probe", lambda *a: pytest.fail("an epochs budget needs no probe"))
     m = harness.run(config("sam", "epochs"), dataset, progress=False)["metrics"]
-    assert m["steps"] == 10 and m["budget"]["spent_ratio"] == 1.0
+    assert m["steps"] == 10 and m["budget_spent_ratio"] == 1.0

@@ -9,9 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import squash
 
-from suite.cli import main, plan
+from suite.cli import check_constructs, main, plan
 from suite.config import available_profiles
+from suite.data import synthetic_dataset
 
 TRAIN = {"dataset": '"synthetic"', "model": '"resnet8"', "epochs": "1", "batch_size": "32",
          "train_subset": "96", "test_subset": "50"}
@@ -75,16 +77,18 @@ BAD = {  # case: (flags, [train] values or None for no profile file, extra table
     "zero batch": ([], {"batch_size": "0"}, "", "batch_size must be an integer >= 1, got 0"),
     "negative lr": ([], {"lr": "-0.1"}, "", "lr must be a finite number > 0, got -0.1"),
     "string lr": ([], {"lr": '"fast"'}, "", "lr must be a finite number > 0, got 'fast'"),
-    "cutout_p above 1": ([], {"cutout_p": "1.5"}, "", "cutout_p must be a finite number in [0.0, 1.0]"),
+    "cutout_p above 1": ([], {"cutout_p": "1.5"}, "", "cutout_p must be a number in [0, 1], got 1.5"),
     "unknown model": ([], {"model": '"resnet999"'}, "", "unknown model 'resnet999'"),
-    "unknown dataset": ([], {"dataset": '"mnist"'}, "", "unknown dataset 'mnist'"),
+    "unknown dataset": ([], {"dataset": '"mnist"'}, "", "no data set 'mnist' in"),
+    "dataset not a name": ([], {"dataset": '"../x"'}, "", "dataset must be a name of letters"),
+    "negative image size": ([], {"image_size": "-1"}, "", "image_size must be an integer >= 0, got -1"),
     "unknown key": ([], {"epoch": "3"}, "", "unknown key 'epoch' in [train]"),
     "negative rho": ([], {}, "[hparams.sam]\nrho = -1.0", "optimizer sam: rho must be a finite number >= 0"),
     "unknown hparam": ([], {}, "[hparams.sam]\nrhoo = 0.1", "optimizer sam:"),
     "hparams for unknown optimizer": ([], {}, "[hparams.sma]\nrho = 0.1", "unknown optimizer 'sma'"),
     "hparams glob matching nothing": ([], {}, '[hparams."sam-*"]\nrho = 0.1', "matches no optimizer"),
     "sparsity out of range": (["--optimizer", "ssam-f"], {}, '[hparams."ssam-*"]\nsparsity = 1.5',
-                              "optimizer ssam-f: sparsity must be in [0.0, 1.0], got 1.5"),
+                              "optimizer ssam-f-unstructured-explicit: sparsity must be a number in [0, 1], got 1.5"),
     "N:M not dividing": (["--optimizer", "ssam-d-nm-explicit"], {}, '[hparams."ssam-d-nm-explicit"]\nm = 5',
                          "divides no weight's reduction dimension"),
     "unknown pattern": (["--optimizer", "ssam-f"], {}, '[hparams.ssam-f]\npattern = "blocky"', "unknown pattern"),
@@ -97,9 +101,9 @@ BAD = {  # case: (flags, [train] values or None for no profile file, extra table
     "unknown budget reference": ([], {"budget": '"flops"', "budget_reference": '"adam"'}, "",
                                  "budget_reference 'adam' is not a registered optimizer"),
     "esam beta zero": (["--optimizer", "esam"], {}, "[hparams.esam]\nbeta = 0",
-                       "optimizer esam: beta must be in (0, 1], got 0"),
+                       "optimizer esam: beta must be a number in (0, 1], got 0"),
     "esam gamma above one": (["--optimizer", "esam"], {}, "[hparams.esam]\ngamma = 1.5",
-                             "optimizer esam: gamma must be in (0, 1], got 1.5"),
+                             "optimizer esam: gamma must be a number in (0, 1], got 1.5"),
     "esam unknown swp": (["--optimizer", "esam"], {}, '[hparams.esam]\nswp = "layer"', "unknown swp 'layer'"),
 }
 
@@ -115,9 +119,12 @@ BAD_TYPES = {  # case: (top-level values, [train] values, expected message)
     "flip as a string": ({}, {"flip": '"yes"'}, "flip must be true or false, got 'yes'"),
     "negative subset": ({}, {"train_subset": "-1"}, "train_subset must be an integer >= 0, got -1"),
     "infinite lr": ({}, {"lr": "inf"}, "lr must be a finite number > 0, got inf"),
-    "momentum as a bool": ({}, {"momentum": "true"}, "momentum must be a finite number >= 0.0, got True"),
+    "momentum as a bool": ({}, {"momentum": "true"}, "momentum must be a finite number >= 0, got True"),
     "batch larger than the subset": ({}, {"batch_size": "500"}, "batch_size 500 is larger than the training set"),
     "budget_reference empty": ({}, {"budget_reference": '""'}, "budget_reference must be an optimizer name"),
+    "unknown reference": ({"references": '["sgd", "adam"]'}, {}, "unknown optimizer 'adam'"),
+    "references as a string": ({"references": '"sgd"'}, {}, "references must be a list of optimizer names"),
+    "data_dir as a number": ({"data_dir": "3"}, {}, "data_dir must be a directory path, got 3"),
 }
 
 
@@ -186,7 +193,7 @@ def test_a_corrupt_record_is_named_and_skipped_by_the_report(tmp_path, capsys):
     capsys.readouterr()
     assert run_cli("report", "--results-dir", str(results)) == 0
     assert f"warning: skipped unreadable record {bad}" in capsys.readouterr().err
-    assert "| sgd |" in (results / "summary.md").read_text()
+    assert "| sgd |" in squash((results / "summary.md").read_text())
 
 
 def test_a_diverging_sweep_goes_on_and_the_report_shows_it(tmp_path, capsys):
@@ -195,7 +202,7 @@ def test_a_diverging_sweep_goes_on_and_the_report_shows_it(tmp_path, capsys):
                    "--no-progress") == 0
     err = capsys.readouterr().err
     assert "[1/2] sgd seed 0" in err and "[2/2] sam seed 0" in err and err.count(": diverged,") == 2
-    summary = (results / "summary.md").read_text()
+    summary = squash((results / "summary.md").read_text())
     assert "| sgd | 0 (1 diverged) |" in summary and "Diverged runs (loss NaN/inf; not in the means):" in summary
     assert "- sam: seed 0 at step" in summary
 
@@ -279,6 +286,7 @@ def test_every_shipped_profile_resolves(name):
                               check_device=False)
     profile, runs = plan(args)
     assert runs and len(runs) == len(profile.budgets) * profile.seeds * len({r.optimizer for r in runs})
+    check_constructs(runs, synthetic_dataset(n_train=20, n_test=10))  # every optimizer builds on its model
     assert [r.train.budget for r in runs[:: len(runs) // len(profile.budgets)]] == list(profile.budgets)
 
 

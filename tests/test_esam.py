@@ -11,7 +11,7 @@ from helpers import closure_for, tiny_model, toy_batch
 from torch import nn
 
 from baselines import ESAM, SAM, ModelClosure
-from baselines.closure import Meter
+from baselines.core import Meter
 
 HP = dict(lr=0.1, momentum=0.9, weight_decay=5e-4)
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from helpers import run_config
 
 from suite import harness
-from suite.config import COMMON_HPARAMS, RunConfig, TrainConfig
+from suite.config import TrainConfig
 from suite.data import synthetic_dataset
-from suite.registry import get
 
 TRAIN = TrainConfig(dataset="synthetic", model="resnet8", epochs=2, batch_size=32, train_subset=160,
                     test_subset=100, eval_batch_size=100, flop_steps=1)
-UNTIMED_KEYS = {"train_seconds", "time_per_step_s", "samples_per_s", "peak_memory_mb"}
+from suite.metrics import EPOCH_VARIES, varying_keys  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -20,15 +20,12 @@ def dataset():
 
 
 def config(name, seed=0, train=TRAIN, **hp):
-    common = {k: getattr(train, k) for k in COMMON_HPARAMS}
-    hparams = get(name).resolved_hparams(common, hp)
-    return RunConfig("test", name, seed, train, tuple(sorted(hparams.items())))
+    return run_config(name, train, seed, **hp)
 
 
 def comparable(record):
-    metrics = {k: v for k, v in record["metrics"].items() if k not in UNTIMED_KEYS}
-    metrics["budget"] = {k: v for k, v in metrics["budget"].items() if k != "train_seconds_at_timed_rate"}
-    epochs = [{k: v for k, v in e.items() if k != "train_seconds"} for e in record["epochs"]]
+    metrics = {k: v for k, v in record["metrics"].items() if k not in varying_keys()}
+    epochs = [{k: v for k, v in e.items() if k not in EPOCH_VARIES} for e in record["epochs"]]
     return metrics, epochs
 
 
@@ -78,8 +75,8 @@ def test_flop_window_declared_by_a_spec_is_honoured(dataset, monkeypatch):
 
     from suite import registry
 
-    spec = dataclasses.replace(registry.get("sgd"), flop_window=lambda hp: 3)
-    monkeypatch.setitem(registry._REGISTRY, "sgd", spec)
+    info = dataclasses.replace(registry.get("sgd"), flop_window=lambda opt: 3)
+    monkeypatch.setattr(registry, "OPTIMIZERS", [info, *registry.OPTIMIZERS[1:]])
     m = harness.run(config("sgd"), dataset, progress=False)["metrics"]
     assert m["flop_counted_steps"] == 3 and m["timed_steps"] == m["steps"] - 3
 

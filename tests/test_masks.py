@@ -3,6 +3,8 @@ DST drop/grow that keeps the density and drops the smallest |g|."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -86,8 +88,9 @@ def test_nm_conv_mask_differs_from_the_official_transposed_one():
 
 def test_bad_nm_is_refused():
     params = [torch.zeros(4, 3, 3, 3)]
-    for n, m in [(3, 2), (0, 4), (-1, 4), (2, 0)]:
-        with pytest.raises(ValueError, match="0 < n <= m"):
+    for n, m, message in [(3, 2, "n <= m, got n=3, m=2"), (0, 4, "n must be an integer >= 1, got 0"),
+                          (-1, 4, "got -1"), (2, 0, "m must be an integer >= 1, got 0"), (2.0, 4, "got 2.0")]:
+        with pytest.raises(ValueError, match=re.escape(message)):
             mk.check_nm(params, n, m)
     with pytest.raises(ValueError, match="divides no weight's reduction dimension"):
         mk.check_nm(params, 2, 4)  # 27 is not a multiple of 4

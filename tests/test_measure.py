@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from helpers import tiny_model, toy_batch
 
-from baselines.closure import ModelClosure
+from baselines.core import ModelClosure
 from ssam.fisher import FISHER
 from suite.measure import flop_counter
 

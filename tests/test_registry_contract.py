@@ -1,4 +1,5 @@
-"""The optimizer contract, generated from the registry: every registered name gets every test."""
+"""The optimizer contract, generated from the registry table: every registered name gets every test,
+so a new optimizer gets them for free — including one test per invalid input its entry declares."""
 
 from __future__ import annotations
 
@@ -8,19 +9,20 @@ import pytest
 import torch
 from helpers import tiny_model, toy_batch
 
-from baselines.closure import Meter, ModelClosure
+from baselines.core import Meter, ModelClosure, TwoPassOptimizer
 from suite import registry
 
-NAMES = registry.names(include_aliases=True)
+NAMES = registry.names()
 COMMON = dict(lr=0.05, momentum=0.9, weight_decay=5e-4)
+INVALID = [(name, bad) for name in NAMES for bad in registry.get(name).invalid]
 
 
-def build(name: str, model: torch.nn.Module, **overrides) -> torch.optim.Optimizer:
-    """As the harness builds it: common hyper-parameters, then the inputs the spec asks for (masks are
+def build(name: str, model: torch.nn.Module, params=None, **overrides) -> torch.optim.Optimizer:
+    """As the harness builds it: common hyper-parameters, then the inputs the entry asks for (masks are
     refreshed every 2 steps, so the round-trip test crosses refreshes)."""
-    spec = registry.get(name)
     inputs = {"model": model, "total_steps": 12, "steps_per_epoch": 2, "seed": 0}
-    return spec.build(model.parameters(), inputs, **{**COMMON, **overrides})
+    return registry.get(name).build(model.parameters() if params is None else params, inputs,
+                                    **{**COMMON, **overrides})
 
 
 def step(opt, model, i, meter=None):
@@ -28,8 +30,12 @@ def step(opt, model, i, meter=None):
     return opt.step(ModelClosure(model, x, y, meter=meter))
 
 
+def is_two_pass(name: str) -> bool:
+    return isinstance(build(name, tiny_model()), TwoPassOptimizer)
+
+
 def test_registry_has_the_baselines():
-    assert {"sgd", "sam"} <= set(NAMES)
+    assert {"sgd", "sam", "esam"} <= set(NAMES) and len(NAMES) == len(set(NAMES))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -37,7 +43,7 @@ def test_builds_as_torch_optimizer_with_hparams_in_groups(name):
     opt = build(name, tiny_model())
     assert isinstance(opt, torch.optim.Optimizer)
     assert opt.param_groups[0]["lr"] == COMMON["lr"]
-    for key, value in registry.get(name).defaults.items():
+    for key, value in registry.get(name).changes.items():
         assert opt.param_groups[0][key] == value, f"{key} must live in param_groups"
 
 
@@ -98,30 +104,108 @@ def test_meter_reports_the_declared_passes(name):
     assert meter.forward_passes >= meter.backward_passes
 
 
+@pytest.mark.parametrize(("name", "bad"), INVALID, ids=[f"{n}-{'-'.join(f'{k}={v}' for k, v in b.items())}"
+                                                         for n, b in INVALID])
+def test_declared_invalid_input_raises_value_error_naming_the_value(name, bad):
+    with pytest.raises(ValueError) as info:
+        build(name, tiny_model(), **bad)
+    message = str(info.value)
+    for value in bad.values():
+        assert repr(value) in message or str(value) in message, message
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_bad_learning_rate_raises_value_error(name):
-    with pytest.raises(ValueError, match="-1"):
-        build(name, tiny_model(), lr=-1.0)
+def test_every_entry_declares_invalid_inputs(name):
+    assert registry.get(name).invalid, f"{name}: declare the inputs it must refuse"
 
 
+# ----- parameter groups: honoured per group, or refused ---------------------------------------------------------
+def two_groups(model: torch.nn.Module, **second) -> list[dict]:
+    params = list(model.parameters())
+    return [{"params": params[:2]}, {"params": params[2:], **second}]
+
+
+def moved_by_the_perturbation(name: str, **second) -> list[bool]:
+    model = tiny_model()
+    opt = build(name, model, two_groups(model, **second))
+    x, y = toy_batch()
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.first_pass(ModelClosure(model, x, y))
+    opt.prepare()
+    opt.perturb()
+    moved = [not torch.equal(p, b) for p, b in zip(model.parameters(), before)]
+    opt.restore()
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    return moved
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if is_two_pass(n)])
+def test_per_group_rho_is_honoured(name):
+    """A group with rho = 0 is not perturbed; the other group moves as it does when both have rho."""
+    both = moved_by_the_perturbation(name)
+    assert any(both[2:]), "the second group must move when its rho is not 0"
+    assert moved_by_the_perturbation(name, rho=0.0) == both[:2] + [False] * (len(both) - 2)
+
+
+ALTERNATIVES = {"sparsity": (0.25, 0.75), "gamma": (0.75, 0.25), "mask": ("fisher", "dynamic"),
+                "pattern": ("structured", "unstructured"), "n": (1, 2), "m": (2, 8), "form": ("explicit", "implicit"),
+                "update_every": (7, 3), "fisher_samples": (3, 5), "fisher_impl": ("loop", "vmap"),
+                "drop_rate": (0.25, 0.75), "growth": ("gradient", "random"), "normalise": ("masked", "paper"),
+                "total_steps": (99, 98)}
+
+
+@pytest.mark.parametrize(("name", "key"), [(n, k) for n in NAMES if is_two_pass(n)
+                                           for k in type(build(n, tiny_model())).shared_hparams])
+def test_a_setting_that_cannot_differ_per_group_is_refused(name, key):
+    model = tiny_model()
+    opt = build(name, model)
+    other = next(v for v in ALTERNATIVES[key] if v != opt.param_groups[0][key])
+    with pytest.raises(ValueError, match=f"one {key} for all parameter groups"):
+        build(name, model, two_groups(model, **{key: other}))
+    opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))]})
+    opt.param_groups[-1][key] = other  # changed after construction: refused when the step reads it
+    with pytest.raises(ValueError, match=f"one {key} for all parameter groups"):
+        opt.shared(key)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if is_two_pass(n)])
+def test_a_bad_value_in_a_group_is_refused_like_a_bad_default(name):
+    model = tiny_model()
+    with pytest.raises(ValueError, match="-0.5"):
+        build(name, model, two_groups(model, rho=-0.5))
+
+
+# ----- the table ------------------------------------------------------------------------------------------------
 def test_unknown_name_lists_the_known_ones():
     with pytest.raises(KeyError, match="known: sgd"):
         registry.get("adamw-sam")
 
 
-def test_register_rejects_unknown_closure_features():
-    with pytest.raises(ValueError, match="closure features"):
-        registry.register("x", description="x", closure_features={"telepathy"})
+def test_an_alias_is_its_target():
+    assert registry.get("ssam-f") is registry.get("ssam-f-unstructured-explicit")
+    assert "ssam-f" not in NAMES and "ssam-f" in registry.names(include_aliases=True)
+
+
+def test_a_name_registered_twice_is_refused(monkeypatch):
+    monkeypatch.setattr(registry, "OPTIMIZERS", list(registry.OPTIMIZERS))
+    with pytest.raises(ValueError, match="'sam' is registered twice"):
+        registry.register(registry.OptimizerInfo("sam", torch.optim.SGD, "again"))
+
+
+def test_unknown_construction_inputs_are_refused():
+    with pytest.raises(ValueError, match="unknown inputs"):
+        registry.OptimizerInfo("x", torch.optim.SGD, "x", inputs={"data_loader"})
 
 
 def test_out_of_tree_module_registers_through_env(tmp_path, monkeypatch):
     (tmp_path / "my_opt.py").write_text(
-        "import torch\nfrom suite.registry import register\n"
-        "@register('my-sgd', description='test plug-in')\n"
+        "import torch\nfrom suite.registry import OptimizerInfo, register\n"
         "class MySGD(torch.optim.SGD):\n    pass\n"
+        "register(OptimizerInfo('my-sgd', MySGD, 'test plug-in', invalid=({'lr': -2.0},)))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("SUITE_OPTIMIZER_MODULES", "my_opt")
-    monkeypatch.setattr(registry, "_discovered", False)
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    assert "my-sgd" in registry.names()
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.setattr(registry, "OPTIMIZERS", list(registry.OPTIMIZERS))
+    assert registry.names()[-1] == "my-sgd"
+    assert isinstance(build("my-sgd", tiny_model()), torch.optim.SGD)

@@ -7,12 +7,14 @@ import math
 
 import pandas as pd
 import pytest
+from helpers import squash
 
 from suite.report import (
     distinguishable,
     interval,
     paired_difference,
     pareto_front,
+    references,
     summarize,
     t975,
     to_markdown,
@@ -21,10 +23,12 @@ from suite.report import (
 from suite.store import SCHEMA, iter_records, record_path, write_record
 
 
-def record(optimizer, seed, acc, time_s, flops, profile="p", status="finished", budget="epochs", steps=10):
+def record(optimizer, seed, acc, time_s, flops, profile="p", status="finished", budget="epochs", steps=10,
+           references=("sgd", "sam")):
     return {
         "schema": SCHEMA,
         "config": {"profile": profile, "optimizer": optimizer, "seed": seed, "train": {"budget": budget}},
+        "references": list(references),
         "metrics": {
             "status": status, "test_acc": acc, "test_loss": 1.0, "train_loss": 1.2, "time_per_step_s": time_s,
             "samples_per_s": 128 / time_s, "train_seconds": 10 * time_s, "flops_per_step": flops,
@@ -32,12 +36,13 @@ def record(optimizer, seed, acc, time_s, flops, profile="p", status="finished", 
             "backward_passes_per_step": 1.0 if optimizer == "sgd" else 2.0, "peak_memory_mb": 100.0, "steps": steps,
             "diverged_at_step": 7 if status == "diverged" else None,
             "last_finite_loss": 2.5 if status == "diverged" else None,
-            "budget": {"kind": budget, "epochs_run": steps / 5, "train_flops": flops * steps,
-                       "train_seconds_at_timed_rate": time_s * steps, "spent_ratio": 1.0},
+            "budget_kind": budget, "budget_epochs_run": steps / 5, "budget_train_flops": flops * steps,
+            "budget_train_seconds_at_timed_rate": time_s * steps, "budget_spent_ratio": 1.0,
         },
-        "epochs": [{"epoch": 1, "train_loss": 1.5, "test_loss": 1.1, "test_acc": acc - 0.1, "train_seconds": 1.0,
-                    "lr": 0.05},
-                   {"epoch": 2, "train_loss": 1.2, "test_loss": 1.0, "test_acc": acc, "train_seconds": 1.0, "lr": 0.0}],
+        "epochs": [{"epoch": 1, "epochs_done": 1, "train_loss": 1.5, "test_loss": 1.1, "test_acc": acc - 0.1,
+                    "train_seconds": 1.0, "lr": 0.05},
+                   {"epoch": 2, "epochs_done": 2, "train_loss": 1.2, "test_loss": 1.0, "test_acc": acc,
+                    "train_seconds": 1.0, "lr": 0.0}],
     }
 
 
@@ -53,11 +58,11 @@ def test_summary_statistics_against_hand_computed_values():
     sgd, sam = table.loc["sgd"], table.loc["sam"]
     assert sgd["seeds"] == 3 and sgd["test_acc_mean"] == pytest.approx(0.52)
     assert sgd["test_acc_std"] == pytest.approx(0.02)
-    assert sgd["test_acc_ci95"] == pytest.approx(4.303 * 0.02 / math.sqrt(3))
+    assert sgd["test_acc_ci95"] == pytest.approx(4.302653 * 0.02 / math.sqrt(3))
     assert sam["seeds"] == 2 and sam["diverged"] == 1  # the diverged run is counted, not averaged
     assert sam["test_acc_mean"] == pytest.approx(0.61)
-    assert sam["time_ratio_sgd"] == pytest.approx(2.0) and sam["flops_ratio_sgd"] == pytest.approx(2.0)
-    assert sgd["time_ratio_sam"] == pytest.approx(0.5) and sam["flops_ratio_sam"] == pytest.approx(1.0)
+    assert sam["time_per_step_s_ratio_sgd"] == pytest.approx(2.0) and sam["flops_per_step_ratio_sgd"] == 2.0
+    assert sgd["time_per_step_s_ratio_sam"] == pytest.approx(0.5) and sam["flops_per_step_ratio_sam"] == 1.0
     assert list(table.index) == ["sgd", "sam"]
 
 
@@ -65,29 +70,47 @@ def test_ratios_are_taken_within_a_profile():
     other = [record("sgd", 0, 0.5, 1.0, 4e9, profile="q"), record("sam", 0, 0.5, 3.0, 8e9, profile="q")]
     table = summarize(RECORDS + other)
     q = table[table["profile"] == "q"].set_index("optimizer")
-    assert q.loc["sam", "time_ratio_sgd"] == pytest.approx(3.0)
-    assert q.loc["sam", "flops_ratio_sgd"] == pytest.approx(2.0)
+    assert q.loc["sam", "time_per_step_s_ratio_sgd"] == pytest.approx(3.0)
+    assert q.loc["sam", "flops_per_step_ratio_sgd"] == pytest.approx(2.0)
 
 
-def test_t_quantiles():
-    assert t975(1) == 12.706 and t975(9) == 2.262 and t975(1000) == 1.96
+def test_t_quantiles_for_any_degrees_of_freedom():
+    """Against printed tables (3 decimals), including beyond 30 degrees of freedom, where a normal 1.96
+    would make the interval too narrow."""
+    for df, printed in [(1, 12.706), (2, 4.303), (9, 2.262), (30, 2.042), (40, 2.021), (60, 2.000), (120, 1.980)]:
+        assert t975(df) == pytest.approx(printed, abs=5e-4)
+    assert t975(10**6) == pytest.approx(1.960, abs=5e-4)
 
 
 def test_markdown_shows_percentages_and_ratios():
-    md = to_markdown(summarize(RECORDS))
+    md = squash(to_markdown(summarize(RECORDS)))
+    assert "| optimizer | seeds | epochs | test acc % (mean ± std) | 95% CI | Δ vs SGD (paired, 95% CI) |" in md
     assert "| sgd | 3 | 2.00 | 52.00 ± 2.00 |" in md
     assert "| sam | 2 (1 diverged) | 2.00 | 61.00 ± 1.41 |" in md
     assert "| 2.00 |" in md
     # SAM - SGD over the two seeds both finished: +10 and +10 points, std 0 -> an interval of 0: bold
     assert "| **+10.00 ± 0.00** | – |" in md
     assert "- sam: seed 2 at step 7 (last finite loss 2.500)" in md  # a diverged run is shown, not dropped
+    assert "| time × SGD | time × SAM |" in md and "| FLOPs × SGD | FLOPs × SAM |" in md
+
+
+def test_references_come_from_the_records():
+    """A profile that compares with SGD alone gets no SAM columns; another profile keeps its own."""
+    only_sgd = [{**r, "references": ["sgd"], "config": {**r["config"], "profile": "q"}} for r in RECORDS]
+    table = summarize(RECORDS + only_sgd)
+    md = squash(to_markdown(table, references(RECORDS + only_sgd)))
+    p_part, q_part = md.split("### Profile `q`")
+    assert "Δ vs SAM" in p_part and "Δ vs SAM" not in q_part and "Δ vs SGD" in q_part
+    assert "time × SAM" not in q_part
+    q = table[table["profile"] == "q"]
+    assert "diff_sam_test_acc_mean" not in q.dropna(axis=1, how="all").columns
 
 
 def test_write_report_skips_corrupt_records_and_writes_every_file(tmp_path):
     for i, r in enumerate(RECORDS):
         write_record(record_path(tmp_path, r["config"]["profile"], f"r{i}"), r)
     bad = record_path(tmp_path, "p", "broken")
-    bad.write_text('{"schema": 1, "metr')
+    bad.write_text('{"schema": 2, "metr')
     written, skipped, superseded = write_report(tmp_path)
     assert superseded == []
     assert skipped == [bad]
@@ -111,7 +134,7 @@ def test_interval_against_known_numbers():
     n, mean, std, half = interval([1, 2, 3, 4])
     assert (n, mean) == (4, 2.5)
     assert std == pytest.approx(1.2909944)
-    assert half == pytest.approx(3.182 * 1.2909944 / 2)
+    assert half == pytest.approx(3.182446 * 1.2909944 / 2)
     assert interval([5])[:2] == (1, 5.0) and math.isnan(interval([5])[3])
 
 
@@ -119,7 +142,7 @@ def test_paired_difference_against_known_numbers():
     sgd = {0: 0.50, 1: 0.52, 2: 0.54}
     n, mean, std, half = paired_difference({0: 0.60, 1: 0.62, 2: 0.55, 3: 0.99}, sgd)  # seed 3 has no pair
     assert n == 3 and mean == pytest.approx(0.07) and std == pytest.approx(math.sqrt(0.0027))
-    assert half == pytest.approx(4.303 * math.sqrt(0.0027) / math.sqrt(3))
+    assert half == pytest.approx(4.302653 * math.sqrt(0.0027) / math.sqrt(3))
     assert not distinguishable(n, mean, half)
 
 
@@ -131,7 +154,7 @@ def test_pairing_separates_what_unpaired_intervals_cannot():
     _, m_other, _, h_other = interval(other.values())
     assert m_other - h_other < m_ref + h_ref
     n, mean, _, half = paired_difference(other, ref)
-    assert mean == pytest.approx(0.05 / 3) and half == pytest.approx(4.303 * 0.0057735 / math.sqrt(3), rel=1e-4)
+    assert mean == pytest.approx(0.05 / 3) and half == pytest.approx(4.302653 * 0.0057735 / math.sqrt(3), rel=1e-4)
     assert distinguishable(n, mean, half)
 
 
@@ -146,8 +169,8 @@ def test_budgets_are_summarised_separately():
                                                                                  budget="flops", steps=10)]
     table = summarize(RECORDS + flops)
     f = table[table["budget"] == "flops"].set_index("optimizer")
-    assert f.loc["sam", "epochs_run"] == 2 and f.loc["sgd", "epochs_run"] == 4
-    assert f.loc["sam", "diff_sgd_mean"] == pytest.approx(0.2) and f.loc["sam", "diff_sgd_seeds"] == 1
+    assert f.loc["sam", "budget_epochs_run_mean"] == 2 and f.loc["sgd", "budget_epochs_run_mean"] == 4
+    assert f.loc["sam", "diff_sgd_test_acc_mean"] == pytest.approx(0.2) and f.loc["sam", "diff_sgd_test_acc_seeds"] == 1
     assert list(table["budget"]) == ["epochs", "epochs", "flops", "flops"]
     assert "budget `flops`" in to_markdown(table)
 
@@ -159,4 +182,4 @@ def test_a_seed_run_twice_under_one_profile_counts_once_the_latest():
     sgd = {**record("sgd", 0, 0.50, 0.1, 1e9), "started_at": "2026-01-01T00:00:00"}
     table = summarize([late, early, sgd]).set_index("optimizer")
     assert table.loc["sam", "seeds"] == 1 and table.loc["sam", "test_acc_mean"] == pytest.approx(0.60)
-    assert table.loc["sam", "diff_sgd_mean"] == pytest.approx(0.10)
+    assert table.loc["sam", "diff_sgd_test_acc_mean"] == pytest.approx(0.10)

@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_config
 
 from suite import harness, store
-from suite.config import COMMON_HPARAMS, RunConfig, TrainConfig
+from suite.config import RunConfig, TrainConfig
 from suite.data import synthetic_dataset
+from suite.metrics import EPOCH_VARIES, varying_keys
 from suite.registry import get
 
-TIMING = {"train_seconds", "time_per_step_s", "samples_per_s", "peak_memory_mb", "checkpoint_seconds", "checkpoints"}
+TIMING = varying_keys() | {"checkpoints"}
 PROFILE = """seeds = 1
 optimizers = {optimizers}
 [train]
@@ -37,8 +39,7 @@ eval_batch_size = 64
 def comparable(record: dict) -> tuple:
     """Everything but wall-clock figures."""
     metrics = {k: v for k, v in record["metrics"].items() if k not in TIMING}
-    metrics["budget"] = {k: v for k, v in metrics["budget"].items() if k != "train_seconds_at_timed_rate"}
-    epochs = [{k: v for k, v in e.items() if k != "train_seconds"} for e in record["epochs"]]
+    epochs = [{k: v for k, v in e.items() if k not in EPOCH_VARIES} for e in record["epochs"]]
     return metrics, epochs, record["config"]
 
 
@@ -51,8 +52,7 @@ def dataset():
 def config(name: str) -> RunConfig:
     train = TrainConfig(dataset="synthetic", model="resnet8", epochs=3, batch_size=32, train_subset=96,
                         test_subset=64, eval_batch_size=64)
-    hparams = get(name).resolved_hparams({k: getattr(train, k) for k in COMMON_HPARAMS}, {})
-    return RunConfig("t", name, 0, train, tuple(sorted(hparams.items())))
+    return run_config(name, train, profile="t")
 
 
 class Stop(Exception):
@@ -268,7 +268,7 @@ def test_two_sweeps_on_one_directory_share_the_runs_without_overlap(tmp_path):
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs
     ran = [{line.split("] ")[1].split(" seed")[0] for line in err.splitlines() if "GFLOP/step" in line} for err in errs]
-    assert ran[0] | ran[1] == set(names)
+    assert ran[0] | ran[1] == {get(n).name for n in names}  # an alias runs as its target
     assert not ran[0] & ran[1], f"a run ran twice: {ran}"
     assert len(records(results)) == len(names)
     assert not list(results.rglob("*.tmp")) and not list(results.rglob("*.claim"))

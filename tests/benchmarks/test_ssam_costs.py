@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from baselines.closure import ModelClosure
+from baselines.core import ModelClosure
 from ssam import SSAM
 from ssam import masks as mk
 from ssam.fisher import FISHER

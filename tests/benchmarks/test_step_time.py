@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from baselines.closure import ModelClosure
+from baselines.core import ModelClosure
 from suite import registry
 from suite.models import build_model
 

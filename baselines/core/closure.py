@@ -1,13 +1,15 @@
-"""The closure every optimizer is stepped with, and the meter that counts what it ran.
+"""The closure every optimizer is stepped with, the names of its options, and the meter that counts
+what it ran.
 
-A closure follows the torch convention (zero grads, forward, backward, return the loss) and, when it
-is a ``ModelClosure``, also takes the keyword options the two-pass family needs. Optimizers ask for
-an option through :func:`call_closure`, which drops options a plain user closure does not declare, so
-SAM works in anybody's training loop and measures the same way in the suite's.
+A closure follows the torch convention (zero grads, forward, backward, return the loss). A
+``ModelClosure`` also offers the features below, which the two-pass family asks for through
+:func:`call_closure`; a plain user closure declares none, so SAM works in anybody's training loop and
+is measured the same way in the suite's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -15,6 +17,15 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# ----- the closure's features: defined here once, used by name everywhere -----------------------------
+SUBSET = "subset"  # call option: indices of the batch to use (data selection, per-example passes)
+BACKWARD = "backward"  # call option: False runs a forward only, without a graph
+PER_SAMPLE = "per_sample"  # call option: return the per-sample losses (detached) instead of their mean
+FREEZE_BN = "freeze_bn"  # call option: this pass leaves BatchNorm running statistics untouched
+BATCH = "batch"  # attributes: model, inputs, targets, loss_fn, and count() for passes run outside a call
+FEATURES = frozenset({SUBSET, BACKWARD, PER_SAMPLE, FREEZE_BN, BATCH})
+OPTIONS = FEATURES - {BATCH}
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> per-sample losses
 
@@ -25,7 +36,7 @@ def per_sample_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> to
 
 @dataclass
 class Meter:
-    """Counts passes and samples; the harness reads and resets it once per optimizer step."""
+    """Counts passes and samples. The harness resets one per optimizer step and adds it to a total."""
 
     forward_passes: int = 0
     backward_passes: int = 0
@@ -33,7 +44,8 @@ class Meter:
     backward_samples: int = 0
 
     def reset(self) -> None:
-        self.forward_passes = self.backward_passes = self.forward_samples = self.backward_samples = 0
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, 0)
 
     def count(self, samples: int, backward: bool) -> None:
         self.forward_passes += 1
@@ -41,6 +53,11 @@ class Meter:
         if backward:
             self.backward_passes += 1
             self.backward_samples += samples
+
+    def __iadd__(self, other: Meter) -> Meter:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        return self
 
 
 @contextmanager
@@ -63,15 +80,9 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
 
 
 class ModelClosure:
-    """Re-evaluates ``model`` on one batch. Call options:
+    """Re-evaluates ``model`` on one batch; takes every option in ``OPTIONS`` and exposes its batch."""
 
-    - ``subset``: indices into the batch to use (data selection, per-example passes);
-    - ``backward=False``: forward only, no graph;
-    - ``per_sample=True``: return the per-sample losses (detached) instead of their mean;
-    - ``freeze_bn=True``: BatchNorm running statistics are not updated by this pass.
-    """
-
-    features = frozenset({"subset", "backward", "per_sample", "freeze_bn", "fisher"})
+    features = FEATURES
 
     def __init__(
         self,
@@ -100,34 +111,22 @@ class ModelClosure:
             loss = losses.mean()
             if backward:
                 loss.backward()
-        self.meter.count(n, backward)
+        self.count(n, backward)
         return losses.detach() if per_sample else loss.detach()
 
-    def fisher(self, subset: torch.Tensor, chunk_size: int = 16) -> dict[torch.Tensor, torch.Tensor]:
-        """Empirical Fisher diagonal: the sum over ``subset`` of squared per-example gradients.
+    def count(self, samples: int, backward: bool) -> None:
+        """Meter a pass an optimizer ran on this batch by other means (e.g. a vectorised per-example pass)."""
+        self.meter.count(samples, backward)
 
-        Each example is a batch of one with BatchNorm running statistics frozen, the same as calling
-        ``self(subset=[i], freeze_bn=True)`` once per example, but in one vectorised pass
-        (``torch.func.vmap`` over ``grad``). Leaves ``.grad`` and the statistics untouched.
-        """
-        from torch.func import functional_call, grad, vmap
 
-        params = {name: p.detach() for name, p in self.model.named_parameters() if p.requires_grad}
-        buffers = dict(self.model.named_buffers())
-
-        def loss_of_one(weights: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            out = functional_call(self.model, (weights, buffers), (x.unsqueeze(0),))
-            return self.loss_fn(out, y.unsqueeze(0)).sum()
-
-        x, y = self.inputs[subset], self.targets[subset]
-        with frozen_bn_stats(self.model):
-            per_example = vmap(grad(loss_of_one), in_dims=(None, 0, 0), chunk_size=chunk_size)(params, x, y)
-        self.meter.count(int(y.shape[0]), backward=True)
-        by_name = dict(self.model.named_parameters())
-        return {by_name[name]: g.square().sum(0) for name, g in per_example.items()}
+def has_features(closure: Callable[..., torch.Tensor], *names: str) -> bool:
+    return set(names) <= getattr(closure, "features", frozenset())
 
 
 def call_closure(closure: Callable[..., torch.Tensor], **options: object) -> torch.Tensor:
     """Call ``closure`` with those ``options`` it declares in ``closure.features``; drop the rest."""
+    unknown = set(options) - OPTIONS
+    if unknown:
+        raise TypeError(f"unknown closure options {sorted(unknown)}; known: {sorted(OPTIONS)}")
     features = getattr(closure, "features", frozenset())
     return closure(**{k: v for k, v in options.items() if k in features})

@@ -9,24 +9,28 @@
 
 A variant overrides a hook (``prepare``, ``grad_norm``, ``perturbation``, ``first_pass``,
 ``second_pass``), never ``step``. The base optimizer shares ``param_groups`` with the wrapper, so LR
-schedulers and per-group hyper-parameters reach both.
+schedulers and per-group hyper-parameters reach both. Hyper-parameters are checked per group
+(``check_group``) when a group is added; those a step can only use with one value for every group
+are named in ``shared_hparams``, and a group that differs is refused (``shared``).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-from baselines.closure import call_closure
+from .checks import check_bool, check_number
+from .closure import call_closure
 
 Closure = Callable[..., torch.Tensor]
 
 
 class TwoPassOptimizer(torch.optim.Optimizer):
     """Skeleton with SAM's hooks as the defaults (Foret et al., 2021; ASAM with ``adaptive=True``)."""
+
+    shared_hparams: tuple[str, ...] = ()  # one value for all groups: the step cannot honour it per group
 
     def __init__(
         self,
@@ -37,9 +41,7 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         extra_defaults: dict[str, Any] | None = None,
         **base_kwargs: Any,
     ) -> None:
-        if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho >= 0):
-            raise ValueError(f"rho must be a finite number >= 0, got {rho!r}")
-        super().__init__(params, dict(rho=float(rho), adaptive=bool(adaptive), **(extra_defaults or {})))
+        super().__init__(params, dict(rho=rho, adaptive=adaptive, **(extra_defaults or {})))
         # The base optimizer adopts the wrapper's group dicts, so both read the same lr, rho, ...
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
         self.param_groups = self.base_optimizer.param_groups
@@ -47,6 +49,32 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         # w before the perturbation, reused across steps; _perturbed lists what this step moved.
         self._anchors: dict[torch.Tensor, torch.Tensor] = {}
         self._perturbed: list[torch.Tensor] = []
+
+    # ----- hyper-parameters: checked per group -------------------------------------------------------
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)  # fills in the defaults
+        group = self.param_groups[-1]
+        for key in self.shared_hparams:
+            if group[key] != self.param_groups[0][key]:
+                raise ValueError(self._not_shared(key, group[key]))
+        self.check_group(group)
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        """Raise ``ValueError`` naming the value for a bad hyper-parameter of ``group``."""
+        check_number("rho", group["rho"], low=0)
+        check_bool("adaptive", group["adaptive"])
+
+    def shared(self, key: str) -> Any:
+        """The value of a ``shared_hparams`` entry; refused if a group was given another one since."""
+        value = self.param_groups[0][key]
+        for group in self.param_groups[1:]:
+            if group[key] != value:
+                raise ValueError(self._not_shared(key, group[key]))
+        return value
+
+    def _not_shared(self, key: str, value: Any) -> str:
+        return (f"{type(self).__name__} takes one {key} for all parameter groups (got {value!r} beside "
+                f"{self.param_groups[0][key]!r}): it is not applied per group")
 
     # ----- the step ---------------------------------------------------------------------------
     @torch.no_grad()

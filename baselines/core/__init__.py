@@ -1,0 +1,24 @@
+"""The torch-only core every two-pass optimizer builds on: the closure and its feature names, the
+two-pass skeleton, and the hyper-parameter checks. It imports torch and nothing of the suite."""
+
+from .checks import check_bool, check_choice, check_int, check_number
+from .closure import (
+    BACKWARD,
+    BATCH,
+    FEATURES,
+    FREEZE_BN,
+    PER_SAMPLE,
+    SUBSET,
+    Meter,
+    ModelClosure,
+    call_closure,
+    frozen_bn_stats,
+    has_features,
+)
+from .two_pass import Closure, TwoPassOptimizer
+
+__all__ = [
+    "BACKWARD", "BATCH", "FEATURES", "FREEZE_BN", "PER_SAMPLE", "SUBSET", "Closure", "Meter", "ModelClosure",
+    "TwoPassOptimizer", "call_closure", "check_bool", "check_choice", "check_int", "check_number",
+    "frozen_bn_stats", "has_features",
+]

@@ -1,0 +1,102 @@
+"""What a run measures, declared once: each entry is a key of the record's flat ``metrics`` mapping,
+the code that measures it from the finished run, and — for those the report tabulates — its column.
+
+Add a metric: one ``Metric`` in ``METRICS`` whose ``measure`` reads the finished run (``Finished``:
+the run's context, its state, its last evaluation and its budget). The harness records it, the report
+finds it, ``label`` gives it a column, ``ratios`` adds its ratio to each reference optimizer, and
+``interval`` adds mean ± std, a 95% interval and seed-paired differences to the references.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    measure: Callable[[Finished], Any]  # the finished run -> a JSON value (None where it does not apply)
+    label: str | None = None  # the report's column header; None: recorded, not tabulated
+    fmt: str = "{:.2f}"  # the table's format, applied after ``scale``
+    scale: float = 1.0
+    ratios: str | None = None  # name of its ratio columns ("time" -> "time × SGD"); None: no ratios
+    interval: bool = False  # mean ± std, 95% interval, paired differences to the references
+    varies: bool = False  # depends on the machine's speed or load: left out of reproduction checks
+
+
+class Finished:
+    """What a metric may read: the run's context (``ctx``: config, data, device) and state (``state``:
+    model, optimizer, counters, per-epoch rows) once training has ended."""
+
+    def __init__(self, ctx: Any, state: Any) -> None:
+        self.ctx, self.state = ctx, state
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.state.epochs[-1]
+
+    @cached_property
+    def budget(self) -> dict[str, Any]:
+        from suite import budget
+
+        return budget.spent(self.state.plan, self.state.step, self.ctx.steps_per_epoch,
+                            self.state.flops.per_step, self.state.clock.per_step)
+
+    def per_step(self, total: float) -> float:
+        return total / self.state.step
+
+
+def _budget(key: str, **column: Any) -> Metric:
+    return Metric(f"budget_{key}", lambda r: r.budget.get(key), **column)
+
+
+METRICS: list[Metric] = [
+    # ----- the report's columns, in its order -----
+    _budget("epochs_run", label="epochs"),
+    Metric("test_acc", lambda r: r.last["test_acc"], "test acc %", scale=100, interval=True),
+    Metric("time_per_step_s", lambda r: r.state.clock.per_step, "ms/step", "{:.1f}", 1e3, ratios="time",
+           varies=True),
+    Metric("flops_per_step", lambda r: r.state.flops.per_step, "GFLOP/step", scale=1e-9, ratios="FLOPs"),
+    _budget("train_flops", label="train TFLOP", scale=1e-12),
+    _budget("spent_ratio", label="budget spent %", fmt="{:.0f}", scale=100),
+    Metric("forward_passes_per_step", lambda r: r.per_step(r.state.passes.forward_passes), "fwd passes"),
+    Metric("backward_passes_per_step", lambda r: r.per_step(r.state.passes.backward_passes), "bwd passes"),
+    Metric("peak_memory_mb", lambda r: r.state.memory.read_mb(), "peak MB", "{:.0f}", varies=True),
+    # ----- recorded only -----
+    Metric("status", lambda r: r.state.status),
+    Metric("diverged_at_step", lambda r: r.state.diverged_at),
+    Metric("last_finite_loss", lambda r: r.state.last_finite),
+    Metric("test_loss", lambda r: r.last["test_loss"]),
+    Metric("best_test_acc_on_test_set", lambda r: max(e["test_acc"] for e in r.state.epochs)),
+    Metric("train_loss", lambda r: r.last["train_loss"]),
+    Metric("steps", lambda r: r.state.step),
+    Metric("timed_steps", lambda r: r.state.clock.timed_steps),
+    Metric("flop_counted_steps", lambda r: r.state.flops.steps),
+    Metric("train_seconds", lambda r: r.state.clock.all_seconds, varies=True),
+    Metric("samples_per_s", lambda r: r.state.clock.samples_per_s(r.ctx.config.train.batch_size), varies=True),
+    Metric("forward_samples_per_step", lambda r: r.per_step(r.state.passes.forward_samples)),
+    Metric("backward_samples_per_step", lambda r: r.per_step(r.state.passes.backward_samples)),
+    Metric("peak_memory_kind", lambda r: r.state.memory.kind),
+    Metric("checkpoints", lambda r: r.state.saving["count"]),
+    Metric("checkpoint_seconds", lambda r: r.state.saving["seconds"], varies=True),
+    *(_budget(key) for key in ("kind", "unit", "amount", "reference", "reference_epochs", "reference_cost_per_step",
+                               "probed_cost_per_step", "steps", "steps_run", "spent")),
+    _budget("train_seconds_at_timed_rate", varies=True),
+]
+EPOCH_VARIES = ("train_seconds",)  # per-epoch values that depend on the machine's speed
+
+
+def measure(finished: Finished) -> dict[str, Any]:
+    """The record's flat metrics mapping."""
+    return {m.key: m.measure(finished) for m in METRICS}
+
+
+def columns() -> list[Metric]:
+    return [m for m in METRICS if m.label]
+
+
+def varying_keys() -> set[str]:
+    return {m.key for m in METRICS if m.varies}

@@ -1,0 +1,66 @@
+"""The shape of the code a newcomer reads: short functions in the suite, and layers that point one way."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LIMIT = 60  # lines per function in suite/, docstring included
+
+
+def functions(path: Path) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text())
+    return [(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}", node.end_lineno - node.lineno + 1)
+            for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+def test_no_function_in_the_suite_is_longer_than_the_limit():
+    long = [(name, n) for path in sorted((ROOT / "suite").rglob("*.py")) for name, n in functions(path) if n > LIMIT]
+    assert not long, f"functions over {LIMIT} lines: {long}"
+
+
+def test_the_suite_is_the_only_layer_that_imports_the_suite():
+    """baselines/ and ssam/ import torch and baselines.core; the dependency points from suite to them."""
+    for path in [*(ROOT / "baselines").rglob("*.py"), *(ROOT / "ssam").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                assert not (node.module or "").startswith("suite"), f"{path} imports {node.module}"
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("suite") for a in node.names), f"{path} imports the suite"
+    core = ROOT / "baselines" / "core"
+    for path in core.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                assert node.module.split(".")[0] in {"torch", "__future__", "collections", "contextlib",
+                                                     "dataclasses", "math", "typing"}, f"{path}: {node.module}"
+
+
+def test_optimizers_import_with_the_suite_unavailable():
+    code = ("import sys; sys.modules['suite'] = None\n"
+            "import baselines, ssam, ssam.fisher, ssam.masks, ssam.implicit\n"
+            "print(baselines.SAM.__name__, baselines.ESAM.__name__, ssam.SSAM.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.split() == ["SAM", "ESAM", "SSAM"], out.stderr
+
+
+def test_sam_py_and_the_core_copied_into_another_project_train(tmp_path):
+    """The davda54/sam test: sam.py plus core/ in somebody's package, nothing of ours on the path."""
+    import shutil
+
+    pkg = tmp_path / "theirs"
+    shutil.copytree(ROOT / "baselines" / "core", pkg / "core")
+    shutil.copy(ROOT / "baselines" / "sam.py", pkg / "sam.py")
+    (pkg / "__init__.py").write_text("")
+    code = ("import sys; sys.modules['suite'] = sys.modules['baselines'] = sys.modules['ssam'] = None\n"
+            "import torch\nfrom theirs.sam import SAM\n"
+            "torch.manual_seed(0); net = torch.nn.Linear(4, 2); x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))\n"
+            "opt = SAM(net.parameters(), lr=0.5)\n"
+            "def closure():\n    opt.zero_grad(); loss = torch.nn.functional.cross_entropy(net(x), y); loss.backward()"
+            "\n    return loss\n"
+            "first = float(closure())\nfor _ in range(20): opt.step(closure)\nprint(first > float(closure()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)})
+    assert out.returncode == 0 and out.stdout.strip() == "True", out.stderr
