@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from baselines.core import check_int
 from suite.store import atomic_write
 
 STATS = {  # published per-channel mean and std of the training images
@@ -149,11 +150,10 @@ def load_dataset(
 
 
 def _check_side(image_size: int | None) -> int | None:
-    if image_size is None:
-        return None
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise DataError(f"image_size must be a whole number of pixels above 0, got {image_size!r}")
-    return image_size
+    try:
+        return None if image_size is None else check_int("image_size", image_size, minimum=1)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
 
 
 def _is_image_folder(root: Path) -> bool:
