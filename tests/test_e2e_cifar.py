@@ -48,3 +48,18 @@ def test_sgd_learns_above_chance(cifar_dir, tmp_path):
                  "--no-progress", "--no-report"]) == 0
     (record,) = [json.loads(p.read_text()) for p in (out / "runs" / "learn").glob("*.json")]
     assert record["metrics"]["test_acc"] > 0.25  # chance is 0.10
+
+
+def test_published_runs_reproduce(cifar_dir):
+    """tools/check_reproduction.py: seed 0 of five published cpu runs, both budgets, re-run through the
+    command line; every metric and per-epoch value but the wall-clock ones equals the published record
+    (bit for bit on the machine kind that made them; elsewhere counts exact, floats close)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, str(root / "tools" / "check_reproduction.py"), "--data-dir",
+                          str(cifar_dir)], capture_output=True, text=True, cwd=root)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "10 of 10 runs reproduce their published records" in out.stdout
