@@ -241,7 +241,10 @@ def test_sigkill_at_a_random_moment_then_the_same_command_resumes_bit_identicall
 def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path):
     profile = write_profile(tmp_path, ["sam"])
     results = tmp_path / "out"
-    proc = subprocess.Popen(suite_cmd(profile, results), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # a shell without job control starts background jobs with SIGINT ignored, and Python then installs no
+    # handler: give the sweep the default disposition, as a terminal would, whatever started pytest
+    proc = subprocess.Popen(suite_cmd(profile, results), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert wait_for("checkpoints/resume/*.pt", results, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
