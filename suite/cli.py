@@ -175,13 +175,12 @@ def check_constructs(runs: list[RunConfig], dataset) -> None:
     that does not divide a layer) is one line before anything is trained or written."""
     import torch
 
-    from suite.harness import make_model
+    from suite.harness import inputs_for, make_model, subsets
 
-    model = make_model(runs[0].train, dataset, torch.device("cpu"))
+    train = runs[0].train
+    model = make_model(train, dataset, torch.device("cpu"))
+    inputs = inputs_for(model, max(1, len(subsets(dataset, train)[0]) // train.batch_size), train, seed=0)
     for config in {r.optimizer: r for r in runs}.values():
-        train = config.train
-        steps = max(1, (train.train_subset or 1000) // train.batch_size)
-        inputs = {"model": model, "total_steps": steps * train.epochs, "steps_per_epoch": steps, "seed": 0}
         try:
             registry.get(config.optimizer).build(model.parameters(), inputs, **dict(config.hparams))
         except (TypeError, ValueError) as exc:
