@@ -64,13 +64,14 @@ class ESAM(TwoPassOptimizer):
             for p in frozen:
                 p.requires_grad_(False)
                 p.grad = None
-            if nothing_drawn:  # e = 0: a forward is enough
-                losses = call_closure(closure, backward=False, per_sample=True)
-            else:
-                losses = call_closure(closure, per_sample=True)
+            losses = call_closure(closure, backward=not nothing_drawn,  # e = 0: a forward is enough
+                                  per_sample=per_sample)
         finally:
             for p in frozen:
                 p.requires_grad_(True)
+        if per_sample and losses.dim() != 1:  # selecting from one number would silently keep the whole batch
+            raise ValueError(f"ESAM with gamma < 1 selects samples: the closure must return one loss per sample "
+                             f"when called with per_sample=True, got shape {tuple(losses.shape)}")
         self._before = losses if per_sample else None
         return losses.mean() if losses.dim() else losses
 

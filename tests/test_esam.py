@@ -172,7 +172,7 @@ def test_when_no_tensor_is_drawn_the_step_is_sgd_on_the_selected_samples():
     x, y = toy_batch()
     spy = Spy(model, x, y)
     opt.step(spy)
-    assert spy.calls[0]["kw"] == {"backward": False, "per_sample": True}
+    assert spy.calls[0]["kw"] == {"backward": False, "per_sample": False}  # gamma = 1: nothing to select
     assert all(torch.equal(a, b) for a, b in zip(spy.calls[0]["weights"], spy.calls[1]["weights"]))
 
 
@@ -210,3 +210,33 @@ def test_each_parameter_group_draws_with_its_own_beta():
         first.append(spy.calls[0]["requires_grad"])
     assert all(all(r[:3]) for r in first), "beta 1: always drawn"
     assert sum(r[3] for r in first) <= 3, "beta 0.02: almost never drawn"
+
+
+def test_a_mean_reduced_loss_is_refused_rather_than_training_on_the_whole_batch():
+    """Data selection needs per-sample losses; a loss_fn that reduces them must fail, not become SAM."""
+    model = tiny_model()
+    x, y = toy_batch()
+    opt = ESAM(model.parameters(), rho=0.5, beta=1.0, gamma=0.5, lr=0.1)
+    mean_loss = ModelClosure(model, x, y, loss_fn=torch.nn.functional.cross_entropy)
+    with pytest.raises(ValueError, match="one loss per sample"):
+        opt.step(mean_loss)
+
+
+def test_a_closure_declaring_per_sample_but_returning_one_number_is_refused():
+    model = tiny_model()
+    x, y = toy_batch()
+
+    class Liar(ModelClosure):
+        def __call__(self, **kw):
+            return super().__call__(**{**kw, "per_sample": False})
+
+    opt = ESAM(model.parameters(), rho=0.5, beta=1.0, gamma=0.5, lr=0.1)
+    with pytest.raises(ValueError, match="one loss per sample"):
+        opt.step(Liar(model, x, y))
+
+
+def test_with_gamma_one_a_mean_reduced_loss_is_fine():
+    model = tiny_model()
+    x, y = toy_batch()
+    ESAM(model.parameters(), rho=0.5, beta=1.0, gamma=1.0, lr=0.1).step(
+        ModelClosure(model, x, y, loss_fn=torch.nn.functional.cross_entropy))

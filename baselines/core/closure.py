@@ -108,6 +108,9 @@ class ModelClosure:
             if backward:
                 self.model.zero_grad(set_to_none=True)
             losses = self.loss_fn(self.model(x), y)
+            if per_sample and losses.shape != (n,):  # a reduced loss has no per-sample values to select from
+                raise ValueError(f"per_sample=True needs loss_fn to return one loss per sample (shape ({n},), "
+                                 f"e.g. cross_entropy(..., reduction='none')), got shape {tuple(losses.shape)}")
             loss = losses.mean()
             if backward:
                 loss.backward()
