@@ -3,23 +3,70 @@ with the true label (Mi et al. 2023, eq. for SSAM-F).
 
 ``fisher_vectorised`` computes every example's gradient in one vectorised pass (``torch.func.vmap``
 over ``grad``) on the closure's batch; ``fisher_loop`` is the paper's batch-of-one loop, kept as the
-reference the tests compare against. Both treat each example as a batch of one with BatchNorm
-statistics frozen, so they agree exactly up to floating-point summation order, and neither moves the
-running statistics.
+reference the tests compare against. Both treat each example as a batch of one and agree exactly up
+to floating-point summation order; neither moves BatchNorm's running statistics.
+
+BatchNorm in that batch of one (``fisher_bn``):
+
+- ``"batch"`` (the paper's code): each example is normalised by its own statistics over its feature
+  map, as a training-mode forward of one example does. Where a map is 1x1 (torchvision's ResNet-18 on
+  32x32 images) a channel holds one value and has no variance: that is refused with a line naming
+  the layer and the way out, before torch fails deep inside.
+- ``"running"``: BatchNorm normalises with its running statistics (as in evaluation), which exists for
+  every map size. The scores are then those of the network as evaluated, not as trained on a batch of
+  one; early in training, while the running statistics are still near their start, the two differ most.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
+from torch import nn
 
 from baselines.core import BATCH, SUBSET, call_closure, frozen_bn_stats, has_features
 
+FISHER_BN = ("batch", "running")
 
-def _check(closure: Callable, n: int, feature: str) -> int:
-    if not has_features(closure, feature):
-        raise RuntimeError(f"the Fisher mask needs a closure with the '{feature}' feature "
+
+@contextmanager
+def batch_of_one_norms(model: nn.Module, mode: str) -> Iterator[None]:
+    """BatchNorm for a pass over single examples: running statistics untouched, and normalised as
+    ``mode`` says (see the module's docstring)."""
+    norms = {name: m for name, m in model.named_modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training}
+    undo = []
+    if mode == "running":
+        for m in norms.values():
+            m.train(False)
+        undo.append(lambda: [m.train(True) for m in norms.values()])
+    else:
+        for name, m in norms.items():
+            undo.append(m.register_forward_pre_hook(_one_value_check(name)).remove)
+    try:
+        with frozen_bn_stats(model):
+            yield
+    finally:
+        for fn in undo:
+            fn()
+
+
+def _one_value_check(name: str) -> Callable:
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        x = inputs[0]
+        if x.dim() > 1 and x.numel() // x.shape[1] == 1:
+            raise ValueError(
+                f"SSAM-F's Fisher takes one example at a time, and BatchNorm layer {name!r} then sees one value "
+                f"per channel (a {'x'.join(map(str, x.shape[2:])) or '1'} map), which has no batch statistics: "
+                "pass fisher_bn='running' to normalise with its running statistics, or use a model whose "
+                "feature maps stay larger than 1x1 at this input size")
+    return hook
+
+
+def _check(closure: Callable, n: int, *features: str) -> int:
+    if not has_features(closure, *features):
+        raise RuntimeError(f"the Fisher mask needs a closure with the features {', '.join(features)} "
                            "(use baselines.ModelClosure(model, inputs, targets))")
     batch = int(closure.targets.shape[0])
     if n > batch:
@@ -27,7 +74,7 @@ def _check(closure: Callable, n: int, feature: str) -> int:
     return batch
 
 
-def fisher_vectorised(closure: Callable, params: list[torch.Tensor], n: int,
+def fisher_vectorised(closure: Callable, params: list[torch.Tensor], n: int, bn: str = "batch",
                       chunk_size: int = 16) -> list[torch.Tensor]:
     """The first ``n`` examples of the closure's batch, each a batch of one, in chunks of ``chunk_size``."""
     from torch.func import functional_call, grad, vmap
@@ -43,7 +90,7 @@ def fisher_vectorised(closure: Callable, params: list[torch.Tensor], n: int,
 
     subset = torch.arange(n)
     x, y = closure.inputs[subset], closure.targets[subset]
-    with frozen_bn_stats(model):
+    with batch_of_one_norms(model, bn):
         per_example = vmap(grad(loss_of_one), in_dims=(None, 0, 0), chunk_size=chunk_size)(weights, x, y)
     closure.count(int(y.shape[0]), backward=True)
     by_name = dict(model.named_parameters())
@@ -51,14 +98,15 @@ def fisher_vectorised(closure: Callable, params: list[torch.Tensor], n: int,
     return [squares[p] if p in squares else torch.zeros_like(p) for p in params]
 
 
-def fisher_loop(closure: Callable, params: list[torch.Tensor], n: int) -> list[torch.Tensor]:
-    _check(closure, n, SUBSET)
+def fisher_loop(closure: Callable, params: list[torch.Tensor], n: int, bn: str = "batch") -> list[torch.Tensor]:
+    _check(closure, n, SUBSET, BATCH)
     total = [torch.zeros_like(p) for p in params]
-    for i in range(n):
-        call_closure(closure, subset=torch.tensor([i]), freeze_bn=True)
-        for acc, p in zip(total, params):
-            if p.grad is not None:
-                acc.add_(p.grad.square())
+    with batch_of_one_norms(closure.model, bn):
+        for i in range(n):
+            call_closure(closure, subset=torch.tensor([i]))
+            for acc, p in zip(total, params):
+                if p.grad is not None:
+                    acc.add_(p.grad.square())
     return total
 
 

@@ -6,8 +6,9 @@ Minimization Optimizer", https://arxiv.org/abs/2306.17504).
 
 The binary mask ``m`` keeps a fraction ``1 - sparsity`` of the weights. SSAM-F (``mask="fisher"``)
 keeps the largest empirical-Fisher scores over ``fisher_samples`` examples, refreshed every
-``update_every`` steps. SSAM-D (``mask="dynamic"``) starts from a random mask and every
-``update_every`` steps drops the active weights with the smallest |g| at rate
+``update_every`` steps (``fisher_bn``: how BatchNorm treats one example, see ``ssam.fisher``).
+SSAM-D (``mask="dynamic"``) starts from a random mask and every ``update_every`` steps drops the
+active weights with the smallest |g| at rate
 ``d_t = drop_rate * (1 + cos(pi t / total_steps)) / 2`` and grows as many inactive ones.
 Patterns (``ssam.masks``): unstructured, structured (whole tensors), N:M. Forms: explicit (mask on
 the perturbation) or implicit (also ``dX = dY (W ⊙ M)^T`` in the first backward; needs ``model``).
@@ -23,7 +24,7 @@ import torch
 
 from baselines.core import TwoPassOptimizer, check_choice, check_int, check_number
 from ssam import masks as mk
-from ssam.fisher import FISHER
+from ssam.fisher import FISHER, FISHER_BN
 from ssam.implicit import MaskedBackward
 
 MASKS, FORMS, GROWTH, NORMALISE = ("fisher", "dynamic"), ("explicit", "implicit"), ("random", "gradient"), \
@@ -37,13 +38,14 @@ class SSAM(TwoPassOptimizer):
     chosen over every parameter at once), and a group given another value is refused."""
 
     shared_hparams = ("sparsity", "mask", "pattern", "n", "m", "form", "update_every", "fisher_samples",
-                      "fisher_impl", "drop_rate", "growth", "normalise", "total_steps")
+                      "fisher_impl", "fisher_bn", "drop_rate", "growth", "normalise", "total_steps")
 
     def __init__(
         self, params: Iterable[Any], base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
         rho: float = 0.1, sparsity: float | None = None, mask: str = "fisher", pattern: str = "unstructured",
         n: int = 2, m: int = 4, form: str = "explicit", update_every: int | None = None,
-        fisher_samples: int = 16, fisher_impl: str = "vmap", drop_rate: float = 0.5, growth: str = "random",
+        fisher_samples: int = 16, fisher_impl: str = "vmap", fisher_bn: str = "batch", drop_rate: float = 0.5,
+        growth: str = "random",
         normalise: str = "paper", total_steps: int | None = None, steps_per_epoch: int | None = None,
         model: torch.nn.Module | None = None, seed: int = 0, adaptive: bool = False, **base_kwargs: Any,
     ) -> None:
@@ -56,7 +58,8 @@ class SSAM(TwoPassOptimizer):
             sparsity = 1 - n / m
         extra = dict(sparsity=0.5 if sparsity is None else sparsity, mask=mask, pattern=pattern, n=n, m=m, form=form,
                      update_every=update_every if update_every is not None else steps_per_epoch,
-                     fisher_samples=fisher_samples, fisher_impl=fisher_impl, drop_rate=drop_rate, growth=growth,
+                     fisher_samples=fisher_samples, fisher_impl=fisher_impl, fisher_bn=fisher_bn,
+                     drop_rate=drop_rate, growth=growth,
                      normalise=normalise, total_steps=total_steps)
         super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, extra_defaults=extra, **base_kwargs)
         if form == "implicit" and model is None:
@@ -73,7 +76,7 @@ class SSAM(TwoPassOptimizer):
     def check_group(self, group: dict[str, Any]) -> None:
         super().check_group(group)
         for name, known in (("mask", MASKS), ("pattern", mk.PATTERNS), ("form", FORMS), ("growth", GROWTH),
-                            ("normalise", NORMALISE), ("fisher_impl", tuple(FISHER))):
+                            ("normalise", NORMALISE), ("fisher_impl", tuple(FISHER)), ("fisher_bn", FISHER_BN)):
             check_choice(name, group[name], known)
         check_number("sparsity", group["sparsity"], 0, 1)
         check_number("drop_rate", group["drop_rate"], 0, 1)
@@ -90,7 +93,7 @@ class SSAM(TwoPassOptimizer):
     def first_pass(self, closure: Any) -> torch.Tensor:
         h = self.settings()
         if h["mask"] == "fisher" and self.steps % h["update_every"] == 0:
-            fisher = FISHER[h["fisher_impl"]](closure, self._params, h["fisher_samples"])
+            fisher = FISHER[h["fisher_impl"]](closure, self._params, h["fisher_samples"], h["fisher_bn"])
             self._set_masks(mk.project(fisher, h["pattern"], 1 - h["sparsity"], h["n"], h["m"]))
         if h["form"] == "implicit":
             with MaskedBackward(self.model, lambda w: self.state[w]["mask"] if w in self.state else None):

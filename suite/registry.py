@@ -76,7 +76,7 @@ SGD_INVALID = ({"lr": -1.0}, {"momentum": -0.5}, {"weight_decay": -1e-4})
 TWO_PASS_INVALID = (*SGD_INVALID, {"rho": -0.1}, {"rho": float("inf")}, {"adaptive": "yes"})
 ESAM_INVALID = (*TWO_PASS_INVALID, {"beta": 0}, {"beta": 1.5}, {"gamma": 0.0}, {"gamma": 1.5}, {"swp": "layer"})
 SSAM_INVALID = (*TWO_PASS_INVALID, {"drop_rate": -0.5}, {"update_every": 0}, {"fisher_samples": 0},
-                {"growth": "best"}, {"normalise": "l1"}, {"fisher_impl": "jit"})
+                {"growth": "best"}, {"normalise": "l1"}, {"fisher_impl": "jit"}, {"fisher_bn": "none"})
 SSAM_DENSITY_INVALID = {"unstructured": ({"sparsity": 1.5}, {"sparsity": -0.1}),
                         "structured": ({"sparsity": 1.5}, {"sparsity": -0.1}),
                         "nm": ({"m": 5}, {"n": 5}, {"n": 0}, {"sparsity": 0.3})}

@@ -113,9 +113,9 @@ def test_fisher_mask_keeps_the_largest_scores_and_refreshes_on_schedule(monkeypa
     opt = ssam(model, sparsity=0.6, update_every=3)
     calls = []
 
-    def counting(closure, params, n):
-        calls.append(n)
-        return fisher_vectorised(closure, params, n)
+    def counting(closure, params, n, bn):
+        calls.append((n, bn))
+        return fisher_vectorised(closure, params, n, bn)
 
     monkeypatch.setitem(FISHER, "vmap", counting)
     x, y = toy_batch()
@@ -123,7 +123,7 @@ def test_fisher_mask_keeps_the_largest_scores_and_refreshes_on_schedule(monkeypa
     opt.step(ModelClosure(model, x, y))
     assert all(torch.equal(m, e) for m, e in zip(opt.masks(), mk.project(expected, "unstructured", 0.4)))
     train(model, opt, steps=6)
-    assert calls == [16, 16, 16]  # 1 + 6 steps: refreshes at steps 0, 3 and 6
+    assert calls == [(16, "batch")] * 3  # 1 + 6 steps: refreshes at steps 0, 3 and 6
 
 
 def test_meter_counts_the_fisher_pass():
@@ -237,3 +237,48 @@ def test_fisher_samples_larger_than_the_batch():
     opt = ssam(model, fisher_samples=32)
     with pytest.raises(ValueError, match="fisher_samples=32 is larger than the batch"):
         opt.step(ModelClosure(model, *toy_batch(n=16)))
+
+
+def _one_by_one_maps_net():
+    """BatchNorm after a global pool: with one example, each channel holds a single value (as in
+    torchvision's ResNet-18 on 32x32 images, whose last maps are 1x1)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.BatchNorm2d(4), nn.Flatten(),
+                         nn.Linear(4, 10))
+
+
+@pytest.mark.parametrize("impl", ["vmap", "loop"])
+def test_fisher_on_one_value_per_channel_is_refused_with_the_way_out(impl):
+    model = _one_by_one_maps_net()
+    x, y = toy_batch(n=16)
+    opt = SSAM(model.parameters(), mask="fisher", fisher_impl=impl, update_every=10, lr=0.1)
+    with pytest.raises(ValueError, match=r"BatchNorm layer '2' then sees one value per channel.*fisher_bn='running'"):
+        opt.step(ModelClosure(model, x, y))
+
+
+def test_fisher_with_running_statistics_works_there_and_both_implementations_agree():
+    model = _one_by_one_maps_net()
+    x, y = toy_batch(n=16)
+    model(x)  # running statistics away from their start
+    before = copy.deepcopy(model.state_dict())
+    closure, params = ModelClosure(model, x, y), list(model.parameters())
+    fast = fisher_vectorised(closure, params, 8, bn="running")
+    slow = fisher_loop(closure, params, 8, bn="running")
+    for a, b in zip(fast, slow):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()), "buffers untouched"
+    assert all(m.training for m in model.modules()), "the model is left in training mode"
+    # the same scores as an eval-mode batch-of-one gradient, computed here by hand
+    model.eval()
+    expected = [torch.zeros_like(p) for p in params]
+    for i in range(8):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1]).backward()
+        for acc, p in zip(expected, params):
+            acc += p.grad.square()
+    for a, b in zip(fast, expected):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
+    model.train()
+    opt = SSAM(params, mask="fisher", fisher_bn="running", update_every=10, lr=0.1)
+    opt.step(ModelClosure(model, x, y))
+    assert torch.isfinite(torch.cat([p.flatten() for p in params])).all()
