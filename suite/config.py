@@ -105,7 +105,7 @@ class RunConfig:
             "optimizer": self.optimizer,
             "seed": self.seed,
             "train": dataclasses.asdict(self.train),
-            "hparams": dict(self.hparams),
+            "hparams": {k: _named(v) for k, v in self.hparams},
         }
 
     @property
@@ -182,15 +182,25 @@ def _parse_profile(name: str, raw: dict[str, Any]) -> Profile:
 
 
 def resolve_hparams(info: Any, train: TrainConfig, overrides: dict[str, Any]) -> dict[str, Any]:
-    """What an optimizer is built with: the profile's common settings, then what its registry entry
-    changes of its constructor's defaults, then the profile's overrides for it."""
-    return {**{k: getattr(train, k) for k in COMMON_HPARAMS}, **info.changes, **overrides}
+    """What an optimizer is built with: the profile's common settings it accepts (an Adam-based
+    optimizer is not handed ``momentum``), then what its registry entry changes of its constructor's
+    defaults, then the profile's overrides for it (a profile that names a setting for one optimizer
+    means it: one it does not accept fails at construction)."""
+    common = {k: getattr(train, k) for k in COMMON_HPARAMS if info.accepts(k)}
+    return {**common, **info.changes, **overrides}
 
 
 def with_overrides(train: TrainConfig, **overrides: Any) -> TrainConfig:
     """A copy of ``train`` with command-line overrides (None = keep), re-validated."""
     changes = {k: v for k, v in overrides.items() if v is not None}
     return _checked(dataclasses.replace, train, **changes) if changes else train
+
+
+def _named(value: Any) -> Any:
+    """A hyper-parameter as a record holds it: a class or function (``base_optimizer``) by its import path."""
+    if isinstance(value, type) or callable(value):
+        return f"{value.__module__}.{value.__qualname__}"
+    return value
 
 
 def _names(value: Any) -> bool:

@@ -7,16 +7,19 @@ optimizer files import torch and ``baselines.core`` only, never this module.
 
 Add an optimizer: write its file (``baselines/`` or ``ssam/``), then one ``OptimizerInfo`` line in
 ``OPTIMIZERS``. Out-of-tree, a module named in ``SUITE_OPTIMIZER_MODULES`` (comma-separated import
-paths) calls ``register(OptimizerInfo(...))``.
+paths or ``.py`` file paths) calls ``register(OptimizerInfo(...))``.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import os
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -59,6 +62,12 @@ class OptimizerInfo:
         inputs = {k: v for k, v in (available or {}).items() if k in self.inputs}
         return self.cls(params, **{**self.changes, **hparams}, **inputs)
 
+    def accepts(self, key: str) -> bool:
+        """Whether the constructor takes ``key``: a parameter of its own, or, where it passes ``**kwargs``
+        on to a ``base_optimizer`` (the two-pass family), one of that optimizer's. Unknown where the
+        signature cannot be read: then it is handed and a wrong one fails at construction."""
+        return _accepts(self.cls, key, self.changes.get("base_optimizer"))
+
     def defaults(self) -> dict[str, Any]:
         """The hyper-parameters this entry runs with unless told otherwise: the constructor's defaults
         under the entry's changes (what ``python -m suite list`` shows)."""
@@ -69,6 +78,21 @@ class OptimizerInfo:
         own = {k: p.default for k, p in signature.parameters.items()
                if k not in _NOT_HPARAMS and p.default is not inspect.Parameter.empty}
         return {**own, **self.changes}
+
+
+def _accepts(fn: Callable[..., Any], key: str, base: Any = None, depth: int = 0) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return True
+    if key in params and params[key].kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+        return True
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return False
+    base = base or (params["base_optimizer"].default if "base_optimizer" in params else None)
+    if base is None or base is inspect.Parameter.empty or depth > 3:
+        return True  # **kwargs that go somewhere unknown: it may take anything
+    return _accepts(base, key, None, depth + 1)
 
 
 # ----- invalid inputs, declared once per family ------------------------------------------------------------
@@ -131,13 +155,44 @@ def register(info: OptimizerInfo) -> OptimizerInfo:
     return info
 
 
+class PluginError(ValueError):
+    """A module named in ``SUITE_OPTIMIZER_MODULES`` that cannot be found; the message is one line."""
+
+
 def _load_plugins() -> None:
     global _plugins_loaded
     if _plugins_loaded:
         return
     _plugins_loaded = True
     for module in filter(None, (m.strip() for m in os.environ.get("SUITE_OPTIMIZER_MODULES", "").split(","))):
+        load_plugin(module)
+
+
+def load_plugin(module: str) -> None:
+    """Import an out-of-tree optimizer module: a dotted import path, or the path of a ``.py`` file (which
+    reaches any environment, tox's included, without touching ``PYTHONPATH``)."""
+    where = "SUITE_OPTIMIZER_MODULES"
+    if module.endswith(".py"):
+        path = Path(module).expanduser().resolve()
+        if not path.is_file():
+            raise PluginError(f"{where}: no file {module!r}")
+        name = f"suite_plugin_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        loaded = importlib.util.module_from_spec(spec)
+        sys.modules[name] = loaded
+        try:
+            spec.loader.exec_module(loaded)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+        return
+    try:
         importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):  # the module itself (or its package) is not there
+            raise PluginError(f"{where}: no module named {module!r} (an importable module, or the path of a "
+                              f".py file such as ./my_optimizers.py)") from None
+        raise PluginError(f"{where}: module {module!r} imports {exc.name!r}, which is not installed") from None
 
 
 def names(include_aliases: bool = False) -> list[str]:

@@ -8,6 +8,17 @@ import numpy as np
 import pytest
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Out-of-tree optimizers (SUITE_OPTIMIZER_MODULES) join the registry before the contract tests are
+    generated from it; a module that is not there is one line, not a collection traceback."""
+    from suite import registry
+
+    try:
+        registry.names()
+    except registry.PluginError as exc:
+        pytest.exit(str(exc), returncode=2)
+
+
 @pytest.fixture
 def cifar_dir() -> Path:
     """The real CIFAR-10 copy (ImageFolder layout), unpacked by .ci/run; e2e tests skip without it."""

@@ -67,15 +67,22 @@ def test_an_optimizer_is_its_file_and_one_registry_line(tmp_path, monkeypatch):
     assert "| linf-sam | 1 |" in squash((out / "summary.md").read_text())
 
 
+PLUGIN = (LINF_SAM + "\nfrom suite.registry import OptimizerInfo, register\n"
+          "register(OptimizerInfo('linf-sam', LinfSAM, 'SAM in an L-infinity ball', passes_per_step=2,"
+          " invalid=({'rho': -1.0},)))\n")
+
+
+def _without_pythonpath() -> dict[str, str]:
+    """The environment tox gives its commands: PYTHONPATH does not reach it."""
+    return {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+
 def test_an_out_of_tree_optimizer_is_one_file_and_gets_the_contract_tests(tmp_path):
-    """One file beside the user's project, named in SUITE_OPTIMIZER_MODULES: listed, run, and every
-    registry-generated contract test (invalid inputs included) runs for it through the test command."""
-    (tmp_path / "my_optimizers.py").write_text(
-        LINF_SAM + "\nfrom suite.registry import OptimizerInfo, register\n"
-        "register(OptimizerInfo('linf-sam', LinfSAM, 'SAM in an L-infinity ball', passes_per_step=2,"
-        " invalid=({'rho': -1.0},)))\n")
-    env = {**os.environ, "SUITE_OPTIMIZER_MODULES": "my_optimizers",
-           "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    """One file beside the user's project, named by its path in SUITE_OPTIMIZER_MODULES (no PYTHONPATH,
+    as under tox): listed, run, and every registry-generated contract test (invalid inputs included)
+    runs for it through the test command."""
+    (tmp_path / "my_optimizers.py").write_text(PLUGIN)
+    env = {**_without_pythonpath(), "SUITE_OPTIMIZER_MODULES": str(tmp_path / "my_optimizers.py")}
     listed = subprocess.run([sys.executable, "-m", "suite", "list"], capture_output=True, text=True, env=env)
     assert listed.returncode == 0 and listed.stdout.splitlines()[-1].startswith("linf-sam ")
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
@@ -84,6 +91,26 @@ def test_an_out_of_tree_optimizer_is_one_file_and_gets_the_contract_tests(tmp_pa
     assert tests.returncode == 0, tests.stdout[-2000:]
     summary = tests.stdout.strip().splitlines()[-1]
     assert int(summary.split(" passed")[0].split()[-1]) >= 8, summary  # every generated test, for it too
+
+
+def test_tox_hands_the_plugin_variable_to_the_test_command():
+    import configparser
+
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(ROOT / "tox.ini")
+    assert "SUITE_OPTIMIZER_MODULES" in tox["testenv"]["pass_env"].split()
+
+
+@pytest.mark.parametrize("value", ["my_optimisers", "./no_such_file.py", "json.no_such_module"])
+@pytest.mark.parametrize("command", ["suite", "pytest"])
+def test_a_misspelled_plugin_module_is_one_line(tmp_path, value, command):
+    env = {**_without_pythonpath(), "SUITE_OPTIMIZER_MODULES": value}
+    argv = ["-m", "suite", "list"] if command == "suite" else \
+        ["-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_registry_contract.py")]
+    done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, cwd=tmp_path)
+    said = (done.stderr + done.stdout).strip()
+    assert done.returncode == 2, said
+    assert said.count("\n") == 0 and "Traceback" not in said and value.lstrip("./") in said, said
 
 
 def test_a_metric_is_one_entry(tmp_path, monkeypatch):
@@ -166,3 +193,21 @@ def test_a_broken_folder_layout_is_refused_by_name(digits_dir, tmp_path, capsys,
                  "--results-dir", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and " 5" in err, err
+
+
+def test_an_optimizer_is_handed_only_the_common_settings_it_accepts(tmp_path, monkeypatch):
+    """A profile's lr/momentum/weight_decay/nesterov go to every optimizer that takes them; Adam (and
+    SAM over AdamW) take no momentum, so none is handed to them or recorded as used."""
+    from baselines import SAM
+
+    entries = [registry.OptimizerInfo("adam", torch.optim.Adam, "Adam"),
+               registry.OptimizerInfo("adamw-sam", SAM, "SAM over AdamW", changes={"base_optimizer": torch.optim.AdamW},
+                                      passes_per_step=2)]
+    monkeypatch.setattr(registry, "OPTIMIZERS", [*registry.OPTIMIZERS, *entries])
+    runs = records(sweep(tmp_path, ["sgd", "adam", "adamw-sam"], extra="momentum = 0.8\nnesterov = true\n"))
+    for name in ("adam", "adamw-sam"):
+        assert {"momentum", "nesterov"}.isdisjoint(runs[name]["config"]["hparams"]), name
+        assert {"momentum", "nesterov"}.isdisjoint(runs[name]["optimizer"]["hparams"]), name
+        assert runs[name]["config"]["hparams"]["lr"] == runs[name]["optimizer"]["hparams"]["lr"] == 0.05
+    assert runs["sgd"]["config"]["hparams"]["momentum"] == runs["sgd"]["optimizer"]["hparams"]["momentum"] == 0.8
+    assert runs["sgd"]["optimizer"]["hparams"]["nesterov"] is True
