@@ -179,16 +179,33 @@ def _download(name: str, root: Path) -> None:
     import torchvision
 
     cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
+    created = [d for d in (root, *root.parents) if not d.exists()]  # what a failed attempt must not leave
+    before = set(root.iterdir()) if root.is_dir() else set()
     try:
         for train in (True, False):
             cls(root=str(root), train=train, download=True)
     except Exception as exc:  # no network, a proxy, a corrupt archive: one line for the user
+        _remove_new(root, before, created)
         raise DataError(
             _one_line(
                 f"could not download {name} into {str(root)!r} ({type(exc).__name__}: {exc}); unpack a copy there "
                 f"({TORCHVISION_DIRS[name]}/ or train/ + test/ class folders) or name one with --data-dir"
             )
         ) from None
+
+
+def _remove_new(root: Path, before: set[Path], created: list[Path]) -> None:
+    """Undo a failed download: what it wrote in ``root`` (a partial archive, a half-extracted folder) and
+    the directories it made for it, so that no empty ``data/`` is left behind to look like a data set."""
+    import shutil
+
+    for path in set(root.iterdir()) - before if root.is_dir() else ():
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    for directory in created:  # deepest first
+        try:
+            directory.rmdir()
+        except OSError:
+            break
 
 
 def _from_pickles(name: str, root: Path, side: int | None) -> Dataset:

@@ -1,10 +1,19 @@
-"""The comparison figure of a profile, drawn from the summary table: a row per budget — accuracy vs
-training FLOPs and vs training seconds (mean ± std over seeds, with the Pareto front), and test
-accuracy per epoch."""
+"""The figures of a table (a profile, or one setting of it), drawn from the summary:
+
+- ``<name>-comparison.png``: per budget, final test accuracy against training FLOPs and against training
+  seconds, one panel per family (SAM-like, SSAM-F, SSAM-D, others), each beside SGD and SAM, with the
+  Pareto front of the whole table;
+- ``<name>-curves.png``: per budget, test accuracy per epoch, one panel per family.
+
+An optimizer has one colour and marker in every figure (``style``), whatever else is drawn. Error bars
+and bands are said only where there are seeds to make them: with one seed the title says so.
+"""
 
 from __future__ import annotations
 
 import math
+import re
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +24,45 @@ from suite.store import atomic_write
 
 COST_PANELS = (("budget_train_flops", 1e12, "training TFLOP"),
                ("budget_train_seconds_at_timed_rate", 1.0, "training seconds (at the timed rate)"))
+FAMILIES = (("SAM and ESAM", ("sam", "esam")), ("SSAM-F", ("ssam-f",)), ("SSAM-D", ("ssam-d",)))
+REFERENCE_STYLE = {"sgd": ("#222222", "o", True), "sam": ("#d62728", "D", True), "esam": ("#ff7f0e", "v", True)}
+# SSAM: hue by pattern within the family's colour ramp, filled marker = explicit, hollow = implicit
+SSAM_COLOURS = {"f": {"unstructured": "#08519c", "structured": "#3182bd", "nm": "#6baed6"},
+                "d": {"unstructured": "#006d2c", "structured": "#31a354", "nm": "#74c476"}}
+SSAM_MARKERS = {"unstructured": "o", "structured": "s", "nm": "^"}
+OTHER_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+OTHER_MARKERS = "PXh*p<>"
+
+
+def style(name: str) -> tuple[str, str, bool]:
+    """(colour, marker, filled) of an optimizer: a function of its name alone, so it is the same in
+    every figure. A row label with hyper-parameters (``"sam [rho=0.1]"``) is styled as another optimizer."""
+    if name in REFERENCE_STYLE:
+        return REFERENCE_STYLE[name]
+    m = re.fullmatch(r"ssam-([fd])-(unstructured|structured|nm)-(explicit|implicit)", name)
+    if m:
+        return SSAM_COLOURS[m[1]][m[2]], SSAM_MARKERS[m[2]], m[3] == "explicit"
+    h = zlib.crc32(name.encode())  # stable across processes, unlike hash()
+    return OTHER_COLOURS[h % len(OTHER_COLOURS)], OTHER_MARKERS[(h // 7) % len(OTHER_MARKERS)], True
+
+
+def family(name: str) -> str:
+    for title, prefixes in FAMILIES:
+        if name in prefixes or any(name.startswith(p + "-") for p in prefixes if p.startswith("ssam")):
+            return title
+    return "others"
+
+
+def panels(names: list[str], references: tuple[str, ...] = ("sgd", "sam")) -> list[tuple[str, list[str]]]:
+    """(title, optimizers) per panel: each family that is present, with the references beside it."""
+    present = [n for n in names if n not in references]
+    order = [t for t, _ in FAMILIES] + ["others"]
+    out = []
+    for title in order:
+        members = [n for n in present if family(n) == title]
+        if members or (title == order[0] and not present):
+            out.append((title, [r for r in references if r in names] + members))
+    return out
 
 
 def comparison_figures(results_dir: Path, table: pd.DataFrame, epochs: pd.DataFrame) -> list[Path]:
@@ -24,55 +72,114 @@ def comparison_figures(results_dir: Path, table: pd.DataFrame, epochs: pd.DataFr
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="notebook")
-    return [_profile_figure(results_dir, profile, p, epochs[epochs["profile"] == profile])
-            for profile, p in table.groupby("profile", sort=False)]
+    written = []
+    for (profile, setting), t in table.groupby(["profile", "setting"], sort=False):
+        curves = epochs[(epochs["profile"] == profile) & (epochs["setting"] == setting)]
+        name = profile + (f"-{re.sub(r'[^A-Za-z0-9.]+', '-', setting).strip('-')}" if setting else "")
+        title = f"{profile}" + (f" ({setting})" if setting else "")
+        written.append(_cost_figure(results_dir / f"{name}-comparison.png", title, t))
+        written.append(_curve_figure(results_dir / f"{name}-curves.png", title, t, curves))
+    return written
 
 
-def _profile_figure(results_dir: Path, profile: str, p: pd.DataFrame, epochs: pd.DataFrame) -> Path:
+def _seeds_note(t: pd.DataFrame, what: str) -> str:
+    seeds = set(t["seeds"])
+    if seeds <= {0, 1}:
+        return "one seed each: no error bars" if what == "bars" else "one seed each: no band"
+    spread = "± std over seeds" if what == "bars" else "band: ± std over seeds"
+    many = f"{min(seeds)}" if len(seeds) == 1 else f"{min(seeds)}–{max(seeds)}"
+    return f"mean of {many} seeds, {spread}"
+
+
+def _cost_figure(path: Path, title: str, t: pd.DataFrame) -> Path:
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
-    names = list(dict.fromkeys(p["optimizer"]))
-    palette = sns.color_palette("tab10" if len(names) <= 10 else "husl", n_colors=len(names))
-    style = {"colors": dict(zip(names, palette)), "markers": dict(zip(names, "osD^v<>pPX*hH8d" * 3))}
-    budgets = list(dict.fromkeys(p["budget"]))
-    fig, axes = plt.subplots(len(budgets), 3, figsize=(19, 5 * len(budgets)), squeeze=False)
-    for row, budget in zip(axes, budgets):
-        g = p[p["budget"] == budget]
-        for ax, (x, scale, label) in zip(row[:2], COST_PANELS):
-            _cost_panel(ax, g, x, scale, style)
+    budgets = list(dict.fromkeys(t["budget"]))
+    names = list(dict.fromkeys(t["optimizer"]))
+    cols = panels(names)
+    rows = [(b, c) for b in budgets for c in COST_PANELS]
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(5.2 * len(cols), 4.2 * len(rows)), squeeze=False)
+    for row, (budget, (x, scale, label)) in zip(axes, rows):
+        g = t[t["budget"] == budget]
+        ok = g[g[f"{x}_mean"].notna() & g["test_acc_mean"].notna()]
+        # one step of the budget is its rounding: costs closer than that are equal
+        steps = ok["budget_steps_run_mean"].min() if "budget_steps_run_mean" in ok else math.nan
+        front = set(ok["optimizer"].iloc[pareto_front(ok[f"{x}_mean"], ok["test_acc_mean"],
+                                                      tolerance=1.5 / steps if steps and steps > 0 else 0.0)])
+        for ax, (panel, members) in zip(row, cols):
+            _cost_panel(ax, ok[ok["optimizer"].isin(members)], x, scale, front)
             ax.set_xlabel(label)
             ax.set_ylabel("final test accuracy (%)")
-            ax.set_title(f"budget {budget}: accuracy vs {label.split()[1]}")
-        curves = epochs[epochs["budget"] == budget]
-        sns.lineplot(curves.assign(test_acc=100 * curves["test_acc"]), x="epochs_done", y="test_acc", ax=row[2],
-                     hue="optimizer", hue_order=names, palette=style["colors"], marker="o", legend=False)
-        row[2].set_xlabel("epochs")
-        row[2].set_ylabel("test accuracy (%)")
-        row[2].set_title(f"budget {budget}: test accuracy per epoch (band: 95% interval)")
-    handles = [plt.Line2D([], [], color=style["colors"][n], marker=style["markers"][n], linestyle="", label=n)
-               for n in names]
-    handles.append(plt.Line2D([], [], color="black", linestyle="--", marker="o", markerfacecolor="none",
-                              markersize=11, label="Pareto front"))
-    fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.95), fontsize="small")
-    fig.suptitle(f"{profile}: mean ± std over seeds")
+            ax.set_title(f"{panel} — budget {budget}", fontsize="medium")
+        _share_limits(row)
+    _legends(fig, axes[0], cols, extra=("ringed: on the Pareto front of the whole table (costs within one "
+                                        "step of the budget count as equal)"))
+    fig.suptitle(f"{title}: final test accuracy against cost ({_seeds_note(t, 'bars')})", y=1.0)
     fig.tight_layout()
-    return _save(fig, results_dir / f"{profile}-comparison.png")
+    return _save(fig, path)
 
 
-def _cost_panel(ax: Any, g: pd.DataFrame, x: str, scale: float, style: dict) -> None:
-    ok = g[g[f"{x}_mean"].notna() & g["test_acc_mean"].notna()]
-    for r in ok.itertuples():
+def _cost_panel(ax: Any, g: pd.DataFrame, x: str, scale: float, front: set[str]) -> None:
+    for r in g.itertuples():
         d = r._asdict()
+        colour, marker, filled = style(r.optimizer)
         xerr, yerr = d[f"{x}_std"] / scale, 100 * r.test_acc_std
         ax.errorbar(d[f"{x}_mean"] / scale, 100 * r.test_acc_mean, xerr=0 if math.isnan(xerr) else xerr,
-                    yerr=0 if math.isnan(yerr) else yerr, fmt=style["markers"][r.optimizer], capsize=3,
-                    color=style["colors"][r.optimizer])
-    front = pareto_front(ok[f"{x}_mean"], ok["test_acc_mean"])
-    if front:
-        fx, fy = ok[f"{x}_mean"].iloc[front] / scale, 100 * ok["test_acc_mean"].iloc[front]
-        ax.step(fx, fy, where="post", color="black", linestyle="--", linewidth=1, zorder=0)
-        ax.scatter(fx, fy, s=160, facecolors="none", edgecolors="black", linewidths=1, zorder=3)
+                    yerr=0 if math.isnan(yerr) else yerr, fmt=marker, capsize=3, color=colour, markersize=8,
+                    markerfacecolor=colour if filled else "white", markeredgewidth=1.5)
+        if r.optimizer in front:
+            ax.scatter(d[f"{x}_mean"] / scale, 100 * r.test_acc_mean, s=260, facecolors="none",
+                       edgecolors="black", linewidths=1, zorder=3)
+
+
+def _curve_figure(path: Path, title: str, t: pd.DataFrame, curves: pd.DataFrame) -> Path:
+    import matplotlib.pyplot as plt
+
+    budgets = list(dict.fromkeys(t["budget"]))
+    cols = panels(list(dict.fromkeys(t["optimizer"])))
+    fig, axes = plt.subplots(len(budgets), len(cols), figsize=(5.2 * len(cols), 4.2 * len(budgets)), squeeze=False)
+    for row, budget in zip(axes, budgets):
+        c = curves[curves["budget"] == budget]
+        for ax, (panel, members) in zip(row, cols):
+            for name in members:
+                per_epoch = c[c["optimizer"] == name].groupby("epochs_done")["test_acc"]
+                mean, std = 100 * per_epoch.mean(), 100 * per_epoch.std()
+                colour, marker, filled = style(name)
+                ax.plot(mean.index, mean.values, marker=marker, color=colour, markersize=6,
+                        markerfacecolor=colour if filled else "white")
+                if std.notna().any():
+                    ax.fill_between(mean.index, mean - std, mean + std, color=colour, alpha=0.12, linewidth=0)
+            ax.set_xlabel("epochs")
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_title(f"{panel} — budget {budget}", fontsize="medium")
+        _share_limits(row)
+    _legends(fig, axes[0], cols)
+    fig.suptitle(f"{title}: test accuracy per epoch ({_seeds_note(t, 'band')})", y=1.0)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _share_limits(row: Any) -> None:
+    """The panels of a row on one scale, so that a family's points compare across panels."""
+    for get, put in (("get_xlim", "set_xlim"), ("get_ylim", "set_ylim")):
+        lows, highs = zip(*(getattr(ax, get)() for ax in row))
+        for ax in row:
+            getattr(ax, put)(min(lows), max(highs))
+
+
+def _legends(fig: Any, top: Any, cols: list[tuple[str, list[str]]], extra: str = "") -> None:
+    import matplotlib.pyplot as plt
+
+    for ax, (_, members) in zip(top, cols):
+        handles = []
+        for name in members:
+            colour, marker, filled = style(name)
+            handles.append(plt.Line2D([], [], color=colour, marker=marker, linestyle="", markersize=7,
+                                      markerfacecolor=colour if filled else "white", label=name))
+        ax.legend(handles=handles, fontsize="x-small", loc="best", framealpha=0.8)
+    if extra:
+        fig.text(0.5, -0.01, extra + ". SSAM: colour = pattern, filled = explicit, hollow = implicit.",
+                 ha="center", fontsize="small")
 
 
 def _save(fig: Any, path: Path) -> Path:
@@ -80,6 +187,6 @@ def _save(fig: Any, path: Path) -> Path:
 
     try:
         # savefig picks the format from the name, so give it explicitly for the temporary file
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
     finally:
         plt.close(fig)

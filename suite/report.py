@@ -21,7 +21,8 @@ from suite.config import BUDGETS, REFERENCES
 from suite.metrics import Metric, columns
 from suite.store import atomic_write, iter_records
 
-KEYS = ["profile", "budget", "optimizer", "seed"]
+KEYS = ["profile", "setting", "budget", "optimizer", "seed"]
+TABLE = ["profile", "setting", "budget"]  # one table each: runs that differ in the optimizer alone
 
 
 def t975(df: int) -> float:
@@ -55,13 +56,22 @@ def distinguishable(n: int, mean: float, half: float) -> bool:
     return n > 1 and not math.isnan(half) and abs(mean) > half
 
 
-def pareto_front(costs: Iterable[float], accuracies: Iterable[float]) -> list[int]:
-    """Indices of the points no other point beats (cost no higher and accuracy no lower, one strictly),
-    ordered by cost."""
+def pareto_front(costs: Iterable[float], accuracies: Iterable[float], tolerance: float = 0.0) -> list[int]:
+    """Indices of the points no other point beats, ordered by cost. A point beats another when its cost
+    is no higher and its accuracy no lower, one strictly. Costs within ``tolerance`` (relative) of each
+    other count as equal: a budget rounded to whole steps leaves runs of one budget a step apart, and
+    stopping a step short must not put a run on the front."""
     points = list(zip(costs, accuracies))
+
+    def cheaper(c2: float, c: float) -> bool:
+        return c2 < c - tolerance * max(abs(c), abs(c2))
+
+    def no_dearer(c2: float, c: float) -> bool:
+        return c2 <= c + tolerance * max(abs(c), abs(c2))
+
     front = [
         i for i, (c, a) in enumerate(points)
-        if not any((c2 <= c and a2 >= a) and (c2 < c or a2 > a) for c2, a2 in points)
+        if not any(no_dearer(c2, c) and a2 >= a and (cheaper(c2, c) or a2 > a) for c2, a2 in points)
     ]
     return sorted(front, key=lambda i: points[i])
 
@@ -69,7 +79,50 @@ def pareto_front(costs: Iterable[float], accuracies: Iterable[float]) -> list[in
 # ----- tidy rows ----------------------------------------------------------------------------------------------
 def _key(record: dict[str, Any]) -> dict[str, Any]:
     c = record["config"]
-    return {"profile": c["profile"], "budget": c["train"]["budget"], "optimizer": c["optimizer"], "seed": c["seed"]}
+    return {"profile": c["profile"], "setting": record.get("_setting", ""), "budget": c["train"]["budget"],
+            "optimizer": record.get("_label", c["optimizer"]), "seed": c["seed"]}
+
+
+def _setting(record: dict[str, Any]) -> dict[str, Any]:
+    """What a run shares with every other run of its table: the training settings (all but the budget,
+    which splits tables anyway) and the data it read."""
+    train = {k: v for k, v in record["config"]["train"].items() if k != "budget"}
+    return {**train, "data": record.get("data", {}).get("fingerprint")}
+
+
+def _differing(dicts: list[dict[str, Any]]) -> list[str]:
+    keys = sorted({k for d in dicts for k in d})
+    return [k for k in keys if len({repr(d.get(k)) for d in dicts}) > 1]
+
+
+def label_tables(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of the records that say which table they belong to, so that no table mixes settings.
+
+    Runs of one profile whose training settings differ (a sweep re-run with ``--epochs 2``) go to
+    separate tables, each named by the settings that differ (``_setting``, e.g. "epochs=2"). Runs of one
+    optimizer with different hyper-parameters in one table are separate rows, named by them (``_label``,
+    e.g. "sam [rho=0.1]")."""
+    records = [dict(r) for r in records]
+    for group in _grouped(records, lambda r: r["config"]["profile"]).values():
+        settings = [_setting(r) for r in group]
+        differ = _differing(settings)
+        for r, s in zip(group, settings):
+            r["_setting"] = ", ".join(f"{k}={s.get(k)}" for k in differ)
+    for group in _grouped(records, lambda r: (r["config"]["profile"], r["_setting"], r["config"]["train"]["budget"],
+                                              r["config"]["optimizer"])).values():
+        differ = _differing([r["config"].get("hparams", {}) for r in group])
+        for r in group:
+            h = r["config"].get("hparams", {})
+            r["_label"] = r["config"]["optimizer"] + (f" [{', '.join(f'{k}={h.get(k)}' for k in differ)}]"
+                                                      if differ else "")
+    return records
+
+
+def _grouped(records: list[dict[str, Any]], key: Any) -> dict[Any, list[dict[str, Any]]]:
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(key(r), []).append(r)
+    return groups
 
 
 def run_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -83,12 +136,12 @@ def epoch_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 
 def latest_per_seed(records: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """One record per (profile, budget, optimizer, seed): the latest started. Two records with one key
-    come from different settings under one profile name (e.g. an ``--epochs`` override); pooling
-    them would mix settings and pair a seed with only one of its runs. Returns (kept, superseded)."""
+    """One record per table, optimizer (with its hyper-parameters) and seed: the latest started (two
+    such records are copies of one run). Returns (kept, superseded), labelled by ``label_tables``."""
     kept: dict[tuple, dict[str, Any]] = {}
     superseded = []
-    for r in sorted(records, key=lambda r: (r.get("started_at", ""), r.get("finished_at", ""))):
+    labelled = records if all("_label" in r for r in records) else label_tables(records)
+    for r in sorted(labelled, key=lambda r: (r.get("started_at", ""), r.get("finished_at", ""))):
         key = tuple(_key(r).values())
         if key in kept:
             superseded.append(kept[key])
@@ -116,15 +169,15 @@ def summarize(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     refs, numeric = references(records), _numeric_metrics(runs)
     finished = runs[runs["status"] == "finished"]
     rows = [_summary_row(g, finished, numeric, refs[key[0]]) for key, g in
-            runs.groupby(["profile", "budget", "optimizer"], sort=False)]
+            runs.groupby([*TABLE, "optimizer"], sort=False)]
     table = pd.DataFrame(rows)
     for m in (m for m in columns() if m.ratios and f"{m.key}_mean" in table):
-        for profile, ref_names in refs.items():
-            in_profile = table["profile"] == profile
-            for ref in ref_names:
-                ref_means = table[in_profile & (table["optimizer"] == ref)].set_index("budget")[f"{m.key}_mean"]
-                table.loc[in_profile, f"{m.key}_ratio_{ref}"] = (
-                    table.loc[in_profile, f"{m.key}_mean"] / table.loc[in_profile, "budget"].map(ref_means))
+        for (profile, setting), _ in table.groupby(["profile", "setting"], sort=False):
+            same = (table["profile"] == profile) & (table["setting"] == setting)
+            for ref in refs[profile]:
+                ref_means = table[same & (table["optimizer"] == ref)].set_index("budget")[f"{m.key}_mean"]
+                table.loc[same, f"{m.key}_ratio_{ref}"] = (
+                    table.loc[same, f"{m.key}_mean"] / table.loc[same, "budget"].map(ref_means))
     return _ordered(table, runs, refs)
 
 
@@ -137,18 +190,20 @@ def _numeric_metrics(runs: pd.DataFrame) -> list[str]:
 
 
 def _summary_row(g: pd.DataFrame, finished: pd.DataFrame, numeric: list[str], refs: tuple[str, ...]) -> dict:
-    profile, budget, optimizer = g.iloc[0][["profile", "budget", "optimizer"]]
+    profile, setting, budget, optimizer = g.iloc[0][[*TABLE, "optimizer"]]
     ok = g[g["status"] == "finished"]
     bad = g[g["status"] != "finished"]
     row: dict[str, Any] = {
-        "profile": profile, "budget": budget, "optimizer": optimizer, "seeds": len(ok), "diverged": len(bad),
+        "profile": profile, "setting": setting, "budget": budget, "optimizer": optimizer, "seeds": len(ok),
+        "diverged": len(bad),
         "diverged_runs": "; ".join(f"seed {d.seed} at step {int(d.diverged_at_step)} (last finite loss "
                                    f"{_num(d.last_finite_loss, '{:.3f}')})" for d in bad.itertuples()),
     }
     for key in numeric:
         values = pd.to_numeric(ok[key], errors="coerce")
         row[f"{key}_mean"], row[f"{key}_std"] = values.mean(), values.std()
-    same = finished[(finished["profile"] == profile) & (finished["budget"] == budget)]
+    same = finished[(finished["profile"] == profile) & (finished["setting"] == setting)
+                    & (finished["budget"] == budget)]
     for m in (m for m in columns() if m.interval and m.key in numeric):
         row[f"{m.key}_ci95"] = interval(ok[m.key])[3]
         values = dict(zip(ok["seed"], ok[m.key]))
@@ -171,8 +226,8 @@ def _ordered(table: pd.DataFrame, runs: pd.DataFrame, refs: dict[str, tuple[str,
         return (ref.index(row["optimizer"]) if row["optimizer"] in ref else len(ref), first_start[row["optimizer"]])
 
     budget_rank = {b: i for i, b in enumerate(BUDGETS)}
-    order = sorted(table.index, key=lambda i: (table.at[i, "profile"], budget_rank.get(table.at[i, "budget"], 99),
-                                                rank(table.loc[i])))
+    order = sorted(table.index, key=lambda i: (table.at[i, "profile"], table.at[i, "setting"],
+                                                budget_rank.get(table.at[i, "budget"], 99), rank(table.loc[i])))
     return table.loc[order].reset_index(drop=True)
 
 
@@ -185,12 +240,13 @@ BUDGET_TITLES = {
 
 
 def to_markdown(table: pd.DataFrame, refs: dict[str, tuple[str, ...]] | None = None) -> str:
-    """One Markdown table per profile and budget, its columns from ``suite.metrics``."""
+    """One Markdown table per profile, setting and budget, its columns from ``suite.metrics``."""
     parts = []
-    for (profile, budget), g in table.groupby(["profile", "budget"], sort=False):
+    for (profile, setting, budget), g in table.groupby(TABLE, sort=False):
         ref_names = (refs or {}).get(profile, REFERENCES)
         display = pd.DataFrame([_display_row(r, ref_names) for _, r in g.iterrows()])
-        lines = [f"### Profile `{profile}`, budget `{budget}`: {BUDGET_TITLES.get(budget, budget)}", "",
+        where = f"Profile `{profile}`" + (f" with {setting}" if setting else "")
+        lines = [f"### {where}, budget `{budget}`: {BUDGET_TITLES.get(budget, budget)}", "",
                  display.to_markdown(index=False, disable_numparse=True,
                                      colalign=("left",) + ("right",) * (display.shape[1] - 1))]
         diverged = [f"- {r.optimizer}: {r.diverged_runs}" for r in g.itertuples() if r.diverged]
@@ -242,13 +298,15 @@ def _num(x: Any, fmt: str) -> str:
 def write_report(results_dir: Path) -> tuple[list[Path], list[Path], list[Path]]:
     """Write summary.csv, summary.md and per-profile plots; returns (written, unreadable records,
     records superseded by a later run of the same profile, budget, optimizer and seed)."""
-    records, skipped, path_of = [], [], {}
+    records, skipped, paths = [], [], []
     for path, record in iter_records(results_dir):
         if record is None:
             skipped.append(path)
         else:
             records.append(record)
-            path_of[id(record)] = path
+            paths.append(path)
+    records = label_tables(records)
+    path_of = {id(r): p for r, p in zip(records, paths)}
     records, superseded = latest_per_seed(records)
     table = summarize(records)
     written = [results_dir / "summary.csv", results_dir / "summary.md"]

@@ -437,3 +437,34 @@ def test_cutout_zeroes_one_square_per_image():
     assert (sizes >= 4).all() and (sizes <= 16).all() and (sizes == 16).any()  # clipped at the border
     rows, cols = holes.any(dim=2), holes.any(dim=1)
     assert torch.equal(sizes, rows.sum(1) * cols.sum(1))  # a rectangle, not scattered pixels
+
+
+def test_a_failed_download_leaves_no_data_directory_behind(tmp_path, monkeypatch):
+    """torchvision makes the directory and a partial archive before the network fails: both go, so the
+    next run does not find an empty ``data/`` (and the user's own files in it stay)."""
+    import torchvision
+
+    class Offline:
+        def __init__(self, root, train, download):
+            Path(root).mkdir(parents=True, exist_ok=True)
+            (Path(root) / "cifar-10-python.tar.gz").write_bytes(b"partial")
+            (Path(root) / "cifar-10-batches-py").mkdir()
+            raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", Offline)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SUITE_DATA_DIR", raising=False)
+    with pytest.raises(DataError, match="could not download cifar10") as failed:
+        load_dataset("cifar10", None, download=True)
+    assert "\n" not in str(failed.value)
+    assert not (tmp_path / "data").exists()
+    nested = tmp_path / "deep" / "er"
+    with pytest.raises(DataError):
+        load_dataset("cifar10", nested, download=True)
+    assert list(tmp_path.iterdir()) == []
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(DataError):
+        load_dataset("cifar10", mine, download=True)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]

@@ -183,3 +183,76 @@ def test_a_seed_run_twice_under_one_profile_counts_once_the_latest():
     table = summarize([late, early, sgd]).set_index("optimizer")
     assert table.loc["sam", "seeds"] == 1 and table.loc["sam", "test_acc_mean"] == pytest.approx(0.60)
     assert table.loc["sam", "diff_sgd_test_acc_mean"] == pytest.approx(0.10)
+
+
+def _with(r, epochs=None, hparams=None):
+    r = json.loads(json.dumps(r))
+    if epochs is not None:
+        r["config"]["train"]["epochs"] = epochs
+    r["config"]["hparams"] = hparams or {}
+    return r
+
+
+def test_runs_of_one_profile_with_different_settings_never_share_a_table():
+    """The issue's case: a 2-epoch sweep, then SAM alone re-run at 1 epoch under the same profile name.
+    SGD at 2 epochs must not be compared with SAM at 1 epoch."""
+    two = [_with(r, epochs=2) for r in RECORDS]
+    one = [_with(record("sam", s, 0.40, 0.2, 2e9), epochs=1) for s in range(3)]
+    table = summarize(two + one)
+    assert sorted(set(table["setting"])) == ["epochs=1", "epochs=2"]
+    short = table[table["setting"] == "epochs=1"].set_index("optimizer")
+    assert list(short.index) == ["sam"] and short.loc["sam", "seeds"] == 3
+    assert math.isnan(short.loc["sam", "diff_sgd_test_acc_mean"]) and "time_per_step_s_ratio_sgd" in short
+    assert math.isnan(short.loc["sam", "time_per_step_s_ratio_sgd"])
+    long = table[table["setting"] == "epochs=2"].set_index("optimizer")
+    assert long.loc["sam", "test_acc_mean"] == pytest.approx(0.61)  # the 2-epoch SAM only
+    md = squash(to_markdown(table))
+    assert "### Profile `p` with epochs=1, budget `epochs`" in md and "### Profile `p` with epochs=2" in md
+    assert md.count("| sam |") == 2
+
+
+def test_one_optimizer_with_other_hyper_parameters_is_its_own_row():
+    base = [_with(r, hparams={"rho": 0.05}) for r in RECORDS]
+    wide = [_with(record("sam", s, 0.3, 0.2, 2e9), hparams={"rho": 0.5}) for s in range(2)]
+    table = summarize(base + wide).set_index("optimizer")
+    assert {"sam [rho=0.05]", "sam [rho=0.5]", "sgd"} == set(table.index)
+    assert table.loc["sam [rho=0.5]", "seeds"] == 2
+    assert table.loc["sam [rho=0.5]", "test_acc_mean"] == pytest.approx(0.3)
+    assert table.loc["sam [rho=0.5]", "diff_sgd_test_acc_mean"] == pytest.approx(0.3 - 0.51)
+
+
+def test_the_same_settings_under_one_profile_stay_one_table():
+    table = summarize([_with(r, epochs=2) for r in RECORDS])
+    assert set(table["setting"]) == {""} and "with" not in to_markdown(table)
+
+
+def test_pareto_front_treats_costs_within_the_budgets_rounding_as_equal():
+    """The issue's case: under an equal-FLOPs budget a run one step short (1.406 vs 1.423 TFLOP) is not
+    cheaper; only the most accurate of the equal-cost runs is on the front."""
+    costs, accs = [1.423, 1.406, 1.420, 2.0], [0.40, 0.35, 0.38, 0.45]
+    assert pareto_front(costs, accs) == [1, 2, 0, 3]  # no tolerance: every cheaper point counts
+    assert pareto_front(costs, accs, tolerance=0.02) == [0, 3]
+
+
+def test_an_optimizer_has_one_style_in_every_figure_and_families_get_panels():
+    from suite.plots import panels, style
+
+    assert style("sgd") == style("sgd") and style("sgd") != style("sam")
+    ssams = [f"ssam-{m}-{p}-{f}" for m in "fd" for p in ("unstructured", "structured", "nm")
+             for f in ("explicit", "implicit")]
+    assert len({style(n) for n in ["sgd", "sam", "esam", *ssams]}) == 15
+    names = ["sgd", "sam", "esam", "ssam-f-nm-explicit", "ssam-d-nm-implicit", "linf-sam"]
+    assert panels(names) == [("SAM and ESAM", ["sgd", "sam", "esam"]), ("SSAM-F", ["sgd", "sam", "ssam-f-nm-explicit"]),
+                             ("SSAM-D", ["sgd", "sam", "ssam-d-nm-implicit"]), ("others", ["sgd", "sam", "linf-sam"])]
+    assert panels(["sgd", "ssam-d-nm-explicit"]) == [("SSAM-D", ["sgd", "ssam-d-nm-explicit"])]
+
+
+def test_figure_titles_promise_spread_only_with_seeds(tmp_path):
+    from suite.plots import _seeds_note
+
+    assert _seeds_note(pd.DataFrame({"seeds": [1, 1]}), "bars") == "one seed each: no error bars"
+    assert _seeds_note(pd.DataFrame({"seeds": [3, 3]}), "band") == "mean of 3 seeds, band: ± std over seeds"
+    for r in RECORDS[:1] + RECORDS[3:4]:
+        write_record(record_path(tmp_path, "p", f"{r['config']['optimizer']}-0"), r)
+    names = {p.name for p in write_report(tmp_path)[0]}
+    assert {"p-comparison.png", "p-curves.png"} <= names
