@@ -1,5 +1,7 @@
-"""Command line: ``python -m suite {list,run,report}``. Bad input is one line on stderr and exit 2,
-found before anything is written."""
+"""Run sharpness-aware optimizers through one harness and compare them: list the registry, run a
+profile's sweep into your own results directory, report it, and publish it into results/.
+
+Bad input is one line on stderr and exit 2, found before anything is written."""
 
 from __future__ import annotations
 
@@ -27,6 +29,10 @@ from suite.config import (
 )
 
 EXIT_USAGE = 2
+MY_RESULTS = Path("my-results")  # a user's own runs: never the published results/ (git-ignored)
+PUBLISHED = Path("results")
+MAX_SEEDS = 1000  # seeds 0..N-1: beyond this a sweep is a typo, and planning it would exhaust memory
+MAX_EPOCHS = 100_000
 
 
 class UsageError(Exception):
@@ -56,7 +62,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m suite", description=__doc__.split("\n")[0])
+    p = _Parser(prog=_prog(), description=__doc__.split("\n\n")[0].replace("\n", " "))
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     ls = sub.add_parser("list", help="one line per registered optimizer")
@@ -70,7 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--budget", action="append", choices=BUDGETS,
                      help="what every optimizer gets the same of (repeatable; default: the profile's budgets): "
                           "epochs, or the training FLOPs / seconds the reference (sgd) spends in those epochs")
-    run.add_argument("--results-dir", type=Path, default=Path("results"))
+    run.add_argument("--results-dir", type=Path, default=MY_RESULTS,
+                     help=f"where records, tables and plots go (default: ./{MY_RESULTS}; publish them into "
+                          f"{PUBLISHED}/ with the publish command)")
     run.add_argument("--dataset", metavar="NAME",
                      help="override the profile's data set: cifar10, cifar100, synthetic or any ImageFolder's name")
     run.add_argument("--data-dir", type=Path,
@@ -85,9 +94,33 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run, check_device=True)
 
     rep = sub.add_parser("report", help="records -> summary.csv, summary.md and plots")
-    rep.add_argument("--results-dir", type=Path, default=Path("results"))
+    rep.add_argument("--results-dir", type=Path, default=MY_RESULTS, help=f"default: ./{MY_RESULTS}")
     rep.set_defaults(func=cmd_report)
+
+    pub = sub.add_parser("publish", help=f"copy a profile's records into {PUBLISHED}/ and rebuild its report")
+    pub.add_argument("--profile", action="append", required=True, metavar="NAME",
+                     help="the profile whose records to publish (repeatable); its published records are replaced")
+    pub.add_argument("--from", dest="source", type=Path, default=MY_RESULTS, help=f"default: ./{MY_RESULTS}")
+    pub.add_argument("--to", dest="results_dir", type=Path, default=PUBLISHED, help=f"default: ./{PUBLISHED}")
+    pub.add_argument("--allow-uncommitted", action="store_true",
+                     help="publish records whose code was not a clean commit (say why in results/README.md)")
+    pub.set_defaults(func=cmd_publish)
     return p
+
+
+def _prog() -> str:
+    """What the user typed: the console script's name, or ``python -m suite``."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return "python -m suite" if name in ("", "__main__.py", "-c") else name
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sharpness-suite")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -106,9 +139,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 def plan(args: argparse.Namespace) -> tuple[Profile, list[RunConfig]]:
     """Resolve and check every run of the sweep before anything is loaded or written."""
     profile = load_profile(args.profile)
-    for flag in ("seeds", "epochs"):
-        if getattr(args, flag, None) is not None and getattr(args, flag) < 1:
-            raise UsageError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    for flag, most in (("seeds", MAX_SEEDS), ("epochs", MAX_EPOCHS)):
+        value = getattr(args, flag, None)
+        if value is not None and not 1 <= value <= most:
+            raise UsageError(f"--{flag} must be between 1 and {most}, got {value}")
+    if profile.seeds > MAX_SEEDS:
+        raise UsageError(f"profile {profile.name}: seeds must be at most {MAX_SEEDS}, got {profile.seeds}")
     train = with_overrides(profile.train, epochs=args.epochs, device=args.device,
                            dataset=getattr(args, "dataset", None))
     _check_model_and_device(train, args.check_device)
@@ -317,3 +353,43 @@ def cmd_report(args: argparse.Namespace) -> int:
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Replace the published records of each named profile with the user's, then rebuild the report."""
+    import shutil
+    import tempfile
+
+    staged = {}
+    for profile in dict.fromkeys(args.profile):
+        found = list(store.iter_records_of(args.source, profile))
+        if not found:
+            raise UsageError(f"no records of profile {profile!r} in {str(args.source)!r} "
+                             f"(expected {args.source}/runs/{profile}/*.json)")
+        unreadable = [str(p) for p, r in found if r is None]
+        if unreadable:
+            raise UsageError(f"unreadable record {unreadable[0]}: re-run it or remove it before publishing")
+        unclean = [(p, r["env"].get("git_commit")) for p, r in found if not _clean_commit(r)]
+        if unclean and not args.allow_uncommitted:
+            raise UsageError(f"{len(unclean)} records of {profile!r} were not made from a clean commit (e.g. "
+                             f"{unclean[0][0].name}: {unclean[0][1]}); commit and re-run, or pass "
+                             "--allow-uncommitted")
+        staged[profile] = [p for p, _ in found]
+    runs = args.results_dir / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    for profile, paths in staged.items():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{profile}-", dir=runs))
+        for path in paths:
+            shutil.copy2(path, tmp / path.name)
+        old = runs / profile
+        if old.exists():
+            shutil.rmtree(old)
+        tmp.rename(old)
+        print(f"published {len(paths)} records of {profile} into {old}", file=sys.stderr)
+    return cmd_report(args)
+
+
+def _clean_commit(record: dict) -> bool:
+    commit = record.get("env", {}).get("git_commit")
+    return bool(commit) and not commit.endswith("-dirty")
+

@@ -72,8 +72,10 @@ BAD = {  # case: (flags, [train] values or None for no profile file, extra table
     "unknown profile": (["--profile", "nope"], None, "", "unknown profile 'nope'"),
     "missing profile file": (["--profile", "/no/such.toml"], None, "", "does not exist"),
     "zero epochs": ([], {"epochs": "0"}, "", "epochs must be an integer >= 1, got 0"),
-    "zero epochs flag": (["--epochs", "0"], {}, "", "--epochs must be >= 1"),
-    "zero seeds flag": (["--seeds", "0"], {}, "", "--seeds must be >= 1"),
+    "zero epochs flag": (["--epochs", "0"], {}, "", "--epochs must be between 1 and 100000, got 0"),
+    "zero seeds flag": (["--seeds", "0"], {}, "", "--seeds must be between 1 and 1000, got 0"),
+    "a trillion seeds": (["--seeds", "1000000000000"], {}, "", "--seeds must be between 1 and 1000"),
+    "a trillion epochs": (["--epochs", "1000000000000"], {}, "", "--epochs must be between 1 and 100000"),
     "zero batch": ([], {"batch_size": "0"}, "", "batch_size must be an integer >= 1, got 0"),
     "negative lr": ([], {"lr": "-0.1"}, "", "lr must be a finite number > 0, got -0.1"),
     "string lr": ([], {"lr": '"fast"'}, "", "lr must be a finite number > 0, got 'fast'"),
@@ -298,3 +300,91 @@ def test_cuda_profile_on_a_machine_without_cuda(tmp_path, capsys):
     code = run_cli("run", "--profile", "paper-cifar10", "--results-dir", str(tmp_path / "out"))
     assert code == 2 and "no CUDA device" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# ----- a new user's first run, and publishing -----------------------------------------------------------------
+def test_a_fresh_clone_runs_into_its_own_directory_whatever_results_holds(tmp_path, monkeypatch, capsys):
+    """The published records in results/ have the same run_ids as the user's runs would: they must not
+    count as done, and nothing in results/ may change."""
+    prof = profile(tmp_path)
+    published = tmp_path / "results"
+    assert run_cli("run", "--profile", prof, "--results-dir", str(published), "--no-progress") == 0
+    before = {p: p.read_bytes() for p in published.rglob("*") if p.is_file()}
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert run_cli("run", "--profile", prof, "--no-progress") == 0  # the README's command, no --results-dir
+    assert "2 runs (0 already recorded, 2 to run" in capsys.readouterr().err
+    assert len(list((tmp_path / "my-results" / "runs" / "tiny").glob("*.json"))) == 2
+    assert (tmp_path / "my-results" / "summary.md").is_file()
+    assert before == {p: p.read_bytes() for p in published.rglob("*") if p.is_file()}
+
+
+def test_tox_benchmark_does_not_write_into_the_published_results():
+    import configparser
+
+    tox = configparser.ConfigParser(interpolation=None)
+    tox.read(Path(__file__).resolve().parent.parent / "tox.ini")
+    command = tox["testenv:benchmark"]["commands"]
+    assert "python -m suite run" in command and "--results-dir" not in command
+
+
+def _records_from_commit(tmp_path: Path, commit: str | None) -> Path:
+    import json
+
+    src = tmp_path / "mine"
+    assert run_cli("run", "--profile", profile(tmp_path), "--results-dir", str(src), "--no-progress",
+                   "--no-report") == 0
+    for path in (src / "runs" / "tiny").glob("*.json"):
+        record = json.loads(path.read_text())
+        record["env"]["git_commit"] = commit  # as if made at that commit
+        path.write_text(json.dumps(record))
+    return src
+
+
+def test_publish_replaces_a_profiles_records_and_rebuilds_the_report(tmp_path, capsys):
+    src = _records_from_commit(tmp_path, "a" * 40)
+    dest = tmp_path / "results"
+    stale = dest / "runs" / "tiny" / "old-run.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
+    keep = dest / "runs" / "other" / "x.json"
+    keep.parent.mkdir(parents=True)
+    keep.write_text("{}")
+    assert run_cli("publish", "--profile", "tiny", "--from", str(src), "--to", str(dest)) == 0
+    assert sorted(p.name for p in (dest / "runs" / "tiny").iterdir()) == \
+        sorted(p.name for p in (src / "runs" / "tiny").iterdir())
+    assert keep.exists() and (dest / "summary.md").is_file() and (dest / "tiny-comparison.png").is_file()
+    assert "published 2 records of tiny" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("commit", [None, "b" * 40 + "-dirty"])
+def test_publish_refuses_records_not_made_from_a_clean_commit(tmp_path, capsys, commit):
+    src = _records_from_commit(tmp_path, commit)
+    dest = tmp_path / "results"
+    capsys.readouterr()
+    assert run_cli("publish", "--profile", "tiny", "--from", str(src), "--to", str(dest)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "clean commit" in err and "--allow-uncommitted" in err
+    assert not dest.exists()
+    assert run_cli("publish", "--profile", "tiny", "--from", str(src), "--to", str(dest), "--allow-uncommitted") == 0
+
+
+def test_publish_of_a_profile_with_no_records_is_one_line(tmp_path, capsys):
+    assert run_cli("publish", "--profile", "cpu", "--from", str(tmp_path / "nothing"), "--to", str(tmp_path)) == 2
+    assert capsys.readouterr().err.strip().startswith("error: no records of profile 'cpu'")
+
+
+def test_help_is_whole_sentences_and_names_the_command_the_user_typed(tmp_path):
+    import shutil
+
+    env = {**os.environ, "COLUMNS": "200"}
+    done = subprocess.run([sys.executable, "-m", "suite", "--help"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and done.stdout.startswith("usage: python -m suite ")
+    description = done.stdout.split("\n\n")[1].replace("\n", " ")
+    assert description.endswith("results/.") and "publish" in description
+    version = subprocess.run([sys.executable, "-m", "suite", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("python -m suite ")
+    script = shutil.which("sharpness-suite", path=str(Path(sys.executable).parent))
+    if script:  # installed (tox, the dev venv): the console script calls itself by its name
+        done = subprocess.run([script, "--help"], capture_output=True, text=True, env=env)
+        assert done.stdout.startswith("usage: sharpness-suite ")
