@@ -138,3 +138,31 @@ def test_state_dict_carries_base_momentum_and_keeps_groups_shared():
     assert fresh.param_groups is fresh.base_optimizer.param_groups
     fresh.param_groups[0]["lr"] = 0.5
     assert fresh.base_optimizer.param_groups[0]["lr"] == 0.5
+
+
+def test_the_documented_clipping_and_loss_hook_example_runs_and_clips_both_passes():
+    """docs/sam.md's example, run as written: every backward the step ran is clipped before use."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "sam.md").read_text()
+    section = text.split("### Clipping, loss hooks")[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S)[1]
+    model = tiny_model()
+    x, y = toy_batch()
+    norms = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def recording(params, max_norm):
+        params = list(params)
+        clip(params, max_norm)
+        norms.append(torch.stack([p.grad.norm() for p in params if p.grad is not None]).norm().item())
+
+    namespace = {"model": model, "x": x, "y": y}
+    torch.nn.utils.clip_grad_norm_ = recording
+    try:
+        exec(compile(code, "docs/sam.md", "exec"), namespace)
+    finally:
+        torch.nn.utils.clip_grad_norm_ = clip
+    assert len(norms) == 2 and all(n <= 1.0 + 1e-5 for n in norms)  # both passes, clipped
+    assert torch.isfinite(namespace["loss"])
