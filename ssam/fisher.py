@@ -2,7 +2,9 @@
 with the true label (Mi et al. 2023, eq. for SSAM-F).
 
 ``fisher_vectorised`` computes every example's gradient in one vectorised pass (``torch.func.vmap``
-over ``grad``) on the closure's batch; ``fisher_loop`` is the paper's batch-of-one loop, kept as the
+over ``grad``) on the closure's batch, each example with its own random draws (a Dropout mask per
+example, as the loop's batch-of-one forwards draw one each; the two then agree in distribution, not bit
+for bit); ``fisher_loop`` is the paper's batch-of-one loop, kept as the
 reference the tests compare against. Both treat each example as a batch of one and agree exactly up
 to floating-point summation order; neither moves BatchNorm's running statistics.
 
@@ -91,7 +93,10 @@ def fisher_vectorised(closure: Callable, params: list[torch.Tensor], n: int, bn:
     subset = torch.arange(n)
     x, y = closure.inputs[subset], closure.targets[subset]
     with batch_of_one_norms(model, bn):
-        per_example = vmap(grad(loss_of_one), in_dims=(None, 0, 0), chunk_size=chunk_size)(weights, x, y)
+        # randomness="different": each example draws its own Dropout mask, as each batch-of-one forward
+        # of the loop does; the score is then that of one random thinned network per example
+        per_example = vmap(grad(loss_of_one), in_dims=(None, 0, 0), chunk_size=chunk_size,
+                           randomness="different")(weights, x, y)
     closure.count(int(y.shape[0]), backward=True)
     by_name = dict(model.named_parameters())
     squares = {by_name[name]: g.square().sum(0) for name, g in per_example.items()}

@@ -10,8 +10,12 @@ keeps the largest empirical-Fisher scores over ``fisher_samples`` examples, refr
 SSAM-D (``mask="dynamic"``) starts from a random mask and every ``update_every`` steps drops the
 active weights with the smallest |g| at rate
 ``d_t = drop_rate * (1 + cos(pi t / total_steps)) / 2`` and grows as many inactive ones.
-Patterns (``ssam.masks``): unstructured, structured (whole tensors), N:M. Forms: explicit (mask on
-the perturbation) or implicit (also ``dX = dY (W ⊙ M)^T`` in the first backward; needs ``model``).
+Patterns (``ssam.masks``): unstructured, structured (whole tensors), N:M. Forms:
+
+- explicit: the mask on the perturbation, as above;
+- implicit (the paper's code): the first backward propagates through masked weights,
+  ``dX = dY (W ⊙ M)^T`` (each layer's own ``dW`` stays exact), and the perturbation is SAM's, dense:
+  ``e = rho * g_M / ||g_M||`` with ``g_M`` that gradient. Needs ``model``; with every mask 1 it is SAM.
 """
 
 from __future__ import annotations
@@ -84,6 +88,9 @@ class SSAM(TwoPassOptimizer):
         check_int("fisher_samples", group["fisher_samples"])
         if group["mask"] == "dynamic":
             check_int("total_steps (SSAM-D's drop-rate schedule)", group["total_steps"])
+        if group["form"] == "implicit" and group["normalise"] == "masked":
+            raise ValueError("normalise='masked' is for the explicit form: the implicit form's perturbation "
+                             "is dense, normalised by the norm of the masked-backward gradient")
 
     def settings(self) -> dict[str, Any]:
         """The mask settings, one value for every group."""
@@ -112,11 +119,15 @@ class SSAM(TwoPassOptimizer):
     def grad_norm(self) -> torch.Tensor:
         if self.shared("normalise") == "paper":
             return super().grad_norm()
-        norms = [(p.grad * self.state[p]["mask"]).norm() for p in self._params if p.grad is not None]
+        # ||m ⊙ g||, or with adaptive=True ASAM's ||m ⊙ |w| ⊙ g||: the norm of what is perturbed
+        norms = [((p.abs() * p.grad if group["adaptive"] else p.grad) * self.state[p]["mask"]).norm()
+                 for group in self.param_groups for p in group["params"] if p.grad is not None]
         return torch.stack(norms).norm() if norms else torch.tensor(0.0)
 
     def perturbation(self, p: torch.Tensor, group: dict[str, Any], scale: torch.Tensor) -> torch.Tensor | None:
-        return super().perturbation(p, group, scale) * self.state[p]["mask"]
+        e = super().perturbation(p, group, scale)
+        # explicit: the mask sparsifies e; implicit (the paper's code): e stays dense, the mask acted on g
+        return e * self.state[p]["mask"] if self.shared("form") == "explicit" else e
 
     # ----- masks and state ----------------------------------------------------------------------------
     def drop_rate_at(self, step: int) -> float:

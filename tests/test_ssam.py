@@ -10,6 +10,7 @@ import pytest
 import torch
 from helpers import tiny_model, toy_batch
 from torch import nn
+from torch.nn import functional as F
 
 from baselines import SAM, ModelClosure
 from baselines.core import Meter
@@ -46,7 +47,7 @@ def test_density_one_is_sam(mask, form, pattern, extra):
     assert same_weights(a, b)
 
 
-@pytest.mark.parametrize("mask,form", VARIANTS)
+@pytest.mark.parametrize("mask,form", [v for v in VARIANTS if v[1] == "explicit"])  # implicit e stays dense
 @pytest.mark.parametrize("pattern", ["unstructured", "structured"])
 def test_sparsity_one_is_sgd(mask, form, pattern):
     a, b = tiny_model(), tiny_model()
@@ -63,13 +64,16 @@ def test_half_sparsity_is_neither_sam_nor_sgd():
     assert not same_weights(a, c) and not same_weights(b, c)
 
 
-@pytest.mark.parametrize("mask,form", VARIANTS)
+@pytest.mark.parametrize("mask", ["fisher", "dynamic"])
 @pytest.mark.parametrize("pattern", mk.PATTERNS)
 @pytest.mark.parametrize("normalise", ["paper", "masked"])
-def test_perturbation_is_masked_gradient_scaled_by_the_stated_norm(mask, form, pattern, normalise):
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_perturbation_is_masked_gradient_scaled_by_the_stated_norm(mask, pattern, normalise, adaptive):
+    """Explicit: e = rho * m ⊙ T g / ||·|| with T = 1, or |w|² on e and |w| in the norm (ASAM); the
+    "masked" norm is over what is perturbed, the adaptive scaling included."""
     model = tiny_model()
-    opt = ssam(model, mask=mask, form=form, pattern=pattern, normalise=normalise, lr=0.0, momentum=0.0,
-               weight_decay=0.0)
+    opt = ssam(model, mask=mask, form="explicit", pattern=pattern, normalise=normalise, adaptive=adaptive,
+               lr=0.0, momentum=0.0, weight_decay=0.0)
     x, y = toy_batch()
     seen = []
 
@@ -84,11 +88,13 @@ def test_perturbation_is_masked_gradient_scaled_by_the_stated_norm(mask, form, p
     (w0, g), (w1, _) = seen[-2], seen[-1]  # the first pass (after any Fisher passes), then the second
     masks = opt.masks()
     assert 0 < mk.density(masks) < 1
-    norm = torch.stack([(gi * mi if normalise == "masked" else gi).norm() for gi, mi in zip(g, masks)]).norm()
+    tg = [wi.abs() * gi if adaptive else gi for wi, gi in zip(w0, g)]
+    norm = torch.stack([(t * mi if normalise == "masked" else t).norm() for t, mi in zip(tg, masks)]).norm()
     for a, b, gi, mi in zip(w0, w1, g, masks):
         e = b - a
         assert torch.equal(e[~mi], torch.zeros_like(e[~mi])), "zero exactly where the mask is zero"
-        torch.testing.assert_close(e[mi], (0.1 * gi / norm)[mi], rtol=1e-4, atol=1e-7)
+        expected = 0.1 * (a.square() * gi if adaptive else gi) / norm
+        torch.testing.assert_close(e[mi], expected[mi], rtol=1e-4, atol=1e-7)
 
 
 def test_vectorised_fisher_equals_the_batch_of_one_loop_and_leaves_no_trace():
@@ -202,6 +208,87 @@ def test_masked_backward_keeps_the_top_layer_gradient_and_changes_the_lower_ones
     assert torch.equal(loss.detach(), loss2.detach())
     torch.testing.assert_close(got[1], ref[1], rtol=1e-6, atol=1e-8)  # top layer: exact
     assert not torch.allclose(got[0], ref[0])  # below a masked layer: the sparsified network's gradient
+
+
+class TwoConv(nn.Module):
+    """conv -> relu -> conv -> pool -> linear: the lower conv's gradient flows through the upper one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1, self.c2, self.fc = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 8, 3, padding=1), nn.Linear(8, 3)
+
+    def forward(self, x, w2=None):
+        h = torch.relu(self.c1(x))
+        h = torch.relu(self.c2(h) if w2 is None else w2(h))
+        return self.fc(h.mean((2, 3)))
+
+
+def _first_pass_e(model, opt, x, y):
+    seen = []
+
+    class Spy(ModelClosure):
+        def __call__(self, **kw):
+            out = super().__call__(**kw)
+            seen.append([p.detach().clone() for p in model.parameters()])
+            return out
+
+    opt.step(Spy(model, x, y))
+    return [b - a for a, b in zip(seen[-2], seen[-1])]
+
+
+@pytest.mark.parametrize("pattern", ["structured", "nm"])
+def test_implicit_e_is_dense_rho_g_over_norm_with_g_from_an_independent_masked_backward(pattern):
+    """The paper's implicit form: g from a backward through W ⊙ M (computed here without the suite's
+    masked-backward code), then SAM's dense e = rho * g / ||g||."""
+    model = TwoConv()
+    x, y = torch.randn(8, 3, 6, 6, generator=torch.Generator().manual_seed(3)), torch.arange(8) % 3
+    opt = SSAM(model.parameters(), rho=0.1, mask="fisher", pattern=pattern, form="implicit", model=model,
+               sparsity=0.5 if pattern == "structured" else None, update_every=10, fisher_samples=8, lr=0.0,
+               momentum=0.0)
+    ref = copy.deepcopy(model)
+    e = _first_pass_e(model, opt, x, y)
+    masks = dict(zip(ref.parameters(), opt.masks()))  # the masks the step chose (Fisher at step 0)
+    assert any(not m.all() for m in opt.masks())
+
+    def masked_input_grad(conv):  # value: conv(h, W); d/dh: through W ⊙ M; d/dW: exact
+        m = masks[conv.weight].to(conv.weight.dtype)
+        return lambda h: (F.conv2d(h, conv.weight * m, conv.bias, padding=1)
+                          + F.conv2d(h.detach(), conv.weight, None, padding=1)
+                          - F.conv2d(h.detach(), conv.weight * m, None, padding=1))
+
+    fc_mask = masks[ref.fc.weight].to(ref.fc.weight.dtype)
+    h = torch.relu(ref.c1(x))
+    h = torch.relu(masked_input_grad(ref.c2)(h)).mean((2, 3))
+    out = F.linear(h, ref.fc.weight * fc_mask, ref.fc.bias) + F.linear(h.detach(), ref.fc.weight) \
+        - F.linear(h.detach(), ref.fc.weight * fc_mask)
+    g = torch.autograd.grad(F.cross_entropy(out, y), list(ref.parameters()))
+    norm = torch.stack([gi.norm() for gi in g]).norm()
+    for ei, gi in zip(e, g):
+        torch.testing.assert_close(ei, 0.1 * gi / norm, rtol=1e-4, atol=1e-7)
+    assert any((ei != 0).all() and not mi.all() for ei, mi in zip(e, opt.masks())), "dense where the mask is not"
+
+
+def test_implicit_refuses_the_masked_norm():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="normalise='masked' is for the explicit form"):
+        ssam(model, form="implicit", model=model, normalise="masked")
+
+
+@pytest.mark.parametrize("impl", ["vmap", "loop"])
+def test_fisher_on_a_model_with_dropout(impl):
+    """Each example draws its own Dropout mask (vmap's randomness="different", as the loop's batch-of-one
+    forwards do); without randomness (p=0) the two implementations agree."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Dropout(0.1), nn.Linear(12, 10))
+    x, y = torch.randn(16, 3, 2, 2), torch.randint(0, 10, (16,))
+    opt = SSAM(model.parameters(), mask="fisher", update_every=10, lr=0.1, fisher_impl=impl)
+    opt.step(ModelClosure(model, x, y))
+    assert 0 < mk.density(opt.masks()) < 1
+    model[1].p = 0.0
+    closure, params = ModelClosure(model, x, y), list(model.parameters())
+    for a, b in zip(fisher_vectorised(closure, params, 8), fisher_loop(closure, params, 8)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
 
 
 # ----- library use and bad input ---------------------------------------------------------------------
