@@ -15,7 +15,8 @@ Patterns (``ssam.masks``): unstructured, structured (whole tensors), N:M. Forms:
 - explicit: the mask on the perturbation, as above;
 - implicit (the paper's code): the first backward propagates through masked weights,
   ``dX = dY (W ⊙ M)^T`` (each layer's own ``dW`` stays exact), and the perturbation is SAM's, dense:
-  ``e = rho * g_M / ||g_M||`` with ``g_M`` that gradient. Needs ``model``; with every mask 1 it is SAM.
+  ``e = rho * g_M / ||g_M||`` with ``g_M`` that gradient. Needs ``model``; with every mask 1 it is SAM;
+- implicit-masked (this suite's extension): both at once, ``e = rho * (m ⊙ g_M) / ||g_M||``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from ssam import masks as mk
 from ssam.fisher import FISHER, FISHER_BN
 from ssam.implicit import MaskedBackward
 
-MASKS, FORMS, GROWTH, NORMALISE = ("fisher", "dynamic"), ("explicit", "implicit"), ("random", "gradient"), \
+MASKS, FORMS, GROWTH, NORMALISE = ("fisher", "dynamic"), ("explicit", "implicit", "implicit-masked"), \
+    ("random", "gradient"), \
     ("paper", "masked")
 
 
@@ -66,16 +68,19 @@ class SSAM(TwoPassOptimizer):
                      drop_rate=drop_rate, growth=growth,
                      normalise=normalise, total_steps=total_steps)
         super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, extra_defaults=extra, **base_kwargs)
-        if form == "implicit" and model is None:
-            raise ValueError("form 'implicit' needs model= (the module whose layers back-propagate through the mask)")
+        if form != "explicit" and model is None:
+            raise ValueError(f"form {form!r} needs model= (the module whose layers back-propagate through the mask)")
         self.model, self.steps = model, 0
         self.generator = torch.Generator().manual_seed(seed)
         self._params = [p for group in self.param_groups for p in group["params"]]
         density = 1 - self.shared("sparsity")
         scores = [torch.rand(p.shape, generator=self.generator) if mask == "dynamic" else torch.ones(p.shape)
                   for p in self._params]
-        self._set_masks(mk.project(scores, pattern, density, n, m) if mask == "dynamic" else
-                        [torch.ones(p.shape, dtype=torch.bool) for p in self._params])
+        self.density_range: list[float] | None = None  # lowest and highest density of the masks used
+        if mask == "dynamic":
+            self._set_masks(mk.project(scores, pattern, density, n, m))
+        else:  # a placeholder: the first step's Fisher pass chooses the mask before it is used
+            self._set_masks([torch.ones(p.shape, dtype=torch.bool) for p in self._params], used=False)
 
     def check_group(self, group: dict[str, Any]) -> None:
         super().check_group(group)
@@ -102,7 +107,7 @@ class SSAM(TwoPassOptimizer):
         if h["mask"] == "fisher" and self.steps % h["update_every"] == 0:
             fisher = FISHER[h["fisher_impl"]](closure, self._params, h["fisher_samples"], h["fisher_bn"])
             self._set_masks(mk.project(fisher, h["pattern"], 1 - h["sparsity"], h["n"], h["m"]))
-        if h["form"] == "implicit":
+        if h["form"] != "explicit":
             with MaskedBackward(self.model, lambda w: self.state[w]["mask"] if w in self.state else None):
                 return closure()
         return closure()
@@ -126,24 +131,34 @@ class SSAM(TwoPassOptimizer):
 
     def perturbation(self, p: torch.Tensor, group: dict[str, Any], scale: torch.Tensor) -> torch.Tensor | None:
         e = super().perturbation(p, group, scale)
-        # explicit: the mask sparsifies e; implicit (the paper's code): e stays dense, the mask acted on g
-        return e * self.state[p]["mask"] if self.shared("form") == "explicit" else e
+        # explicit: the mask sparsifies e; implicit (the paper's code): e stays dense, the mask acted on g;
+        # implicit-masked (this suite's): both
+        return e if self.shared("form") == "implicit" else e * self.state[p]["mask"]
 
     # ----- masks and state ----------------------------------------------------------------------------
     def drop_rate_at(self, step: int) -> float:
         rate, total = self.shared("drop_rate"), self.shared("total_steps")
         return rate * (1 + math.cos(math.pi * min(step, total) / total)) / 2
 
-    def _set_masks(self, masks: list[torch.Tensor]) -> None:
+    def _set_masks(self, masks: list[torch.Tensor], used: bool = True) -> None:
         for p, mask in zip(self._params, masks):
             self.state[p]["mask"] = mask.to(p.device)
+        if used:  # the realised density: a structured mask takes whole tensors and can fall short of the target
+            d = mk.density(masks)
+            low, high = self.density_range or (d, d)
+            self.density_range = [min(low, d), max(high, d)]
+
+    def mask_density(self) -> float:
+        """The fraction of weights the current mask perturbs."""
+        return mk.density(self.masks())
 
     def masks(self) -> list[torch.Tensor]:
         return [self.state[p]["mask"] for p in self._params]
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state["ssam"] = {"steps": self.steps, "generator": self.generator.get_state()}
+        state["ssam"] = {"steps": self.steps, "generator": self.generator.get_state(),
+                         "density_range": self.density_range}
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -153,5 +168,6 @@ class SSAM(TwoPassOptimizer):
         self.steps = own["steps"]
         self.generator.set_state(own["generator"])
         self._params = [p for group in self.param_groups for p in group["params"]]
-        self._set_masks([self.state[p]["mask"].bool() for p in self._params])  # torch casts state to p's dtype
+        self._set_masks([self.state[p]["mask"].bool() for p in self._params], used=False)  # torch casts to p's dtype
+        self.density_range = own.get("density_range")
 

@@ -125,14 +125,15 @@ def _version() -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     width = max(len(n) for n in registry.names(include_aliases=True))
+    origin = max(len(o) for o in registry.ORIGINS.values())
     for name in registry.names():
         info = registry.get(name)
         shown = {k: v for k, v in info.defaults().items()  # the name already says what the entry changes
                  if k not in info.changes and v is not None and v is not False}
         defaults = " ".join(f"{k}={v}" for k, v in shown.items())
         aliases = f"  (also: {', '.join(info.aliases)})" if info.aliases else ""
-        print(f"{name:<{width}}  {info.passes_per_step} passes/step  {info.description}"
-              + (f"  [{defaults}]" if defaults else "") + aliases)
+        print(f"{name:<{width}}  {info.provenance:<{origin}}  {info.passes_per_step} passes/step  "
+              f"{info.description}" + (f"  [{defaults}]" if defaults else "") + aliases)
     return 0
 
 

@@ -53,6 +53,17 @@ def _budget(key: str, **column: Any) -> Metric:
     return Metric(f"budget_{key}", lambda r: r.budget.get(key), **column)
 
 
+def _mask(r: Finished, which: str) -> float | None:
+    """An optimizer's realised mask density (SSAM: ``mask_density()``, ``density_range``); None without masks."""
+    opt = r.state.optimizer
+    if not hasattr(opt, "mask_density"):
+        return None
+    if which == "final":
+        return opt.mask_density()
+    seen = getattr(opt, "density_range", None)
+    return None if seen is None else seen[0 if which == "min" else 1]
+
+
 METRICS: list[Metric] = [
     # ----- the report's columns, in its order -----
     _budget("epochs_run", label="epochs"),
@@ -65,6 +76,9 @@ METRICS: list[Metric] = [
     Metric("forward_passes_per_step", lambda r: r.per_step(r.state.passes.forward_passes), "fwd passes"),
     Metric("backward_passes_per_step", lambda r: r.per_step(r.state.passes.backward_passes), "bwd passes"),
     Metric("peak_memory_mb", lambda r: r.state.memory.read_mb(), "peak MB", "{:.0f}", varies=True),
+    Metric("mask_density", lambda r: _mask(r, "final"), "mask density"),
+    Metric("mask_density_min", lambda r: _mask(r, "min"), "lowest mask density"),
+    Metric("mask_density_max", lambda r: _mask(r, "max")),
     # ----- recorded only -----
     Metric("status", lambda r: r.state.status),
     Metric("diverged_at_step", lambda r: r.state.diverged_at),

@@ -28,6 +28,14 @@ import torch
 from baselines import ESAM, SAM
 from ssam import SSAM
 
+ORIGINS = {"paper": "as in the paper's code", "extension": "extension of this suite",
+           "reference": "reference baseline", "": "not stated"}
+# The Sparse SAM variants the paper's official code has (Mi et al.'s repositories): SSAM-F explicit in
+# every pattern, SSAM-F implicit for structured and N:M masks, SSAM-D unstructured and explicit only.
+PAPER_SSAM = {("fisher", "unstructured", "explicit"), ("fisher", "structured", "explicit"),
+              ("fisher", "nm", "explicit"), ("fisher", "structured", "implicit"), ("fisher", "nm", "implicit"),
+              ("dynamic", "unstructured", "explicit")}
+
 # What the harness can hand an optimizer at construction (never during steps).
 INPUTS = frozenset({"model", "total_steps", "steps_per_epoch", "seed"})
 _NOT_HPARAMS = {"self", "params", "base_optimizer", *INPUTS}
@@ -48,12 +56,22 @@ class OptimizerInfo:
     flop_window: Callable[[torch.optim.Optimizer], int] | None = None
     invalid: tuple[Mapping[str, Any], ...] = ()  # hyper-parameters it must refuse with ValueError
     aliases: tuple[str, ...] = ()  # other names that select this entry
+    # "paper": as in the method's paper's code; "extension": this suite's own variant; "reference": a
+    # plain baseline; "": not said (an out-of-tree entry unless it says)
+    origin: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "changes", MappingProxyType(dict(self.changes)))
         object.__setattr__(self, "inputs", frozenset(self.inputs))
         if self.inputs - INPUTS:
             raise ValueError(f"{self.name}: unknown inputs {sorted(self.inputs - INPUTS)}; known: {sorted(INPUTS)}")
+        if self.origin not in ORIGINS:
+            raise ValueError(f"{self.name}: origin must be one of {sorted(ORIGINS)}, got {self.origin!r}")
+
+    @property
+    def provenance(self) -> str:
+        """Where the variant comes from, in words (``python -m suite list``, the README, each record)."""
+        return ORIGINS[self.origin]
 
     def build(self, params: Iterable[Any], available: Mapping[str, Any] | None = None,
               **hparams: Any) -> torch.optim.Optimizer:
@@ -109,10 +127,13 @@ SSAM_DENSITY_INVALID = {"unstructured": ({"sparsity": 1.5}, {"sparsity": -0.1}),
 def _ssam(mask: str, pattern: str, form: str, aliases: tuple[str, ...] = ()) -> OptimizerInfo:
     letter = mask[0]
     inputs = {"steps_per_epoch", "seed"} | ({"total_steps"} if mask == "dynamic" else set()) \
-        | ({"model"} if form == "implicit" else set())
+        | ({"model"} if form != "explicit" else set())
+    origin = "paper" if (mask, pattern, form) in PAPER_SSAM else "extension"
+    what = {"explicit": "explicit (masked e)", "implicit": "implicit (masked backward, dense e)",
+            "implicit-masked": "masked backward and masked e"}[form]
     return OptimizerInfo(
-        f"ssam-{letter}-{pattern}-{form}", SSAM,
-        f"SSAM-{letter.upper()} (Mi et al. 2023): {pattern} {form} sparse perturbation",
+        f"ssam-{letter}-{pattern}-{form}", SSAM, f"SSAM-{letter.upper()} (Mi et al. 2023): {pattern}, {what}",
+        origin=origin,
         changes={"mask": mask, "pattern": pattern, "form": form}, inputs=inputs, passes_per_step=2,
         flop_window=lambda opt: opt.defaults["update_every"],  # a mask refresh per period
         invalid=(*SSAM_INVALID, *SSAM_DENSITY_INVALID[pattern]), aliases=aliases,
@@ -121,11 +142,11 @@ def _ssam(mask: str, pattern: str, form: str, aliases: tuple[str, ...] = ()) -> 
 
 OPTIMIZERS: list[OptimizerInfo] = [
     OptimizerInfo("sgd", torch.optim.SGD, "SGD with momentum (torch.optim.SGD): one forward/backward pass per step",
-                  invalid=SGD_INVALID),
+                  invalid=SGD_INVALID, origin="reference"),
     OptimizerInfo("sam", SAM, "SAM (Foret et al. 2021): SGD step with the gradient at w + rho*g/||g||",
-                  passes_per_step=2, invalid=TWO_PASS_INVALID),
+                  passes_per_step=2, invalid=TWO_PASS_INVALID, origin="paper"),
     OptimizerInfo("esam", ESAM, "ESAM (Du et al. 2022): SAM on random weights (SWP) and the sharpest samples (SDS)",
-                  inputs={"seed"}, passes_per_step=2, invalid=ESAM_INVALID,
+                  inputs={"seed"}, passes_per_step=2, invalid=ESAM_INVALID, origin="paper",
                   # which tensors are drawn changes a step's cost: count FLOPs over enough steps to average it
                   flop_window=lambda opt: 16 if any(g["beta"] < 1 for g in opt.param_groups) else 1),
     _ssam("fisher", "unstructured", "explicit", aliases=("ssam-f",)),
@@ -140,6 +161,10 @@ OPTIMIZERS: list[OptimizerInfo] = [
     _ssam("dynamic", "structured", "implicit"),
     _ssam("dynamic", "nm", "explicit"),
     _ssam("dynamic", "nm", "implicit"),
+    # The combination the implicit form used to be here (a masked backward and a masked e): kept where the
+    # earlier cpu sweep found it strongest against SAM (docs/ssam.md, "Forms").
+    _ssam("fisher", "structured", "implicit-masked"),
+    _ssam("dynamic", "unstructured", "implicit-masked"),
 ]
 
 _plugins_loaded = False
