@@ -22,19 +22,21 @@ Patterns (``ssam.masks``): unstructured, structured (whole tensors), N:M. Forms:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-from baselines.core import TwoPassOptimizer, check_choice, check_int, check_number
+from baselines.core import ModelClosure, TwoPassOptimizer, check_choice, check_int, check_number
 from ssam import masks as mk
 from ssam.fisher import FISHER, FISHER_BN
 from ssam.implicit import MaskedBackward
 
 MASKS, FORMS, GROWTH, NORMALISE = ("fisher", "dynamic"), ("explicit", "implicit", "implicit-masked"), \
-    ("random", "gradient"), \
-    ("paper", "masked")
+    ("random", "gradient"), ("paper", "masked")
+FISHER_DATA = ("batch", "train")
+REFRESH_TIMING = ("suite", "paper")
+Sampler = Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # n -> (inputs, targets) of n random examples
 
 
 class SSAM(TwoPassOptimizer):
@@ -44,13 +46,15 @@ class SSAM(TwoPassOptimizer):
     chosen over every parameter at once), and a group given another value is refused."""
 
     shared_hparams = ("sparsity", "mask", "pattern", "n", "m", "form", "update_every", "fisher_samples",
-                      "fisher_impl", "fisher_bn", "drop_rate", "growth", "normalise", "total_steps")
+                      "fisher_impl", "fisher_bn", "fisher_data", "refresh_timing", "drop_rate", "growth", "normalise",
+                      "total_steps")
 
     def __init__(
         self, params: Iterable[Any], base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
         rho: float = 0.1, sparsity: float | None = None, mask: str = "fisher", pattern: str = "unstructured",
         n: int = 2, m: int = 4, form: str = "explicit", update_every: int | None = None,
-        fisher_samples: int = 16, fisher_impl: str = "vmap", fisher_bn: str = "batch", drop_rate: float = 0.5,
+        fisher_samples: int = 16, fisher_impl: str = "vmap", fisher_bn: str = "batch", fisher_data: str = "batch",
+        sample_examples: Sampler | None = None, refresh_timing: str = "suite", drop_rate: float = 0.5,
         growth: str = "random",
         normalise: str = "paper", total_steps: int | None = None, steps_per_epoch: int | None = None,
         model: torch.nn.Module | None = None, seed: int = 0, adaptive: bool = False, **base_kwargs: Any,
@@ -65,27 +69,34 @@ class SSAM(TwoPassOptimizer):
         extra = dict(sparsity=0.5 if sparsity is None else sparsity, mask=mask, pattern=pattern, n=n, m=m, form=form,
                      update_every=update_every if update_every is not None else steps_per_epoch,
                      fisher_samples=fisher_samples, fisher_impl=fisher_impl, fisher_bn=fisher_bn,
-                     drop_rate=drop_rate, growth=growth,
+                     fisher_data=fisher_data, refresh_timing=refresh_timing, drop_rate=drop_rate, growth=growth,
                      normalise=normalise, total_steps=total_steps)
         super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, extra_defaults=extra, **base_kwargs)
         if form != "explicit" and model is None:
             raise ValueError(f"form {form!r} needs model= (the module whose layers back-propagate through the mask)")
-        self.model, self.steps = model, 0
+        if mask == "fisher" and fisher_data == "train" and sample_examples is None:
+            raise ValueError("fisher_data='train' needs sample_examples= (a function n -> (inputs, targets) drawing "
+                             "n random training examples; the suite's harness hands one)")
+        self.model, self.steps, self.sample_examples = model, 0, sample_examples
         self.generator = torch.Generator().manual_seed(seed)
         self._params = [p for group in self.param_groups for p in group["params"]]
         density = 1 - self.shared("sparsity")
         scores = [torch.rand(p.shape, generator=self.generator) if mask == "dynamic" else torch.ones(p.shape)
                   for p in self._params]
         self.density_range: list[float] | None = None  # lowest and highest density of the masks used
+        self._pending: list[torch.Tensor] | None = None  # SSAM-D's paper timing: the next step's mask
         if mask == "dynamic":
             self._set_masks(mk.project(scores, pattern, density, n, m))
+        elif refresh_timing == "paper":  # the paper's code starts from an all-zero mask: step 0 is SGD's
+            self._set_masks([torch.zeros(p.shape, dtype=torch.bool) for p in self._params])
         else:  # a placeholder: the first step's Fisher pass chooses the mask before it is used
             self._set_masks([torch.ones(p.shape, dtype=torch.bool) for p in self._params], used=False)
 
     def check_group(self, group: dict[str, Any]) -> None:
         super().check_group(group)
         for name, known in (("mask", MASKS), ("pattern", mk.PATTERNS), ("form", FORMS), ("growth", GROWTH),
-                            ("normalise", NORMALISE), ("fisher_impl", tuple(FISHER)), ("fisher_bn", FISHER_BN)):
+                            ("normalise", NORMALISE), ("fisher_impl", tuple(FISHER)), ("fisher_bn", FISHER_BN),
+                            ("fisher_data", FISHER_DATA), ("refresh_timing", REFRESH_TIMING)):
             check_choice(name, group[name], known)
         check_number("sparsity", group["sparsity"], 0, 1)
         check_number("drop_rate", group["drop_rate"], 0, 1)
@@ -104,8 +115,12 @@ class SSAM(TwoPassOptimizer):
     # ----- hooks of the two-pass skeleton -------------------------------------------------------
     def first_pass(self, closure: Any) -> torch.Tensor:
         h = self.settings()
-        if h["mask"] == "fisher" and self.steps % h["update_every"] == 0:
-            fisher = FISHER[h["fisher_impl"]](closure, self._params, h["fisher_samples"], h["fisher_bn"])
+        if h["mask"] == "fisher" and self._refreshes(h, fisher=True):
+            scored = closure
+            if h["fisher_data"] == "train":  # the paper's code: N random training examples, not this batch's
+                x, y = self.sample_examples(h["fisher_samples"])
+                scored = ModelClosure(closure.model, x, y, loss_fn=closure.loss_fn, meter=closure.meter)
+            fisher = FISHER[h["fisher_impl"]](scored, self._params, h["fisher_samples"], h["fisher_bn"])
             self._set_masks(mk.project(fisher, h["pattern"], 1 - h["sparsity"], h["n"], h["m"]))
         if h["form"] != "explicit":
             with MaskedBackward(self.model, lambda w: self.state[w]["mask"] if w in self.state else None):
@@ -114,12 +129,38 @@ class SSAM(TwoPassOptimizer):
 
     def prepare(self) -> None:
         h = self.settings()
-        if h["mask"] == "dynamic" and (self.steps + 1) % h["update_every"] == 0:
+        if h["mask"] == "dynamic" and self._refreshes(h, fisher=False):
             masks = [self.state[p]["mask"] for p in self._params]
             scores = mk.dst_scores(masks, [p.grad for p in self._params], self.drop_rate_at(self.steps),
                                    h["pattern"], self.generator, h["growth"])
-            self._set_masks(mk.project(scores, h["pattern"], 1 - h["sparsity"], h["n"], h["m"]))
+            new = mk.project(scores, h["pattern"], 1 - h["sparsity"], h["n"], h["m"])
+            if h["refresh_timing"] == "paper":
+                self._pending = new  # this step still perturbs with the old mask (see perturb)
+            else:
+                self._set_masks(new)
         self.steps += 1
+
+    def _refreshes(self, h: dict[str, Any], fisher: bool) -> bool:
+        """Whether this step (``self.steps``, from 0) refreshes the mask. With period P:
+
+        - ``refresh_timing="suite"``: SSAM-F at the start of steps 0, P, 2P, ... (the mask a step uses is
+          scored on that step's weights); SSAM-D at the last step of each period, P-1, 2P-1, ..., before
+          its perturbation, from its first-pass gradient.
+        - ``"paper"`` (its code refreshes on the first batch of every period, after that step): SSAM-F
+          scores after steps 0, P, 2P, ..., i.e. at the start of steps 1, P+1, ... (step 0 perturbs with
+          the all-zero initial mask); SSAM-D at steps 0, P, 2P, ..., from their first-pass gradient,
+          the new mask taking effect from the next step."""
+        period, t = h["update_every"], self.steps
+        if h["refresh_timing"] == "suite":
+            return t % period == 0 if fisher else (t + 1) % period == 0
+        return t >= 1 and (t - 1) % period == 0 if fisher else t % period == 0
+
+    @torch.no_grad()
+    def perturb(self) -> None:
+        super().perturb()
+        if self._pending is not None:  # the paper's SSAM-D timing: the refreshed mask applies from the next step
+            self._set_masks(self._pending)
+            self._pending = None
 
     def grad_norm(self) -> torch.Tensor:
         if self.shared("normalise") == "paper":

@@ -212,11 +212,13 @@ def check_constructs(runs: list[RunConfig], dataset) -> None:
     that does not divide a layer) is one line before anything is trained or written."""
     import torch
 
-    from suite.harness import inputs_for, make_model, subsets
+    from suite.harness import example_sampler, inputs_for, make_augment, make_model, seeded_generator, subsets
 
     train = runs[0].train
     model = make_model(train, dataset, torch.device("cpu"))
-    inputs = inputs_for(model, max(1, len(subsets(dataset, train)[0]) // train.batch_size), train, seed=0)
+    split = subsets(dataset, train)[0]
+    sample = example_sampler(split, make_augment(train, dataset), train, torch.device("cpu"), seeded_generator(0, 3))
+    inputs = inputs_for(model, max(1, len(split) // train.batch_size), train, seed=0, sample=sample)
     for config in {r.optimizer: r for r in runs}.values():
         try:
             registry.get(config.optimizer).build(model.parameters(), inputs, **dict(config.hparams))

@@ -48,7 +48,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def seeded_generator(seed: int, stream: int) -> torch.Generator:
-    """Independent random streams per purpose (0: batch order, 1: augmentation)."""
+    """Independent random streams per purpose (0: batch order, 1: augmentation, 2: probes, 3: examples an
+    optimizer samples)."""
     return torch.Generator().manual_seed(seed * 1_000_003 + stream)
 
 
@@ -81,10 +82,21 @@ def make_augment(cfg: TrainConfig, dataset: Dataset) -> Augment:
 
 
 def inputs_for(model: nn.Module, steps_per_epoch: int, cfg: TrainConfig, seed: int,
-               total_steps: int | None = None) -> dict[str, Any]:
+               total_steps: int | None = None, sample: Callable | None = None) -> dict[str, Any]:
     """What the harness may hand an optimizer at construction (``registry.INPUTS``)."""
     return {"model": model, "total_steps": total_steps or steps_per_epoch * cfg.epochs,
-            "steps_per_epoch": steps_per_epoch, "seed": seed}
+            "steps_per_epoch": steps_per_epoch, "seed": seed, "sample_examples": sample}
+
+
+def example_sampler(split: Split, augment: Augment, cfg: TrainConfig, device: torch.device,
+                    gen: torch.Generator) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+    """``n -> (inputs, targets)``: n distinct random training examples with the run's augmentation, drawn
+    from ``gen`` (its own stream, so batch order and augmentation are untouched). SSAM-F's
+    ``fisher_data="train"`` scores such a draw, as the paper's code does."""
+    def sample(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randperm(len(split), generator=gen)[:n]
+        return to_device(augment(split.images[idx], gen), device, cfg), split.labels[idx].to(device)
+    return sample
 
 
 def flop_window(info: registry.OptimizerInfo, cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> int:
@@ -147,7 +159,9 @@ def _probe_steps(config: RunConfig, dataset: Dataset, kind: str, steps: int) -> 
     train_split, _ = subsets(dataset, cfg)
     torch.manual_seed(0)
     model = make_model(cfg, dataset, device)
-    optimizer = info.build(model.parameters(), inputs_for(model, len(train_split) // cfg.batch_size, cfg, 0),
+    sample = example_sampler(train_split, make_augment(cfg, dataset), cfg, device, seeded_generator(0, 3))
+    optimizer = info.build(model.parameters(),
+                           inputs_for(model, len(train_split) // cfg.batch_size, cfg, 0, sample=sample),
                            **dict(config.hparams))
     window = flop_window(info, cfg, optimizer)
     if not steps:
@@ -224,7 +238,7 @@ class RunState:
     checkpoint goes on bit-identical to one never interrupted (all but the wall-clock figures)."""
 
     TRAINER = ("model", "optimizer", "scheduler")  # torch objects with their own state_dict
-    GENERATORS = ("order_gen", "aug_gen")
+    GENERATORS = ("order_gen", "aug_gen", "sample_gen")
     COUNTERS = ("step", "epochs", "status", "diverged_at", "last_finite", "started", "resumed", "saving")
 
     def __init__(self, ctx: RunContext, plan: dict[str, Any]) -> None:
@@ -232,8 +246,11 @@ class RunState:
         self.plan = plan
         torch.manual_seed(seed)
         self.model = make_model(cfg, ctx.dataset, ctx.device)
+        self.sample_gen = seeded_generator(seed, 3)  # examples an optimizer draws for itself (SSAM-F's Fisher)
+        sample = example_sampler(ctx.train, ctx.augment, cfg, ctx.device, self.sample_gen)
         self.optimizer = ctx.info.build(
-            self.model.parameters(), inputs_for(self.model, ctx.steps_per_epoch, cfg, seed, plan["steps"]),
+            self.model.parameters(),
+            inputs_for(self.model, ctx.steps_per_epoch, cfg, seed, plan["steps"], sample=sample),
             **dict(ctx.config.hparams))
         schedule = cosine(plan["steps"]) if cfg.schedule == "cosine" else (lambda t: 1.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)

@@ -37,7 +37,7 @@ PAPER_SSAM = {("fisher", "unstructured", "explicit"), ("fisher", "structured", "
               ("dynamic", "unstructured", "explicit")}
 
 # What the harness can hand an optimizer at construction (never during steps).
-INPUTS = frozenset({"model", "total_steps", "steps_per_epoch", "seed"})
+INPUTS = frozenset({"model", "total_steps", "steps_per_epoch", "seed", "sample_examples"})
 _NOT_HPARAMS = {"self", "params", "base_optimizer", *INPUTS}
 
 
@@ -118,7 +118,8 @@ SGD_INVALID = ({"lr": -1.0}, {"momentum": -0.5}, {"weight_decay": -1e-4})
 TWO_PASS_INVALID = (*SGD_INVALID, {"rho": -0.1}, {"rho": float("inf")}, {"adaptive": "yes"})
 ESAM_INVALID = (*TWO_PASS_INVALID, {"beta": 0}, {"beta": 1.5}, {"gamma": 0.0}, {"gamma": 1.5}, {"swp": "layer"})
 SSAM_INVALID = (*TWO_PASS_INVALID, {"drop_rate": -0.5}, {"update_every": 0}, {"fisher_samples": 0},
-                {"growth": "best"}, {"normalise": "l1"}, {"fisher_impl": "jit"}, {"fisher_bn": "none"})
+                {"growth": "best"}, {"normalise": "l1"}, {"fisher_impl": "jit"}, {"fisher_bn": "none"},
+                {"fisher_data": "test"}, {"refresh_timing": "later"})
 SSAM_DENSITY_INVALID = {"unstructured": ({"sparsity": 1.5}, {"sparsity": -0.1}),
                         "structured": ({"sparsity": 1.5}, {"sparsity": -0.1}),
                         "nm": ({"m": 5}, {"n": 5}, {"n": 0}, {"sparsity": 0.3})}
@@ -126,7 +127,7 @@ SSAM_DENSITY_INVALID = {"unstructured": ({"sparsity": 1.5}, {"sparsity": -0.1}),
 
 def _ssam(mask: str, pattern: str, form: str, aliases: tuple[str, ...] = ()) -> OptimizerInfo:
     letter = mask[0]
-    inputs = {"steps_per_epoch", "seed"} | ({"total_steps"} if mask == "dynamic" else set()) \
+    inputs = {"steps_per_epoch", "seed"} | ({"total_steps"} if mask == "dynamic" else {"sample_examples"}) \
         | ({"model"} if form != "explicit" else set())
     origin = "paper" if (mask, pattern, form) in PAPER_SSAM else "extension"
     what = {"explicit": "explicit (masked e)", "implicit": "implicit (masked backward, dense e)",

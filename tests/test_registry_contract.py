@@ -151,7 +151,8 @@ ALTERNATIVES = {"sparsity": (0.25, 0.75), "gamma": (0.75, 0.25), "mask": ("fishe
                 "pattern": ("structured", "unstructured"), "n": (1, 2), "m": (2, 8), "form": ("explicit", "implicit"),
                 "update_every": (7, 3), "fisher_samples": (3, 5), "fisher_impl": ("loop", "vmap"),
                 "drop_rate": (0.25, 0.75), "growth": ("gradient", "random"), "normalise": ("masked", "paper"),
-                "total_steps": (99, 98), "fisher_bn": ("running", "batch")}
+                "total_steps": (99, 98), "fisher_bn": ("running", "batch"),
+                "fisher_data": ("train", "batch"), "refresh_timing": ("paper", "suite")}
 
 
 @pytest.mark.parametrize(("name", "key"), [(n, k) for n in NAMES if is_two_pass(n)

@@ -49,10 +49,10 @@ def dataset():
     return synthetic_dataset(n_train=200, n_test=64)
 
 
-def config(name: str) -> RunConfig:
+def config(name: str, **hparams) -> RunConfig:
     train = TrainConfig(dataset="synthetic", model="resnet8", epochs=3, batch_size=32, train_subset=96,
                         test_subset=64, eval_batch_size=64)
-    return run_config(name, train, profile="t")
+    return run_config(name, train, profile="t", **hparams)
 
 
 class Stop(Exception):
@@ -71,9 +71,12 @@ def interrupter(after: int):
     return interrupt
 
 
-@pytest.mark.parametrize("name", ["sgd", "sam", "esam", "ssam-f-nm-implicit", "ssam-d-structured-explicit"])
+@pytest.mark.parametrize("name", ["sgd", "sam", "esam", "ssam-f-nm-implicit", "ssam-d-structured-explicit",
+                                  "ssam-f-train-examples"])
 def test_resume_from_each_checkpoint_is_bit_identical(name, dataset, tmp_path):
-    cfg = config(name)
+    # the last: SSAM-F drawing its Fisher examples from the training data every step (its own RNG stream)
+    cfg = config("ssam-f-unstructured-explicit", fisher_data="train", fisher_samples=8, update_every=1) \
+        if name == "ssam-f-train-examples" else config(name)
     whole = harness.run(cfg, dataset, progress=False)
     for stop_after in (1, 2):  # the run saves after epochs 1 and 2 (not after the last)
         ckpt = tmp_path / f"{stop_after}.pt"

@@ -369,3 +369,70 @@ def test_fisher_with_running_statistics_works_there_and_both_implementations_agr
     opt = SSAM(params, mask="fisher", fisher_bn="running", update_every=10, lr=0.1)
     opt.step(ModelClosure(model, x, y))
     assert torch.isfinite(torch.cat([p.flatten() for p in params])).all()
+
+
+def test_fisher_on_random_training_examples_scores_what_the_sampler_draws():
+    """fisher_data="train" (the paper's code): the Fisher is taken on fisher_samples examples drawn from the
+    training data by the sampler, not on the step's batch."""
+    model = tiny_model()
+    x, y = toy_batch(seed=1)
+    drawn_x, drawn_y = toy_batch(n=12, seed=7)
+    asked = []
+
+    def sample(n):
+        asked.append(n)
+        return drawn_x[:n], drawn_y[:n]
+
+    opt = ssam(model, sparsity=0.6, update_every=3, fisher_samples=10, fisher_data="train", sample_examples=sample)
+    expected = fisher_vectorised(ModelClosure(model, drawn_x[:10], drawn_y[:10]), list(model.parameters()), 10)
+    meter = Meter()
+    opt.step(ModelClosure(model, x, y, meter=meter))
+    assert asked == [10]
+    assert all(torch.equal(m, e) for m, e in zip(opt.masks(), mk.project(expected, "unstructured", 0.4)))
+    assert meter.backward_samples == 10 + 2 * 16  # the Fisher pass is metered with the step's passes
+    with pytest.raises(ValueError, match="sample_examples="):
+        ssam(tiny_model(), fisher_data="train")
+
+
+def test_paper_refresh_timing_for_the_fisher_mask(monkeypatch):
+    """The paper's code: an all-zero mask at first (step 0 is an SGD step), the Fisher taken after the
+    first step of every period, so at the start of steps 1, 1 + P, ..."""
+    from ssam.fisher import FISHER
+
+    calls = []
+    original = FISHER["vmap"]
+
+    def counting(closure, params, n, bn):
+        calls.append(opt.steps)
+        return original(closure, params, n, bn)
+
+    monkeypatch.setitem(FISHER, "vmap", counting)
+    a, b = tiny_model(), tiny_model()
+    opt = ssam(a, update_every=3, refresh_timing="paper")
+    train(a, opt, steps=1)
+    train(b, torch.optim.SGD(b.parameters(), **HP), steps=1)
+    assert same_weights(a, b), "step 0 perturbs nothing"
+    train(a, opt, steps=6)
+    assert calls == [1, 4]
+    assert opt.density_range[0] == 0.0 and opt.density_range[1] == pytest.approx(0.5, abs=0.01)
+
+
+def test_paper_refresh_timing_for_the_dynamic_mask():
+    """SSAM-D as the paper's code: the drop-and-grow runs on steps 0, P, 2P, ... from that step's first-pass
+    gradient, and the step still perturbs with the mask it started with; the suite's timing refreshes at
+    the end of each period (steps P-1, 2P-1, ...) and uses the new mask at once."""
+    model = tiny_model()
+    opt = ssam(model, mask="dynamic", update_every=3, refresh_timing="paper", total_steps=30)
+    history = []
+    for i in range(7):
+        before = [m.clone() for m in opt.masks()]
+        x, y = toy_batch(seed=i)
+        opt.step(ModelClosure(model, x, y))
+        history.append(not all(torch.equal(m, n) for m, n in zip(before, opt.masks())))
+    assert history == [True, False, False, True, False, False, True]
+    suite = ssam(tiny_model(), mask="dynamic", update_every=3, total_steps=30)
+    refreshed = []
+    for step in range(6):
+        suite.steps = step
+        refreshed.append(suite._refreshes(suite.settings(), fisher=False))
+    assert refreshed == [False, False, True, False, False, True]
