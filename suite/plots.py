@@ -26,7 +26,8 @@ COST_PANELS = (("budget_train_flops", 1e12, "training TFLOP"),
                ("budget_train_seconds_at_timed_rate", 1.0, "training seconds (at the timed rate)"))
 FAMILIES = (("SAM and ESAM", ("sam", "esam")), ("SSAM-F", ("ssam-f",)), ("SSAM-D", ("ssam-d",)))
 REFERENCE_STYLE = {"sgd": ("#222222", "o", True), "sam": ("#d62728", "D", True), "esam": ("#ff7f0e", "v", True)}
-# SSAM: hue by pattern within the family's colour ramp, filled marker = explicit, hollow = implicit
+# SSAM: hue by pattern within the family's colour ramp, filled marker = explicit, hollow = implicit,
+# an X = implicit-masked
 SSAM_COLOURS = {"f": {"unstructured": "#08519c", "structured": "#3182bd", "nm": "#6baed6"},
                 "d": {"unstructured": "#006d2c", "structured": "#31a354", "nm": "#74c476"}}
 SSAM_MARKERS = {"unstructured": "o", "structured": "s", "nm": "^"}
@@ -39,9 +40,10 @@ def style(name: str) -> tuple[str, str, bool]:
     every figure. A row label with hyper-parameters (``"sam [rho=0.1]"``) is styled as another optimizer."""
     if name in REFERENCE_STYLE:
         return REFERENCE_STYLE[name]
-    m = re.fullmatch(r"ssam-([fd])-(unstructured|structured|nm)-(explicit|implicit)", name)
+    m = re.fullmatch(r"ssam-([fd])-(unstructured|structured|nm)-(explicit|implicit|implicit-masked)", name)
     if m:
-        return SSAM_COLOURS[m[1]][m[2]], SSAM_MARKERS[m[2]], m[3] == "explicit"
+        marker = "X" if m[3] == "implicit-masked" else SSAM_MARKERS[m[2]]
+        return SSAM_COLOURS[m[1]][m[2]], marker, m[3] != "implicit"
     h = zlib.crc32(name.encode())  # stable across processes, unlike hash()
     return OTHER_COLOURS[h % len(OTHER_COLOURS)], OTHER_MARKERS[(h // 7) % len(OTHER_MARKERS)], True
 
@@ -178,7 +180,8 @@ def _legends(fig: Any, top: Any, cols: list[tuple[str, list[str]]], extra: str =
                                       markerfacecolor=colour if filled else "white", label=name))
         ax.legend(handles=handles, fontsize="x-small", loc="best", framealpha=0.8)
     if extra:
-        fig.text(0.5, -0.01, extra + ". SSAM: colour = pattern, filled = explicit, hollow = implicit.",
+        fig.text(0.5, -0.01, extra + ". SSAM: colour = pattern, filled = explicit, hollow = implicit, "
+                 "X = implicit-masked (masked backward and masked e).",
                  ha="center", fontsize="small")
 
 

@@ -240,7 +240,9 @@ def test_an_optimizer_has_one_style_in_every_figure_and_families_get_panels():
     assert style("sgd") == style("sgd") and style("sgd") != style("sam")
     ssams = [f"ssam-{m}-{p}-{f}" for m in "fd" for p in ("unstructured", "structured", "nm")
              for f in ("explicit", "implicit")]
-    assert len({style(n) for n in ["sgd", "sam", "esam", *ssams]}) == 15
+    masked = ["ssam-f-structured-implicit-masked", "ssam-d-unstructured-implicit-masked"]
+    assert len({style(n) for n in ["sgd", "sam", "esam", *ssams, *masked]}) == 17
+    assert style(masked[0])[0] == style("ssam-f-structured-explicit")[0]  # the pattern's colour
     names = ["sgd", "sam", "esam", "ssam-f-nm-explicit", "ssam-d-nm-implicit", "linf-sam"]
     assert panels(names) == [("SAM and ESAM", ["sgd", "sam", "esam"]), ("SSAM-F", ["sgd", "sam", "ssam-f-nm-explicit"]),
                              ("SSAM-D", ["sgd", "sam", "ssam-d-nm-implicit"]), ("others", ["sgd", "sam", "linf-sam"])]
