@@ -365,7 +365,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     staged = {}
     for profile in dict.fromkeys(args.profile):
-        found = list(store.iter_records_of(args.source, profile))
+        found = list(store.iter_records(args.source, profile))
         if not found:
             raise UsageError(f"no records of profile {profile!r} in {str(args.source)!r} "
                              f"(expected {args.source}/runs/{profile}/*.json)")

@@ -42,18 +42,10 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
     atomic_write(path, write)
 
 
-def iter_records_of(results_dir: Path, profile: str) -> Iterator[tuple[Path, dict[str, Any] | None]]:
-    """(path, record or None if unreadable) for the records of one profile."""
-    for path in sorted((Path(results_dir) / "runs" / profile).glob("*.json")):
-        try:
-            yield path, read_record(path)
-        except StoreError:
-            yield path, None
-
-
-def iter_records(results_dir: Path) -> Iterator[tuple[Path, dict[str, Any] | None]]:
-    """Every record under ``results_dir/runs``; an unreadable file yields ``(path, None)``."""
-    for path in sorted((results_dir / "runs").glob("*/*.json")):
+def iter_records(results_dir: Path, profile: str = "*") -> Iterator[tuple[Path, dict[str, Any] | None]]:
+    """Every record under ``results_dir/runs`` (of one profile, if named); an unreadable file yields
+    ``(path, None)``."""
+    for path in sorted((Path(results_dir) / "runs").glob(f"{profile}/*.json")):
         try:
             yield path, read_record(path)
         except StoreError:
