@@ -49,6 +49,10 @@ class TrainConfig:
     schedule: str = "cosine"
     train_subset: int = 0  # 0: the whole training set; else a fixed, class-balanced subset
     test_subset: int = 0
+    # fraction of the training labels (after the subset) replaced by another class drawn uniformly, the same
+    # examples and labels for every run: symmetric label noise, the setting where SAM's paper shows its
+    # largest gains over SGD; the test labels stay clean
+    label_noise: float = 0.0
     crop_padding: int = 4
     flip: bool = True
     cutout: int = 0  # side of the Cutout square in pixels; 0 = off
@@ -83,6 +87,7 @@ class TrainConfig:
         check_number("momentum", self.momentum, low=0)
         check_number("weight_decay", self.weight_decay, low=0)
         check_number("cutout_p", self.cutout_p, 0, 1)
+        check_number("label_noise", self.label_noise, 0, 1, high_open=True)
         for name in ("nesterov", "flip", "channels_last"):
             check_bool(name, getattr(self, name))
 

@@ -490,6 +490,23 @@ def class_balanced_subset(split: Split, n: int, seed: int = 0) -> Split:
     return Split(split.images[chosen], split.labels[chosen])
 
 
+def with_label_noise(split: Split, fraction: float, num_classes: int, seed: int = 0) -> Split:
+    """Symmetric label noise: ``round(fraction * len(split))`` examples, drawn without replacement, get a
+    label drawn uniformly from the *other* classes (so exactly that many labels are wrong). Seeded apart
+    from the run's seed, so every run of a profile trains on the same noisy labels; images untouched."""
+    if fraction <= 0 or len(split) == 0:
+        return split
+    if num_classes < 2:
+        raise ValueError("label_noise needs at least two classes")
+    gen = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(split), generator=gen)[: round(fraction * len(split))]
+    # an offset in 1..K-1 added modulo K is a uniform draw over the K-1 wrong classes
+    offset = torch.randint(1, num_classes, (len(chosen),), generator=gen)
+    labels = split.labels.clone()
+    labels[chosen] = (labels[chosen] + offset) % num_classes
+    return Split(split.images, labels)
+
+
 class Augment:
     """Random crop with zero padding, horizontal flip, normalisation and optional Cutout, batched."""
 

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from baselines.core import Meter, ModelClosure
 from suite import budget, metrics, registry, store
 from suite.config import RunConfig, TrainConfig, resolve_hparams
-from suite.data import Augment, Dataset, Split, class_balanced_subset, epoch_batches
+from suite.data import Augment, Dataset, Split, class_balanced_subset, epoch_batches, with_label_noise
 from suite.measure import FlopMeter, PeakMemory, StepClock, environment, sync
 from suite.models import build_model
 from suite.store import SCHEMA
@@ -60,8 +60,9 @@ def cosine(total_steps: int) -> Callable[[int], float]:
 
 
 def subsets(dataset: Dataset, train: TrainConfig) -> tuple[Split, Split]:
+    train_split = class_balanced_subset(dataset.train, train.train_subset, SUBSET_SEED)
     return (
-        class_balanced_subset(dataset.train, train.train_subset, SUBSET_SEED),
+        with_label_noise(train_split, train.label_noise, dataset.num_classes, SUBSET_SEED),
         class_balanced_subset(dataset.test, train.test_subset, SUBSET_SEED),
     )
 

@@ -14,7 +14,14 @@ import torch
 from PIL import Image
 
 from suite import data
-from suite.data import Augment, DataError, class_balanced_subset, epoch_batches, load_dataset
+from suite.data import (
+    Augment,
+    DataError,
+    class_balanced_subset,
+    epoch_batches,
+    load_dataset,
+    with_label_noise,
+)
 from suite.models import build_model
 
 SYNTHETIC_FINGERPRINT = "d009fa0a86e80684"  # synthetic_dataset()'s tensors, the same as before fingerprints existed
@@ -391,6 +398,35 @@ def test_class_balanced_subset_is_balanced_and_fixed():
     assert torch.equal(a.labels, b.labels) and torch.equal(a.images, b.images)
     assert torch.bincount(a.labels, minlength=10).tolist() == [10] * 10
     assert len(class_balanced_subset(ds.train, 0)) == 1000
+
+
+def test_label_noise_makes_exactly_the_asked_fraction_wrong_spread_over_the_other_classes():
+    ds = data.synthetic_dataset(n_train=2000)
+    noisy = with_label_noise(ds.train, 0.4, 10, seed=0)
+    wrong = noisy.labels != ds.train.labels
+    assert int(wrong.sum()) == 800  # exactly round(0.4 * 2000), none "flipped" to its own class
+    assert noisy.images is ds.train.images and ds.train.labels.max() < 10 and noisy.labels.max() < 10
+    # the wrong labels are spread over the other nine classes (a uniform draw: each ~1/9 of 800)
+    offsets = (noisy.labels[wrong] - ds.train.labels[wrong]) % 10
+    assert set(offsets.tolist()) == set(range(1, 10)) and torch.bincount(offsets).max() < 2 * 800 / 9
+    again = with_label_noise(ds.train, 0.4, 10, seed=0)
+    assert torch.equal(again.labels, noisy.labels)  # the same noisy labels for every run
+    assert not torch.equal(with_label_noise(ds.train, 0.4, 10, seed=1).labels, noisy.labels)
+    assert with_label_noise(ds.train, 0.0, 10) is ds.train
+
+
+def test_label_noise_reaches_the_training_split_only_and_is_checked():
+    from suite.config import ConfigError, TrainConfig
+    from suite.harness import subsets
+
+    ds = data.synthetic_dataset(n_train=500, n_test=200)
+    train, test = subsets(ds, TrainConfig(dataset="synthetic", train_subset=300, label_noise=0.5))
+    clean_train, clean_test = subsets(ds, TrainConfig(dataset="synthetic", train_subset=300))
+    assert int((train.labels != clean_train.labels).sum()) == 150
+    assert torch.equal(train.images, clean_train.images) and torch.equal(test.labels, clean_test.labels)
+    for bad in (-0.1, 1.0, float("nan"), "0.2"):
+        with pytest.raises(ConfigError, match="label_noise"):
+            TrainConfig(label_noise=bad)
 
 
 def test_epoch_batches_permute_and_drop_the_last_partial_batch():
