@@ -32,26 +32,32 @@ SWP = ("tensor", "element")
 
 class ESAM(TwoPassOptimizer):
     """``ESAM(params, base_optimizer=torch.optim.SGD, rho=0.05, beta=0.6, gamma=0.5, swp="tensor",
-    seed=0, adaptive=False, **base_kwargs)``. Data selection (``gamma < 1``) needs a closure that takes
-    ``per_sample``, ``subset`` and ``backward`` (``baselines.ModelClosure``)."""
+    seed=0, adaptive=False, ascent_fraction=1.0, **base_kwargs)``. Data selection (``gamma < 1``) needs a
+    closure that takes ``per_sample``, ``subset`` and ``backward`` (``baselines.ModelClosure``)."""
 
-    shared_hparams = ("gamma",)
+    shared_hparams = ("gamma", "ascent_fraction")
 
     def __init__(
         self, params: Iterable[Any], base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
         rho: float = 0.05, beta: float = 0.6, gamma: float = 0.5, swp: str = "tensor", seed: int = 0,
-        adaptive: bool = False, **base_kwargs: Any,
+        adaptive: bool = False, ascent_fraction: float = 1.0, **base_kwargs: Any,
     ) -> None:
         extra = dict(beta=beta, gamma=gamma, swp=swp)
-        super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, extra_defaults=extra, **base_kwargs)
+        super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, extra_defaults=extra,
+                         ascent_fraction=ascent_fraction, **base_kwargs)
         self.generator = torch.Generator().manual_seed(seed)
         self._before: torch.Tensor | None = None  # per-sample losses of the first pass
+        self._frozen: list[torch.Tensor] = []  # this step's drawn-out tensors (swp="tensor")
 
     def check_group(self, group: dict[str, Any]) -> None:
         super().check_group(group)
         check_number("beta", group["beta"], 0, 1, low_open=True)
         check_number("gamma", group["gamma"], 0, 1, low_open=True)
         check_choice("swp", group["swp"], SWP)
+        if group["gamma"] < 1 and group["ascent_fraction"] < 1:
+            raise ValueError(f"ESAM's data selection (gamma={group['gamma']} < 1) compares each example's loss "
+                             f"before and after the perturbation over the whole batch; ascent_fraction="
+                             f"{group['ascent_fraction']} < 1 works with gamma=1 only")
 
     # ----- hooks of the two-pass skeleton -------------------------------------------------------
     def first_pass(self, closure: Closure) -> torch.Tensor:
@@ -59,21 +65,20 @@ class ESAM(TwoPassOptimizer):
         if per_sample and not has_features(closure, PER_SAMPLE, SUBSET, BACKWARD):
             raise ValueError("ESAM with gamma < 1 selects samples: its closure must take per_sample, subset "
                              "and backward (use baselines.ModelClosure), or set gamma=1")
-        frozen, nothing_drawn = self._draw_frozen_tensors(closure)
-        try:
-            for p in frozen:
-                p.requires_grad_(False)
-                p.grad = None
-            losses = call_closure(closure, backward=not nothing_drawn,  # e = 0: a forward is enough
-                                  per_sample=per_sample)
+        self._frozen, nothing_drawn = self._draw_frozen_tensors(closure)
+        try:  # the drawn-out tensors get no weight-gradient (not_perturbed)
+            losses = self.ascent_call(closure, backward=not nothing_drawn,  # e = 0: a forward is enough
+                                      per_sample=per_sample)
         finally:
-            for p in frozen:
-                p.requires_grad_(True)
+            self._frozen = []
         if per_sample and losses.dim() != 1:  # selecting from one number would silently keep the whole batch
             raise ValueError(f"ESAM with gamma < 1 selects samples: the closure must return one loss per sample "
                              f"when called with per_sample=True, got shape {tuple(losses.shape)}")
         self._before = losses if per_sample else None
         return losses.mean() if losses.dim() else losses
+
+    def not_perturbed(self) -> list[torch.Tensor]:
+        return self._frozen
 
     def perturbation(self, p: torch.Tensor, group: dict[str, Any], scale: torch.Tensor) -> torch.Tensor | None:
         e = super().perturbation(p, group, scale)

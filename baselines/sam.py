@@ -22,7 +22,8 @@ class SAM(TwoPassOptimizer):
 
     ``base_kwargs`` (lr, momentum, weight_decay, ...) go to the base optimizer. ``step`` needs a
     closure that zeroes gradients, runs forward and backward and returns the loss. ``rho`` and
-    ``adaptive`` may differ per parameter group.
+    ``adaptive`` may differ per parameter group. ``ascent_fraction < 1`` takes g from that fraction of
+    the batch (``core/two_pass.py``; needs a ``ModelClosure``).
     """
 
     def __init__(
@@ -31,6 +32,8 @@ class SAM(TwoPassOptimizer):
         base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
         rho: float = 0.05,
         adaptive: bool = False,
+        ascent_fraction: float = 1.0,
         **base_kwargs: Any,
     ) -> None:
-        super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, **base_kwargs)
+        super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, ascent_fraction=ascent_fraction,
+                         **base_kwargs)

@@ -6,6 +6,10 @@
 - ``structured``: the unit is a whole tensor (as in the paper's code). Tensors are ranked by mean
   score and each is taken if it still fits in ``k``: the density never exceeds the target. (The
   official code instead adds tensors until ``k`` is reached, overshooting by up to one tensor.)
+- ``structured-top`` (this suite's extension, cost-aware): as ``structured``, but only among the
+  tensors nearest the output — the shortest run at the end of the parameter list (forward order for
+  the suite's models and torchvision's ResNets) that holds ``k`` weights. Every tensor below it stays
+  unperturbed, so with ``normalise="masked"`` the first backward stops there (``SSAM.not_perturbed``).
 - ``nm``: in every group of ``m`` consecutive weights along the reduction dimension, the ``n`` with
   the highest scores. A weight of shape ``(out, ...)`` is grouped along its own row-major layout of
   ``in * kh * kw`` (conv) or ``in`` (linear): no transposed view. Tensors without such groups — 1-D
@@ -23,7 +27,7 @@ import torch
 
 from baselines.core import check_int
 
-PATTERNS = ("unstructured", "structured", "nm")
+PATTERNS = ("unstructured", "structured", "structured-top", "nm")
 Masks = list[torch.Tensor]
 
 
@@ -48,8 +52,8 @@ def check_nm(params: list[torch.Tensor], n: int, m: int) -> list[int]:
 def project(scores: list[torch.Tensor], pattern: str, density: float, n: int = 2, m: int = 4) -> Masks:
     if pattern == "unstructured":
         return _unstructured(scores, density)
-    if pattern == "structured":
-        return _structured(scores, density)
+    if pattern in ("structured", "structured-top"):
+        return _structured(scores, density, top=pattern == "structured-top")
     if pattern == "nm":
         return [_nm(s, n, m) if has_nm_groups(s, m) else _top_fraction(s, n / m) for s in scores]
     raise ValueError(f"unknown pattern {pattern!r}; known: {', '.join(PATTERNS)}")
@@ -64,12 +68,16 @@ def _unstructured(scores: list[torch.Tensor], density: float) -> Masks:
     return _unflatten(keep, scores)
 
 
-def _structured(scores: list[torch.Tensor], density: float) -> Masks:
+def _structured(scores: list[torch.Tensor], density: float, top: bool = False) -> Masks:
     budget = round(density * sum(s.numel() for s in scores))
+    first, held = len(scores), 0
+    while top and first > 0 and held < budget:  # the shortest run at the output end that holds the budget
+        first -= 1
+        held += scores[first].numel()
     unit = torch.stack([s.float().mean().cpu() for s in scores])
     keep, used = [False] * len(scores), 0
     for i in torch.argsort(unit, descending=True, stable=True).tolist():
-        if used + scores[i].numel() <= budget:
+        if i >= (first if top else 0) and used + scores[i].numel() <= budget:
             keep[i], used = True, used + scores[i].numel()
     return [torch.full_like(s, k, dtype=torch.bool) for s, k in zip(scores, keep)]
 
@@ -106,7 +114,7 @@ def dst_scores(
     back only where nothing else can fill its place.
     """
     mags = [torch.zeros_like(mk, dtype=torch.float) if g is None else g.abs().float() for g, mk in zip(grads, masks)]
-    if pattern == "structured":
+    if pattern in ("structured", "structured-top"):
         active = [i for i, mk in enumerate(masks) if mk.all()]
         n_drop = round(drop_rate * len(active))
         ranked = sorted(active, key=lambda i: mags[i].mean().item())

@@ -10,13 +10,18 @@ keeps the largest empirical-Fisher scores over ``fisher_samples`` examples, refr
 SSAM-D (``mask="dynamic"``) starts from a random mask and every ``update_every`` steps drops the
 active weights with the smallest |g| at rate
 ``d_t = drop_rate * (1 + cos(pi t / total_steps)) / 2`` and grows as many inactive ones.
-Patterns (``ssam.masks``): unstructured, structured (whole tensors), N:M. Forms:
+Patterns (``ssam.masks``): unstructured, structured (whole tensors), structured-top (whole tensors
+near the output only: this suite's), N:M. Forms:
 
 - explicit: the mask on the perturbation, as above;
 - implicit (the paper's code): the first backward propagates through masked weights,
   ``dX = dY (W ⊙ M)^T`` (each layer's own ``dW`` stays exact), and the perturbation is SAM's, dense:
   ``e = rho * g_M / ||g_M||`` with ``g_M`` that gradient. Needs ``model``; with every mask 1 it is SAM;
 - implicit-masked (this suite's extension): both at once, ``e = rho * (m ⊙ g_M) / ||g_M||``.
+
+With ``normalise="masked"`` and a masked e, tensors whose mask is all zero (a structured mask leaves
+whole tensors out) get no weight-gradient in the first pass (``not_perturbed``): the same update, less
+backward work. ``ascent_fraction`` (the skeleton's) takes g from part of the batch.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ class SSAM(TwoPassOptimizer):
 
     shared_hparams = ("sparsity", "mask", "pattern", "n", "m", "form", "update_every", "fisher_samples",
                       "fisher_impl", "fisher_bn", "fisher_data", "refresh_timing", "drop_rate", "growth", "normalise",
-                      "total_steps")
+                      "total_steps", "ascent_fraction")
 
     def __init__(
         self, params: Iterable[Any], base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
@@ -57,7 +62,8 @@ class SSAM(TwoPassOptimizer):
         sample_examples: Sampler | None = None, refresh_timing: str = "suite", drop_rate: float = 0.5,
         growth: str = "random",
         normalise: str = "paper", total_steps: int | None = None, steps_per_epoch: int | None = None,
-        model: torch.nn.Module | None = None, seed: int = 0, adaptive: bool = False, **base_kwargs: Any,
+        model: torch.nn.Module | None = None, seed: int = 0, adaptive: bool = False, ascent_fraction: float = 1.0,
+        **base_kwargs: Any,
     ) -> None:
         params = list(params)
         if pattern == "nm":  # the pattern fixes the density: a sparsity that disagrees is a mistake
@@ -71,7 +77,8 @@ class SSAM(TwoPassOptimizer):
                      fisher_samples=fisher_samples, fisher_impl=fisher_impl, fisher_bn=fisher_bn,
                      fisher_data=fisher_data, refresh_timing=refresh_timing, drop_rate=drop_rate, growth=growth,
                      normalise=normalise, total_steps=total_steps)
-        super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, extra_defaults=extra, **base_kwargs)
+        super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, extra_defaults=extra,
+                         ascent_fraction=ascent_fraction, **base_kwargs)
         if form != "explicit" and model is None:
             raise ValueError(f"form {form!r} needs model= (the module whose layers back-propagate through the mask)")
         if mask == "fisher" and fisher_data == "train" and sample_examples is None:
@@ -124,8 +131,19 @@ class SSAM(TwoPassOptimizer):
             self._set_masks(mk.project(fisher, h["pattern"], 1 - h["sparsity"], h["n"], h["m"]))
         if h["form"] != "explicit":
             with MaskedBackward(self.model, lambda w: self.state[w]["mask"] if w in self.state else None):
-                return closure()
-        return closure()
+                return self.ascent_call(closure)
+        return self.ascent_call(closure)
+
+    def not_perturbed(self) -> list[torch.Tensor]:
+        """Tensors whose mask is all zero, where nothing reads their first-pass gradient: the norm is over
+        the perturbed weights (``normalise="masked"``), e is masked (not the dense implicit form), and
+        SSAM-D grows at random (``growth="gradient"`` reads every inactive weight's |g|). Then e and the
+        update are the same as with their dW computed; otherwise nothing is skipped."""
+        h = self.settings()
+        reads_all = h["normalise"] != "masked" or h["form"] == "implicit"
+        if reads_all or (h["mask"] == "dynamic" and h["growth"] != "random"):
+            return []
+        return [p for p in self._params if not self.state[p]["mask"].any()]
 
     def prepare(self) -> None:
         h = self.settings()

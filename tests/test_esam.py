@@ -240,3 +240,29 @@ def test_with_gamma_one_a_mean_reduced_loss_is_fine():
     x, y = toy_batch()
     ESAM(model.parameters(), rho=0.5, beta=1.0, gamma=1.0, lr=0.1).step(
         ModelClosure(model, x, y, loss_fn=torch.nn.functional.cross_entropy))
+
+
+def test_with_an_ascent_sub_batch_beta_and_gamma_one_is_sam_with_the_same_sub_batch():
+    a, b = tiny_model(), tiny_model()
+    sam = SAM(a.parameters(), rho=0.2, ascent_fraction=0.25, **HP)
+    esam = ESAM(b.parameters(), rho=0.2, beta=1.0, gamma=1.0, ascent_fraction=0.25, **HP)
+    for i in range(4):
+        x, y = toy_batch(seed=i)
+        assert torch.equal(sam.step(closure_for(a, x, y)), esam.step(closure_for(b, x, y)))
+    assert all(torch.equal(wa, wb) for wa, wb in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_drawn_tensors_and_the_ascent_sub_batch_combine():
+    torch.manual_seed(0)
+    model = Deep()
+    x, y = torch.randn(16, 6), torch.arange(16) % 3
+    spy = Spy(model, x, y)
+    ESAM(model.parameters(), beta=0.5, gamma=1.0, ascent_fraction=0.5, lr=0.1).step(spy)
+    first, second = spy.calls
+    assert first["kw"]["subset"].tolist() == list(range(8)) and "subset" not in second["kw"]
+    assert 0 < sum(first["requires_grad"]) < len(first["requires_grad"]) and all(second["requires_grad"])
+
+
+def test_data_selection_with_an_ascent_sub_batch_is_refused():
+    with pytest.raises(ValueError, match="gamma=0.5 < 1.*ascent_fraction=0.5"):
+        ESAM(tiny_model().parameters(), gamma=0.5, ascent_fraction=0.5, lr=0.1)

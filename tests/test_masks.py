@@ -97,6 +97,16 @@ def test_bad_nm_is_refused():
     assert mk.check_nm([torch.zeros(4, 3, 3, 3), torch.zeros(8, 16), torch.zeros(8)], 2, 4) == [0, 2]
 
 
+def test_structured_top_takes_whole_tensors_by_score_among_the_shortest_run_at_the_output_end():
+    sizes = [40, 10, 30, 20, 5, 15]  # 120 weights; density 0.4 -> 48: the run from the end is 15+5+20+30 = 70
+    means = [9.0, 8.0, 1.0, 3.0, 2.0, 4.0]  # the two best tensors lie below the run: never taken
+    masks = mk.project([torch.full((n,), m) for n, m in zip(sizes, means)], "structured-top", 0.4)
+    assert [bool(m.all()) for m in masks] == [False, False, False, True, True, True]  # 15 + 20 + 5 = 40 <= 48
+    assert all(m.all() or not m.any() for m in masks)
+    plain = mk.project([torch.full((n,), m) for n, m in zip(sizes, means)], "structured", 0.4)
+    assert [bool(m.all()) for m in plain] == [True, False, False, False, True, False]  # 40 + 5: by score anywhere
+
+
 @pytest.mark.parametrize("pattern", mk.PATTERNS)
 @pytest.mark.parametrize("growth", ["random", "gradient"])
 def test_dst_keeps_the_pattern_and_density_and_drops_the_smallest_gradients(pattern, growth):
@@ -110,7 +120,7 @@ def test_dst_keeps_the_pattern_and_density_and_drops_the_smallest_gradients(patt
         for m_old, m_new in zip(masks, new):
             if mk.has_nm_groups(m_old, 4):
                 assert (m_new.reshape(m_new.shape[0], -1, 4).sum(-1) == 2).all()
-    if pattern == "structured":
+    if pattern in ("structured", "structured-top"):
         assert all(m.all() or not m.any() for m in new)
         return
     old_flat, new_flat = torch.cat([m.flatten() for m in masks]), torch.cat([m.flatten() for m in new])

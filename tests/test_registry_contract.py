@@ -152,7 +152,8 @@ ALTERNATIVES = {"sparsity": (0.25, 0.75), "gamma": (0.75, 0.25), "mask": ("fishe
                 "update_every": (7, 3), "fisher_samples": (3, 5), "fisher_impl": ("loop", "vmap"),
                 "drop_rate": (0.25, 0.75), "growth": ("gradient", "random"), "normalise": ("masked", "paper"),
                 "total_steps": (99, 98), "fisher_bn": ("running", "batch"),
-                "fisher_data": ("train", "batch"), "refresh_timing": ("paper", "suite")}
+                "fisher_data": ("train", "batch"), "refresh_timing": ("paper", "suite"),
+                "ascent_fraction": (0.5, 1.0)}
 
 
 @pytest.mark.parametrize(("name", "key"), [(n, k) for n in NAMES if is_two_pass(n)

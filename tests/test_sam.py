@@ -166,3 +166,61 @@ def test_the_documented_clipping_and_loss_hook_example_runs_and_clips_both_passe
         torch.nn.utils.clip_grad_norm_ = clip
     assert len(norms) == 2 and all(n <= 1.0 + 1e-5 for n in norms)  # both passes, clipped
     assert torch.isfinite(namespace["loss"])
+
+
+# ----- the ascent pass on part of the batch (ascent_fraction) ----------------------------------------------------
+def test_ascent_fraction_takes_g_from_the_first_examples_and_descends_on_the_whole_batch():
+    """e = rho * g_S / ||g_S|| with g_S the gradient of the first ceil(f * B) examples (computed here
+    independently); the second pass runs on all B; BatchNorm statistics move with the sub-batch."""
+    model, ref = tiny_model(), tiny_model()
+    x, y = toy_batch(n=16)
+    opt = SAM(model.parameters(), rho=0.3, lr=0.0, ascent_fraction=0.3)  # ceil(0.3 * 16) = 5
+    seen, meter = [], Meter()
+
+    class Spy(ModelClosure):
+        def __call__(self, **kw):
+            seen.append(([p.detach().clone() for p in model.parameters()], kw.get("subset")))
+            return super().__call__(**kw)
+
+    opt.step(Spy(model, x, y, meter=meter))
+    (w0, subset), (w1, second) = seen
+    assert subset.tolist() == [0, 1, 2, 3, 4] and second is None
+    assert meter.backward_samples == 5 + 16
+    torch.nn.functional.cross_entropy(ref(x[:5]), y[:5]).backward()  # also the only BatchNorm update
+    norm = torch.stack([p.grad.norm() for p in ref.parameters()]).norm()
+    for a, b, p in zip(w0, w1, ref.parameters()):
+        torch.testing.assert_close(b - a, 0.3 * p.grad / norm, rtol=1e-4, atol=1e-7)
+    assert torch.equal(model.bn.running_mean, ref.bn.running_mean)
+    assert torch.equal(model.bn.running_var, ref.bn.running_var)
+
+
+def test_ascent_fraction_one_or_covering_the_batch_is_sam_bit_for_bit():
+    a, b, c = tiny_model(), tiny_model(), tiny_model()
+    train(a, SAM(a.parameters(), rho=0.2, **HP))
+    train(b, SAM(b.parameters(), rho=0.2, ascent_fraction=1.0, **HP))
+    train(c, SAM(c.parameters(), rho=0.2, ascent_fraction=0.999, **HP))  # ceil(0.999 * 16) = 16: no subset
+    assert all(torch.equal(wa, wb) and torch.equal(wa, wc) for wa, wb, wc in zip(weights(a), weights(b), weights(c)))
+    d = tiny_model()
+    train(d, SAM(d.parameters(), rho=0.2, ascent_fraction=0.5, **HP))
+    assert any(not torch.equal(wa, wd) for wa, wd in zip(weights(a), weights(d)))
+
+
+def test_ascent_fraction_needs_a_closure_that_takes_a_subset():
+    model = tiny_model()
+    x, y = toy_batch()
+    opt = SAM(model.parameters(), lr=0.1, ascent_fraction=0.5)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    with pytest.raises(ValueError, match=r"ascent_fraction=0.5 .*ModelClosure"):
+        opt.step(closure)
+
+
+@pytest.mark.parametrize("fraction", [0, -0.5, 1.5, float("nan"), "half"])
+def test_bad_ascent_fraction_raises_naming_it(fraction):
+    with pytest.raises(ValueError, match="ascent_fraction"):
+        SAM(tiny_model().parameters(), lr=0.1, ascent_fraction=fraction)

@@ -80,8 +80,8 @@ def test_perturbation_is_masked_gradient_scaled_by_the_stated_norm(mask, pattern
     class Spy(ModelClosure):
         def __call__(self, **kw):
             out = super().__call__(**kw)
-            seen.append(([p.detach().clone() for p in model.parameters()],
-                         [p.grad.clone() for p in model.parameters()]))
+            seen.append(([p.detach().clone() for p in model.parameters()],  # a tensor left out has no grad
+                         [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()]))
             return out
 
     opt.step(Spy(model, x, y))
@@ -436,3 +436,91 @@ def test_paper_refresh_timing_for_the_dynamic_mask():
         suite.steps = step
         refreshed.append(suite._refreshes(suite.settings(), fisher=False))
     assert refreshed == [False, False, True, False, False, True]
+
+
+# ----- first-pass work skipped for tensors left out (not_perturbed) -----------------------------------------------
+class GradSpy(ModelClosure):
+    """Records, after every call, which parameters hold no gradient."""
+
+    def __init__(self, *args, log, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log = log
+
+    def __call__(self, **kw):
+        out = super().__call__(**kw)
+        self.log.append([p.grad is None for p in self.model.parameters()])
+        return out
+
+
+def _steps(model, opt, log, meter, steps=6):
+    for i in range(steps):
+        x, y = toy_batch(seed=i)
+        opt.step(GradSpy(model, x, y, log=log, meter=meter))
+
+
+@pytest.mark.parametrize("mask,form", [("fisher", "explicit"), ("dynamic", "explicit"), ("fisher", "implicit-masked")])
+@pytest.mark.parametrize("timing", ["suite", "paper"])
+@pytest.mark.parametrize("pattern", ["structured", "structured-top"])
+def test_tensors_left_out_get_no_first_pass_weight_gradient_and_the_update_is_the_same_bit_for_bit(
+        mask, form, timing, pattern):
+    """A structured mask leaves whole tensors out; with the masked norm nothing reads their first-pass
+    gradient, so it is not computed. The plain path (every dW computed) must give the same weights, BatchNorm
+    buffers included, through mask refreshes (update_every=2) and the paper timing's all-zero first mask."""
+    kw = dict(mask=mask, form=form, pattern=pattern, normalise="masked", refresh_timing=timing)
+    a, b = tiny_model(), tiny_model()
+    fast, plain = ssam(a, **kw), ssam(b, **kw)
+    plain.not_perturbed = list  # the plain path: nothing skipped
+    fast_log, plain_log, fast_meter, plain_meter = [], [], Meter(), Meter()
+    _steps(a, fast, fast_log, fast_meter)
+    _steps(b, plain, plain_log, plain_meter)
+    assert same_weights(a, b)
+    first_passes = fast_log[0::2]
+    assert any(any(skipped) for skipped in first_passes), "some tensor was left out and skipped"
+    assert not any(any(s) for s in plain_log) and not any(any(s) for s in fast_log[1::2])
+    if mask == "fisher" and timing == "paper":  # step 0's mask is all zero: its first pass is a forward only
+        assert all(first_passes[0]) and fast_meter.backward_passes == plain_meter.backward_passes - 1
+    else:
+        assert fast_meter == plain_meter
+
+
+def test_nothing_is_skipped_where_the_left_out_gradient_is_read():
+    """The paper's norm is over every weight's gradient; SSAM-D with gradient growth ranks the inactive
+    weights by |g|; the implicit form's e is dense."""
+    for kw in (dict(normalise="paper"), dict(normalise="masked", mask="dynamic", growth="gradient"),
+               dict(form="implicit")):
+        model = tiny_model()
+        opt = ssam(model, pattern="structured", **{"mask": "fisher", **kw})
+        _steps(model, opt, log := [], Meter(), steps=3)
+        assert 0 < opt.mask_density() < 1 and not any(any(s) for s in log), kw
+
+
+@pytest.mark.parametrize("mask,form", VARIANTS)
+def test_density_one_with_an_ascent_sub_batch_is_sam_with_it(mask, form):
+    a, b = tiny_model(), tiny_model()
+    train(a, SAM(a.parameters(), rho=0.1, ascent_fraction=0.5, **HP))
+    train(b, ssam(b, mask=mask, form=form, sparsity=0.0, ascent_fraction=0.5))
+    assert same_weights(a, b)
+
+
+def test_a_mask_near_the_output_stops_the_first_backward_there():
+    """structured-top with the masked norm: the first pass computes no FLOPs of backward below the mask
+    (here only the classifier's bias is perturbed, so no convolution backward runs at all)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = tiny_model()
+    opt = ssam(model, pattern="structured-top", normalise="masked", lr=0.0)
+    x, y = toy_batch()
+    opt.step(ModelClosure(model, x, y))  # the Fisher pass chooses the mask
+    assert [bool(m.any()) for m in opt.masks()] == [False, False, False, False, True]
+    counted = []
+
+    class Counted(ModelClosure):
+        def __call__(self, **kw):
+            with FlopCounterMode(display=False) as counter:
+                out = super().__call__(**kw)
+            counted.append({str(k): v for k, v in counter.get_flop_counts()["Global"].items()})
+            return out
+
+    opt.step(Counted(model, x, y))
+    first, second = counted
+    assert "aten.convolution_backward" not in first and second["aten.convolution_backward"] > 0

@@ -8,7 +8,20 @@
     w <- base_step(w, g')
 
 A variant overrides a hook (``prepare``, ``grad_norm``, ``perturbation``, ``first_pass``,
-``second_pass``), never ``step``. The base optimizer shares ``param_groups`` with the wrapper, so LR
+``second_pass``, ``not_perturbed``), never ``step``.
+
+Two ways the first (ascent) pass can cost less, for every variant:
+
+- ``ascent_fraction = f < 1``: g comes from the first ``ceil(f * B)`` examples of the batch (the batch
+  is already in random order), the descent gradient from all ``B`` — one perturbation per step from a
+  sub-batch, in the spirit of SAM's m-sharpness. The closure must take ``subset`` and expose its batch
+  (``ModelClosure``); BatchNorm running statistics then move with the sub-batch's statistics.
+- ``not_perturbed()``: tensors this step will certainly leave unperturbed and whose first-pass gradient
+  nothing else reads get no weight-gradient in that pass (``requires_grad`` off while it runs), so
+  autograd skips their ``dW`` and stops below the lowest tensor that still needs one. The update is the
+  same, bit for bit: it only skips work whose result was thrown away.
+
+The base optimizer shares ``param_groups`` with the wrapper, so LR
 schedulers and per-group hyper-parameters reach both. Hyper-parameters are checked per group
 (``check_group``) when a group is added; those a step can only use with one value for every group
 are named in ``shared_hparams``, and a group that differs is refused (``shared``).
@@ -16,13 +29,15 @@ are named in ``shared_hparams``, and a group that differs is refused (``shared``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 
 from .checks import check_bool, check_number
-from .closure import call_closure
+from .closure import BACKWARD, BATCH, SUBSET, call_closure, has_features
 
 Closure = Callable[..., torch.Tensor]
 
@@ -30,7 +45,8 @@ Closure = Callable[..., torch.Tensor]
 class TwoPassOptimizer(torch.optim.Optimizer):
     """Skeleton with SAM's hooks as the defaults (Foret et al., 2021; ASAM with ``adaptive=True``)."""
 
-    shared_hparams: tuple[str, ...] = ()  # one value for all groups: the step cannot honour it per group
+    # one value for all groups: the step cannot honour it per group
+    shared_hparams: tuple[str, ...] = ("ascent_fraction",)
 
     def __init__(
         self,
@@ -39,9 +55,11 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         rho: float = 0.05,
         adaptive: bool = False,
         extra_defaults: dict[str, Any] | None = None,
+        ascent_fraction: float = 1.0,
         **base_kwargs: Any,
     ) -> None:
-        super().__init__(params, dict(rho=rho, adaptive=adaptive, **(extra_defaults or {})))
+        defaults = dict(rho=rho, adaptive=adaptive, ascent_fraction=ascent_fraction, **(extra_defaults or {}))
+        super().__init__(params, defaults)
         # The base optimizer adopts the wrapper's group dicts, so both read the same lr, rho, ...
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
         self.param_groups = self.base_optimizer.param_groups
@@ -63,6 +81,7 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         """Raise ``ValueError`` naming the value for a bad hyper-parameter of ``group``."""
         check_number("rho", group["rho"], low=0)
         check_bool("adaptive", group["adaptive"])
+        check_number("ascent_fraction", group["ascent_fraction"], 0, 1, low_open=True)
 
     def shared(self, key: str) -> Any:
         """The value of a ``shared_hparams`` entry; refused if a group was given another one since."""
@@ -116,10 +135,52 @@ class TwoPassOptimizer(torch.optim.Optimizer):
             p.copy_(self._anchors[p])
         self._perturbed.clear()
 
+    @contextmanager
+    def without_grad(self, params: list[torch.Tensor]) -> Iterator[None]:
+        """While inside, ``params`` need no gradient (and hold none afterwards): autograd skips their dW."""
+        params = [p for p in params if p.requires_grad]
+        for p in params:
+            p.requires_grad_(False)
+            p.grad = None
+        try:
+            yield
+        finally:
+            for p in params:
+                p.requires_grad_(True)
+
+    def ascent_call(self, closure: Closure, **options: Any) -> torch.Tensor:
+        """Call the closure for the first pass: on the whole batch or the ascent sub-batch, without the
+        weight-gradients of ``not_perturbed()`` (asked here, after whatever the variant decided first)."""
+        fraction = self.shared("ascent_fraction")
+        if fraction < 1:
+            if not has_features(closure, SUBSET, BATCH):
+                raise ValueError(f"ascent_fraction={fraction} runs the first pass on part of the batch: the "
+                                 "closure must take subset and expose its batch (use baselines.ModelClosure)")
+            batch = int(closure.targets.shape[0])
+            # ceil, at least 1 (a float product like 0.7 * 10 = 7.000000000000001 is not 8)
+            k = max(1, min(batch, math.ceil(round(fraction * batch, 9))))
+            if k < batch:
+                options[SUBSET] = torch.arange(k, device=closure.targets.device)
+        frozen = self.not_perturbed()
+        if frozen and {id(p) for p in frozen} >= {id(p) for g in self.param_groups for p in g["params"]
+                                                 if p.requires_grad}:
+            # nothing will be perturbed (e = 0): a forward gives the loss; a plain closure runs backward,
+            # which needs something to differentiate
+            if has_features(closure, BACKWARD):
+                options[BACKWARD] = False
+            else:
+                frozen = []
+        with self.without_grad(frozen):
+            return call_closure(closure, **options) if options else closure()
+
     # ----- hooks --------------------------------------------------------------------------------
     def first_pass(self, closure: Closure) -> torch.Tensor:
         """Gradient at w; the only pass that updates BatchNorm running statistics."""
-        return closure()
+        return self.ascent_call(closure)
+
+    def not_perturbed(self) -> list[torch.Tensor]:
+        """Tensors whose first-pass gradient this step neither perturbs with nor reads otherwise."""
+        return []
 
     def second_pass(self, closure: Closure, first_loss: torch.Tensor) -> torch.Tensor:
         """Gradient at w + e, which the base optimizer then applies at w."""
