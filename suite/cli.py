@@ -33,6 +33,7 @@ MY_RESULTS = Path("my-results")  # a user's own runs: never the published result
 PUBLISHED = Path("results")
 MAX_SEEDS = 1000  # seeds 0..N-1: beyond this a sweep is a typo, and planning it would exhaust memory
 MAX_EPOCHS = 100_000
+MAX_REPEATS = 100  # timed repeats of the cost command
 
 
 class UsageError(Exception):
@@ -93,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
     run.set_defaults(func=cmd_run, check_device=True)
 
+    _add_cost_parser(sub)
+
     rep = sub.add_parser("report", help="records -> summary.csv, summary.md and plots")
     rep.add_argument("--results-dir", type=Path, default=MY_RESULTS, help=f"default: ./{MY_RESULTS}")
     rep.set_defaults(func=cmd_report)
@@ -106,6 +109,26 @@ def _parser() -> argparse.ArgumentParser:
                      help="publish records whose code was not a clean commit (say why in results/README.md)")
     pub.set_defaults(func=cmd_publish)
     return p
+
+
+def _add_cost_parser(sub: argparse._SubParsersAction) -> None:
+    cost = sub.add_parser("cost", help="FLOPs and time per step of a profile's optimizers, no training -> "
+                                       "cost.csv, cost.md")
+    cost.add_argument("--profile", default="cost", help="a name or a .toml path (default: cost, every optimizer)")
+    cost.add_argument("--optimizer", action="append", metavar="NAME", help="only these (repeatable)")
+    cost.add_argument("--repeats", type=int, default=5, help="timed repeats, optimizers interleaved (default: 5)")
+    cost.add_argument("--out", type=Path, default=MY_RESULTS,
+                      help=f"where cost.csv, cost-repeats.csv and cost.md go (default: ./{MY_RESULTS}; "
+                           f"--out {PUBLISHED} publishes, from a clean commit)")
+    cost.add_argument("--dataset", metavar="NAME", help="override the profile's data set")
+    cost.add_argument("--data-dir", type=Path, help="data directory (as for run)")
+    cost.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
+                      help="download the data set if missing (default: only into the default ./data)")
+    cost.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the profile's device")
+    cost.add_argument("--allow-uncommitted", action="store_true",
+                      help=f"write into {PUBLISHED}/ from a tree with uncommitted changes")
+    cost.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
+    cost.set_defaults(func=cmd_cost, check_device=True, seeds=None, epochs=None)
 
 
 def _prog() -> str:
@@ -340,6 +363,39 @@ def _print_run(k: int, n: int, config: RunConfig, m: dict, eta: float) -> None:
           f"({m['budget_steps_run']} steps = {m['budget_epochs_run']:.2f} epochs): {m['status']}, "
           f"test acc {m['test_acc']:.4f}, {step}, {m['flops_per_step'] / 1e9:.2f} GFLOP/step "
           f"(about {eta / 60:.1f} min left)", file=sys.stderr)
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    """FLOPs and time per step of each optimizer of a profile, interleaved over repeats (suite/cost.py)."""
+    from suite import cost, harness
+    from suite.measure import environment
+
+    if not 1 <= args.repeats <= MAX_REPEATS:
+        raise UsageError(f"--repeats must be between 1 and {MAX_REPEATS}, got {args.repeats}")
+    profile, runs = plan(args)
+    first = (runs[0].seed, runs[0].train.budget)
+    runs = [r for r in runs if (r.seed, r.train.budget) == first]  # one probe per optimizer
+    env = environment(harness.resolve_device(runs[0].train.device))
+    publishing = args.out.resolve() == Path(PUBLISHED).resolve()
+    if publishing and not _clean_commit({"env": env}) and not args.allow_uncommitted:
+        raise UsageError(f"--out {PUBLISHED}: the tree is not a clean commit ({env.get('git_commit')}); commit "
+                         "first, or pass --allow-uncommitted")
+    dataset = load_data(args, profile, runs[0].train)
+    check_constructs(runs, dataset)
+    print(f"profile {profile.name}: the cost of {len(runs)} optimizers, {args.repeats} repeats -> {args.out}",
+          file=sys.stderr)
+    harness.warm_up(runs[0], dataset)
+    rows = cost.measure(runs, dataset, args.repeats, args.progress)
+    summary = cost.summarise(rows, [r.optimizer for r in runs])
+    train = runs[0].train
+    names = "".join(f" --optimizer {n}" for n in args.optimizer or [])
+    header = {"profile": profile.name, "model": train.model, "batch_size": train.batch_size,
+              "device": env["device"], "machine": env.get("gpu") or env["processor"], "threads": env["torch_threads"],
+              "torch": env["torch"], "commit": env["git_commit"], "repeats": args.repeats,
+              "command": f"{_prog()} cost --profile {args.profile} --repeats {args.repeats}{names}"}
+    for path in cost.write(args.out, rows, summary, header):
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

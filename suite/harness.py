@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -154,7 +154,18 @@ def _probe(config: RunConfig, dataset: Dataset, kind: str) -> float:
     return _probe_steps(config, dataset, kind, 0)
 
 
-def _probe_steps(config: RunConfig, dataset: Dataset, kind: str, steps: int) -> float:
+@dataclass
+class Probe:
+    """A throwaway model and optimizer built like a run's (seed 0), and the closures of its probe steps."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    window: int  # steps over which a step's cost varies periodically
+    device: torch.device
+    closures: Callable[[int], Iterator[ModelClosure]]  # n -> the closures of n steps, in order
+
+
+def probe_setup(config: RunConfig, dataset: Dataset) -> Probe:
     cfg, info = config.train, registry.get(config.optimizer)
     device = resolve_device(cfg.device)
     train_split, _ = subsets(dataset, cfg)
@@ -164,16 +175,25 @@ def _probe_steps(config: RunConfig, dataset: Dataset, kind: str, steps: int) -> 
     optimizer = info.build(model.parameters(),
                            inputs_for(model, len(train_split) // cfg.batch_size, cfg, 0, sample=sample),
                            **dict(config.hparams))
-    window = flop_window(info, cfg, optimizer)
-    if not steps:
-        steps = min(window, PROBE_FLOP_STEPS) if kind == "flops" else PROBE_TIME_STEPS + 1
     augment, gen = make_augment(cfg, dataset), seeded_generator(0, 2)
     order = torch.randperm(len(train_split), generator=gen)
-    clock, costs = StepClock(device), []
-    for i in range(steps):
-        idx = order[(i * cfg.batch_size) % (len(order) - cfg.batch_size + 1):][: cfg.batch_size]
-        closure = ModelClosure(model, to_device(augment(train_split.images[idx], gen), device, cfg),
+
+    def closures(n: int) -> Iterator[ModelClosure]:
+        for i in range(n):
+            idx = order[(i * cfg.batch_size) % (len(order) - cfg.batch_size + 1):][: cfg.batch_size]
+            yield ModelClosure(model, to_device(augment(train_split.images[idx], gen), device, cfg),
                                train_split.labels[idx].to(device))
+
+    return Probe(model, optimizer, flop_window(info, cfg, optimizer), device, closures)
+
+
+def _probe_steps(config: RunConfig, dataset: Dataset, kind: str, steps: int) -> float:
+    probe = probe_setup(config, dataset)
+    optimizer, window = probe.optimizer, probe.window
+    if not steps:
+        steps = min(window, PROBE_FLOP_STEPS) if kind == "flops" else PROBE_TIME_STEPS + 1
+    clock, costs = StepClock(probe.device), []
+    for closure in probe.closures(steps):
         if kind == "flops":
             flops = FlopMeter()
             with flops.counting(True):

@@ -28,19 +28,27 @@ FAMILIES = (("SAM and ESAM", ("sam", "esam")), ("SSAM-F", ("ssam-f",)), ("SSAM-D
 REFERENCE_STYLE = {"sgd": ("#222222", "o", True), "sam": ("#d62728", "D", True), "esam": ("#ff7f0e", "v", True)}
 # SSAM: hue by pattern within the family's colour ramp, filled marker = explicit, hollow = implicit,
 # an X = implicit-masked
-SSAM_COLOURS = {"f": {"unstructured": "#08519c", "structured": "#3182bd", "nm": "#6baed6"},
-                "d": {"unstructured": "#006d2c", "structured": "#31a354", "nm": "#74c476"}}
-SSAM_MARKERS = {"unstructured": "o", "structured": "s", "nm": "^"}
-OTHER_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+SSAM_COLOURS = {"f": {"unstructured": "#08519c", "structured": "#3182bd", "structured-top": "#17becf",
+                      "nm": "#6baed6"},
+                "d": {"unstructured": "#006d2c", "structured": "#31a354", "structured-top": "#a1d99b",
+                      "nm": "#74c476"}}
+SSAM_MARKERS = {"unstructured": "o", "structured": "s", "structured-top": "p", "nm": "^"}
+# a cheaper-ascent variant (registry.QUARTER_SUFFIX) keeps its base's colour, with a plus for a marker
+CHEAP_SUFFIX, CHEAP_MARKER = "-quarter-ascent", "P"
+OTHER_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 OTHER_MARKERS = "PXh*p<>"
 
 
 def style(name: str) -> tuple[str, str, bool]:
     """(colour, marker, filled) of an optimizer: a function of its name alone, so it is the same in
     every figure. A row label with hyper-parameters (``"sam [rho=0.1]"``) is styled as another optimizer."""
+    if name.endswith(CHEAP_SUFFIX) and name != CHEAP_SUFFIX:
+        colour, _, _ = style(name.removesuffix(CHEAP_SUFFIX))
+        return colour, CHEAP_MARKER, True
     if name in REFERENCE_STYLE:
         return REFERENCE_STYLE[name]
-    m = re.fullmatch(r"ssam-([fd])-(unstructured|structured|nm)-(explicit|implicit|implicit-masked)", name)
+    m = re.fullmatch(r"ssam-([fd])-(unstructured|structured-top|structured|nm)-(explicit|implicit|implicit-masked)",
+                     name)
     if m:
         marker = "X" if m[3] == "implicit-masked" else SSAM_MARKERS[m[2]]
         return SSAM_COLOURS[m[1]][m[2]], marker, m[3] != "implicit"
@@ -49,6 +57,7 @@ def style(name: str) -> tuple[str, str, bool]:
 
 
 def family(name: str) -> str:
+    name = name.removesuffix(CHEAP_SUFFIX)
     for title, prefixes in FAMILIES:
         if name in prefixes or any(name.startswith(p + "-") for p in prefixes if p.startswith("ssam")):
             return title

@@ -115,27 +115,39 @@ def _accepts(fn: Callable[..., Any], key: str, base: Any = None, depth: int = 0)
 
 # ----- invalid inputs, declared once per family ------------------------------------------------------------
 SGD_INVALID = ({"lr": -1.0}, {"momentum": -0.5}, {"weight_decay": -1e-4})
-TWO_PASS_INVALID = (*SGD_INVALID, {"rho": -0.1}, {"rho": float("inf")}, {"adaptive": "yes"})
+TWO_PASS_INVALID = (*SGD_INVALID, {"rho": -0.1}, {"rho": float("inf")}, {"adaptive": "yes"}, {"ascent_fraction": 0},
+                    {"ascent_fraction": 1.5})
 ESAM_INVALID = (*TWO_PASS_INVALID, {"beta": 0}, {"beta": 1.5}, {"gamma": 0.0}, {"gamma": 1.5}, {"swp": "layer"})
 SSAM_INVALID = (*TWO_PASS_INVALID, {"drop_rate": -0.5}, {"update_every": 0}, {"fisher_samples": 0},
                 {"growth": "best"}, {"normalise": "l1"}, {"fisher_impl": "jit"}, {"fisher_bn": "none"},
                 {"fisher_data": "test"}, {"refresh_timing": "later"})
 SSAM_DENSITY_INVALID = {"unstructured": ({"sparsity": 1.5}, {"sparsity": -0.1}),
                         "structured": ({"sparsity": 1.5}, {"sparsity": -0.1}),
+                        "structured-top": ({"sparsity": 1.5}, {"sparsity": -0.1}),
                         "nm": ({"m": 5}, {"n": 5}, {"n": 0}, {"sparsity": 0.3})}
 
 
-def _ssam(mask: str, pattern: str, form: str, aliases: tuple[str, ...] = ()) -> OptimizerInfo:
+# The ascent gradient from a quarter of the batch (the skeleton's ascent_fraction): the cheapest first pass
+# that keeps every example in the descent; the variants that carry it are this suite's.
+QUARTER = {"ascent_fraction": 0.25}
+QUARTER_SUFFIX, QUARTER_WORDS = "-quarter-ascent", "; ascent gradient from a quarter of the batch"
+
+
+def _ssam(mask: str, pattern: str, form: str, aliases: tuple[str, ...] = (), quarter: bool = False,
+          changes: dict[str, Any] | None = None, words: str = "") -> OptimizerInfo:
     letter = mask[0]
     inputs = {"steps_per_epoch", "seed"} | ({"total_steps"} if mask == "dynamic" else {"sample_examples"}) \
         | ({"model"} if form != "explicit" else set())
-    origin = "paper" if (mask, pattern, form) in PAPER_SSAM else "extension"
+    origin = "paper" if (mask, pattern, form) in PAPER_SSAM and not quarter else "extension"
     what = {"explicit": "explicit (masked e)", "implicit": "implicit (masked backward, dense e)",
             "implicit-masked": "masked backward and masked e"}[form]
     return OptimizerInfo(
-        f"ssam-{letter}-{pattern}-{form}", SSAM, f"SSAM-{letter.upper()} (Mi et al. 2023): {pattern}, {what}",
+        f"ssam-{letter}-{pattern}-{form}{QUARTER_SUFFIX if quarter else ''}", SSAM,
+        f"SSAM-{letter.upper()} (Mi et al. 2023): {pattern}, {what}{QUARTER_WORDS if quarter else ''}{words}",
         origin=origin,
-        changes={"mask": mask, "pattern": pattern, "form": form}, inputs=inputs, passes_per_step=2,
+        changes={"mask": mask, "pattern": pattern, "form": form, **(QUARTER if quarter else {}), **(changes or {})},
+        inputs=inputs,
+        passes_per_step=2,
         flop_window=lambda opt: opt.defaults["update_every"],  # a mask refresh per period
         invalid=(*SSAM_INVALID, *SSAM_DENSITY_INVALID[pattern]), aliases=aliases,
     )
@@ -166,6 +178,16 @@ OPTIMIZERS: list[OptimizerInfo] = [
     # earlier cpu sweep found it strongest against SAM (docs/ssam.md, "Forms").
     _ssam("fisher", "structured", "implicit-masked"),
     _ssam("dynamic", "unstructured", "implicit-masked"),
+    # Cheaper first passes (issue 12): SAM and the paper's two unstructured variants with the ascent gradient
+    # from a quarter of the batch, so their cost is about 1.25x SGD's in FLOPs.
+    OptimizerInfo("sam" + QUARTER_SUFFIX, SAM, "SAM (Foret et al. 2021)" + QUARTER_WORDS, changes=QUARTER,
+                  passes_per_step=2, invalid=TWO_PASS_INVALID, origin="extension"),
+    _ssam("fisher", "unstructured", "explicit", quarter=True),
+    _ssam("dynamic", "unstructured", "explicit", quarter=True),
+    # A cost-aware structured mask: whole tensors near the output only, the norm over what is perturbed, so
+    # the first backward computes no dW below them and stops at the lowest (SSAM.not_perturbed).
+    _ssam("fisher", "structured-top", "explicit", changes={"normalise": "masked"},
+          words="; norm over the perturbed weights, so the first backward stops below them"),
 ]
 
 _plugins_loaded = False

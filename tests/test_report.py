@@ -241,8 +241,15 @@ def test_an_optimizer_has_one_style_in_every_figure_and_families_get_panels():
     ssams = [f"ssam-{m}-{p}-{f}" for m in "fd" for p in ("unstructured", "structured", "nm")
              for f in ("explicit", "implicit")]
     masked = ["ssam-f-structured-implicit-masked", "ssam-d-unstructured-implicit-masked"]
+    from suite import registry
+
     assert len({style(n) for n in ["sgd", "sam", "esam", *ssams, *masked]}) == 17
+    assert len({style(n) for n in registry.names()}) == len(registry.names())  # every registered one apart
     assert style(masked[0])[0] == style("ssam-f-structured-explicit")[0]  # the pattern's colour
+    cheap = "ssam-d-unstructured-explicit-quarter-ascent"  # the base's colour, its own marker, its family's panel
+    assert style(cheap)[0] == style("ssam-d-unstructured-explicit")[0] and style(cheap) != style(cheap[:-15])
+    assert panels(["sgd", "sam", "sam-quarter-ascent", cheap]) == [
+        ("SAM and ESAM", ["sgd", "sam", "sam-quarter-ascent"]), ("SSAM-D", ["sgd", "sam", cheap])]
     names = ["sgd", "sam", "esam", "ssam-f-nm-explicit", "ssam-d-nm-implicit", "linf-sam"]
     assert panels(names) == [("SAM and ESAM", ["sgd", "sam", "esam"]), ("SSAM-F", ["sgd", "sam", "ssam-f-nm-explicit"]),
                              ("SSAM-D", ["sgd", "sam", "ssam-d-nm-implicit"]), ("others", ["sgd", "sam", "linf-sam"])]

@@ -1,0 +1,198 @@
+"""What a step of each optimizer costs, without training: ``python -m suite cost``.
+
+For every optimizer of a profile, on a throwaway model built as its runs build theirs (seed 0, the first
+batches of the training subset: ``harness.probe_setup``):
+
+- FLOPs per step, counted over whole steps by the harness's counter and amortised over the optimizer's
+  periodic window (SSAM's mask refresh and Fisher pass included), as in every record;
+- the FLOPs a sparse kernel would need (theory, ``sparse_kernel_flops``): the measured count less the
+  first-pass work that the mask makes useless and that no kernel here skips;
+- time per step: the harness's probe (one step discarded, the median of the next five, the periodic work
+  amortised), repeated ``repeats`` times with the optimizers interleaved and their order rotated every
+  repeat, so that a drift of a shared machine hits all alike. Ratios to SGD and SAM are taken within a
+  repeat, then summarised by their median and range over the repeats.
+
+Nothing is trained and no accuracy is measured; ``cost.csv`` (one row per optimizer), ``cost-repeats.csv``
+(one row per optimizer and repeat) and ``cost.md`` are written into the output directory.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
+
+from suite import budget, harness, registry
+from suite.config import RunConfig
+from suite.data import Dataset
+from suite.measure import FlopMeter
+from suite.store import atomic_write
+
+REFERENCES = ("sgd", "sam")
+
+
+def layer_forward_flops(model: nn.Module, closure: Any) -> dict[nn.Module, float]:
+    """FLOPs of one forward of each Conv2d/Linear on the closure's batch, per example. A layer's
+    input-gradient and weight-gradient each cost what its forward costs (``measure.conv_backward_flops``)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(closure.inputs)
+    counts = counter.get_flop_counts()
+    root, batch = type(model).__name__, closure.inputs.shape[0]
+    out = {}
+    for name, module in model.named_modules():
+        if type(module) in (nn.Conv2d, nn.Linear):
+            out[module] = sum(counts.get(f"{root}.{name}", {}).values()) / batch
+    return out
+
+
+def sparse_kernel_flops(optimizer: torch.optim.Optimizer, model: nn.Module, closure: Any,
+                        measured: float) -> float:
+    """The measured FLOPs per step less what the mask makes useless in the first pass, layer by layer
+    (Conv2d/Linear weights; ``d`` = the share of the layer's weight the mask keeps, ``n`` = examples of
+    the first pass):
+
+    - implicit forms: the input-gradient runs through ``W ⊙ M``: a sparse kernel does ``d`` of it
+      (2:4 semi-structured kernels do this for N:M on some GPUs; the lowest layer has no input-gradient);
+    - a masked e normalised over what is perturbed (``normalise="masked"``): only the kept entries of the
+      weight-gradient are read: ``d`` of it (a layer with ``d = 0`` is skipped already: measured);
+    - the paper's norm ``||g||`` reads every weight's gradient, and SAM, ESAM and SGD have no mask: no
+      saving. ESAM's skipped tensors and the ascent sub-batch are in the measured count already.
+    """
+    masks = getattr(optimizer, "masks", None)
+    if masks is None or not hasattr(optimizer, "settings"):
+        return measured
+    h = optimizer.settings()
+    implicit = h["form"] in ("implicit", "implicit-masked")
+    sparse_dw = h["normalise"] == "masked" and h["form"] != "implicit"
+    if not (implicit or sparse_dw):
+        return measured
+    batch = int(closure.targets.shape[0])
+    n = max(1, min(batch, math.ceil(round(h["ascent_fraction"] * batch, 9))))
+    mask_of = {id(p): m for p, m in zip(optimizer._params, masks())}
+    saved, lowest = 0.0, True
+    for layer, flops in layer_forward_flops(model, closure).items():
+        mask = mask_of.get(id(layer.weight))
+        first = lowest
+        lowest = False
+        if mask is None:
+            continue
+        kept = float(mask.float().mean())
+        if implicit and not first:
+            saved += (1 - kept) * flops * n
+        if sparse_dw and kept > 0:
+            saved += (1 - kept) * flops * n
+    return measured - saved
+
+
+def flops(config: RunConfig, dataset: Dataset) -> tuple[float, float]:
+    """(measured FLOPs per step, a sparse kernel's) for one optimizer."""
+    probe = harness.probe_setup(config, dataset)
+    steps = min(probe.window, harness.PROBE_FLOP_STEPS)
+    costs, last = [], None
+    for closure in probe.closures(steps):
+        meter = FlopMeter()
+        with meter.counting(True):
+            probe.optimizer.step(closure)
+        costs.append(float(meter.flops))
+        last = closure
+    measured = budget.amortised(costs, probe.window)
+    return measured, sparse_kernel_flops(probe.optimizer, probe.model, last, measured)
+
+
+def measure(runs: list[RunConfig], dataset: Dataset, repeats: int, progress: bool = True) -> pd.DataFrame:
+    """One row per optimizer and repeat: FLOPs (the same every repeat) and seconds per step."""
+    counted = {}
+    bar = tqdm(total=len(runs) * (repeats + 1), desc="cost", unit="probe", disable=None if progress else True)
+    for config in runs:
+        bar.set_postfix_str(f"FLOPs of {config.optimizer}", refresh=False)
+        counted[config.optimizer] = flops(config, dataset)
+        bar.update()
+    rows = []
+    for r in range(repeats):
+        shift = r % len(runs)
+        for config in runs[shift:] + runs[:shift]:  # a rotated order every repeat
+            bar.set_postfix_str(f"repeat {r + 1}: {config.optimizer}", refresh=False)
+            with torch.random.fork_rng(devices=[]):
+                seconds = harness._probe(config, dataset, "time")
+            measured, sparse = counted[config.optimizer]
+            rows.append({"optimizer": config.optimizer, "repeat": r, "time_per_step_s": seconds,
+                         "flops_per_step": measured, "sparse_kernel_flops_per_step": sparse})
+            bar.update()
+    bar.close()
+    return pd.DataFrame(rows)
+
+
+def summarise(rows: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """Per optimizer: FLOPs and their ratios, the median time per step and its range over repeats, and
+    the median (range) of the within-repeat time ratios to each reference present."""
+    out = []
+    per_repeat = rows.pivot(index="repeat", columns="optimizer", values="time_per_step_s")
+    flops = rows.groupby("optimizer")[["flops_per_step", "sparse_kernel_flops_per_step"]].first()
+    for name in order:
+        t = per_repeat[name]
+        row: dict[str, Any] = {
+            "optimizer": name, "origin": registry.get(name).provenance,
+            "gflops_per_step": flops.loc[name, "flops_per_step"] / 1e9,
+            "sparse_kernel_gflops_per_step": flops.loc[name, "sparse_kernel_flops_per_step"] / 1e9,
+            "ms_per_step_median": 1000 * t.median(), "ms_per_step_min": 1000 * t.min(),
+            "ms_per_step_max": 1000 * t.max(), "repeats": int(t.count()),
+        }
+        for ref in REFERENCES:
+            if ref not in per_repeat:
+                continue
+            ratio = t / per_repeat[ref]
+            row[f"flops_x_{ref}"] = flops.loc[name, "flops_per_step"] / flops.loc[ref, "flops_per_step"]
+            row[f"sparse_kernel_flops_x_{ref}"] = (flops.loc[name, "sparse_kernel_flops_per_step"]
+                                                  / flops.loc[ref, "flops_per_step"])
+            row[f"time_x_{ref}_median"] = ratio.median()
+            row[f"time_x_{ref}_min"] = ratio.min()
+            row[f"time_x_{ref}_max"] = ratio.max()
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def markdown(summary: pd.DataFrame, header: dict[str, Any]) -> str:
+    """The table a reader looks at: FLOPs (measured, and a sparse kernel's in theory) and time, as ratios."""
+    def ratio(row: pd.Series, key: str) -> str:
+        return f"{row[key]:.2f}" if key in row and pd.notna(row[key]) else "–"
+
+    def spread(row: pd.Series, ref: str) -> str:
+        key = f"time_x_{ref}"
+        if f"{key}_median" not in row:
+            return "–"
+        return f"{row[key + '_median']:.2f} ({row[key + '_min']:.2f}–{row[key + '_max']:.2f})"
+
+    lines = [
+        f"# Cost per step: profile `{header['profile']}`", "",
+        f"{header['model']}, batch {header['batch_size']}, {header['device']} ({header['machine']}, "
+        f"{header['threads']} threads), torch {header['torch']}, commit `{header['commit']}`; "
+        f"{header['repeats']} repeats, optimizers interleaved. Made with `{header['command']}`.", "",
+        "FLOPs are counted over whole steps (forward and backward, a multiply-add = 2), the periodic mask "
+        "refresh amortised. \"Sparse kernel\" is theory: the FLOPs left if a kernel skipped the first-pass "
+        "work the mask makes useless (`suite/cost.py`, `sparse_kernel_flops`); no such kernel runs here. "
+        "Time ratios are taken within each repeat: median (lowest–highest).", "",
+        "| optimizer | origin | GFLOP/step | FLOPs × SGD | FLOPs × SAM | sparse kernel × SGD | ms/step "
+        "| time × SGD | time × SAM |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for _, row in summary.iterrows():
+        lines.append(
+            f"| `{row['optimizer']}` | {row['origin']} | {row['gflops_per_step']:.3f} | {ratio(row, 'flops_x_sgd')} "
+            f"| {ratio(row, 'flops_x_sam')} | {ratio(row, 'sparse_kernel_flops_x_sgd')} "
+            f"| {row['ms_per_step_median']:.0f} | {spread(row, 'sgd')} | {spread(row, 'sam')} |")
+    return "\n".join(lines) + "\n"
+
+
+def write(out: Path, rows: pd.DataFrame, summary: pd.DataFrame, header: dict[str, Any]) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "cost.csv", out / "cost-repeats.csv", out / "cost.md"]
+    atomic_write(paths[0], lambda tmp: summary.to_csv(tmp, index=False, float_format="%.6g"))
+    atomic_write(paths[1], lambda tmp: rows.to_csv(tmp, index=False, float_format="%.6g"))
+    atomic_write(paths[2], lambda tmp: Path(tmp).write_text(markdown(summary, header)))
+    return paths

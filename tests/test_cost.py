@@ -1,0 +1,97 @@
+"""The cost command: FLOPs ratios that follow from the passes each optimizer runs, a sparse kernel's
+FLOPs by hand on a tiny net, the files it writes, and bad input."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from helpers import closure_for, tiny_model, toy_batch
+from test_cli import profile, run_cli
+
+from baselines import SAM
+from ssam import SSAM
+from suite import cost
+
+FC_FLOPS = 2 * 36 * 3  # TinyNet's classifier, one example: 36 inputs, 3 outputs, a multiply-add = 2
+CONV_FLOPS = 2 * (3 * 2 * 2) * 4 * 3 * 3  # its conv: 12 weights per output, 4 channels, a 3x3 map
+
+
+def _stepped(**kw):
+    model = tiny_model()
+    opt = SSAM(model.parameters(), model=model, update_every=100, lr=0.1, **kw)
+    x, y = toy_batch(n=16)
+    closure = closure_for(model, x, y)
+    opt.step(closure)
+    return model, opt, closure
+
+
+def test_layer_flops_are_the_forward_per_example():
+    model, _, closure = _stepped()
+    assert list(cost.layer_forward_flops(model, closure).values()) == [CONV_FLOPS, FC_FLOPS]
+
+
+@pytest.mark.parametrize("form", ["implicit", "implicit-masked"])
+def test_a_sparse_kernel_runs_the_input_gradient_through_the_masked_weight_except_at_the_bottom(form):
+    """N:M 2:4 keeps half of every layer; the conv is the lowest layer (no input-gradient), so only the
+    classifier's input-gradient halves: 0.5 * 216 FLOPs * 16 examples."""
+    model, opt, closure = _stepped(pattern="nm", form=form)
+    assert cost.sparse_kernel_flops(opt, model, closure, 1e6) == 1e6 - 0.5 * FC_FLOPS * 16
+    half = _stepped(pattern="nm", form=form, ascent_fraction=0.5)  # the first pass sees 8 examples
+    assert cost.sparse_kernel_flops(half[1], half[0], half[2], 1e6) == 1e6 - 0.5 * FC_FLOPS * 8
+
+
+def test_a_masked_norm_lets_a_kernel_skip_the_weight_gradient_outside_the_mask():
+    model, opt, closure = _stepped(pattern="unstructured", normalise="masked")
+    kept = {id(p): float(m.float().mean()) for p, m in zip(opt._params, opt.masks())}
+    expected = ((1 - kept[id(model.conv.weight)]) * CONV_FLOPS + (1 - kept[id(model.fc.weight)]) * FC_FLOPS) * 16
+    assert cost.sparse_kernel_flops(opt, model, closure, 1e6) == pytest.approx(1e6 - expected)
+
+
+def test_nothing_to_skip_where_every_gradient_is_read():
+    """The paper's explicit form divides by ||g|| over every weight; SAM has no mask."""
+    model, opt, closure = _stepped(pattern="nm")
+    assert cost.sparse_kernel_flops(opt, model, closure, 1e6) == 1e6
+    sam = SAM(model.parameters(), lr=0.1)
+    assert cost.sparse_kernel_flops(sam, model, closure, 1e6) == 1e6
+
+
+def test_the_cost_command_writes_its_tables_with_ratios_that_follow_from_the_passes(tmp_path, capsys):
+    top = {"optimizers": '["sgd", "sam", "sam-quarter-ascent"]'}
+    path = profile(tmp_path, train={"batch_size": "16", "train_subset": "64"}, top=top)
+    out = tmp_path / "out"
+    assert run_cli("cost", "--profile", path, "--repeats", "2", "--out", str(out), "--no-progress") == 0
+    summary = pd.read_csv(out / "cost.csv")
+    assert summary["optimizer"].tolist() == ["sgd", "sam", "sam-quarter-ascent"]
+    flops = dict(zip(summary["optimizer"], summary["flops_x_sgd"]))
+    assert flops["sgd"] == 1 and flops["sam"] == pytest.approx(2.0)
+    assert flops["sam-quarter-ascent"] == pytest.approx(1.25)  # a quarter of the batch in the first pass
+    assert summary.loc[0, "time_x_sgd_median"] == 1 and (summary["repeats"] == 2).all()
+    repeats = pd.read_csv(out / "cost-repeats.csv")
+    assert len(repeats) == 6 and (repeats["time_per_step_s"] > 0).all()
+    # every repeat starts with another optimizer: drift does not always hit the same one first
+    assert repeats.groupby("repeat")["optimizer"].first().tolist() == ["sgd", "sam"]
+    table = (out / "cost.md").read_text()
+    assert "| `sam-quarter-ascent` | extension of this suite |" in table and "1.25" in table
+    assert "cost --profile" in table
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--repeats", "0"), "--repeats must be between 1 and 100"),
+    (("--optimizer", "nope"), "unknown optimizer 'nope'"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "out"
+    assert run_cli("cost", "--profile", profile(tmp_path), "--out", str(out), *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_publishing_from_an_uncommitted_tree_is_refused(tmp_path, capsys, monkeypatch):
+    from suite import measure
+
+    real = measure.environment
+    monkeypatch.setattr(measure, "environment", lambda device: {**real(device), "git_commit": "abc-dirty"})
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("cost", "--profile", profile(tmp_path), "--out", "results") == 2
+    assert "not a clean commit" in capsys.readouterr().err and not (tmp_path / "results").exists()
+
