@@ -137,11 +137,14 @@ class SSAM(TwoPassOptimizer):
     def not_perturbed(self) -> list[torch.Tensor]:
         """Tensors whose mask is all zero, where nothing reads their first-pass gradient: the norm is over
         the perturbed weights (``normalise="masked"``), e is masked (not the dense implicit form), and
-        SSAM-D grows at random (``growth="gradient"`` reads every inactive weight's |g|). Then e and the
-        update are the same as with their dW computed; otherwise nothing is skipped."""
+        SSAM-D grows at random (``growth="gradient"`` reads every inactive weight's |g|) and does not
+        perturb with a mask it refreshes in this very step (the suite's timing: a grown tensor needs its g).
+        Then e and the update are the same as with their dW computed; otherwise nothing is skipped."""
         h = self.settings()
         reads_all = h["normalise"] != "masked" or h["form"] == "implicit"
-        if reads_all or (h["mask"] == "dynamic" and h["growth"] != "random"):
+        regrows_now = h["mask"] == "dynamic" and (
+            h["growth"] != "random" or (h["refresh_timing"] == "suite" and self._refreshes(h, fisher=False)))
+        if reads_all or regrows_now:
             return []
         return [p for p in self._params if not self.state[p]["mask"].any()]
 
@@ -183,9 +186,13 @@ class SSAM(TwoPassOptimizer):
     def grad_norm(self) -> torch.Tensor:
         if self.shared("normalise") == "paper":
             return super().grad_norm()
-        # ||m ⊙ g||, or with adaptive=True ASAM's ||m ⊙ |w| ⊙ g||: the norm of what is perturbed
+        # ||m ⊙ g||, or with adaptive=True ASAM's ||m ⊙ |w| ⊙ g||: the norm of what is perturbed. A tensor
+        # left out of the first pass (not_perturbed) counts as the 0 it contributes, so the vector of norms,
+        # and with it the last bit of the sum, is the same as when its gradient is computed.
         norms = [((p.abs() * p.grad if group["adaptive"] else p.grad) * self.state[p]["mask"]).norm()
-                 for group in self.param_groups for p in group["params"] if p.grad is not None]
+                 if p.grad is not None else torch.zeros((), device=p.device)
+                 for group in self.param_groups for p in group["params"]
+                 if p.grad is not None or not self.state[p]["mask"].any()]
         return torch.stack(norms).norm() if norms else torch.tensor(0.0)
 
     def perturbation(self, p: torch.Tensor, group: dict[str, Any], scale: torch.Tensor) -> torch.Tensor | None:
