@@ -9,6 +9,7 @@ references (SGD and SAM unless the profile names others) come from the records.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,11 +18,12 @@ from typing import Any
 import pandas as pd
 from scipy import stats
 
-from suite.config import BUDGETS, REFERENCES
+from suite.config import BUDGETS, REFERENCES, TrainConfig
 from suite.metrics import Metric, columns
 from suite.store import atomic_write, iter_records
 
 KEYS = ["profile", "setting", "budget", "optimizer", "seed"]
+TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 TABLE = ["profile", "setting", "budget"]  # one table each: runs that differ in the optimizer alone
 
 
@@ -86,7 +88,9 @@ def _key(record: dict[str, Any]) -> dict[str, Any]:
 def _setting(record: dict[str, Any]) -> dict[str, Any]:
     """What a run shares with every other run of its table: the training settings (all but the budget,
     which splits tables anyway) and the data it read."""
-    train = {k: v for k, v in record["config"]["train"].items() if k != "budget"}
+    # a setting a record predates (added to TrainConfig since) reads as its default: label_noise absent = 0.0
+    train = {**TRAIN_DEFAULTS, **record["config"]["train"]}
+    train.pop("budget", None)
     return {**train, "data": record.get("data", {}).get("fingerprint")}
 
 

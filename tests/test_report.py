@@ -185,10 +185,11 @@ def test_a_seed_run_twice_under_one_profile_counts_once_the_latest():
     assert table.loc["sam", "diff_sgd_test_acc_mean"] == pytest.approx(0.10)
 
 
-def _with(r, epochs=None, hparams=None):
+def _with(r, epochs=None, hparams=None, **train):
     r = json.loads(json.dumps(r))
     if epochs is not None:
         r["config"]["train"]["epochs"] = epochs
+    r["config"]["train"].update(train)
     r["config"]["hparams"] = hparams or {}
     return r
 
@@ -224,6 +225,18 @@ def test_one_optimizer_with_other_hyper_parameters_is_its_own_row():
 def test_the_same_settings_under_one_profile_stay_one_table():
     table = summarize([_with(r, epochs=2) for r in RECORDS])
     assert set(table["setting"]) == {""} and "with" not in to_markdown(table)
+
+
+def test_a_record_older_than_a_setting_reads_as_its_default():
+    """Records made before label_noise existed (the published cpu sweep) share a table with new ones at
+    label_noise = 0, and not with runs at another value."""
+    old = [_with(r, epochs=2) for r in RECORDS]
+    for r in old:
+        r["config"]["train"].pop("label_noise", None)
+    new = [_with(record("sam", s, 0.40, 0.2, 2e9), epochs=2, label_noise=0.0) for s in range(3)]
+    assert set(summarize(old + new)["setting"]) == {""}
+    noisy = [_with(record("sam", s, 0.40, 0.2, 2e9), epochs=2, label_noise=0.4) for s in range(3)]
+    assert sorted(set(summarize(old + noisy)["setting"])) == ["label_noise=0.0", "label_noise=0.4"]
 
 
 def test_pareto_front_treats_costs_within_the_budgets_rounding_as_equal():
