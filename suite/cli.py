@@ -340,11 +340,7 @@ def _check_store(args: argparse.Namespace, runs: list[RunConfig]) -> list[RunCon
     """The runs still to do. Before anything is written: the results directory must be writable, and
     every existing record and checkpoint of these runs must be readable."""
     results = args.results_dir
-    existing = next((p for p in [results, *results.parents] if p.exists()), None)
-    if existing is not None and not existing.is_dir():
-        raise UsageError(f"results directory {str(results)!r}: {str(existing)!r} is not a directory")
-    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"results directory {str(results)!r}: {str(existing)!r} is not writable")
+    _check_writable(results, "results directory")
     todo = []
     try:
         for r in runs:
@@ -355,6 +351,15 @@ def _check_store(args: argparse.Namespace, runs: list[RunConfig]) -> list[RunCon
     except store.StoreError as exc:
         raise UsageError(str(exc)) from None
     return todo
+
+
+def _check_writable(directory: Path, what: str) -> None:
+    """``directory`` is, or can be made as, a writable directory: said before any work, not after it."""
+    existing = next((p for p in [directory, *directory.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UsageError(f"{what} {str(directory)!r}: {str(existing)!r} is not a directory")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{what} {str(directory)!r}: {str(existing)!r} is not writable")
 
 
 def _print_run(k: int, n: int, config: RunConfig, m: dict, eta: float) -> None:
@@ -373,6 +378,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
     if not 1 <= args.repeats <= MAX_REPEATS:
         raise UsageError(f"--repeats must be between 1 and {MAX_REPEATS}, got {args.repeats}")
     profile, runs = plan(args)
+    _check_writable(args.out, "--out")
     first = (runs[0].seed, runs[0].train.budget)
     runs = [r for r in runs if (r.seed, r.train.budget) == first]  # one probe per optimizer
     env = environment(harness.resolve_device(runs[0].train.device))

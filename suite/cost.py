@@ -28,10 +28,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from suite import budget, harness, registry
+from suite import harness, registry
 from suite.config import RunConfig
 from suite.data import Dataset
-from suite.measure import FlopMeter
 from suite.store import atomic_write
 
 REFERENCES = ("sgd", "sam")
@@ -74,7 +73,8 @@ def sparse_kernel_flops(optimizer: torch.optim.Optimizer, model: nn.Module, clos
         return measured
     batch = int(closure.targets.shape[0])
     n = max(1, min(batch, math.ceil(round(h["ascent_fraction"] * batch, 9))))
-    mask_of = {id(p): m for p, m in zip(optimizer._params, masks())}
+    params = [p for group in optimizer.param_groups for p in group["params"]]  # the order masks() lists them
+    mask_of = {id(p): m for p, m in zip(params, masks())}
     saved, lowest = 0.0, True
     for layer, flops in layer_forward_flops(model, closure).items():
         mask = mask_of.get(id(layer.weight))
@@ -93,16 +93,8 @@ def sparse_kernel_flops(optimizer: torch.optim.Optimizer, model: nn.Module, clos
 def flops(config: RunConfig, dataset: Dataset) -> tuple[float, float]:
     """(measured FLOPs per step, a sparse kernel's) for one optimizer."""
     probe = harness.probe_setup(config, dataset)
-    steps = min(probe.window, harness.PROBE_FLOP_STEPS)
-    costs, last = [], None
-    for closure in probe.closures(steps):
-        meter = FlopMeter()
-        with meter.counting(True):
-            probe.optimizer.step(closure)
-        costs.append(float(meter.flops))
-        last = closure
-    measured = budget.amortised(costs, probe.window)
-    return measured, sparse_kernel_flops(probe.optimizer, probe.model, last, measured)
+    measured = harness.probe_cost(probe, "flops")  # the masks are then the ones the probe ended with
+    return measured, sparse_kernel_flops(probe.optimizer, probe.model, next(probe.closures(1)), measured)
 
 
 def measure(runs: list[RunConfig], dataset: Dataset, repeats: int, progress: bool = True) -> pd.DataFrame:
@@ -119,7 +111,7 @@ def measure(runs: list[RunConfig], dataset: Dataset, repeats: int, progress: boo
         for config in runs[shift:] + runs[:shift]:  # a rotated order every repeat
             bar.set_postfix_str(f"repeat {r + 1}: {config.optimizer}", refresh=False)
             with torch.random.fork_rng(devices=[]):
-                seconds = harness._probe(config, dataset, "time")
+                seconds = harness.fresh_step_cost(config, dataset, "time")
             measured, sparse = counted[config.optimizer]
             rows.append({"optimizer": config.optimizer, "repeat": r, "time_per_step_s": seconds,
                          "flops_per_step": measured, "sparse_kernel_flops_per_step": sparse})

@@ -144,11 +144,12 @@ def step_cost(config: RunConfig, dataset: Dataset, kind: str) -> float:
     key = (kind, config.optimizer, config.hparams, config.train)
     if key not in _COSTS:
         with torch.random.fork_rng(devices=[]):
-            _COSTS[key] = _probe(config, dataset, kind)
+            _COSTS[key] = fresh_step_cost(config, dataset, kind)
     return _COSTS[key]
 
 
-def _probe(config: RunConfig, dataset: Dataset, kind: str) -> float:
+def fresh_step_cost(config: RunConfig, dataset: Dataset, kind: str) -> float:
+    """``step_cost`` measured anew (no cache): the cost command repeats it."""
     if kind == "time":  # one throwaway step first: the timed step 0 then pays its periodic work only
         _probe_steps(config, dataset, "time", 1)
     return _probe_steps(config, dataset, kind, 0)
@@ -188,7 +189,11 @@ def probe_setup(config: RunConfig, dataset: Dataset) -> Probe:
 
 
 def _probe_steps(config: RunConfig, dataset: Dataset, kind: str, steps: int) -> float:
-    probe = probe_setup(config, dataset)
+    return probe_cost(probe_setup(config, dataset), kind, steps)
+
+
+def probe_cost(probe: Probe, kind: str, steps: int = 0) -> float:
+    """Step ``probe``'s optimizer and price a step: FLOPs amortised over its window, or seconds."""
     optimizer, window = probe.optimizer, probe.window
     if not steps:
         steps = min(window, PROBE_FLOP_STEPS) if kind == "flops" else PROBE_TIME_STEPS + 1

@@ -78,13 +78,13 @@ def test_time_budget_converts_probed_seconds_into_steps(dataset, monkeypatch):
     """Seconds are noisy, so the probe is replaced by known costs: 3 s per SGD step, 7 s per SAM step."""
     seconds = {"sgd": 3.0, "sam": 7.0}
     monkeypatch.setattr(harness, "_COSTS", {})
-    monkeypatch.setattr(harness, "_probe", lambda cfg, ds, kind: seconds[cfg.optimizer])
+    monkeypatch.setattr(harness, "fresh_step_cost", lambda cfg, ds, kind: seconds[cfg.optimizer])
     m = harness.run(config("sam", "time"), dataset, progress=False)["metrics"]
     assert m["budget_amount"] == 30.0 and m["budget_unit"] == "s"
     assert m["steps"] == 4  # floor(30 / 7)
 
 
 def test_epochs_budget_probes_nothing(dataset, monkeypatch):
-    monkeypatch.setattr(harness, "_probe", lambda *a: pytest.fail("an epochs budget needs no probe"))
+    monkeypatch.setattr(harness, "fresh_step_cost", lambda *a: pytest.fail("an epochs budget needs no probe"))
     m = harness.run(config("sam", "epochs"), dataset, progress=False)["metrics"]
     assert m["steps"] == 10 and m["budget_spent_ratio"] == 1.0

@@ -86,6 +86,14 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, messag
     assert message in err and len(err.splitlines()) == 1 and not out.exists()
 
 
+def test_an_out_that_is_a_file_is_refused_before_anything_is_measured(tmp_path, capsys):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file")
+    assert run_cli("cost", "--profile", profile(tmp_path), "--out", str(blocker / "out")) == 2
+    err = capsys.readouterr().err.strip()
+    assert "is not a directory" in err and len(err.splitlines()) == 1 and blocker.read_text() == "a file"
+
+
 def test_publishing_from_an_uncommitted_tree_is_refused(tmp_path, capsys, monkeypatch):
     from suite import measure
 
