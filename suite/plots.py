@@ -33,8 +33,9 @@ SSAM_COLOURS = {"f": {"unstructured": "#08519c", "structured": "#3182bd", "struc
                 "d": {"unstructured": "#006d2c", "structured": "#31a354", "structured-top": "#a1d99b",
                       "nm": "#74c476"}}
 SSAM_MARKERS = {"unstructured": "o", "structured": "s", "structured-top": "p", "nm": "^"}
-# a cheaper-ascent variant (registry.QUARTER_SUFFIX) keeps its base's colour, with a plus for a marker
-CHEAP_SUFFIX, CHEAP_MARKER = "-quarter-ascent", "P"
+# a cheaper-ascent variant (registry.ASCENT_SUFFIXES) keeps its base's colour, with its own marker per
+# fraction: a plus for a quarter, a star for two fifths
+CHEAP_MARKERS = {"-quarter-ascent": "P", "-two-fifths-ascent": "*"}
 OTHER_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 OTHER_MARKERS = "PXh*p<>"
 
@@ -42,9 +43,10 @@ OTHER_MARKERS = "PXh*p<>"
 def style(name: str) -> tuple[str, str, bool]:
     """(colour, marker, filled) of an optimizer: a function of its name alone, so it is the same in
     every figure. A row label with hyper-parameters (``"sam [rho=0.1]"``) is styled as another optimizer."""
-    if name.endswith(CHEAP_SUFFIX) and name != CHEAP_SUFFIX:
-        colour, _, _ = style(name.removesuffix(CHEAP_SUFFIX))
-        return colour, CHEAP_MARKER, True
+    for suffix, marker in CHEAP_MARKERS.items():
+        if name.endswith(suffix) and name != suffix:
+            colour, _, _ = style(name.removesuffix(suffix))
+            return colour, marker, True
     if name in REFERENCE_STYLE:
         return REFERENCE_STYLE[name]
     m = re.fullmatch(r"ssam-([fd])-(unstructured|structured-top|structured|nm)-(explicit|implicit|implicit-masked)",
@@ -57,7 +59,8 @@ def style(name: str) -> tuple[str, str, bool]:
 
 
 def family(name: str) -> str:
-    name = name.removesuffix(CHEAP_SUFFIX)
+    for suffix in CHEAP_MARKERS:
+        name = name.removesuffix(suffix)
     for title, prefixes in FAMILIES:
         if name in prefixes or any(name.startswith(p + "-") for p in prefixes if p.startswith("ssam")):
             return title

@@ -56,18 +56,19 @@ def test_nothing_to_skip_where_every_gradient_is_read():
 
 
 def test_the_cost_command_writes_its_tables_with_ratios_that_follow_from_the_passes(tmp_path, capsys):
-    top = {"optimizers": '["sgd", "sam", "sam-quarter-ascent"]'}
+    top = {"optimizers": '["sgd", "sam", "sam-quarter-ascent", "sam-two-fifths-ascent"]'}
     path = profile(tmp_path, train={"batch_size": "16", "train_subset": "64"}, top=top)
     out = tmp_path / "out"
     assert run_cli("cost", "--profile", path, "--repeats", "2", "--out", str(out), "--no-progress") == 0
     summary = pd.read_csv(out / "cost.csv")
-    assert summary["optimizer"].tolist() == ["sgd", "sam", "sam-quarter-ascent"]
+    assert summary["optimizer"].tolist() == ["sgd", "sam", "sam-quarter-ascent", "sam-two-fifths-ascent"]
     flops = dict(zip(summary["optimizer"], summary["flops_x_sgd"]))
     assert flops["sgd"] == 1 and flops["sam"] == pytest.approx(2.0)
     assert flops["sam-quarter-ascent"] == pytest.approx(1.25)  # a quarter of the batch in the first pass
+    assert flops["sam-two-fifths-ascent"] == pytest.approx(1 + 7 / 16)  # ceil(0.4 * 16) = 7 of 16 examples
     assert summary.loc[0, "time_x_sgd_median"] == 1 and (summary["repeats"] == 2).all()
     repeats = pd.read_csv(out / "cost-repeats.csv")
-    assert len(repeats) == 6 and (repeats["time_per_step_s"] > 0).all()
+    assert len(repeats) == 8 and (repeats["time_per_step_s"] > 0).all()
     # every repeat starts with another optimizer: drift does not always hit the same one first
     assert repeats.groupby("repeat")["optimizer"].first().tolist() == ["sgd", "sam"]
     table = (out / "cost.md").read_text()
