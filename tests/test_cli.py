@@ -292,6 +292,26 @@ def test_every_shipped_profile_resolves(name):
     assert [r.train.budget for r in runs[:: len(runs) // len(profile.budgets)]] == list(profile.budgets)
 
 
+@pytest.mark.parametrize("name", available_profiles())
+def test_a_cheaper_ascent_variant_runs_with_its_bases_settings_in_every_shipped_profile(name):
+    """`[hparams.sam]` does not reach `sam-quarter-ascent`: a profile that sets a base's rho must set its
+    cheaper-ascent variants' too, or the comparison measures rho, not the sub-batch."""
+    import argparse
+
+    from suite import registry
+    from suite.registry import ASCENT_SUFFIXES
+
+    args = argparse.Namespace(profile=name, seeds=None, epochs=None, device=None, optimizer=None,
+                              check_device=False)
+    _, runs = plan(args)
+    built = {r.optimizer: {k: v for k, v in {**registry.get(r.optimizer).defaults(), **dict(r.hparams)}.items()
+                           if k != "ascent_fraction"} for r in runs}
+    pairs = [(n, n.removesuffix(s)) for n in built for s in ASCENT_SUFFIXES if n.endswith(s)]
+    for variant, base in pairs:
+        if base in built:
+            assert built[variant] == built[base], (variant, base)
+
+
 def test_cuda_profile_on_a_machine_without_cuda(tmp_path, capsys):
     import torch
 
