@@ -145,8 +145,25 @@ def summarise(rows: pd.DataFrame, order: list[str]) -> pd.DataFrame:
             row[f"time_x_{ref}_median"] = ratio.median()
             row[f"time_x_{ref}_min"] = ratio.min()
             row[f"time_x_{ref}_max"] = ratio.max()
+        row["saves_here"] = saving(row)
         out.append(row)
     return pd.DataFrame(out)
+
+
+def saving(row: dict[str, Any]) -> str:
+    """What an optimizer saves against SAM on the machine measured, in words: FLOPs and time where it
+    saves FLOPs; else whether only a sparse kernel (none runs here) could, or nothing could."""
+    if row["optimizer"] in REFERENCES or "flops_x_sam" not in row:
+        return "–"
+    flops, kernel = row["flops_x_sam"], row["sparse_kernel_flops_x_sam"]
+    if flops < 0.995:
+        time = 1 - row["time_x_sam_median"]
+        return f"{100 * (1 - flops):.0f}% of SAM's FLOPs, " + (f"{100 * time:.0f}% of its time" if time >= 0.005
+                                                               else "none of its time")
+    if kernel < flops - 0.005:
+        return (f"nothing here (a dense gradient times a mask); a sparse kernel would skip "
+                f"{100 * (flops - kernel):.0f}% of SAM's FLOPs")
+    return "nothing: the first pass needs every weight's gradient"
 
 
 def markdown(summary: pd.DataFrame, header: dict[str, Any]) -> str:
@@ -170,14 +187,15 @@ def markdown(summary: pd.DataFrame, header: dict[str, Any]) -> str:
         "work the mask makes useless (`suite/cost.py`, `sparse_kernel_flops`); no such kernel runs here. "
         "Time ratios are taken within each repeat: median (lowest–highest).", "",
         "| optimizer | origin | GFLOP/step | FLOPs × SGD | FLOPs × SAM | sparse kernel × SGD | ms/step "
-        "| time × SGD | time × SAM |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| time × SGD | time × SAM | saves against SAM here |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for _, row in summary.iterrows():
         lines.append(
             f"| `{row['optimizer']}` | {row['origin']} | {row['gflops_per_step']:.3f} | {ratio(row, 'flops_x_sgd')} "
             f"| {ratio(row, 'flops_x_sam')} | {ratio(row, 'sparse_kernel_flops_x_sgd')} "
-            f"| {row['ms_per_step_median']:.0f} | {spread(row, 'sgd')} | {spread(row, 'sam')} |")
+            f"| {row['ms_per_step_median']:.0f} | {spread(row, 'sgd')} | {spread(row, 'sam')} "
+            f"| {row.get('saves_here', '–')} |")
     return "\n".join(lines) + "\n"
 
 

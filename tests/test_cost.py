@@ -73,7 +73,20 @@ def test_the_cost_command_writes_its_tables_with_ratios_that_follow_from_the_pas
     assert repeats.groupby("repeat")["optimizer"].first().tolist() == ["sgd", "sam"]
     table = (out / "cost.md").read_text()
     assert "| `sam-quarter-ascent` | extension of this suite |" in table and "1.25" in table
+    assert "38% of SAM's FLOPs" in table.split("`sam-quarter-ascent`")[1].splitlines()[0]
     assert "cost --profile" in table
+
+
+@pytest.mark.parametrize("flops, kernel, time, words", [
+    (0.625, 0.625, 0.64, "38% of SAM's FLOPs, 36% of its time"),
+    (0.85, 0.85, 1.02, "15% of SAM's FLOPs, none of its time"),
+    (1.0, 0.92, 1.01, "nothing here (a dense gradient times a mask); a sparse kernel would skip 8% of SAM's FLOPs"),
+    (1.0, 1.0, 0.99, "nothing: the first pass needs every weight's gradient"),
+])
+def test_the_table_says_what_each_variant_saves_against_sam_here(flops, kernel, time, words):
+    row = {"optimizer": "x", "flops_x_sam": flops, "sparse_kernel_flops_x_sam": kernel, "time_x_sam_median": time}
+    assert cost.saving(row) == words
+    assert cost.saving({**row, "optimizer": "sam"}) == "–"
 
 
 @pytest.mark.parametrize("args, message", [
