@@ -311,8 +311,8 @@ def _sweep(args: argparse.Namespace, todo: list[RunConfig], dataset) -> int:
 
 
 def _run_one(args: argparse.Namespace, config: RunConfig, dataset, claim: store.Claim) -> dict | None:
-    """One claimed run: trained (or resumed), recorded, its checkpoint removed; None if another sweep
-    finished it since we looked."""
+    """One claimed run: trained (or resumed), its final weights kept, recorded, its checkpoint removed;
+    None if another sweep finished it since we looked."""
     from suite import harness
 
     path = store.record_path(args.results_dir, config.profile, config.run_id)
@@ -321,7 +321,9 @@ def _run_one(args: argparse.Namespace, config: RunConfig, dataset, claim: store.
     ckpt = store.checkpoint_path(args.results_dir, config.profile, config.run_id)
     if path.exists() and ckpt.exists() and ckpt.stat().st_mtime_ns <= path.stat().st_mtime_ns:
         ckpt.unlink()  # left by a kill between writing the record and removing it: not a resume point
-    record = harness.run(config, dataset, progress=args.progress, checkpoint=ckpt, on_checkpoint=claim.refresh)
+    weights = store.weights_path(args.results_dir, config.profile, config.run_id)
+    record = harness.run(config, dataset, progress=args.progress, checkpoint=ckpt, on_checkpoint=claim.refresh,
+                         weights=weights)
     store.write_record(path, record)
     ckpt.unlink(missing_ok=True)  # empty folders stay: removing them races other sweeps
     return record
@@ -450,8 +452,30 @@ def cmd_publish(args: argparse.Namespace) -> int:
         if old.exists():
             shutil.rmtree(old)
         tmp.rename(old)
-        print(f"published {len(paths)} records of {profile} into {old}", file=sys.stderr)
+        kept = _publish_weights(args.source, args.results_dir, profile, [p.stem for p in paths])
+        print(f"published {len(paths)} records of {profile} into {old} (final weights of {kept}, git-ignored)",
+              file=sys.stderr)
     return cmd_report(args)
+
+
+def _publish_weights(source: Path, results_dir: Path, profile: str, run_ids: list[str]) -> int:
+    """The published runs' final weights beside them (results/weights/, git-ignored: for measurements
+    made on this machine afterwards); the profile's earlier weights go. Returns how many were there."""
+    import shutil
+
+    target = results_dir / "weights" / profile
+    if source.resolve() == results_dir.resolve():
+        return sum(store.weights_path(results_dir, profile, r).exists() for r in run_ids)
+    if target.exists():
+        shutil.rmtree(target)
+    kept = 0
+    for run_id in run_ids:
+        path = store.weights_path(source, profile, run_id)
+        if path.exists():
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target / path.name)
+            kept += 1
+    return kept
 
 
 def _clean_commit(record: dict) -> bool:

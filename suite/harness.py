@@ -395,8 +395,9 @@ def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(config: RunConfig, dataset: Dataset, progress: bool = True, checkpoint: Path | None = None,
-        on_checkpoint: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Train one configuration and return its record (not yet written).
+        on_checkpoint: Callable[[], None] | None = None, weights: Path | None = None) -> dict[str, Any]:
+    """Train one configuration and return its record (not yet written); with ``weights``, the final
+    model's state is saved there (``store.save_weights``).
 
     With ``checkpoint``, the run saves its state there after every epoch but the last (atomically)
     and, if the file exists when it starts, resumes from it. ``on_checkpoint`` is called after each
@@ -418,4 +419,6 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True, checkpoint: 
             save_checkpoint(state, checkpoint, config.run_id)
             if on_checkpoint is not None:
                 on_checkpoint()
+    if weights is not None:
+        store.save_weights(weights, config.run_id, state.model)
     return make_record(ctx, state)

@@ -61,6 +61,24 @@ def checkpoint_path(results_dir: Path, profile: str, run_id: str) -> Path:
     return results_dir / "checkpoints" / profile / f"{run_id}.pt"
 
 
+def weights_path(results_dir: Path, profile: str, run_id: str) -> Path:
+    """A finished run's final model (weights and buffers), kept for measurements made afterwards
+    (sharpness, issue 13); git-ignored under results/, like checkpoints."""
+    return results_dir / "weights" / profile / f"{run_id}.pt"
+
+
+def save_weights(path: Path, run_id: str, model: Any) -> None:
+    """Atomically, on the CPU, with the run it belongs to."""
+    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    save_checkpoint(path, {"run_id": run_id, "model": state})
+
+
+def load_weights(path: Path, run_id: str) -> dict[str, Any] | None:
+    """A run's final ``state_dict`` if it was kept, else None; unreadable or another run's is a StoreError."""
+    state = load_checkpoint(path, run_id)
+    return None if state is None else state["model"]
+
+
 def claim_path(results_dir: Path, profile: str, run_id: str) -> Path:
     return results_dir / "claims" / profile / f"{run_id}.claim"
 

@@ -35,6 +35,13 @@ def run_cli(*args: str) -> int:
     return main(list(args))
 
 
+def argparse_namespace(profile_path: str, optimizer: str | None = None):
+    import argparse
+
+    return argparse.Namespace(profile=profile_path, seeds=None, epochs=None, device=None,
+                              optimizer=[optimizer] if optimizer else None, check_device=False)
+
+
 def test_list_prints_one_line_per_optimizer(capsys):
     assert run_cli("list") == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -375,6 +382,38 @@ def test_publish_replaces_a_profiles_records_and_rebuilds_the_report(tmp_path, c
         sorted(p.name for p in (src / "runs" / "tiny").iterdir())
     assert keep.exists() and (dest / "summary.md").is_file() and (dest / "tiny-comparison.png").is_file()
     assert "published 2 records of tiny" in capsys.readouterr().err
+    # the final weights travel with the records they belong to (git-ignored there)
+    assert sorted(p.name for p in (dest / "weights" / "tiny").iterdir()) == \
+        sorted(p.name for p in (src / "weights" / "tiny").iterdir()) == \
+        sorted(p.stem + ".pt" for p in (src / "runs" / "tiny").iterdir())
+
+
+def test_a_run_keeps_its_final_weights_and_they_give_its_recorded_test_accuracy(tmp_path):
+    import json
+
+    import torch
+
+    from suite import harness, store
+    from suite.data import load_dataset
+
+    results = tmp_path / "out"
+    assert run_cli("run", "--profile", profile(tmp_path), "--optimizer", "sam", "--results-dir", str(results),
+                   "--no-progress", "--no-report") == 0
+    [path] = (results / "runs" / "tiny").glob("*.json")
+    record = json.loads(path.read_text())
+    assert not (results / "checkpoints" / "tiny" / f"{path.stem}.pt").exists()
+    weights = store.load_weights(store.weights_path(results, "tiny", path.stem), path.stem)
+    _, runs = plan(argparse_namespace(profile(tmp_path), "sam"))
+    ctx = harness.prepare(runs[0], load_dataset("synthetic"))
+    model = harness.make_model(runs[0].train, ctx.dataset, ctx.device)
+    model.load_state_dict(weights)
+    loss, acc = harness.evaluate(model, ctx.test, ctx.augment, runs[0].train, ctx.device)
+    last = record["epochs"][-1]
+    assert acc == last["test_acc"] == record["metrics"]["test_acc"] and loss == pytest.approx(last["test_loss"])
+    with pytest.raises(store.StoreError, match="does not belong to run"):
+        store.load_weights(store.weights_path(results, "tiny", path.stem), "another-run")
+    fresh = harness.make_model(runs[0].train, ctx.dataset, ctx.device).state_dict()
+    assert weights.keys() == fresh.keys() and not torch.equal(weights["fc.weight"], fresh["fc.weight"])
 
 
 @pytest.mark.parametrize("commit", [None, "b" * 40 + "-dirty"])
