@@ -1,0 +1,199 @@
+"""suite/sharpness.py: on a quadratic with a known Hessian and on a small network against its dense
+Hessian, deterministic for a seed, and leaving the model exactly as it found it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call, hessian
+from torch.nn import functional as F
+
+from suite import sharpness
+
+EIGENVALUES = torch.tensor([5.0, 3.0, 1.0, 0.5, 0.1, -0.2], dtype=torch.float64)
+
+
+class Quadratic(nn.Module):
+    """L(w) = 1/2 w'Aw through the criterion (the model's output is w itself): its Hessian is A."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        q, _ = torch.linalg.qr(torch.randn(6, 6, generator=g, dtype=torch.float64))
+        self.register_buffer("a", q @ torch.diag(EIGENVALUES) @ q.T)
+        self.w = nn.Parameter(torch.randn(6, generator=g, dtype=torch.float64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w
+
+    def criterion(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return 0.5 * out @ self.a @ out
+
+
+QUADRATIC_BATCHES = [(torch.zeros(1), torch.zeros(1))]
+
+
+def test_power_iteration_recovers_the_largest_eigenvalue_of_a_quadratic():
+    model = Quadratic()
+    est = sharpness.top_eigenvalue(model, QUADRATIC_BATCHES, torch.Generator().manual_seed(1),
+                                   criterion=model.criterion)
+    assert est.converged and est.iterations < sharpness.ITERATIONS
+    # the stopping rule: the Rayleigh quotient moved by < 1e-3 relatively; the eigenvalue is that close
+    assert est.value == pytest.approx(5.0, rel=5 * sharpness.TOLERANCE)
+
+
+def test_hutchinson_recovers_the_trace_of_a_quadratic():
+    model = Quadratic()
+    exact = float(EIGENVALUES.sum())
+    # v'Av over Rademacher v: mean tr(A), variance 2 * sum_{i != j} A_ij^2; 2,000 samples, all of them
+    est = sharpness.hessian_trace(model, QUADRATIC_BATCHES, torch.Generator().manual_seed(1), iterations=2000,
+                                  tolerance=0.0, criterion=model.criterion)
+    off = model.a - torch.diag(torch.diag(model.a))
+    sd = math.sqrt(2 * float((off**2).sum()) / 2000)
+    assert not est.converged and est.iterations == 2000
+    assert abs(est.value - exact) < 4 * sd
+    # with a diagonal Hessian every Rademacher sample is the trace exactly: the second one stops it
+    model.a.copy_(torch.diag(EIGENVALUES))
+    est = sharpness.hessian_trace(model, QUADRATIC_BATCHES, torch.Generator().manual_seed(1),
+                                  criterion=model.criterion)
+    assert est.converged and est.iterations == 2 and est.value == pytest.approx(exact, rel=1e-12)
+
+
+def test_one_ascent_step_of_m_sharpness_is_sams_on_a_quadratic():
+    model = Quadratic()
+    w, a = model.w.detach().clone(), model.a
+    g = a @ w
+    rho = 0.1
+    e = rho * g / g.norm()
+    expected = float(0.5 * (w + e) @ a @ (w + e) - 0.5 * w @ a @ w)
+    got = sharpness.m_sharpness(model, QUADRATIC_BATCHES, rho, steps=1, criterion=model.criterion)
+    assert got == pytest.approx(expected, rel=1e-10)
+    more = sharpness.m_sharpness(model, QUADRATIC_BATCHES, rho, steps=5, criterion=model.criterion)
+    assert more >= got - 1e-12  # more steps find at least the first step's rise (the max is kept)
+    assert sharpness.m_sharpness(model, QUADRATIC_BATCHES, 0.0, criterion=model.criterion) == 0.0
+    with pytest.raises(ValueError, match="rho >= 0 and steps >= 1"):
+        sharpness.m_sharpness(model, QUADRATIC_BATCHES, -1.0, criterion=model.criterion)
+
+
+def test_adaptive_m_sharpness_stays_in_the_weight_scaled_ball():
+    """ASAM's ball ||e / |w| || <= rho: a weight of zero is never moved, so on a loss that depends on that
+    weight alone the adaptive rise is zero where the plain one is not."""
+    model = Quadratic()
+    with torch.no_grad():
+        model.w.copy_(torch.tensor([0.0, 1, 1, 1, 1, 1], dtype=torch.float64))
+        model.a.copy_(torch.diag(torch.tensor([4.0, 0, 0, 0, 0, 0], dtype=torch.float64)))
+    plain = sharpness.m_sharpness(model, QUADRATIC_BATCHES, 0.1, steps=1, criterion=model.criterion)
+    assert plain == 0.0  # the gradient at w is zero along w_0 (A w = 0), so SAM's step cannot rise either
+    with torch.no_grad():
+        model.w[0] = 1e-9
+    adaptive = sharpness.m_sharpness(model, QUADRATIC_BATCHES, 0.1, steps=3, adaptive=True,
+                                     criterion=model.criterion)
+    plain = sharpness.m_sharpness(model, QUADRATIC_BATCHES, 0.1, steps=3, criterion=model.criterion)
+    assert plain == pytest.approx(0.5 * 4 * 0.1**2, rel=1e-3) and adaptive < 1e-15
+
+
+def _tiny():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Linear(6, 3)).double()
+    g = torch.Generator().manual_seed(2)
+    batches = [(torch.randn(8, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (8,), generator=g))
+               for _ in range(2)]
+    batches.append((torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (5,), generator=g)))
+    model.train()
+    for x, _ in batches:  # running statistics that differ from any batch's own
+        model(x * 2 + 1)
+    return model, batches
+
+
+def _dense_hessian(model: nn.Module, batches) -> torch.Tensor:
+    """An independent computation: torch.func.hessian of the whole-set mean loss, in eval mode."""
+    names = [n for n, _ in model.named_parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    shapes = [p.shape for p in model.parameters()]
+    total = sum(len(y) for _, y in batches)
+    model.eval()
+
+    def mean_loss(theta: torch.Tensor) -> torch.Tensor:
+        parts, i = {}, 0
+        for name, shape in zip(names, shapes):
+            parts[name] = theta[i : i + shape.numel()].reshape(shape)
+            i += shape.numel()
+        return sum(F.cross_entropy(functional_call(model, parts, (x,)), y, reduction="sum") for x, y in batches) / total
+
+    h = hessian(mean_loss)(flat)
+    model.train()
+    return h
+
+
+def test_eigenvalue_and_trace_of_a_small_network_agree_with_its_dense_hessian():
+    model, batches = _tiny()
+    dense = _dense_hessian(model, batches)
+    eig = torch.linalg.eigvalsh(dense)
+    largest = eig[eig.abs().argmax()].item()
+    est = sharpness.top_eigenvalue(model, batches, torch.Generator().manual_seed(0), iterations=1000, tolerance=1e-9)
+    assert est.converged and est.value == pytest.approx(largest, rel=1e-6)
+    trace = sharpness.hessian_trace(model, batches, torch.Generator().manual_seed(0), iterations=1000, tolerance=0.0)
+    off = dense - torch.diag(torch.diag(dense))
+    sd = math.sqrt(2 * float((off**2).sum()) / 1000)
+    assert abs(trace.value - float(torch.trace(dense))) < 4 * sd
+
+
+def test_hvp_is_the_dense_hessian_times_the_vector():
+    model, batches = _tiny()
+    dense = _dense_hessian(model, batches)
+    params = list(model.parameters())
+    g = torch.Generator().manual_seed(3)
+    v = [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in params]
+    model.eval()
+    hv = torch.cat([h.reshape(-1) for h in sharpness.hvp(model, params, batches, v)])
+    assert torch.allclose(hv, dense @ torch.cat([x.reshape(-1) for x in v]), atol=1e-10)
+
+
+def test_every_measure_is_deterministic_for_a_seed_and_leaves_the_model_as_it_found_it():
+    model, batches = _tiny()
+    model[0].weight.grad = torch.ones_like(model[0].weight)
+    model[3].bias.requires_grad_(False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+
+    def everything(seed: int):
+        g = torch.Generator().manual_seed(seed)
+        d = [sharpness.filter_normalised_direction(model, g) for _ in range(2)]
+        return (sharpness.top_eigenvalue(model, batches, g, iterations=5),
+                sharpness.hessian_trace(model, batches, g, iterations=5),
+                sharpness.m_sharpness(model, batches, 0.05), sharpness.m_sharpness(model, batches, 0.05, adaptive=True),
+                sharpness.surface(model, batches, d[:1], [-0.5, 0.0, 0.5]).tolist(),
+                sharpness.surface(model, batches, d, [-0.5, 0.0, 0.5]).tolist())
+
+    first = everything(7)
+    assert everything(7) == first
+    assert everything(8)[0] != first[0]
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert [m.training for m in model.modules()] == modes
+    assert torch.equal(model[0].weight.grad, torch.ones_like(model[0].weight)) and model[0].bias.grad is None
+    assert not model[3].bias.requires_grad and model[3].weight.requires_grad
+
+
+def test_filter_normalised_directions_and_the_surfaces_they_give():
+    model, batches = _tiny()
+    d = sharpness.filter_normalised_direction(model, torch.Generator().manual_seed(0))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p, di in zip(trainable, d, strict=True):
+        if p.dim() == 1:
+            assert not di.any()  # biases and BatchNorm stay put
+        else:  # each filter as long as the weights' filter
+            assert torch.allclose(di.norm(dim=1), p.detach().norm(dim=1))
+    line = sharpness.surface(model, batches, [d], [-1.0, 0.0, 1.0])
+    model.eval()
+    assert line.shape == (3,) and line[1].item() == pytest.approx(sharpness.loss(model, batches), rel=1e-12)
+    model.train()
+    plane = sharpness.surface(model, batches, [d, d], [-1.0, 0.0, 1.0])
+    assert plane.shape == (3, 3) and plane[1, 1] == line[1]
+    assert plane[0, 2].item() == pytest.approx(line[1].item(), rel=1e-12)  # -d + d: back at w
+    assert plane[2, 2].item() != pytest.approx(line[2].item())  # 2d is not d
+    with pytest.raises(ValueError, match="one or two directions"):
+        sharpness.surface(model, batches, [d, d, d], [0.0])
