@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import fnmatch
+import math
 import os
 import sys
 import time
@@ -95,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run, check_device=True)
 
     _add_cost_parser(sub)
+    _add_sharpness_parser(sub)
 
     rep = sub.add_parser("report", help="records -> summary.csv, summary.md and plots")
     rep.add_argument("--results-dir", type=Path, default=MY_RESULTS, help=f"default: ./{MY_RESULTS}")
@@ -109,6 +111,31 @@ def _parser() -> argparse.ArgumentParser:
                      help="publish records whose code was not a clean commit (say why in results/README.md)")
     pub.set_defaults(func=cmd_publish)
     return p
+
+
+def _add_sharpness_parser(sub: argparse._SubParsersAction) -> None:
+    from suite.sharpness import Settings
+
+    d = Settings()
+    sh = sub.add_parser("sharpness", help="measure each recorded run's final model (Hessian's top eigenvalue and "
+                                          "trace, m-sharpness, loss surfaces) into its record")
+    sh.add_argument("--results-dir", type=Path, default=MY_RESULTS, help=f"default: ./{MY_RESULTS}")
+    sh.add_argument("--profile", action="append", metavar="NAME", help="only these profiles (repeatable)")
+    sh.add_argument("--optimizer", action="append", metavar="NAME", help="only these (repeatable; globs allowed)")
+    sh.add_argument("--force", action="store_true", help="measure runs that already have the measures again")
+    sh.add_argument("--examples", type=int, default=d.examples,
+                    help=f"fixed training examples the measures look at (default: {d.examples})")
+    sh.add_argument("--iterations", type=int, default=d.iterations,
+                    help=f"at most this many power-iteration and Hutchinson steps each (default: {d.iterations}; "
+                         f"each stops earlier at a relative change below {d.tolerance:g})")
+    sh.add_argument("--rho", type=float, help="the ball of m-sharpness (default: the profile's SAM rho, else 0.05)")
+    sh.add_argument("--data-dir", type=Path, help="data directory (default: $SUITE_DATA_DIR, else ./data)")
+    sh.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
+                    help="download the data set if missing (default: only into the default ./data)")
+    sh.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
+                    help="rebuild the summary tables and plots afterwards (default: yes)")
+    sh.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar")
+    sh.set_defaults(func=cmd_sharpness)
 
 
 def _add_cost_parser(sub: argparse._SubParsersAction) -> None:
@@ -476,6 +503,67 @@ def _publish_weights(source: Path, results_dir: Path, profile: str, run_ids: lis
             shutil.copy2(path, target / path.name)
             kept += 1
     return kept
+
+
+def cmd_sharpness(args: argparse.Namespace) -> int:
+    """Measure what is missing, record by record (each written as soon as it is measured)."""
+    from tqdm import tqdm
+
+    from suite import sharpness
+    from suite.data import DataError, load_dataset
+
+    try:
+        settings = sharpness.Settings(examples=args.examples, iterations=args.iterations)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.rho is not None and not (math.isfinite(args.rho) and args.rho >= 0):
+        raise UsageError(f"--rho must be a finite number >= 0, got {args.rho}")
+    found = [pr for profile in (args.profile or ["*"]) for pr in store.iter_records(args.results_dir, profile)]
+    if not found:
+        raise UsageError(f"no records in {str(args.results_dir)!r}" + (f" of profile {args.profile[0]!r}"
+                                                                      if args.profile else ""))
+    unreadable = [str(p) for p, r in found if r is None]
+    if unreadable:
+        raise UsageError(f"unreadable record {unreadable[0]}: re-run it or remove it")
+    rhos = sharpness.reference_rho([r for _, r in found])
+    chosen = [(p, r) for p, r in found if not args.optimizer or any(
+        fnmatch.fnmatchcase(r["optimizer"]["name"], g) for g in args.optimizer)]
+    if not chosen:
+        raise UsageError(f"no records of optimizer {args.optimizer[0]!r} in {str(args.results_dir)!r}")
+    todo = [(p, r) for p, r in chosen if args.force or sharpness.METRIC_KEYS[0] not in r["metrics"]]
+    weights = {p: store.weights_path(args.results_dir, r["config"]["profile"], p.stem) for p, r in todo}
+    missing = [p for p, _ in todo if not weights[p].exists()]
+    unfinished = [p for p, r in todo if r["metrics"].get("status") != "finished"]
+    todo = [(p, r) for p, r in todo if p not in missing and p not in unfinished]
+    print(f"sharpness: {len(chosen)} runs, {len(chosen) - len(todo) - len(missing) - len(unfinished)} already "
+          f"measured, {len(todo)} to measure" + (f", {len(unfinished)} diverged (left out)" if unfinished else "")
+          + (f", {len(missing)} without final weights (made before runs kept them: re-run them with "
+             "`run --force`)" if missing else ""), file=sys.stderr)
+    if missing and not todo:
+        raise UsageError(f"no final weights for {len(missing)} runs to measure (e.g. {missing[0].name}): re-run "
+                         "them with `python -m suite run --force`")
+    datasets: dict = {}
+    bar = tqdm(todo, desc="sharpness", unit="run", disable=None if args.progress else True)
+    for path, record in bar:
+        cfg = sharpness.train_config(record)
+        key = (cfg.dataset, cfg.image_size)
+        if key not in datasets:
+            try:
+                datasets[key] = load_dataset(cfg.dataset, args.data_dir, args.download,
+                                             image_size=cfg.image_size or None)
+            except DataError as exc:
+                raise UsageError(str(exc)) from None
+        state = store.load_weights(weights[path], path.stem)
+        rho = args.rho if args.rho is not None else rhos[record["config"]["profile"]]
+        metrics, details = sharpness.measure_record(record, state, datasets[key], settings, rho)
+        record["metrics"].update(metrics)
+        record["sharpness"] = details
+        store.write_record(path, record)
+        bar.write(f"{record['optimizer']['name']} seed {record['config']['seed']}: lambda_max "
+                  f"{metrics['sharpness_lambda_max']:.4g}, trace {metrics['sharpness_trace']:.4g}, m-sharpness "
+                  f"{metrics['sharpness_m']:.4g} (adaptive {metrics['sharpness_m_adaptive']:.4g}) at rho {rho:g}; "
+                  f"{details['seconds']:.1f} s", file=sys.stderr)
+    return cmd_report(args) if args.report and todo else 0
 
 
 def _clean_commit(record: dict) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from suite.config import TrainConfig
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (output, target) -> mean loss
@@ -219,3 +222,110 @@ def surface(model: nn.Module, batches: Sequence[Batch], directions: Sequence[Seq
             values.append(loss(model, batches, criterion))
     out = torch.tensor(values, dtype=torch.float64)
     return out if len(directions) == 1 else out.reshape(len(coordinates), len(coordinates))
+
+
+# ----- a run's final model, measured: what ``python -m suite sharpness`` does for each record ----------------
+@dataclass(frozen=True)
+class Settings:
+    """What the measures look at and how hard they look; recorded with the values."""
+
+    examples: int = 256  # fixed training examples (seeded, the same for every run of a profile)
+    batch_size: int = 128  # the Hessian measures' batches (the mean loss is over all examples)
+    m: int = 128  # m-sharpness: examples per batch, each with its own ascent
+    ascent_steps: int = 5
+    iterations: int = ITERATIONS
+    tolerance: float = TOLERANCE
+    surface_points: int = 21  # per axis of the 1-D surface, over [-span, span]
+    surface_2d_points: int = 11  # per axis of the 2-D surface
+    span: float = 1.0
+    seed: int = 0  # the examples; the directions and probe vectors also take the run's seed
+
+    def __post_init__(self) -> None:
+        for name in ("examples", "batch_size", "m", "ascent_steps", "iterations", "surface_points",
+                     "surface_2d_points"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"sharpness {name} must be an integer >= 1, got {value!r}")
+        if not (self.tolerance >= 0 and self.span > 0):
+            raise ValueError(f"sharpness needs tolerance >= 0 and span > 0, got {self.tolerance}, {self.span}")
+
+
+METRIC_KEYS = ("sharpness_lambda_max", "sharpness_trace", "sharpness_m", "sharpness_m_adaptive")
+
+
+def _split(x: torch.Tensor, y: torch.Tensor, size: int) -> list[Batch]:
+    return [(x[i : i + size], y[i : i + size]) for i in range(0, len(y), size)]
+
+
+def measure_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, rho: float, settings: Settings,
+                  run_seed: int) -> tuple[dict[str, float], dict[str, object]]:
+    """Every measure of one model on the examples ``(x, y)`` (normalised, on the model's device):
+    (flat metrics for the record's ``metrics``, details: iterations, convergence, surfaces)."""
+    import time
+
+    t0 = time.perf_counter()
+    batches, m_batches = _split(x, y, settings.batch_size), _split(x, y, settings.m)
+    gen = torch.Generator().manual_seed(1_000_003 * settings.seed + run_seed)
+    top = top_eigenvalue(model, batches, gen, settings.iterations, settings.tolerance)
+    trace = hessian_trace(model, batches, gen, settings.iterations, settings.tolerance)
+    sharp = m_sharpness(model, m_batches, rho, settings.ascent_steps)
+    sharp_adaptive = m_sharpness(model, m_batches, rho, settings.ascent_steps, adaptive=True)
+    # directions from their own stream, so that they do not depend on how long the iterations ran
+    dirs_gen = torch.Generator().manual_seed(2_000_003 * settings.seed + run_seed)
+    directions = [filter_normalised_direction(model, dirs_gen) for _ in range(2)]
+    line = torch.linspace(-settings.span, settings.span, settings.surface_points).tolist()
+    plane = torch.linspace(-settings.span, settings.span, settings.surface_2d_points).tolist()
+    surface_1d = surface(model, batches, directions[:1], line)
+    surface_2d = surface(model, batches, directions, plane)
+    metrics = dict(zip(METRIC_KEYS, (top.value, trace.value, sharp, sharp_adaptive)))
+    details = {
+        "settings": dataclasses.asdict(settings), "rho": rho,
+        "lambda_max_iterations": top.iterations, "lambda_max_converged": top.converged,
+        "trace_iterations": trace.iterations, "trace_converged": trace.converged,
+        "surface_1d": {"coordinates": line, "loss": surface_1d.tolist()},
+        "surface_2d": {"coordinates": plane, "loss": surface_2d.tolist()},
+        "seconds": time.perf_counter() - t0,
+    }
+    return metrics, details
+
+
+def train_config(record: dict) -> TrainConfig:
+    """The training settings a record ran with (a setting it predates takes its default)."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in record["config"]["train"].items() if k in names})
+
+
+def fixed_examples(dataset, cfg: TrainConfig, settings: Settings,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``settings.examples`` training examples of the run's training subset (with its labels, noisy where
+    the profile made them so: the loss the run minimised), drawn with ``settings.seed``, normalised, not
+    augmented: the same for every run of a profile."""
+    from suite import harness
+
+    train, _ = harness.subsets(dataset, cfg)
+    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(settings.seed))[: settings.examples]
+    x = harness.make_augment(cfg, dataset).normalise(train.images[idx])
+    return harness.to_device(x, device, cfg), train.labels[idx].to(device)
+
+
+def reference_rho(records: list[dict], default: float = 0.05) -> dict[str, float]:
+    """Per profile, the rho every run of it is measured with: its SAM runs' rho (so every optimizer of
+    a table is measured on the same ball), else SAM's default."""
+    out: dict[str, float] = {}
+    for r in records:
+        if r["optimizer"]["name"] == "sam":
+            out[r["config"]["profile"]] = float(r["optimizer"]["hparams"].get("rho", default))
+    return {r["config"]["profile"]: out.get(r["config"]["profile"], default) for r in records}
+
+
+def measure_record(record: dict, state_dict: dict, dataset, settings: Settings,
+                   rho: float) -> tuple[dict[str, float], dict[str, object]]:
+    """Rebuild a run's model from its record and final weights, and measure it."""
+    from suite import harness
+
+    cfg = train_config(record)
+    device = harness.resolve_device(cfg.device)
+    model = harness.make_model(cfg, dataset, device)
+    model.load_state_dict(state_dict)
+    x, y = fixed_examples(dataset, cfg, settings, device)
+    return measure_model(model, x, y, rho, settings, int(record["config"]["seed"]))

@@ -197,3 +197,72 @@ def test_filter_normalised_directions_and_the_surfaces_they_give():
     assert plane[2, 2].item() != pytest.approx(line[2].item())  # 2d is not d
     with pytest.raises(ValueError, match="one or two directions"):
         sharpness.surface(model, batches, [d, d, d], [0.0])
+
+
+# ----- python -m suite sharpness: each recorded run's final model, measured into its record ---------------------
+def _sweep(tmp_path):
+    import json
+
+    from suite.cli import main
+
+    profile = tmp_path / "tiny.toml"
+    profile.write_text('seeds = 1\noptimizers = ["sgd", "sam"]\n[train]\ndataset = "synthetic"\nmodel = "resnet8"\n'
+                       'epochs = 1\nbatch_size = 32\ntrain_subset = 96\ntest_subset = 50\n'
+                       '[hparams.sam]\nrho = 0.07\n')
+    results = tmp_path / "out"
+    assert main(["run", "--profile", str(profile), "--results-dir", str(results), "--no-progress",
+                 "--no-report"]) == 0
+    paths = sorted((results / "runs" / "tiny").glob("*.json"))
+
+    def records():
+        return [json.loads(p.read_text()) for p in paths]
+
+    return results, paths, records
+
+
+def test_the_command_measures_every_run_into_its_record_once_and_the_same_again(tmp_path, capsys):
+    from suite.cli import main
+
+    results, paths, records = _sweep(tmp_path)
+    args = ["sharpness", "--results-dir", str(results), "--examples", "16", "--iterations", "5", "--no-progress"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "2 runs, 0 already measured, 2 to measure" in err and "at rho 0.07" in err
+    first = records()
+    for r in first:
+        assert all(math.isfinite(r["metrics"][k]) for k in sharpness.METRIC_KEYS)
+        assert r["metrics"]["sharpness_trace"] != 0 and r["metrics"]["sharpness_m"] >= 0
+        s = r["sharpness"]
+        assert s["rho"] == 0.07 and s["settings"]["examples"] == 16  # every optimizer on SAM's ball
+        assert s["settings"]["iterations"] == 5 and s["lambda_max_iterations"] <= 5
+        assert len(s["surface_1d"]["loss"]) == 21 and len(s["surface_2d"]["loss"]) == 11
+        assert s["surface_1d"]["loss"][10] == pytest.approx(s["surface_2d"]["loss"][5][5], rel=1e-6)  # both at w
+    assert (results / "summary.csv").read_text().count("sharpness_lambda_max_mean") == 1
+    assert main(args) == 0
+    assert "2 already measured, 0 to measure" in capsys.readouterr().err
+    assert main([*args, "--force", "--optimizer", "sa*"]) == 0  # globs; measured again: the same figures
+    again = records()
+    assert [r["metrics"] for r in again] == [r["metrics"] for r in first]
+    assert [r["sharpness"]["surface_2d"] for r in again] == [r["sharpness"]["surface_2d"] for r in first]
+
+
+def test_bad_input_is_one_line_and_changes_nothing(tmp_path, capsys):
+    from suite import store
+    from suite.cli import main
+
+    results, paths, records = _sweep(tmp_path)
+    before = [p.read_text() for p in paths]
+    capsys.readouterr()
+    for extra, message in ((["--examples", "0"], "sharpness examples must be an integer >= 1, got 0"),
+                           (["--rho", "-1"], "--rho must be a finite number >= 0"),
+                           (["--iterations", "0"], "sharpness iterations must be an integer >= 1, got 0"),
+                           (["--optimizer", "nope"], "no records of optimizer 'nope'"),
+                           (["--profile", "other"], "no records in")):
+        assert main(["sharpness", "--results-dir", str(results), "--no-progress", *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and message in err, err
+    for p in paths:
+        store.weights_path(results, "tiny", p.stem).unlink()
+    assert main(["sharpness", "--results-dir", str(results), "--no-progress"]) == 2
+    assert "no final weights for 2 runs" in capsys.readouterr().err
+    assert [p.read_text() for p in paths] == before
