@@ -36,6 +36,7 @@ SSAM_MARKERS = {"unstructured": "o", "structured": "s", "structured-top": "p", "
 # a cheaper-ascent variant (registry.ASCENT_SUFFIXES) keeps its base's colour, with its own marker per
 # fraction: a plus for a quarter, a star for two fifths
 CHEAP_MARKERS = {"-quarter-ascent": "P", "-two-fifths-ascent": "*"}
+BIG_MARKERS = {"*": 1.5}  # a star reads smaller than a disc of the same size
 OTHER_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 OTHER_MARKERS = "PXh*p<>"
 
@@ -126,10 +127,10 @@ def _cost_figure(path: Path, title: str, t: pd.DataFrame) -> Path:
             ax.set_ylabel("final test accuracy (%)")
             ax.set_title(f"{panel} — budget {budget}", fontsize="medium")
         _share_limits(row)
-    _legends(fig, axes[0], cols, extra=("ringed: on the Pareto front of the whole table (costs within one "
-                                        "step of the budget count as equal)"))
-    fig.suptitle(f"{title}: final test accuracy against cost ({_seeds_note(t, 'bars')})", y=1.0)
     fig.tight_layout()
+    _legends(fig, axes, cols, extra=("ringed: on the Pareto front of the whole table (costs within one "
+                                     "step of the budget count as equal)"))
+    fig.suptitle(f"{title}: final test accuracy against cost ({_seeds_note(t, 'bars')})", y=1.06)
     return _save(fig, path)
 
 
@@ -139,7 +140,8 @@ def _cost_panel(ax: Any, g: pd.DataFrame, x: str, scale: float, front: set[str])
         colour, marker, filled = style(r.optimizer)
         xerr, yerr = d[f"{x}_std"] / scale, 100 * r.test_acc_std
         ax.errorbar(d[f"{x}_mean"] / scale, 100 * r.test_acc_mean, xerr=0 if math.isnan(xerr) else xerr,
-                    yerr=0 if math.isnan(yerr) else yerr, fmt=marker, capsize=3, color=colour, markersize=8,
+                    yerr=0 if math.isnan(yerr) else yerr, fmt=marker, capsize=3, color=colour,
+                    markersize=8 * BIG_MARKERS.get(marker, 1),
                     markerfacecolor=colour if filled else "white", markeredgewidth=1.5)
         if r.optimizer in front:
             ax.scatter(d[f"{x}_mean"] / scale, 100 * r.test_acc_mean, s=260, facecolors="none",
@@ -159,7 +161,7 @@ def _curve_figure(path: Path, title: str, t: pd.DataFrame, curves: pd.DataFrame)
                 per_epoch = c[c["optimizer"] == name].groupby("epochs_done")["test_acc"]
                 mean, std = 100 * per_epoch.mean(), 100 * per_epoch.std()
                 colour, marker, filled = style(name)
-                ax.plot(mean.index, mean.values, marker=marker, color=colour, markersize=6,
+                ax.plot(mean.index, mean.values, marker=marker, color=colour, markersize=6 * BIG_MARKERS.get(marker, 1),
                         markerfacecolor=colour if filled else "white")
                 if std.notna().any():
                     ax.fill_between(mean.index, mean - std, mean + std, color=colour, alpha=0.12, linewidth=0)
@@ -167,9 +169,9 @@ def _curve_figure(path: Path, title: str, t: pd.DataFrame, curves: pd.DataFrame)
             ax.set_ylabel("test accuracy (%)")
             ax.set_title(f"{panel} — budget {budget}", fontsize="medium")
         _share_limits(row)
-    _legends(fig, axes[0], cols)
-    fig.suptitle(f"{title}: test accuracy per epoch ({_seeds_note(t, 'band')})", y=1.0)
     fig.tight_layout()
+    _legends(fig, axes, cols)
+    fig.suptitle(f"{title}: test accuracy per epoch ({_seeds_note(t, 'band')})", y=1.01)
     return _save(fig, path)
 
 
@@ -181,20 +183,28 @@ def _share_limits(row: Any) -> None:
             getattr(ax, put)(min(lows), max(highs))
 
 
-def _legends(fig: Any, top: Any, cols: list[tuple[str, list[str]]], extra: str = "") -> None:
+def _legends(fig: Any, axes: Any, cols: list[tuple[str, list[str]]], extra: str = "") -> None:
+    """One legend per column, under the column's lowest panel, outside the axes: with every registered
+    optimizer a panel holds a dozen entries, and a legend inside would cover points. ``extra`` goes
+    under the title."""
     import matplotlib.pyplot as plt
 
-    for ax, (_, members) in zip(top, cols):
+    for ax, (_, members) in zip(axes[-1], cols):
         handles = []
         for name in members:
             colour, marker, filled = style(name)
-            handles.append(plt.Line2D([], [], color=colour, marker=marker, linestyle="", markersize=7,
+            handles.append(plt.Line2D([], [], color=colour, marker=marker, linestyle="",
+                                      markersize=7 * BIG_MARKERS.get(marker, 1),
                                       markerfacecolor=colour if filled else "white", label=name))
-        ax.legend(handles=handles, fontsize="x-small", loc="best", framealpha=0.8)
+        ax.legend(handles=handles, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                  framealpha=0.8)
     if extra:
-        fig.text(0.5, -0.01, extra + ". SSAM: colour = pattern, filled = explicit, hollow = implicit, "
-                 "X = implicit-masked (masked backward and masked e).",
-                 ha="center", fontsize="small")
+        import textwrap
+
+        note = (extra + ". SSAM: colour = pattern, filled = explicit, hollow = implicit, X = implicit-masked "
+                "(masked backward and masked e); a plus / star: the ascent gradient from a quarter / two fifths of "
+                "the batch.")
+        fig.text(0.5, 1.0, "\n".join(textwrap.wrap(note, 150)), ha="center", va="bottom", fontsize="small")
 
 
 def _save(fig: Any, path: Path) -> Path:
