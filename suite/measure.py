@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -171,8 +172,11 @@ def _cpu_name() -> str:
     return platform.processor()
 
 
+@functools.cache
 def _git_commit() -> str | None:
-    """HEAD of the checkout the suite runs from (the package's, else the working directory's)."""
+    """HEAD of the checkout the suite runs from (the package's, else the working directory's), read once
+    per process: the code a sweep runs is the code it imported, so a checkout that moves on mid-sweep
+    must not relabel its later runs (it did: cpu-noise runs of a sweep started at da3f78c say 3875c93)."""
     for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
         try:
             head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)

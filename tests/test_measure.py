@@ -35,3 +35,15 @@ def test_vectorised_fisher_costs_what_the_loop_costs():
             FISHER[impl](closure, list(model.parameters()), 8)
         counts.append(counter.get_total_flops())
     assert counts[0] == counts[1] > 0
+
+
+def test_the_commit_is_read_once_per_process_so_a_checkout_moving_mid_sweep_does_not_relabel_runs(monkeypatch):
+    from suite import measure
+
+    first = measure._git_commit()
+
+    def read_again(*args, **kwargs):
+        raise AssertionError("git read again")
+
+    monkeypatch.setattr(measure.subprocess, "run", read_again)
+    assert measure._git_commit() == first
