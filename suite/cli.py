@@ -532,8 +532,8 @@ def cmd_sharpness(args: argparse.Namespace) -> int:
         raise UsageError(f"no records of optimizer {args.optimizer[0]!r} in {str(args.results_dir)!r}")
     todo = [(p, r) for p, r in chosen if args.force or sharpness.METRIC_KEYS[0] not in r["metrics"]]
     weights = {p: store.weights_path(args.results_dir, r["config"]["profile"], p.stem) for p, r in todo}
-    missing = [p for p, _ in todo if not weights[p].exists()]
     unfinished = [p for p, r in todo if r["metrics"].get("status") != "finished"]
+    missing = [p for p, _ in todo if p not in unfinished and not weights[p].exists()]
     todo = [(p, r) for p, r in todo if p not in missing and p not in unfinished]
     print(f"sharpness: {len(chosen)} runs, {len(chosen) - len(todo) - len(missing) - len(unfinished)} already "
           f"measured, {len(todo)} to measure" + (f", {len(unfinished)} diverged (left out)" if unfinished else "")

@@ -55,6 +55,7 @@ def test_sweep_writes_records_and_report_then_skips_done_runs(tmp_path, capsys):
     records = sorted((results / "runs" / "tiny").glob("*.json"))
     assert [r.name.split("-s0-")[0] for r in records] == ["sam", "sgd"]
     assert (results / "summary.md").is_file() and (results / "tiny-comparison.png").is_file()
+    assert "Sharpness" not in (results / "summary.md").read_text()  # nothing measured: no such section
     capsys.readouterr()
     assert run_cli(*args) == 0
     assert "2 already recorded, 0 to run" in capsys.readouterr().err

@@ -238,6 +238,11 @@ def test_the_command_measures_every_run_into_its_record_once_and_the_same_again(
         assert len(s["surface_1d"]["loss"]) == 21 and len(s["surface_2d"]["loss"]) == 11
         assert s["surface_1d"]["loss"][10] == pytest.approx(s["surface_2d"]["loss"][5][5], rel=1e-6)  # both at w
     assert (results / "summary.csv").read_text().count("sharpness_lambda_max_mean") == 1
+    summary = (results / "summary.md").read_text()
+    section = summary.split("## Sharpness of the final models")[1]  # a table of its own, after the main ones
+    sam_row = next(line for line in section.splitlines() if line.startswith("| sam "))
+    lam = first[[r["optimizer"]["name"] for r in first].index("sam")]["metrics"]["sharpness_lambda_max"]
+    assert f"{lam:.4g} ± –" in sam_row  # one seed: no interval
     assert main(args) == 0
     assert "2 already measured, 0 to measure" in capsys.readouterr().err
     assert main([*args, "--force", "--optimizer", "sa*"]) == 0  # globs; measured again: the same figures
