@@ -19,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from suite.registry import ASCENT_SUFFIXES
 from suite.report import pareto_front
 from suite.store import atomic_write
 
@@ -33,9 +34,10 @@ SSAM_COLOURS = {"f": {"unstructured": "#08519c", "structured": "#3182bd", "struc
                 "d": {"unstructured": "#006d2c", "structured": "#31a354", "structured-top": "#a1d99b",
                       "nm": "#74c476"}}
 SSAM_MARKERS = {"unstructured": "o", "structured": "s", "structured-top": "p", "nm": "^"}
-# a cheaper-ascent variant (registry.ASCENT_SUFFIXES) keeps its base's colour, with its own marker per
-# fraction: a plus for a quarter, a star for two fifths
-CHEAP_MARKERS = {"-quarter-ascent": "P", "-two-fifths-ascent": "*"}
+# a cheaper-ascent variant keeps its base's colour, with its own marker per fraction: a plus for a quarter,
+# a star for two fifths (a fraction added to the registry without a marker fails here, at import)
+CHEAP_MARKERS = {ASCENT_SUFFIXES[word]: marker for word, marker in
+                 zip(ASCENT_SUFFIXES, ("P", "*"), strict=True)}
 BIG_MARKERS = {"*": 1.5}  # a star reads smaller than a disc of the same size
 OTHER_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 OTHER_MARKERS = "PXh*p<>"

@@ -133,14 +133,14 @@ SSAM_DENSITY_INVALID = {"unstructured": ({"sparsity": 1.5}, {"sparsity": -0.1}),
 # and stays under 1.5x SGD with SSAM-F's Fisher pass added. The variants that carry either are this suite's.
 ASCENT_FRACTIONS = {"quarter": 0.25, "two-fifths": 0.4}
 ASCENT_PHRASES = {"quarter": "a quarter", "two-fifths": "two fifths"}
-ASCENT_SUFFIXES = tuple(f"-{word}-ascent" for word in ASCENT_FRACTIONS)
+ASCENT_SUFFIXES = {word: f"-{word}-ascent" for word in ASCENT_FRACTIONS}  # the names' endings
 
 
 def _ascent(word: str | None) -> tuple[str, str, dict[str, Any]]:
     """(name suffix, description words, changes) of an ascent-fraction variant; empty for none."""
     if word is None:
         return "", "", {}
-    return f"-{word}-ascent", f"; ascent gradient from {ASCENT_PHRASES[word]} of the batch", \
+    return ASCENT_SUFFIXES[word], f"; ascent gradient from {ASCENT_PHRASES[word]} of the batch", \
         {"ascent_fraction": ASCENT_FRACTIONS[word]}
 
 

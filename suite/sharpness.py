@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from baselines.core import check_int, check_number
 from suite.config import TrainConfig
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -243,11 +244,9 @@ class Settings:
     def __post_init__(self) -> None:
         for name in ("examples", "batch_size", "m", "ascent_steps", "iterations", "surface_points",
                      "surface_2d_points"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"sharpness {name} must be an integer >= 1, got {value!r}")
-        if not (self.tolerance >= 0 and self.span > 0):
-            raise ValueError(f"sharpness needs tolerance >= 0 and span > 0, got {self.tolerance}, {self.span}")
+            check_int(f"sharpness {name}", getattr(self, name))
+        check_number("sharpness tolerance", self.tolerance, low=0)
+        check_number("sharpness span", self.span, low=0, low_open=True)
 
 
 METRIC_KEYS = ("sharpness_lambda_max", "sharpness_trace", "sharpness_m", "sharpness_m_adaptive")

@@ -314,7 +314,7 @@ def test_a_cheaper_ascent_variant_runs_with_its_bases_settings_in_every_shipped_
     _, runs = plan(args)
     built = {r.optimizer: {k: v for k, v in {**registry.get(r.optimizer).defaults(), **dict(r.hparams)}.items()
                            if k != "ascent_fraction"} for r in runs}
-    pairs = [(n, n.removesuffix(s)) for n in built for s in ASCENT_SUFFIXES if n.endswith(s)]
+    pairs = [(n, n.removesuffix(s)) for n in built for s in ASCENT_SUFFIXES.values() if n.endswith(s)]
     for variant, base in pairs:
         if base in built:
             assert built[variant] == built[base], (variant, base)
