@@ -90,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="download the data set if missing (default: only into the default ./data)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override the profile's device")
     run.add_argument("--force", action="store_true", help="re-run runs that already have a record")
+    run.add_argument("--sharpness", action=argparse.BooleanOptionalAction, default=None,
+                     help="measure each run's final model as it ends, as `suite sharpness` does (default: the "
+                          "profile's [sharpness] at_end; off in the shipped CPU profiles, see docs/sharpness.md)")
     run.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                      help="write the summary tables and plots afterwards (default: yes)")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
@@ -114,21 +117,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_sharpness_parser(sub: argparse._SubParsersAction) -> None:
-    from suite.sharpness import Settings
+    from suite.config import SharpnessSettings
 
-    d = Settings()
+    d = SharpnessSettings()
     sh = sub.add_parser("sharpness", help="measure each recorded run's final model (Hessian's top eigenvalue and "
                                           "trace, m-sharpness, loss surfaces) into its record")
     sh.add_argument("--results-dir", type=Path, default=MY_RESULTS, help=f"default: ./{MY_RESULTS}")
     sh.add_argument("--profile", action="append", metavar="NAME", help="only these profiles (repeatable)")
     sh.add_argument("--optimizer", action="append", metavar="NAME", help="only these (repeatable; globs allowed)")
     sh.add_argument("--force", action="store_true", help="measure runs that already have the measures again")
-    sh.add_argument("--examples", type=int, default=d.examples,
-                    help=f"fixed training examples the measures look at (default: {d.examples})")
-    sh.add_argument("--iterations", type=int, default=d.iterations,
-                    help=f"at most this many power-iteration and Hutchinson steps each (default: {d.iterations}; "
-                         f"each stops earlier at a relative change below {d.tolerance:g})")
-    sh.add_argument("--rho", type=float, help="the ball of m-sharpness (default: the profile's SAM rho, else 0.05)")
+    sh.add_argument("--examples", type=int,
+                    help="fixed training examples the measures look at (default: the profile's [sharpness] "
+                         f"examples, else {d.examples})")
+    sh.add_argument("--iterations", type=int,
+                    help="at most this many power-iteration and Hutchinson steps each (default: the profile's, "
+                         f"else {d.iterations}; each stops earlier at a relative change below its tolerance, "
+                         f"{d.tolerance:g} unless the profile says)")
+    sh.add_argument("--rho", type=float, help="the ball of m-sharpness (default: the profile's [sharpness] rho, else "
+                                               "its SAM rho, else 0.05)")
     sh.add_argument("--data-dir", type=Path, help="data directory (default: $SUITE_DATA_DIR, else ./data)")
     sh.add_argument("--download", action=argparse.BooleanOptionalAction, default=None,
                     help="download the data set if missing (default: only into the default ./data)")
@@ -303,14 +309,17 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{len(todo)} to run, {resuming} of them from a checkpoint) -> {args.results_dir}", file=sys.stderr)
     if todo:
         harness.warm_up(todo[0], dataset)
-    code = _sweep(args, todo, dataset)
+    at_end = profile.sharpness_at_end if args.sharpness is None else args.sharpness
+    measuring = sharpness_setup(profile) if at_end else None
+    code = _sweep(args, todo, dataset, measuring)
     if code == 0 and args.report:
         return cmd_report(args)
     return code
 
 
-def _sweep(args: argparse.Namespace, todo: list[RunConfig], dataset) -> int:
-    """Run what is to do, one claim at a time; Ctrl-C says what is saved and how to go on."""
+def _sweep(args: argparse.Namespace, todo: list[RunConfig], dataset, measuring=None) -> int:
+    """Run what is to do, one claim at a time; Ctrl-C says what is saved and how to go on. ``measuring``:
+    (sharpness settings, rho) where the profile measures each run's final model as it ends."""
     t0, done, busy, current = time.monotonic(), 0, [], None
     try:
         for k, config in enumerate(todo, 1):
@@ -322,7 +331,7 @@ def _sweep(args: argparse.Namespace, todo: list[RunConfig], dataset) -> int:
                 continue
             with claim:
                 current = config
-                record = _run_one(args, config, dataset, claim)
+                record = _run_one(args, config, dataset, claim, measuring)
                 current = None
             if record is not None:
                 done += 1
@@ -337,9 +346,10 @@ def _sweep(args: argparse.Namespace, todo: list[RunConfig], dataset) -> int:
     return 0
 
 
-def _run_one(args: argparse.Namespace, config: RunConfig, dataset, claim: store.Claim) -> dict | None:
-    """One claimed run: trained (or resumed), its final weights kept, recorded, its checkpoint removed;
-    None if another sweep finished it since we looked."""
+def _run_one(args: argparse.Namespace, config: RunConfig, dataset, claim: store.Claim,
+             measuring=None) -> dict | None:
+    """One claimed run: trained (or resumed), its final weights kept (and measured, where the profile
+    says), recorded, its checkpoint removed; None if another sweep finished it since we looked."""
     from suite import harness
 
     path = store.record_path(args.results_dir, config.profile, config.run_id)
@@ -351,6 +361,9 @@ def _run_one(args: argparse.Namespace, config: RunConfig, dataset, claim: store.
     weights = store.weights_path(args.results_dir, config.profile, config.run_id)
     record = harness.run(config, dataset, progress=args.progress, checkpoint=ckpt, on_checkpoint=claim.refresh,
                          weights=weights)
+    if measuring is not None and record["metrics"].get("status") == "finished":
+        record = measure_sharpness(record, weights, dataset, *measuring)
+        print(f"  {_sharpness_line(record)}", file=sys.stderr)
     store.write_record(path, record)
     ckpt.unlink(missing_ok=True)  # empty folders stay: removing them races other sweeps
     return record
@@ -505,6 +518,35 @@ def _publish_weights(source: Path, results_dir: Path, profile: str, run_ids: lis
     return kept
 
 
+def sharpness_setup(profile: Profile | None, examples: int | None = None, iterations: int | None = None):
+    """How a profile's runs are measured: its ``[sharpness]`` settings with the command line's
+    overrides, and its rho (its ``[sharpness] rho``, else its SAM rho; None for a profile no longer
+    shipped, whose records then say it)."""
+    from suite.config import SharpnessSettings
+
+    settings = profile.sharpness if profile else SharpnessSettings()
+    changes = {k: v for k, v in (("examples", examples), ("iterations", iterations)) if v is not None}
+    settings = dataclasses.replace(settings, **changes)
+    if profile is None:
+        return settings, None
+    if profile.sharpness_rho is not None:
+        return settings, float(profile.sharpness_rho)
+    sam = resolve_hparams(registry.get("sam"), profile.train, profile_hparams(profile, "sam"))
+    return settings, float(sam.get("rho", registry.get("sam").defaults().get("rho", 0.05)))
+
+
+def measure_sharpness(record: dict, weights: Path, dataset, settings, rho: float) -> dict:
+    """Measure one finished run's final model into its record (metrics and the ``sharpness`` details,
+    with the commit that measured); the record, for the caller to write."""
+    from suite import measure, sharpness
+
+    state = store.load_weights(weights, record["run_id"])
+    metrics, details = sharpness.measure_record(record, state, dataset, settings, rho)
+    record["metrics"].update(metrics)
+    record["sharpness"] = {**details, "git_commit": measure.git_commit()}
+    return record
+
+
 def cmd_sharpness(args: argparse.Namespace) -> int:
     """Measure what is missing, record by record (each written as soon as it is measured)."""
     from tqdm import tqdm
@@ -512,10 +554,6 @@ def cmd_sharpness(args: argparse.Namespace) -> int:
     from suite import sharpness
     from suite.data import DataError, load_dataset
 
-    try:
-        settings = sharpness.Settings(examples=args.examples, iterations=args.iterations)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
     if args.rho is not None and not (math.isfinite(args.rho) and args.rho >= 0):
         raise UsageError(f"--rho must be a finite number >= 0, got {args.rho}")
     found = [pr for profile in (args.profile or ["*"]) for pr in store.iter_records(args.results_dir, profile)]
@@ -525,7 +563,13 @@ def cmd_sharpness(args: argparse.Namespace) -> int:
     unreadable = [str(p) for p, r in found if r is None]
     if unreadable:
         raise UsageError(f"unreadable record {unreadable[0]}: re-run it or remove it")
-    rhos = sharpness.reference_rho([r for _, r in found])
+    shipped = set(available_profiles())
+    setups = {}  # per profile: (settings, rho), every value checked before anything is measured
+    for name in dict.fromkeys(r["config"]["profile"] for _, r in found):
+        settings, rho = sharpness_setup(load_profile(name) if name in shipped else None, args.examples,
+                                        args.iterations)
+        setups[name] = settings, args.rho if args.rho is not None else rho
+    from_records = sharpness.reference_rho([r for _, r in found])
     chosen = [(p, r) for p, r in found if not args.optimizer or any(
         fnmatch.fnmatchcase(r["optimizer"]["name"], g) for g in args.optimizer)]
     if not chosen:
@@ -553,17 +597,19 @@ def cmd_sharpness(args: argparse.Namespace) -> int:
                                              image_size=cfg.image_size or None)
             except DataError as exc:
                 raise UsageError(str(exc)) from None
-        state = store.load_weights(weights[path], path.stem)
-        rho = args.rho if args.rho is not None else rhos[record["config"]["profile"]]
-        metrics, details = sharpness.measure_record(record, state, datasets[key], settings, rho)
-        record["metrics"].update(metrics)
-        record["sharpness"] = details
-        store.write_record(path, record)
-        bar.write(f"{record['optimizer']['name']} seed {record['config']['seed']}: lambda_max "
-                  f"{metrics['sharpness_lambda_max']:.4g}, trace {metrics['sharpness_trace']:.4g}, m-sharpness "
-                  f"{metrics['sharpness_m']:.4g} (adaptive {metrics['sharpness_m_adaptive']:.4g}) at rho {rho:g}; "
-                  f"{details['seconds']:.1f} s", file=sys.stderr)
+        settings, rho = setups[record["config"]["profile"]]
+        rho = from_records[record["config"]["profile"]] if rho is None else rho
+        store.write_record(path, measure_sharpness(record, weights[path], datasets[key], settings, rho))
+        bar.write(_sharpness_line(record), file=sys.stderr)
     return cmd_report(args) if args.report and todo else 0
+
+
+def _sharpness_line(record: dict) -> str:
+    m, d = record["metrics"], record["sharpness"]
+    return (f"{record['optimizer']['name']} seed {record['config']['seed']}: lambda_max "
+            f"{m['sharpness_lambda_max']:.4g}, trace {m['sharpness_trace']:.4g}, m-sharpness "
+            f"{m['sharpness_m']:.4g} (adaptive {m['sharpness_m_adaptive']:.4g}) at rho {d['rho']:g}; "
+            f"{d['seconds']:.1f} s")
 
 
 def _clean_commit(record: dict) -> bool:

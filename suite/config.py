@@ -121,6 +121,35 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class SharpnessSettings:
+    """What the sharpness measures of a final model look at and how hard they look (``suite.sharpness``);
+    a profile's ``[sharpness]`` table sets them, and ``at_end = true`` there measures every run as it
+    ends. Recorded with the values. Not part of a run's configuration: measuring changes no training."""
+
+    examples: int = 256  # fixed training examples (seeded, the same for every run of a profile)
+    batch_size: int = 128  # the Hessian measures' batches (the mean loss is over all examples)
+    m: int = 128  # m-sharpness: examples per batch, each with its own ascent
+    ascent_steps: int = 5
+    iterations: int = 100  # power iteration and Hutchinson: the common defaults (PyHessian's, among others)
+    tolerance: float = 1e-3
+    surface_points: int = 21  # per axis of the 1-D surface, over [-span, span]
+    surface_2d_points: int = 11  # per axis of the 2-D surface
+    span: float = 1.0
+    seed: int = 0  # the examples; the directions and probe vectors also take the run's seed
+
+    def __post_init__(self) -> None:
+        _checked(self._check)
+
+    def _check(self) -> None:
+        for name in ("examples", "batch_size", "m", "ascent_steps", "iterations", "surface_points",
+                     "surface_2d_points"):
+            check_int(f"sharpness {name}", getattr(self, name), minimum=1)
+        check_int("sharpness seed", self.seed, minimum=0)
+        check_number("sharpness tolerance", self.tolerance, low=0)
+        check_number("sharpness span", self.span, low=0, low_open=True)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -131,6 +160,9 @@ class Profile:
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-optimizer overrides
     references: tuple[str, ...] = REFERENCES  # the optimizers the report compares every other with
     data_dir: str | None = None  # where the data set is, unless --data-dir or SUITE_DATA_DIR says
+    sharpness: SharpnessSettings = field(default_factory=SharpnessSettings)  # how its runs are measured
+    sharpness_at_end: bool = False  # measure each run's final model as the run ends (the sweep's switch)
+    sharpness_rho: float | None = None  # the ball of m-sharpness; None: the profile's SAM rho
 
 
 def available_profiles() -> list[str]:
@@ -178,11 +210,18 @@ def _parse_profile(name: str, raw: dict[str, Any]) -> Profile:
     data_dir = raw.get("data_dir")
     if data_dir is not None and not (isinstance(data_dir, str) and data_dir):
         raise ValueError(f"data_dir must be a directory path, got {data_dir!r}")
+    table = dict(raw.get("sharpness", {}))
+    _check_keys("[sharpness]", table, {f.name for f in dataclasses.fields(SharpnessSettings)} | {"at_end", "rho"})
+    at_end = check_bool("[sharpness] at_end", table.pop("at_end", False))
+    rho = table.pop("rho", None)
+    if rho is not None:
+        check_number("[sharpness] rho", rho, low=0)
     return Profile(
         name=name, description=str(raw.get("description", "")), train=train,
         seeds=check_int("seeds", raw.get("seeds", 1), minimum=1),
         optimizers=None if optimizers == "all" else tuple(optimizers), budgets=tuple(dict.fromkeys(budgets)),
         hparams=hparams, references=tuple(dict.fromkeys(references)), data_dir=data_dir,
+        sharpness=SharpnessSettings(**table), sharpness_at_end=at_end, sharpness_rho=rho,
     )
 
 

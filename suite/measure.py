@@ -155,7 +155,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
@@ -173,7 +173,7 @@ def _cpu_name() -> str:
 
 
 @functools.cache
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     """HEAD of the checkout the suite runs from (the package's, else the working directory's), read once
     per process: the code a sweep runs is the code it imported, so a checkout that moves on mid-sweep
     must not relabel its later runs (it did: cpu-noise runs of a sweep started at da3f78c say 3875c93)."""

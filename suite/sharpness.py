@@ -31,14 +31,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from baselines.core import check_int, check_number
-from suite.config import TrainConfig
+from suite.config import SharpnessSettings, TrainConfig
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (output, target) -> mean loss
 
-ITERATIONS = 100  # the common defaults (PyHessian's, among others)
-TOLERANCE = 1e-3
+ITERATIONS = SharpnessSettings.iterations  # the common defaults (PyHessian's, among others)
+TOLERANCE = SharpnessSettings.tolerance
 
 
 @contextlib.contextmanager
@@ -226,28 +225,7 @@ def surface(model: nn.Module, batches: Sequence[Batch], directions: Sequence[Seq
 
 
 # ----- a run's final model, measured: what ``python -m suite sharpness`` does for each record ----------------
-@dataclass(frozen=True)
-class Settings:
-    """What the measures look at and how hard they look; recorded with the values."""
-
-    examples: int = 256  # fixed training examples (seeded, the same for every run of a profile)
-    batch_size: int = 128  # the Hessian measures' batches (the mean loss is over all examples)
-    m: int = 128  # m-sharpness: examples per batch, each with its own ascent
-    ascent_steps: int = 5
-    iterations: int = ITERATIONS
-    tolerance: float = TOLERANCE
-    surface_points: int = 21  # per axis of the 1-D surface, over [-span, span]
-    surface_2d_points: int = 11  # per axis of the 2-D surface
-    span: float = 1.0
-    seed: int = 0  # the examples; the directions and probe vectors also take the run's seed
-
-    def __post_init__(self) -> None:
-        for name in ("examples", "batch_size", "m", "ascent_steps", "iterations", "surface_points",
-                     "surface_2d_points"):
-            check_int(f"sharpness {name}", getattr(self, name))
-        check_number("sharpness tolerance", self.tolerance, low=0)
-        check_number("sharpness span", self.span, low=0, low_open=True)
-
+Settings = SharpnessSettings  # defined with the other configuration (a profile's [sharpness] table sets it)
 
 METRIC_KEYS = ("sharpness_lambda_max", "sharpness_trace", "sharpness_m", "sharpness_m_adaptive")
 

@@ -40,10 +40,10 @@ def test_vectorised_fisher_costs_what_the_loop_costs():
 def test_the_commit_is_read_once_per_process_so_a_checkout_moving_mid_sweep_does_not_relabel_runs(monkeypatch):
     from suite import measure
 
-    first = measure._git_commit()
+    first = measure.git_commit()
 
     def read_again(*args, **kwargs):
         raise AssertionError("git read again")
 
     monkeypatch.setattr(measure.subprocess, "run", read_again)
-    assert measure._git_commit() == first
+    assert measure.git_commit() == first
