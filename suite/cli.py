@@ -123,7 +123,9 @@ def _add_sharpness_parser(sub: argparse._SubParsersAction) -> None:
     sh = sub.add_parser("sharpness", help="measure each recorded run's final model (Hessian's top eigenvalue and "
                                           "trace, m-sharpness, loss surfaces) into its record")
     sh.add_argument("--results-dir", type=Path, default=MY_RESULTS, help=f"default: ./{MY_RESULTS}")
-    sh.add_argument("--profile", action="append", metavar="NAME", help="only these profiles (repeatable)")
+    sh.add_argument("--profile", action="append", metavar="NAME",
+                    help="only these profiles (repeatable); a .toml path: that profile, measured with its "
+                         "[sharpness] settings (a shipped profile's are read by name)")
     sh.add_argument("--optimizer", action="append", metavar="NAME", help="only these (repeatable; globs allowed)")
     sh.add_argument("--force", action="store_true", help="measure runs that already have the measures again")
     sh.add_argument("--examples", type=int,
@@ -556,9 +558,17 @@ def cmd_sharpness(args: argparse.Namespace) -> int:
 
     if args.rho is not None and not (math.isfinite(args.rho) and args.rho >= 0):
         raise UsageError(f"--rho must be a finite number >= 0, got {args.rho}")
-    found = [pr for profile in (args.profile or ["*"]) for pr in store.iter_records(args.results_dir, profile)]
+    given = {}  # profiles named by their .toml file: measured with its [sharpness] settings
+    names = []
+    for name in args.profile or ["*"]:
+        if name.endswith(".toml"):
+            profile = load_profile(name)
+            given[profile.name] = profile
+            name = profile.name
+        names.append(name)
+    found = [pr for profile in names for pr in store.iter_records(args.results_dir, profile)]
     if not found:
-        raise UsageError(f"no records in {str(args.results_dir)!r}" + (f" of profile {args.profile[0]!r}"
+        raise UsageError(f"no records in {str(args.results_dir)!r}" + (f" of profile {names[0]!r}"
                                                                       if args.profile else ""))
     unreadable = [str(p) for p, r in found if r is None]
     if unreadable:
@@ -566,8 +576,8 @@ def cmd_sharpness(args: argparse.Namespace) -> int:
     shipped = set(available_profiles())
     setups = {}  # per profile: (settings, rho), every value checked before anything is measured
     for name in dict.fromkeys(r["config"]["profile"] for _, r in found):
-        settings, rho = sharpness_setup(load_profile(name) if name in shipped else None, args.examples,
-                                        args.iterations)
+        profile = given.get(name) or (load_profile(name) if name in shipped else None)
+        settings, rho = sharpness_setup(profile, args.examples, args.iterations)
         setups[name] = settings, args.rho if args.rho is not None else rho
     from_records = sharpness.reference_rho([r for _, r in found])
     chosen = [(p, r) for p, r in found if not args.optimizer or any(

@@ -3,7 +3,12 @@
 - ``<name>-comparison.png``: per budget, final test accuracy against training FLOPs and against training
   seconds, one panel per family (SAM-like, SSAM-F, SSAM-D, others), each beside SGD and SAM, with the
   Pareto front of the whole table;
-- ``<name>-curves.png``: per budget, test accuracy per epoch, one panel per family.
+- ``<name>-curves.png``: per budget, test accuracy per epoch, one panel per family;
+- where the runs' final models were measured (``python -m suite sharpness``): ``<name>-sharpness.png``,
+  per budget, final test accuracy against the Hessian's top eigenvalue, one panel per family;
+  ``<name>-surfaces.png``, per budget, the training loss along one filter-normalised random direction
+  (seed 0's, shared by every optimizer), one panel per family; ``<name>-surfaces-2d.png``, per budget,
+  every optimizer's loss over two such directions, on one scale.
 
 An optimizer has one colour and marker in every figure (``style``), whatever else is drawn. Error bars
 and bands are said only where there are seeds to make them: with one seed the title says so.
@@ -82,7 +87,8 @@ def panels(names: list[str], references: tuple[str, ...] = ("sgd", "sam")) -> li
     return out
 
 
-def comparison_figures(results_dir: Path, table: pd.DataFrame, epochs: pd.DataFrame) -> list[Path]:
+def comparison_figures(results_dir: Path, table: pd.DataFrame, epochs: pd.DataFrame,
+                       surfaces: pd.DataFrame | None = None) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,6 +102,13 @@ def comparison_figures(results_dir: Path, table: pd.DataFrame, epochs: pd.DataFr
         title = f"{profile}" + (f" ({setting})" if setting else "")
         written.append(_cost_figure(results_dir / f"{name}-comparison.png", title, t))
         written.append(_curve_figure(results_dir / f"{name}-curves.png", title, t, curves))
+        if f"{SHARPNESS_X}_mean" in t and t[f"{SHARPNESS_X}_mean"].notna().any():
+            written.append(_sharpness_figure(results_dir / f"{name}-sharpness.png", title, t))
+        if surfaces is not None and not surfaces.empty:
+            s = surfaces[(surfaces["profile"] == profile) & (surfaces["setting"] == setting)]
+            if not s.empty:
+                written.append(_surface_figure(results_dir / f"{name}-surfaces.png", title, s))
+                written.append(_plane_figure(results_dir / f"{name}-surfaces-2d.png", title, s))
     return written
 
 
@@ -130,9 +143,9 @@ def _cost_figure(path: Path, title: str, t: pd.DataFrame) -> Path:
             ax.set_title(f"{panel} — budget {budget}", fontsize="medium")
         _share_limits(row)
     fig.tight_layout()
-    _legends(fig, axes, cols, extra=("ringed: on the Pareto front of the whole table (costs within one "
-                                     "step of the budget count as equal)"))
-    fig.suptitle(f"{title}: final test accuracy against cost ({_seeds_note(t, 'bars')})", y=1.06)
+    _legends(fig, axes, cols, f"{title}: final test accuracy against cost ({_seeds_note(t, 'bars')})",
+             extra="ringed: on the Pareto front of the whole table (costs within one step of the budget count "
+                   "as equal)")
     return _save(fig, path)
 
 
@@ -172,8 +185,120 @@ def _curve_figure(path: Path, title: str, t: pd.DataFrame, curves: pd.DataFrame)
             ax.set_title(f"{panel} — budget {budget}", fontsize="medium")
         _share_limits(row)
     fig.tight_layout()
-    _legends(fig, axes, cols)
-    fig.suptitle(f"{title}: test accuracy per epoch ({_seeds_note(t, 'band')})", y=1.01)
+    _legends(fig, axes, cols, f"{title}: test accuracy per epoch ({_seeds_note(t, 'band')})")
+    return _save(fig, path)
+
+
+SHARPNESS_X = "sharpness_lambda_max"
+
+
+def _sharpness_figure(path: Path, title: str, t: pd.DataFrame) -> Path:
+    """Final test accuracy against λmax, per budget and family (log scale where it can be: the optimizers
+    differ by factors); the optimizers that were not measured are left out."""
+    import matplotlib.pyplot as plt
+
+    t = t[t[f"{SHARPNESS_X}_mean"].notna() & t["test_acc_mean"].notna()]
+    # log where every value is positive (a model near its initialisation can have a negative top eigenvalue)
+    log = bool((t[f"{SHARPNESS_X}_mean"] - t[f"{SHARPNESS_X}_std"].fillna(0) > 0).all())
+    budgets = list(dict.fromkeys(t["budget"]))
+    cols = panels(list(dict.fromkeys(t["optimizer"])))
+    fig, axes = plt.subplots(len(budgets), len(cols), figsize=(5.2 * len(cols), 4.2 * len(budgets)), squeeze=False)
+    for row, budget in zip(axes, budgets):
+        g = t[t["budget"] == budget]
+        for ax, (panel, members) in zip(row, cols):
+            _cost_panel(ax, g[g["optimizer"].isin(members)], SHARPNESS_X, 1.0, set())
+            if log:
+                ax.set_xscale("log")
+                _plain_log_axis(ax.xaxis)
+            ax.set_xlabel(f"top Hessian eigenvalue λmax{' (log scale)' if log else ''}; flatter to the left")
+            ax.set_ylabel("final test accuracy (%)")
+            ax.set_title(f"{panel} — budget {budget}", fontsize="medium")
+        _share_limits(row)
+    fig.tight_layout()
+    _legends(fig, axes, cols, f"{title}: final test accuracy against sharpness ({_seeds_note(t, 'bars')})",
+             extra="λmax of the training loss on fixed training examples, BatchNorm in eval mode")
+    return _save(fig, path)
+
+
+def _first_seed(s: pd.DataFrame) -> pd.DataFrame:
+    """Per budget and optimizer, the run of the lowest measured seed: the directions are drawn from the
+    run's seed, so only runs of one seed share them."""
+    seed = s["seed"].min()
+    return s[s["seed"] == seed]
+
+
+def _surface_figure(path: Path, title: str, s: pd.DataFrame) -> Path:
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    s = _first_seed(s)
+    budgets = list(dict.fromkeys(s["budget"]))
+    cols = panels(list(dict.fromkeys(s["optimizer"])))
+    fig, axes = plt.subplots(len(budgets), len(cols), figsize=(5.2 * len(cols), 4.2 * len(budgets)), squeeze=False)
+    for row, budget in zip(axes, budgets):
+        g = s[s["budget"] == budget]
+        for ax, (panel, members) in zip(row, cols):
+            for r in g[g["optimizer"].isin(members)].itertuples():
+                colour, marker, filled = style(r.optimizer)
+                ax.plot(r.line, r.line_loss, color=colour, marker=marker, markevery=5,
+                        markersize=6 * BIG_MARKERS.get(marker, 1), markerfacecolor=colour if filled else "white")
+            ax.set_yscale("log")
+            _plain_log_axis(ax.yaxis)
+            ax.xaxis.set_major_locator(MaxNLocator(5))  # -1, -0.5, 0, 0.5, 1: a narrow panel has no room for more
+            ax.set_xlabel("step along the direction (1 = the filters' own norm)")
+            ax.set_ylabel("training loss (log scale)")
+            ax.set_title(f"{panel} — budget {budget}", fontsize="medium")
+        _share_limits(row)
+    fig.tight_layout()
+    _legends(fig, axes, cols, f"{title}: the training loss around each final model",
+             extra=(f"seed {s['seed'].min()}: one filter-normalised Gaussian direction, the same draw for every "
+                    "optimizer, on the fixed training examples in eval mode"))
+    return _save(fig, path)
+
+
+def _plane_figure(path: Path, title: str, s: pd.DataFrame) -> Path:
+    """Every optimizer's 2-D surface, a grid of small panels per budget, on one colour scale (log loss)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FuncFormatter
+
+    s = _first_seed(s)
+    budgets = list(dict.fromkeys(s["budget"]))
+    names = [n for _, members in panels(list(dict.fromkeys(s["optimizer"]))) for n in members]
+    names = list(dict.fromkeys(names))  # the references once, then each family's members
+    ncol = min(6, len(names))
+    nrow = math.ceil(len(names) / ncol)
+    losses = np.concatenate([np.asarray(v, dtype=float).ravel() for v in s["plane_loss"]])
+    low, high = max(np.nanmin(losses), 1e-6), np.nanmax(losses)
+    levels = np.geomspace(low, high, 13) if high > low else None
+    fig, axes = plt.subplots(nrow * len(budgets), ncol, figsize=(2.9 * ncol, 2.9 * nrow * len(budgets)),
+                             squeeze=False)
+    image = None
+    for b, budget in enumerate(budgets):
+        g = s[s["budget"] == budget].set_index("optimizer")
+        for k, name in enumerate(names):
+            ax = axes[b * nrow + k // ncol][k % ncol]
+            ax.set_title(f"{name}\n({budget})" if len(budgets) > 1 else name, fontsize="x-small")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if name not in g.index:
+                ax.set_axis_off()
+                ax.text(0.5, 0.5, "not measured", ha="center", va="center", fontsize="small", transform=ax.transAxes)
+                continue
+            r = g.loc[name]
+            grid = np.asarray(r["plane"], dtype=float)
+            z = np.asarray(r["plane_loss"], dtype=float)
+            image = ax.contourf(grid, grid, z.T, levels=levels, norm=LogNorm(low, high), cmap="viridis")
+            ax.plot(0, 0, marker="+", color="white")
+            ax.set_aspect("equal")
+        for k in range(len(names), nrow * ncol):
+            axes[b * nrow + k // ncol][k % ncol].set_axis_off()
+    if image is not None:
+        bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="training loss (log scale)")
+        bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    fig.suptitle(f"{title}: the training loss over two filter-normalised directions (seed {s['seed'].min()}, the "
+                 "same draws for every optimizer; axes from −1 to 1, + the final model)", fontsize="medium")
     return _save(fig, path)
 
 
@@ -185,10 +310,12 @@ def _share_limits(row: Any) -> None:
             getattr(ax, put)(min(lows), max(highs))
 
 
-def _legends(fig: Any, axes: Any, cols: list[tuple[str, list[str]]], extra: str = "") -> None:
+def _legends(fig: Any, axes: Any, cols: list[tuple[str, list[str]]], title: str, extra: str = "") -> None:
     """One legend per column, under the column's lowest panel, outside the axes: with every registered
-    optimizer a panel holds a dozen entries, and a legend inside would cover points. ``extra`` goes
-    under the title."""
+    optimizer a panel holds a dozen entries, and a legend inside would cover points. Above the panels,
+    ``extra`` and the key to the markers, wrapped to the figure's width, and the title above them."""
+    import textwrap
+
     import matplotlib.pyplot as plt
 
     for ax, (_, members) in zip(axes[-1], cols):
@@ -200,13 +327,28 @@ def _legends(fig: Any, axes: Any, cols: list[tuple[str, list[str]]], extra: str 
                                       markerfacecolor=colour if filled else "white", label=name))
         ax.legend(handles=handles, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16),
                   framealpha=0.8)
-    if extra:
-        import textwrap
+    width, height = fig.get_size_inches()
+    lines = textwrap.wrap(
+        extra + ". SSAM: colour = pattern, filled = explicit, hollow = implicit, X = implicit-masked (masked "
+        "backward and masked e); a plus / star: the ascent gradient from a quarter / two fifths of the batch.",
+        max(60, int(width * 16))) if extra else []
+    if lines:
+        fig.text(0.5, 1.0, "\n".join(lines), ha="center", va="bottom", fontsize="small")
+    _title(fig, title, above_inches=0.2 * len(lines) + 0.1)
 
-        note = (extra + ". SSAM: colour = pattern, filled = explicit, hollow = implicit, X = implicit-masked "
-                "(masked backward and masked e); a plus / star: the ascent gradient from a quarter / two fifths of "
-                "the batch.")
-        fig.text(0.5, 1.0, "\n".join(textwrap.wrap(note, 150)), ha="center", va="bottom", fontsize="small")
+
+def _title(fig: Any, title: str, above_inches: float = 0.1) -> None:
+    """The figure's title, ``above_inches`` above the panels (room for a note between them)."""
+    fig.suptitle(title, y=1.0 + above_inches / fig.get_size_inches()[1], va="bottom")
+
+
+def _plain_log_axis(axis: Any) -> None:
+    """Log-scale ticks as plain numbers (20, 50, 100), not 2 × 10^1, and no crowded minor labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _save(fig: Any, path: Path) -> Path:

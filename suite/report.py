@@ -305,41 +305,63 @@ SHARPNESS_MEASURES = (("sharpness_lambda_max", "λmax"), ("sharpness_trace", "He
 
 def sharpness_markdown(records: list[dict[str, Any]], refs: dict[str, tuple[str, ...]]) -> str:
     """Per profile, setting and budget whose runs were measured: each measure's mean ± 95% interval over
-    the measured seeds and its seed-paired difference to each reference; "" where nothing was measured.
-    ``records``: one per seed (``latest_per_seed``), labelled."""
-    runs = run_rows(records)
-    key = SHARPNESS_MEASURES[0][0]
-    if runs.empty or key not in runs:
+    the measured seeds (beside the test accuracy), then its seed-paired difference to each reference,
+    and what measuring cost against the runs' training; "" where nothing was measured. ``records``: one
+    per seed (``latest_per_seed``), labelled."""
+    measured = [r for r in records if SHARPNESS_MEASURES[0][0] in r["metrics"]
+                and r["metrics"].get("status") == "finished"]
+    if not measured:
         return ""
-    runs = runs[(runs["status"] == "finished") & runs[key].notna()]
+    runs = run_rows(measured)
     parts = []
     for (profile, setting, budget), g in runs.groupby(TABLE, sort=False):
-        ref_names = refs.get(profile, REFERENCES)
-        rows = []
+        ref_names = [ref for ref in refs.get(profile, REFERENCES) if ref in set(g["optimizer"])]
+        values, diffs = [], []
         for optimizer, o in g.groupby("optimizer", sort=False):
-            row = {"optimizer": optimizer, "seeds": str(len(o))}
+            n, mean, _, half = interval(100 * o["test_acc"])
+            values.append({"optimizer": optimizer, "seeds": str(len(o)),
+                           "test acc %": f"{_num(mean, '{:.2f}')} ± {_num(half, '{:.2f}')}"})
+            diffs.append({"optimizer": optimizer})
             for measure, label in SHARPNESS_MEASURES:
                 n, mean, _, half = interval(o[measure])
-                row[label] = f"{_num(mean, '{:.4g}')} ± {_num(half, '{:.2g}')}"
+                values[-1][label] = f"{_num(mean, '{:.4g}')} ± {_num(half, '{:.2g}')}"
                 for ref in ref_names:
                     r = g[g["optimizer"] == ref]
-                    if optimizer == ref or r.empty:
-                        row[f"{label}: Δ vs {ref.upper()}"] = "–"
+                    if optimizer == ref:
+                        diffs[-1][f"{label} Δ {ref.upper()}"] = "–"
                         continue
                     n, d, _, h = paired_difference(dict(zip(o["seed"], o[measure])), dict(zip(r["seed"], r[measure])))
                     text = f"{_num(d, '{:+.3g}')} ± {_num(h, '{:.2g}')}"
-                    row[f"{label}: Δ vs {ref.upper()}"] = f"**{text}**" if distinguishable(n, d, h) else text
-            rows.append(row)
-        display = pd.DataFrame(rows)
+                    diffs[-1][f"{label} Δ {ref.upper()}"] = f"**{text}**" if distinguishable(n, d, h) else text
         where = f"Profile `{profile}`" + (f" with {setting}" if setting else "")
         parts.append("\n".join([f"### Sharpness — {where}, budget `{budget}`", "",
-                                 display.to_markdown(index=False, disable_numparse=True)]))
-    if not parts:
-        return ""
+                                 pd.DataFrame(values).to_markdown(index=False, disable_numparse=True), ""]
+                                + (["Seed-paired differences (optimizer − reference):", "",
+                                    pd.DataFrame(diffs).to_markdown(index=False, disable_numparse=True)]
+                                   if ref_names else [])))
     return ("## Sharpness of the final models\n\n`python -m suite sharpness` (docs/sharpness.md): the training "
             "loss's Hessian (top eigenvalue, trace) and m-sharpness on fixed training examples, BatchNorm in eval "
             "mode; mean ± 95% interval over the measured seeds, Δ paired by seed, **bold** where its interval "
-            "excludes 0. Lower is flatter.\n\n" + "\n\n".join(parts) + "\n")
+            "excludes 0. Lower is flatter.\n\n" + _sharpness_cost(measured) + "\n\n" + "\n\n".join(parts) + "\n")
+
+
+def _sharpness_cost(records: list[dict[str, Any]]) -> str:
+    """What measuring took, against the measured runs' own wall clock (training and evaluation, as recorded)."""
+    spent = sum(r.get("sharpness", {}).get("seconds", 0.0) for r in records)
+    trained = sum(r.get("wall_seconds", 0.0) for r in records)
+    share = f", {100 * spent / trained:.0f}% of the {trained / 60:.0f} min the runs themselves took" if trained else ""
+    return f"Measuring {len(records)} runs took {spent / 60:.1f} min ({spent / len(records):.0f} s a run{share})."
+
+
+def surface_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """One row per measured run: its key and its loss surfaces (coordinates and values, 1-D and 2-D)."""
+    rows = []
+    for r in records:
+        s = r.get("sharpness", {})
+        if "surface_1d" in s and r["metrics"].get("status") == "finished":
+            rows.append({**_key(r), "line": s["surface_1d"]["coordinates"], "line_loss": s["surface_1d"]["loss"],
+                         "plane": s["surface_2d"]["coordinates"], "plane_loss": s["surface_2d"]["loss"]})
+    return pd.DataFrame(rows)
 
 
 # ----- files ----------------------------------------------------------------------------------------------------
@@ -366,7 +388,7 @@ def write_report(results_dir: Path) -> tuple[list[Path], list[Path], list[Path]]
     if not table.empty:
         from suite.plots import comparison_figures
 
-        written += comparison_figures(results_dir, table, epoch_rows(records))
+        written += comparison_figures(results_dir, table, epoch_rows(records), surface_rows(records))
     return written, skipped, [path_of[id(r)] for r in superseded]
 
 

@@ -271,3 +271,81 @@ def test_bad_input_is_one_line_and_changes_nothing(tmp_path, capsys):
     assert main(["sharpness", "--results-dir", str(results), "--no-progress"]) == 2
     assert "no final weights for 2 runs" in capsys.readouterr().err
     assert [p.read_text() for p in paths] == before
+
+
+# ----- a profile's [sharpness] table: its settings, and at_end (run --sharpness) measures as each run ends ---------
+TINY = ('seeds = 2\noptimizers = ["sgd", "sam"]\n[train]\ndataset = "synthetic"\nmodel = "resnet8"\n'
+        'epochs = 1\nbatch_size = 32\ntrain_subset = 96\ntest_subset = 50\n[hparams.sam]\nrho = 0.07\n')
+MEASURED = ('[sharpness]\nat_end = true\nexamples = 16\niterations = 4\nsurface_points = 5\n'
+            'surface_2d_points = 3\nrho = 0.02\n')
+
+
+def test_a_profile_measures_each_run_as_it_ends_with_its_own_settings(tmp_path, capsys):
+    import json
+
+    from suite.cli import main
+
+    profile = tmp_path / "tiny.toml"
+    profile.write_text(TINY + MEASURED)
+    results = tmp_path / "out"
+    assert main(["run", "--profile", str(profile), "--results-dir", str(results), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("lambda_max") == 4 and "at rho 0.02" in err  # one line a run, the profile's rho
+    paths = sorted((results / "runs" / "tiny").glob("*.json"))
+    at_end = [json.loads(p.read_text()) for p in paths]
+    for r in at_end:
+        s = r["sharpness"]
+        assert s["settings"]["examples"] == 16 and s["settings"]["iterations"] == 4 and s["rho"] == 0.02
+        assert len(s["surface_1d"]["loss"]) == 5 and len(s["surface_2d"]["loss"]) == 3
+        assert "git_commit" in s and s["seconds"] > 0
+    # the report: values beside test accuracy, paired differences, what measuring cost, and the figures
+    summary = (results / "summary.md").read_text().split("## Sharpness of the final models")[1]
+    assert "Measuring 4 runs took" in summary and "min the runs themselves took" in summary
+    assert "Seed-paired differences" in summary and "λmax Δ SGD" in summary
+    for figure in ("tiny-sharpness.png", "tiny-surfaces.png", "tiny-surfaces-2d.png"):
+        assert (results / figure).stat().st_size > 0
+    # the command, handed the profile's file, measures with the same settings: the same figures exactly
+    assert main(["sharpness", "--results-dir", str(results), "--profile", str(profile), "--force",
+                 "--no-progress", "--no-report"]) == 0
+    again = [json.loads(p.read_text()) for p in paths]
+    assert [r["metrics"] for r in again] == [r["metrics"] for r in at_end]
+    assert [r["sharpness"]["surface_2d"] for r in again] == [r["sharpness"]["surface_2d"] for r in at_end]
+    # --no-sharpness overrides the profile: nothing measured, no sharpness section, no sharpness figures
+    other = tmp_path / "plain"
+    assert main(["run", "--profile", str(profile), "--results-dir", str(other), "--no-progress",
+                 "--no-sharpness"]) == 0
+    plain = [json.loads(p.read_text()) for p in sorted((other / "runs" / "tiny").glob("*.json"))]
+    assert all("sharpness" not in r and sharpness.METRIC_KEYS[0] not in r["metrics"] for r in plain)
+    assert "Sharpness" not in (other / "summary.md").read_text()
+    assert not list(other.glob("*sharpness*.png")) and not list(other.glob("*surfaces*.png"))
+
+
+@pytest.mark.parametrize("table, message", [
+    ("[sharpness]\nexamples = 0\n", "sharpness examples must be an integer >= 1, got 0"),
+    ("[sharpness]\ntolerance = -1\n", "sharpness tolerance must be"),
+    ("[sharpness]\nat_end = \"yes\"\n", "[sharpness] at_end must be true or false"),
+    ("[sharpness]\nrho = -0.1\n", "[sharpness] rho must be"),
+    ("[sharpness]\nexampels = 64\n", "unknown key 'exampels' in [sharpness]"),
+])
+def test_a_bad_sharpness_table_is_one_line_before_anything_runs(tmp_path, capsys, table, message):
+    from suite.cli import main
+
+    profile = tmp_path / "tiny.toml"
+    profile.write_text(TINY + table)
+    for command in (["run", "--profile", str(profile)], ["sharpness", "--profile", str(profile)]):
+        assert main([*command, "--results-dir", str(tmp_path / "out"), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_every_shipped_profile_says_how_its_runs_are_measured():
+    from suite.cli import sharpness_setup
+    from suite.config import available_profiles, load_profile
+
+    for name in available_profiles():
+        settings, rho = sharpness_setup(load_profile(name))
+        assert settings.examples >= 1 and rho >= 0
+    cpu, _ = sharpness_setup(load_profile("cpu"))
+    assert cpu.examples == 128 == cpu.batch_size  # one batch: what docs/sharpness.md costs
+    assert sharpness_setup(load_profile("cpu-noise"))[1] == 0.1  # its SAM rho
