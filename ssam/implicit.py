@@ -16,6 +16,13 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def _as(grad_out: torch.Tensor, *saved: torch.Tensor) -> list[torch.Tensor]:
+    """The saved tensors in the gradient's dtype: under autocast the forward ran in bfloat16 on float32
+    weights, and the backward computes in bfloat16 as autocast's own would (autograd casts each returned
+    gradient back to its input's dtype). Without autocast nothing changes."""
+    return [t.to(grad_out.dtype) for t in saved]
+
+
 class _MaskedConv2d(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, mask, stride, padding, dilation, groups):
@@ -25,7 +32,7 @@ class _MaskedConv2d(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, weight, mask = ctx.saved_tensors
+        x, weight, mask = _as(grad_out, *ctx.saved_tensors)
         stride, padding, dilation, groups, has_bias = ctx.conf
         needs = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]]
         # weight-gradient does not depend on the weight, so one call with W*M gives the exact dW
@@ -45,7 +52,7 @@ class _MaskedLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, weight, mask = ctx.saved_tensors
+        x, weight, mask = _as(grad_out, *ctx.saved_tensors)
         rows = grad_out.reshape(-1, grad_out.shape[-1])
         gx = grad_out @ (weight * mask) if ctx.needs_input_grad[0] else None
         gw = rows.T @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None

@@ -23,6 +23,10 @@ from baselines.core import check_bool, check_choice, check_int, check_number
 PROFILE_DIR = Path(__file__).parent / "profiles"
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16")
+# Settings added after records were published: at these values they are left out of a run's identity (its
+# record and run_id), so that the runs recorded before them stay the same runs; any other value is recorded.
+LATER_DEFAULTS = {"accumulate": 1, "precision": "fp32"}
 BUDGETS = ("epochs", "flops", "time")
 COMMON_HPARAMS = ("lr", "momentum", "weight_decay", "nesterov")
 REFERENCES = ("sgd", "sam")  # what the report compares every optimizer with, unless the profile says
@@ -61,6 +65,10 @@ class TrainConfig:
     channels_last: bool = True
     device: str = "auto"
     flop_steps: int = 1  # whole steps counted by FlopCounterMode (untimed); specs may ask for more
+    # each batch in this many micro-batches inside the closure, both passes: the same gradient, a K-th of the
+    # activations' memory; BatchNorm then normalises (and moves its statistics) per micro-batch
+    accumulate: int = 1
+    precision: str = "fp32"  # "bf16": the forward passes under torch.autocast(bfloat16), weights kept in fp32
     # What every optimizer gets the same of: ``epochs`` epochs, or the training FLOPs / wall-clock that
     # ``budget_reference`` spends in ``epochs`` epochs (then each optimizer runs as many steps as fit).
     budget: str = "epochs"
@@ -74,15 +82,19 @@ class TrainConfig:
             raise ValueError(f"dataset must be a name of letters, digits, '_', '.' or '-', got {self.dataset!r}")
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("device", self.device, DEVICES)
+        check_choice("precision", self.precision, PRECISIONS)
         check_choice("budget", self.budget, BUDGETS)
         if not self.budget_reference or not isinstance(self.budget_reference, str):
             raise ValueError(f"budget_reference must be an optimizer name, got {self.budget_reference!r}")
         if not self.model or not isinstance(self.model, str):
             raise ValueError(f"model must be a model name, got {self.model!r}")
-        for name in ("epochs", "batch_size", "eval_batch_size", "flop_steps"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "flop_steps", "accumulate"):
             check_int(name, getattr(self, name), minimum=1)
         for name in ("train_subset", "test_subset", "crop_padding", "cutout", "image_size"):
             check_int(name, getattr(self, name), minimum=0)
+        if self.accumulate > self.batch_size:
+            raise ValueError(f"accumulate must be at most batch_size ({self.batch_size}): micro-batches of at least "
+                             f"one example, got {self.accumulate}")
         check_number("lr", self.lr, low=0, low_open=True)
         check_number("momentum", self.momentum, low=0)
         check_number("weight_decay", self.weight_decay, low=0)
@@ -109,7 +121,8 @@ class RunConfig:
             "profile": self.profile,
             "optimizer": self.optimizer,
             "seed": self.seed,
-            "train": dataclasses.asdict(self.train),
+            "train": {k: v for k, v in dataclasses.asdict(self.train).items()
+                      if k not in LATER_DEFAULTS or v != LATER_DEFAULTS[k]},
             "hparams": {k: _named(v) for k, v in self.hparams},
         }
 

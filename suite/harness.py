@@ -100,6 +100,20 @@ def example_sampler(split: Split, augment: Augment, cfg: TrainConfig, device: to
     return sample
 
 
+def closure_for(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
+                meter: Meter | None = None) -> ModelClosure:
+    """The closure every optimizer is stepped with: the profile's micro-batches and precision."""
+    return ModelClosure(model, x, y, meter=meter, accumulate=cfg.accumulate,
+                        autocast=torch.bfloat16 if cfg.precision == "bf16" else None)
+
+
+def autocast(cfg: TrainConfig, device: torch.device):
+    """The forward's precision outside the closure (evaluation): the run's own."""
+    from contextlib import nullcontext
+
+    return torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
+
+
 def flop_window(info: registry.OptimizerInfo, cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> int:
     return max(cfg.flop_steps, info.flop_window(optimizer) if info.flop_window else 1)
 
@@ -113,8 +127,9 @@ def evaluate(model: nn.Module, split: Split, augment: Augment, cfg: TrainConfig,
     for i in range(0, len(split), cfg.eval_batch_size):
         x = to_device(augment.normalise(split.images[i : i + cfg.eval_batch_size]), device, cfg)
         y = split.labels[i : i + cfg.eval_batch_size].to(device)
-        out = model(x)
-        loss_sum += torch.nn.functional.cross_entropy(out, y, reduction="sum").item()
+        with autocast(cfg, device):
+            out = model(x)
+        loss_sum += torch.nn.functional.cross_entropy(out.float(), y, reduction="sum").item()
         correct += (out.argmax(1) == y).sum().item()
     model.train()
     return loss_sum / len(split), correct / len(split)
@@ -130,7 +145,7 @@ def warm_up(config: RunConfig, dataset: Dataset, steps: int = 3) -> None:
     augment = make_augment(cfg, dataset)
     n = min(cfg.batch_size, len(dataset.train))
     x = to_device(augment(dataset.train.images[:n], torch.Generator().manual_seed(0)), device, cfg)
-    closure = ModelClosure(model, x, dataset.train.labels[:n].to(device))
+    closure = closure_for(model, x, dataset.train.labels[:n].to(device), cfg)
     for _ in range(steps):
         closure()
     evaluate(model, Split(dataset.test.images[: cfg.eval_batch_size], dataset.test.labels[: cfg.eval_batch_size]),
@@ -182,8 +197,8 @@ def probe_setup(config: RunConfig, dataset: Dataset) -> Probe:
     def closures(n: int) -> Iterator[ModelClosure]:
         for i in range(n):
             idx = order[(i * cfg.batch_size) % (len(order) - cfg.batch_size + 1):][: cfg.batch_size]
-            yield ModelClosure(model, to_device(augment(train_split.images[idx], gen), device, cfg),
-                               train_split.labels[idx].to(device))
+            yield closure_for(model, to_device(augment(train_split.images[idx], gen), device, cfg),
+                              train_split.labels[idx].to(device), cfg)
 
     return Probe(model, optimizer, flop_window(info, cfg, optimizer), device, closures)
 
@@ -327,7 +342,7 @@ def train_epoch(ctx: RunContext, state: RunState, epoch: int, n_epochs: int, pro
     for idx in bar:
         x = to_device(ctx.augment(ctx.train.images[idx], state.aug_gen), ctx.device, cfg)
         y = ctx.train.labels[idx].to(ctx.device, non_blocking=True)
-        closure = ModelClosure(state.model, x, y, meter=meter)
+        closure = closure_for(state.model, x, y, cfg, meter=meter)
         meter.reset()
         state.clock.start()
         with state.flops.counting(state.step < state.untimed):

@@ -80,7 +80,15 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
 
 
 class ModelClosure:
-    """Re-evaluates ``model`` on one batch; takes every option in ``OPTIONS`` and exposes its batch."""
+    """Re-evaluates ``model`` on one batch; takes every option in ``OPTIONS`` and exposes its batch.
+
+    ``accumulate = K`` runs each call over K micro-batches (the batch, or the subset asked for, split in
+    order into K near-equal parts), each backward weighted by its share, so that the gradient is that of
+    the whole batch's mean loss, up to floating point: every optimizer, in every pass, sees the same
+    gradient as with one pass, with a K-th of the activations in memory. BatchNorm then normalises each
+    micro-batch by its own statistics (and moves its running statistics once per micro-batch): a network
+    with BatchNorm is not the same function under accumulation. ``autocast``: a dtype (``torch.bfloat16``)
+    for the forward passes (``torch.autocast`` on the inputs' device); the backward runs outside it."""
 
     features = FEATURES
 
@@ -91,9 +99,14 @@ class ModelClosure:
         targets: torch.Tensor,
         loss_fn: LossFn = per_sample_cross_entropy,
         meter: Meter | None = None,
+        accumulate: int = 1,
+        autocast: torch.dtype | None = None,
     ) -> None:
+        if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+            raise ValueError(f"accumulate must be an integer >= 1, got {accumulate!r}")
         self.model, self.inputs, self.targets, self.loss_fn = model, inputs, targets, loss_fn
         self.meter = meter if meter is not None else Meter()
+        self.accumulate, self.autocast = accumulate, autocast
 
     def __call__(
         self,
@@ -107,15 +120,28 @@ class ModelClosure:
         with frozen_bn_stats(self.model) if freeze_bn else nullcontext(), torch.set_grad_enabled(backward):
             if backward:
                 self.model.zero_grad(set_to_none=True)
-            losses = self.loss_fn(self.model(x), y)
-            if per_sample and losses.shape != (n,):  # a reduced loss has no per-sample values to select from
-                raise ValueError(f"per_sample=True needs loss_fn to return one loss per sample (shape ({n},), "
-                                 f"e.g. cross_entropy(..., reduction='none')), got shape {tuple(losses.shape)}")
-            loss = losses.mean()
-            if backward:
-                loss.backward()
+            parts = [(xs, ys) for xs, ys in zip(x.tensor_split(self.accumulate), y.tensor_split(self.accumulate))
+                     if ys.shape[0]] if self.accumulate > 1 else [(x, y)]
+            pieces = [self._part(xs, ys, n, backward, per_sample) for xs, ys in parts]
         self.count(n, backward)
-        return losses.detach() if per_sample else loss.detach()
+        if len(pieces) == 1:
+            return pieces[0]
+        return torch.cat(pieces) if per_sample else torch.stack(pieces).sum()
+
+    def _part(self, x: torch.Tensor, y: torch.Tensor, n: int, backward: bool, per_sample: bool) -> torch.Tensor:
+        """One micro-batch: its per-sample losses (detached) where asked, else its share of the batch's mean."""
+        k = int(y.shape[0])
+        with torch.autocast(x.device.type, dtype=self.autocast) if self.autocast else nullcontext():
+            losses = self.loss_fn(self.model(x), y)
+        if per_sample and losses.shape != (k,):  # a reduced loss has no per-sample values to select from
+            raise ValueError(f"per_sample=True needs loss_fn to return one loss per sample (shape ({k},), "
+                             f"e.g. cross_entropy(..., reduction='none')), got shape {tuple(losses.shape)}")
+        share = losses.float().mean()
+        if k != n:
+            share = share * (k / n)  # its part of the whole batch's mean
+        if backward:
+            share.backward()
+        return losses.detach().float() if per_sample else share.detach()
 
     def count(self, samples: int, backward: bool) -> None:
         """Meter a pass an optimizer ran on this batch by other means (e.g. a vectorised per-example pass)."""
