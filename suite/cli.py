@@ -245,7 +245,9 @@ def _check_model_and_device(train: TrainConfig, check_device: bool) -> None:
         if check_device:
             from suite.harness import resolve_device
 
-            resolve_device(train.device)
+            if resolve_device(train.device).type != "cuda" and train.precision == "fp16":
+                raise ValueError("precision fp16 needs a CUDA device (float16 with a gradient scaler); on a CPU use "
+                                 "bf16")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

@@ -23,7 +23,7 @@ from baselines.core import check_bool, check_choice, check_int, check_number
 PROFILE_DIR = Path(__file__).parent / "profiles"
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
 # Settings added after records were published: at these values they are left out of a run's identity (its
 # record and run_id), so that the runs recorded before them stay the same runs; any other value is recorded.
 LATER_DEFAULTS = {"accumulate": 1, "precision": "fp32"}
@@ -68,7 +68,9 @@ class TrainConfig:
     # each batch in this many micro-batches inside the closure, both passes: the same gradient, a K-th of the
     # activations' memory; BatchNorm then normalises (and moves its statistics) per micro-batch
     accumulate: int = 1
-    precision: str = "fp32"  # "bf16": the forward passes under torch.autocast(bfloat16), weights kept in fp32
+    # "bf16": the forward passes under torch.autocast(bfloat16), weights kept in fp32; "fp16" (CUDA): the same in
+    # float16, with a gradient scaler that every optimizer's passes are unscaled from (docs/harness.md)
+    precision: str = "fp32"
     # What every optimizer gets the same of: ``epochs`` epochs, or the training FLOPs / wall-clock that
     # ``budget_reference`` spends in ``epochs`` epochs (then each optimizer runs as many steps as fit).
     budget: str = "epochs"

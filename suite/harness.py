@@ -100,18 +100,40 @@ def example_sampler(split: Split, augment: Augment, cfg: TrainConfig, device: to
     return sample
 
 
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def closure_for(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-                meter: Meter | None = None) -> ModelClosure:
-    """The closure every optimizer is stepped with: the profile's micro-batches and precision."""
-    return ModelClosure(model, x, y, meter=meter, accumulate=cfg.accumulate,
-                        autocast=torch.bfloat16 if cfg.precision == "bf16" else None)
+                meter: Meter | None = None, scaler: torch.amp.GradScaler | None = None) -> ModelClosure:
+    """The closure every optimizer is stepped with: the profile's micro-batches and precision (fp16: the
+    run's gradient scaler scales each backward)."""
+    return ModelClosure(model, x, y, meter=meter, accumulate=cfg.accumulate, autocast=AUTOCAST[cfg.precision],
+                        scaler=scaler)
 
 
 def autocast(cfg: TrainConfig, device: torch.device):
     """The forward's precision outside the closure (evaluation): the run's own."""
     from contextlib import nullcontext
 
-    return torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
+    dtype = AUTOCAST[cfg.precision]
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, closure: ModelClosure,
+                   scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
+    """``loss = optimizer.step(closure)``; under fp16 with the scaler around it: a two-pass optimizer unscales
+    each of its passes itself (``unscales_itself``); a one-pass optimizer (SGD) runs the closure, then
+    ``scaler.step`` (torch's GradScaler takes no closure: it must unscale between backward and step). Then
+    ``scaler.update()`` lowers the scale after an overflow, or grows it."""
+    if scaler is None:
+        return optimizer.step(closure)
+    if getattr(optimizer, "unscales_itself", False):
+        loss = optimizer.step(closure)
+    else:
+        loss = closure()
+        scaler.step(optimizer)
+    scaler.update()
+    return loss
 
 
 def flop_window(info: registry.OptimizerInfo, cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> int:
@@ -299,6 +321,8 @@ class RunState:
         self.untimed = min(flop_window(ctx.info, cfg, self.optimizer), max(plan["steps"] - 1, 1))
         self.passes, self.clock, self.flops = Meter(), StepClock(ctx.device), FlopMeter()
         self.memory = PeakMemory(ctx.device)
+        # fp16: the loss scale, checkpointed with the rest (a resumed run continues at the scale it reached)
+        self.scaler = torch.amp.GradScaler(ctx.device.type) if cfg.precision == "fp16" else None
         self.step, self.epochs, self.resumed = 0, [], []
         self.status, self.diverged_at, self.last_finite = "finished", None, None
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -315,6 +339,7 @@ class RunState:
             **{name: getattr(self, name) for name in self.COUNTERS},
             "torch_rng": torch.get_rng_state(), "plan": self.plan, "wall_seconds": self.wall_seconds(),
             "passes": vars(self.passes).copy(), "clock": self.clock.state_dict(), "flops": self.flops.state_dict(),
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
@@ -329,6 +354,8 @@ class RunState:
         self.passes = Meter(**saved["passes"])
         self.clock.load_state_dict(saved["clock"])
         self.flops.load_state_dict(saved["flops"])
+        if self.scaler is not None:
+            self.scaler.load_state_dict(saved["scaler"])
         self.resumed = self.resumed + [len(self.epochs)]
 
 
@@ -342,11 +369,11 @@ def train_epoch(ctx: RunContext, state: RunState, epoch: int, n_epochs: int, pro
     for idx in bar:
         x = to_device(ctx.augment(ctx.train.images[idx], state.aug_gen), ctx.device, cfg)
         y = ctx.train.labels[idx].to(ctx.device, non_blocking=True)
-        closure = closure_for(state.model, x, y, cfg, meter=meter)
+        closure = closure_for(state.model, x, y, cfg, meter=meter, scaler=state.scaler)
         meter.reset()
         state.clock.start()
         with state.flops.counting(state.step < state.untimed):
-            loss = state.optimizer.step(closure)
+            loss = optimizer_step(state.optimizer, closure, state.scaler)
         seconds += state.clock.stop(timed=state.step >= state.untimed)
         state.scheduler.step()
         state.passes += meter

@@ -147,7 +147,8 @@ def test_a_sweep_in_bf16_with_micro_batches_records_them(tmp_path):
 @pytest.mark.parametrize("train, message", [
     ("accumulate = 0", "accumulate must be an integer >= 1, got 0"),
     ("accumulate = 64", "accumulate must be at most batch_size (32)"),
-    ('precision = "fp8"', "unknown precision 'fp8'; known: fp32, bf16"),
+    ('precision = "fp8"', "unknown precision 'fp8'; known: fp32, bf16, fp16"),
+    ('precision = "fp16"\ndevice = "cpu"', "precision fp16 needs a CUDA device"),
 ])
 def test_bad_settings_are_one_line(tmp_path, capsys, train, message):
     from suite.cli import main

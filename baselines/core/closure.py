@@ -24,8 +24,9 @@ BACKWARD = "backward"  # call option: False runs a forward only, without a graph
 PER_SAMPLE = "per_sample"  # call option: return the per-sample losses (detached) instead of their mean
 FREEZE_BN = "freeze_bn"  # call option: this pass leaves BatchNorm running statistics untouched
 BATCH = "batch"  # attributes: model, inputs, targets, loss_fn, and count() for passes run outside a call
-FEATURES = frozenset({SUBSET, BACKWARD, PER_SAMPLE, FREEZE_BN, BATCH})
-OPTIONS = FEATURES - {BATCH}
+SCALER = "scaler"  # attribute: the torch.amp.GradScaler its backward scales the loss by (None: unscaled)
+FEATURES = frozenset({SUBSET, BACKWARD, PER_SAMPLE, FREEZE_BN, BATCH, SCALER})
+OPTIONS = FEATURES - {BATCH, SCALER}
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> per-sample losses
 
@@ -87,8 +88,10 @@ class ModelClosure:
     the whole batch's mean loss, up to floating point: every optimizer, in every pass, sees the same
     gradient as with one pass, with a K-th of the activations in memory. BatchNorm then normalises each
     micro-batch by its own statistics (and moves its running statistics once per micro-batch): a network
-    with BatchNorm is not the same function under accumulation. ``autocast``: a dtype (``torch.bfloat16``)
-    for the forward passes (``torch.autocast`` on the inputs' device); the backward runs outside it."""
+    with BatchNorm is not the same function under accumulation. ``autocast``: a dtype (``torch.bfloat16``,
+    ``torch.float16``) for the forward passes (``torch.autocast`` on the inputs' device); the backward runs
+    outside it. ``scaler``: a ``torch.amp.GradScaler`` whose scale multiplies the loss before each
+    backward (fp16); a two-pass optimizer unscales each pass itself (``TwoPassOptimizer.step``)."""
 
     features = FEATURES
 
@@ -101,12 +104,13 @@ class ModelClosure:
         meter: Meter | None = None,
         accumulate: int = 1,
         autocast: torch.dtype | None = None,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> None:
         if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
             raise ValueError(f"accumulate must be an integer >= 1, got {accumulate!r}")
         self.model, self.inputs, self.targets, self.loss_fn = model, inputs, targets, loss_fn
         self.meter = meter if meter is not None else Meter()
-        self.accumulate, self.autocast = accumulate, autocast
+        self.accumulate, self.autocast, self.scaler = accumulate, autocast, scaler
 
     def __call__(
         self,
@@ -140,7 +144,7 @@ class ModelClosure:
         if k != n:
             share = share * (k / n)  # its part of the whole batch's mean
         if backward:
-            share.backward()
+            (self.scaler.scale(share) if self.scaler is not None else share).backward()
         return losses.detach().float() if per_sample else share.detach()
 
     def count(self, samples: int, backward: bool) -> None:

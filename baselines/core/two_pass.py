@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from .checks import check_bool, check_number
-from .closure import BACKWARD, BATCH, SUBSET, call_closure, has_features
+from .closure import BACKWARD, BATCH, SCALER, SUBSET, call_closure, has_features
 
 Closure = Callable[..., torch.Tensor]
 
@@ -96,19 +96,44 @@ class TwoPassOptimizer(torch.optim.Optimizer):
                 f"{self.param_groups[0][key]!r}): it is not applied per group")
 
     # ----- the step ---------------------------------------------------------------------------
+    # reads the closure's GradScaler itself (the harness then calls scaler.update() after the step)
+    unscales_itself = True
+
     @torch.no_grad()
     def step(self, closure: Closure | None = None) -> torch.Tensor:  # type: ignore[override]
+        """One step. With a closure that scales its loss (fp16: ``closure.scaler``), each pass's gradients
+        are unscaled before they are read — ‖g‖ and e from the true g — and an inf or NaN in either pass
+        skips the whole step: nothing perturbed or restored, no update, gradients cleared; the caller's
+        ``scaler.update()`` then lowers the scale. Each pass is unscaled through another optimizer object
+        (this one, then the base), so the scaler's one-unscale-per-optimizer rule holds for two passes."""
         if closure is None:
             raise RuntimeError(f"{type(self).__name__}.step needs a closure that recomputes the loss")
+        scaler = closure.scaler if has_features(closure, SCALER) else None
         with torch.enable_grad():
             loss = self.first_pass(closure)
+        if scaler is not None and not self._unscaled(scaler, self):
+            return loss
         self.prepare()
         self.perturb()
         with torch.enable_grad():
             self.second_pass(closure, loss)
         self.restore()
+        if scaler is not None and not self._unscaled(scaler, self.base_optimizer):
+            return loss
         self.base_optimizer.step()
         return loss
+
+    def _unscaled(self, scaler: Any, owner: torch.optim.Optimizer) -> bool:
+        """Unscale the gradients in place (recorded by the scaler under ``owner``); False, with the
+        gradients cleared, where any is not finite."""
+        scaler.unscale_(owner)
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if not grads or all(bool(torch.isfinite(g).all()) for g in grads):
+            return True
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+        return False
 
     @torch.no_grad()
     def perturb(self) -> None:
