@@ -213,7 +213,7 @@ def _sharpness_figure(path: Path, title: str, t: pd.DataFrame) -> Path:
             ax.set_xlabel(f"top Hessian eigenvalue λmax{' (log scale)' if log else ''}; flatter to the left")
             ax.set_ylabel("final test accuracy (%)")
             ax.set_title(f"{panel} — budget {budget}", fontsize="medium")
-        _share_limits(row)
+        _share_limits(row, x=False)  # ESAM's λmax is a tenth of the others': shared, it crowds the SSAM panels
     fig.tight_layout()
     _legends(fig, axes, cols, f"{title}: final test accuracy against sharpness ({_seeds_note(t, 'bars')})",
              extra="λmax of the training loss on fixed training examples, BatchNorm in eval mode")
@@ -258,6 +258,8 @@ def _surface_figure(path: Path, title: str, s: pd.DataFrame) -> Path:
 
 def _plane_figure(path: Path, title: str, s: pd.DataFrame) -> Path:
     """Every optimizer's 2-D surface, a grid of small panels per budget, on one colour scale (log loss)."""
+    import textwrap
+
     import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.colors import LogNorm
@@ -272,14 +274,15 @@ def _plane_figure(path: Path, title: str, s: pd.DataFrame) -> Path:
     losses = np.concatenate([np.asarray(v, dtype=float).ravel() for v in s["plane_loss"]])
     low, high = max(np.nanmin(losses), 1e-6), np.nanmax(losses)
     levels = np.geomspace(low, high, 13) if high > low else None
-    fig, axes = plt.subplots(nrow * len(budgets), ncol, figsize=(2.9 * ncol, 2.9 * nrow * len(budgets)),
-                             squeeze=False)
+    fig, axes = plt.subplots(nrow * len(budgets), ncol, figsize=(2.9 * ncol, 3.2 * nrow * len(budgets)),
+                             squeeze=False, layout="constrained")
     image = None
     for b, budget in enumerate(budgets):
         g = s[s["budget"] == budget].set_index("optimizer")
         for k, name in enumerate(names):
             ax = axes[b * nrow + k // ncol][k % ncol]
-            ax.set_title(f"{name}\n({budget})" if len(budgets) > 1 else name, fontsize="x-small")
+            label = "\n".join(textwrap.wrap(name.replace("-", "- "), 26)).replace("- ", "-")  # break at hyphens
+            ax.set_title(f"{label}\n({budget})" if len(budgets) > 1 else label, fontsize="x-small")
             ax.set_xticks([])
             ax.set_yticks([])
             if name not in g.index:
@@ -302,9 +305,10 @@ def _plane_figure(path: Path, title: str, s: pd.DataFrame) -> Path:
     return _save(fig, path)
 
 
-def _share_limits(row: Any) -> None:
-    """The panels of a row on one scale, so that a family's points compare across panels."""
-    for get, put in (("get_xlim", "set_xlim"), ("get_ylim", "set_ylim")):
+def _share_limits(row: Any, x: bool = True) -> None:
+    """The panels of a row on one scale, so that a family's points compare across panels (``x=False``:
+    the y axis only, where one optimizer far off in x would crowd every other panel's points)."""
+    for get, put in (("get_xlim", "set_xlim"), ("get_ylim", "set_ylim"))[0 if x else 1:]:
         lows, highs = zip(*(getattr(ax, get)() for ax in row))
         for ax in row:
             getattr(ax, put)(min(lows), max(highs))
