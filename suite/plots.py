@@ -163,28 +163,40 @@ def _cost_panel(ax: Any, g: pd.DataFrame, x: str, scale: float, front: set[str])
                        edgecolors="black", linewidths=1, zorder=3)
 
 
-def _curve_figure(path: Path, title: str, t: pd.DataFrame, curves: pd.DataFrame) -> Path:
+def _family_grid(frame: pd.DataFrame, draw: Any, xlabel: str, ylabel: str, share_x: bool = True,
+                 like: pd.DataFrame | None = None) -> tuple[Any, Any, list[tuple[str, list[str]]]]:
+    """A row of panels per budget, a column per family (``panels``), in the order of ``like``'s rows (default:
+    ``frame``'s): ``draw(ax, frame's rows of the budget, the panel's optimizers)`` fills each; labels, titles
+    and each row's shared scale are set here."""
     import matplotlib.pyplot as plt
 
-    budgets = list(dict.fromkeys(t["budget"]))
-    cols = panels(list(dict.fromkeys(t["optimizer"])))
+    like = frame if like is None else like
+    budgets = list(dict.fromkeys(like["budget"]))
+    cols = panels(list(dict.fromkeys(like["optimizer"])))
     fig, axes = plt.subplots(len(budgets), len(cols), figsize=(5.2 * len(cols), 4.2 * len(budgets)), squeeze=False)
     for row, budget in zip(axes, budgets):
-        c = curves[curves["budget"] == budget]
         for ax, (panel, members) in zip(row, cols):
-            for name in members:
-                per_epoch = c[c["optimizer"] == name].groupby("epochs_done")["test_acc"]
-                mean, std = 100 * per_epoch.mean(), 100 * per_epoch.std()
-                colour, marker, filled = style(name)
-                ax.plot(mean.index, mean.values, marker=marker, color=colour, markersize=6 * BIG_MARKERS.get(marker, 1),
-                        markerfacecolor=colour if filled else "white")
-                if std.notna().any():
-                    ax.fill_between(mean.index, mean - std, mean + std, color=colour, alpha=0.12, linewidth=0)
-            ax.set_xlabel("epochs")
-            ax.set_ylabel("test accuracy (%)")
+            draw(ax, frame[frame["budget"] == budget], members)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
             ax.set_title(f"{panel} — budget {budget}", fontsize="medium")
-        _share_limits(row)
+        _share_limits(row, x=share_x)
     fig.tight_layout()
+    return fig, axes, cols
+
+
+def _curve_figure(path: Path, title: str, t: pd.DataFrame, curves: pd.DataFrame) -> Path:
+    def draw(ax: Any, c: pd.DataFrame, members: list[str]) -> None:
+        for name in members:
+            per_epoch = c[c["optimizer"] == name].groupby("epochs_done")["test_acc"]
+            mean, std = 100 * per_epoch.mean(), 100 * per_epoch.std()
+            colour, marker, filled = style(name)
+            ax.plot(mean.index, mean.values, marker=marker, color=colour, markersize=6 * BIG_MARKERS.get(marker, 1),
+                    markerfacecolor=colour if filled else "white")
+            if std.notna().any():
+                ax.fill_between(mean.index, mean - std, mean + std, color=colour, alpha=0.12, linewidth=0)
+
+    fig, axes, cols = _family_grid(curves, draw, "epochs", "test accuracy (%)", like=t)
     _legends(fig, axes, cols, f"{title}: test accuracy per epoch ({_seeds_note(t, 'band')})")
     return _save(fig, path)
 
@@ -195,26 +207,19 @@ SHARPNESS_X = "sharpness_lambda_max"
 def _sharpness_figure(path: Path, title: str, t: pd.DataFrame) -> Path:
     """Final test accuracy against λmax, per budget and family (log scale where it can be: the optimizers
     differ by factors); the optimizers that were not measured are left out."""
-    import matplotlib.pyplot as plt
-
     t = t[t[f"{SHARPNESS_X}_mean"].notna() & t["test_acc_mean"].notna()]
     # log where every value is positive (a model near its initialisation can have a negative top eigenvalue)
     log = bool((t[f"{SHARPNESS_X}_mean"] - t[f"{SHARPNESS_X}_std"].fillna(0) > 0).all())
-    budgets = list(dict.fromkeys(t["budget"]))
-    cols = panels(list(dict.fromkeys(t["optimizer"])))
-    fig, axes = plt.subplots(len(budgets), len(cols), figsize=(5.2 * len(cols), 4.2 * len(budgets)), squeeze=False)
-    for row, budget in zip(axes, budgets):
-        g = t[t["budget"] == budget]
-        for ax, (panel, members) in zip(row, cols):
-            _cost_panel(ax, g[g["optimizer"].isin(members)], SHARPNESS_X, 1.0, set())
-            if log:
-                ax.set_xscale("log")
-                _plain_log_axis(ax.xaxis)
-            ax.set_xlabel(f"top Hessian eigenvalue λmax{' (log scale)' if log else ''}; flatter to the left")
-            ax.set_ylabel("final test accuracy (%)")
-            ax.set_title(f"{panel} — budget {budget}", fontsize="medium")
-        _share_limits(row, x=False)  # ESAM's λmax is a tenth of the others': shared, it crowds the SSAM panels
-    fig.tight_layout()
+
+    def draw(ax: Any, g: pd.DataFrame, members: list[str]) -> None:
+        _cost_panel(ax, g[g["optimizer"].isin(members)], SHARPNESS_X, 1.0, set())
+        if log:
+            ax.set_xscale("log")
+            _plain_log_axis(ax.xaxis)
+
+    # y shared only: ESAM's λmax, a sixth of the others', would crowd the SSAM panels on a shared x
+    fig, axes, cols = _family_grid(t, draw, f"top Hessian eigenvalue λmax{' (log scale)' if log else ''}; "
+                                   "flatter to the left", "final test accuracy (%)", share_x=False)
     _legends(fig, axes, cols, f"{title}: final test accuracy against sharpness ({_seeds_note(t, 'bars')})",
              extra="λmax of the training loss on fixed training examples, BatchNorm in eval mode")
     return _save(fig, path)
@@ -228,28 +233,21 @@ def _first_seed(s: pd.DataFrame) -> pd.DataFrame:
 
 
 def _surface_figure(path: Path, title: str, s: pd.DataFrame) -> Path:
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
     s = _first_seed(s)
-    budgets = list(dict.fromkeys(s["budget"]))
-    cols = panels(list(dict.fromkeys(s["optimizer"])))
-    fig, axes = plt.subplots(len(budgets), len(cols), figsize=(5.2 * len(cols), 4.2 * len(budgets)), squeeze=False)
-    for row, budget in zip(axes, budgets):
-        g = s[s["budget"] == budget]
-        for ax, (panel, members) in zip(row, cols):
-            for r in g[g["optimizer"].isin(members)].itertuples():
-                colour, marker, filled = style(r.optimizer)
-                ax.plot(r.line, r.line_loss, color=colour, marker=marker, markevery=5,
-                        markersize=6 * BIG_MARKERS.get(marker, 1), markerfacecolor=colour if filled else "white")
-            ax.set_yscale("log")
-            _plain_log_axis(ax.yaxis)
-            ax.xaxis.set_major_locator(MaxNLocator(5))  # -1, -0.5, 0, 0.5, 1: a narrow panel has no room for more
-            ax.set_xlabel("step along the direction (1 = the filters' own norm)")
-            ax.set_ylabel("training loss (log scale)")
-            ax.set_title(f"{panel} — budget {budget}", fontsize="medium")
-        _share_limits(row)
-    fig.tight_layout()
+
+    def draw(ax: Any, g: pd.DataFrame, members: list[str]) -> None:
+        for r in g[g["optimizer"].isin(members)].itertuples():
+            colour, marker, filled = style(r.optimizer)
+            ax.plot(r.line, r.line_loss, color=colour, marker=marker, markevery=5,
+                    markersize=6 * BIG_MARKERS.get(marker, 1), markerfacecolor=colour if filled else "white")
+        ax.set_yscale("log")
+        _plain_log_axis(ax.yaxis)
+        ax.xaxis.set_major_locator(MaxNLocator(5))  # -1, -0.5, 0, 0.5, 1: a narrow panel has no room for more
+
+    fig, axes, cols = _family_grid(s, draw, "step along the direction (1 = the filters' own norm)",
+                                   "training loss (log scale)")
     _legends(fig, axes, cols, f"{title}: the training loss around each final model",
              extra=(f"seed {s['seed'].min()}: one filter-normalised Gaussian direction, the same draw for every "
                     "optimizer, on the fixed training examples in eval mode"))

@@ -53,3 +53,26 @@ def squash(markdown: str) -> str:
     import re
 
     return re.sub(r" {2,}", " ", markdown)
+
+
+def interleaved_medians(ways: dict, steps: int, rounds: int) -> dict[str, float]:
+    """Median seconds per step of each way (a callable running ``steps`` steps), timed round after round,
+    interleaved and rotating which goes first, so that a drift of the machine hits every way alike; each
+    way runs once untimed first (warm-up) when more than one round is asked for."""
+    import statistics
+    import time
+
+    def timed(fn) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    if rounds > 1:
+        for fn in ways.values():
+            fn()
+    times: dict[str, list[float]] = {w: [] for w in ways}
+    order = list(ways)
+    for i in range(rounds):
+        for w in order[i % len(order):] + order[: i % len(order)]:
+            times[w].append(timed(ways[w]) / steps)
+    return {w: statistics.median(t) for w, t in times.items()}

@@ -16,11 +16,11 @@ skipped (compiling takes about a minute on 2 cores).
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import pytest
 import torch
+from helpers import interleaved_medians
 
 from baselines.core import ModelClosure
 from suite import registry
@@ -62,19 +62,13 @@ def test_channels_last_and_compile_against_contiguous_eager(benchmark, name):
     if enabled:
         ways["compiled"] = _way(name, torch.channels_last, True, steps)
         compile_s = _timed(ways["compiled"])  # the first steps compile (forward and backward graphs)
-    for fn in ways.values() if enabled else ():  # warm-up, outside the measurement
-        fn()
-    times: dict[str, list[float]] = {w: [] for w in ways}
-    order = list(ways)
-    for i in range(ROUNDS if enabled else 1):  # interleaved, rotating which goes first
-        for w in order[i % len(order):] + order[: i % len(order)]:
-            times[w].append(_timed(ways[w]) / steps)
-    median = {w: statistics.median(t) for w, t in times.items()}
+    rounds = ROUNDS if enabled else 1
+    median = interleaved_medians(ways, steps, rounds)
     ratios = {w: round(median[w] / median["contiguous"], 3) for w in ways}
-    benchmark.extra_info.update(step_time_over_contiguous=ratios, compile_seconds=compile_s, rounds=len(times[w]))
+    benchmark.extra_info.update(step_time_over_contiguous=ratios, compile_seconds=compile_s, rounds=rounds)
     benchmark.group = f"memory format and compile: {name}"
-    benchmark.pedantic(ways["channels_last"], rounds=len(times["contiguous"]), iterations=1)
+    benchmark.pedantic(ways["channels_last"], rounds=rounds, iterations=1)
     words = ", ".join(f"{w} {r:.3f}" for w, r in ratios.items())
-    print(f"\n{name}: step time / contiguous eager, median of {len(times['contiguous'])} interleaved rounds: "
+    print(f"\n{name}: step time / contiguous eager, median of {rounds} interleaved rounds: "
           f"{words}" + (f"; compiling took {compile_s:.0f} s" if compile_s is not None else ""))
     assert all(m > 0 for m in median.values())

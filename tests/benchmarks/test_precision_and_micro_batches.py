@@ -13,11 +13,9 @@ Under the unit tests' default --benchmark-disable each way runs one step.
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import pytest
 import torch
+from helpers import interleaved_medians
 
 from baselines.core import ModelClosure
 from suite import registry
@@ -43,29 +41,17 @@ def _way(name: str, steps: int, **closure_options):
     return run
 
 
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 @pytest.mark.parametrize("name", ["sgd", "sam"])
 def test_bf16_and_micro_batches_against_fp32(benchmark, name):
     enabled = not benchmark.disabled
     steps = STEPS if enabled else 1
     ways = {w: _way(name, steps, **options) for w, options in WAYS.items()}
-    for fn in ways.values() if enabled else ():  # warm-up, outside the measurement
-        fn()
-    times: dict[str, list[float]] = {w: [] for w in ways}
-    order = list(ways)
-    for i in range(ROUNDS if enabled else 1):  # interleaved, rotating which goes first
-        for w in order[i % len(order):] + order[: i % len(order)]:
-            times[w].append(_timed(ways[w]) / steps)
-    median = {w: statistics.median(t) for w, t in times.items()}
+    rounds = ROUNDS if enabled else 1
+    median = interleaved_medians(ways, steps, rounds)
     ratios = {w: round(median[w] / median["fp32"], 3) for w in ways}
-    benchmark.extra_info.update(step_time_over_fp32=ratios, rounds=len(times["fp32"]))
+    benchmark.extra_info.update(step_time_over_fp32=ratios, rounds=rounds)
     benchmark.group = f"precision and micro-batches: {name}"
-    benchmark.pedantic(ways["bf16"], rounds=len(times["fp32"]), iterations=1)
+    benchmark.pedantic(ways["bf16"], rounds=rounds, iterations=1)
     words = ", ".join(f"{w} {r:.3f}" for w, r in ratios.items())
-    print(f"\n{name}: step time / fp32, median of {len(times['fp32'])} interleaved rounds: {words}")
+    print(f"\n{name}: step time / fp32, median of {rounds} interleaved rounds: {words}")
     assert all(m > 0 for m in median.values())
