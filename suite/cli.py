@@ -560,14 +560,7 @@ def cmd_sharpness(args: argparse.Namespace) -> int:
 
     if args.rho is not None and not (math.isfinite(args.rho) and args.rho >= 0):
         raise UsageError(f"--rho must be a finite number >= 0, got {args.rho}")
-    given = {}  # profiles named by their .toml file: measured with its [sharpness] settings
-    names = []
-    for name in args.profile or ["*"]:
-        if name.endswith(".toml"):
-            profile = load_profile(name)
-            given[profile.name] = profile
-            name = profile.name
-        names.append(name)
+    names, given = _named_profiles(args.profile)
     found = [pr for profile in names for pr in store.iter_records(args.results_dir, profile)]
     if not found:
         raise UsageError(f"no records in {str(args.results_dir)!r}" + (f" of profile {names[0]!r}"
@@ -575,10 +568,9 @@ def cmd_sharpness(args: argparse.Namespace) -> int:
     unreadable = [str(p) for p, r in found if r is None]
     if unreadable:
         raise UsageError(f"unreadable record {unreadable[0]}: re-run it or remove it")
-    shipped = set(available_profiles())
     setups = {}  # per profile: (settings, rho), every value checked before anything is measured
     for name in dict.fromkeys(r["config"]["profile"] for _, r in found):
-        profile = given.get(name) or (load_profile(name) if name in shipped else None)
+        profile = given.get(name) or (load_profile(name) if name in available_profiles() else None)
         settings, rho = sharpness_setup(profile, args.examples, args.iterations)
         setups[name] = settings, args.rho if args.rho is not None else rho
     from_records = sharpness.reference_rho([r for _, r in found])
@@ -614,6 +606,19 @@ def cmd_sharpness(args: argparse.Namespace) -> int:
         store.write_record(path, measure_sharpness(record, weights[path], datasets[key], settings, rho))
         bar.write(_sharpness_line(record), file=sys.stderr)
     return cmd_report(args) if args.report and todo else 0
+
+
+def _named_profiles(given: list[str] | None) -> tuple[list[str], dict[str, Profile]]:
+    """The profile names (globs) to look for, and the profiles named by their .toml file (measured with
+    that file's [sharpness] settings)."""
+    names, loaded = [], {}
+    for name in given or ["*"]:
+        if name.endswith(".toml"):
+            profile = load_profile(name)
+            loaded[profile.name] = profile
+            name = profile.name
+        names.append(name)
+    return names, loaded
 
 
 def _sharpness_line(record: dict) -> str:
