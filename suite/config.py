@@ -185,19 +185,49 @@ def available_profiles() -> list[str]:
 
 
 def load_profile(name_or_path: str) -> Profile:
-    """A profile by name (``suite/profiles/NAME.toml``) or by path to a TOML file."""
+    """A profile by name (``suite/profiles/NAME.toml``) or by path to a TOML file. A profile may start
+    from another (``extends = "NAME"`` or a path, relative to its own file): the other's keys, with this
+    one's on top, table by table (``[train]``, ``[hparams."GLOB"]``, ``[sharpness]`` merge key by key)."""
+    path = _profile_path(name_or_path)
+    return parse_profile(path.stem, _raw_profile(path, ()))
+
+
+def _profile_path(name_or_path: str, relative_to: Path | None = None) -> Path:
     path = Path(name_or_path)
     if path.suffix != ".toml":
         path = PROFILE_DIR / f"{name_or_path}.toml"
         if not path.is_file():
             raise ConfigError(f"unknown profile {name_or_path!r}; known: {', '.join(available_profiles())}")
-    elif not path.is_file():
+        return path
+    if relative_to is not None and not path.is_absolute():
+        path = relative_to / path
+    if not path.is_file():
         raise ConfigError(f"profile file {str(path)!r} does not exist")
+    return path
+
+
+def _raw_profile(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    """The profile's TOML as a dict, with what it extends merged under it."""
+    if path.resolve() in chain:
+        raise ConfigError(f"profile {str(path)!r} extends itself (through {' -> '.join(p.stem for p in chain)})")
     try:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"profile {str(path)!r} is not valid TOML: {exc}") from None
-    return parse_profile(path.stem, raw)
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    if not (isinstance(base, str) and base):
+        raise ConfigError(f"extends must name a profile or a .toml path, got {base!r}")
+    return _merged(_raw_profile(_profile_path(base, path.parent), (*chain, path.resolve())), raw)
+
+
+def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, tables merged key by key (so a preset changes one [train] value, not all)."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def parse_profile(name: str, raw: dict[str, Any]) -> Profile:

@@ -1,0 +1,73 @@
+"""Profiles that start from another (``extends``), and the paper's presets: they load and start."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from helpers import run_config
+
+from suite.config import ConfigError, available_profiles, load_profile
+
+
+def test_a_profile_extends_another_table_by_table(tmp_path):
+    (tmp_path / "base.toml").write_text('seeds = 2\noptimizers = ["sgd", "sam"]\n[train]\nepochs = 3\nlr = 0.1\n'
+                                        '[hparams.sam]\nrho = 0.1\nadaptive = true\n')
+    (tmp_path / "child.toml").write_text('extends = "base.toml"\nseeds = 3\n[train]\nepochs = 1\n'
+                                         '[hparams.sam]\nrho = 0.2\n')
+    child = load_profile(str(tmp_path / "child.toml"))
+    assert child.name == "child" and child.seeds == 3 and child.optimizers == ("sgd", "sam")
+    assert (child.train.epochs, child.train.lr) == (1, 0.1)  # one [train] value changed, the rest kept
+    assert child.hparams["sam"] == {"rho": 0.2, "adaptive": True}
+    shipped = tmp_path / "fast.toml"
+    shipped.write_text('extends = "cpu"\n[train]\nepochs = 1\n')  # a shipped profile by name
+    fast, cpu = load_profile(str(shipped)), load_profile("cpu")
+    assert fast.train == dataclasses.replace(cpu.train, epochs=1) and fast.hparams == cpu.hparams
+
+
+@pytest.mark.parametrize("text, message", [
+    ('extends = "loop.toml"\n', "extends itself"),
+    ('extends = "missing.toml"\n', "does not exist"),
+    ('extends = "nope"\n', "unknown profile 'nope'"),
+    ("extends = 3\n", "extends must name a profile or a .toml path, got 3"),
+])
+def test_a_bad_extends_is_one_line(tmp_path, capsys, text, message):
+    from suite.cli import main
+
+    (tmp_path / "loop.toml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_profile(str(tmp_path / "loop.toml"))
+    assert main(["run", "--profile", str(tmp_path / "loop.toml"), "--results-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err
+    assert not (tmp_path / "out").exists()
+
+
+PRESETS = [name for name in available_profiles() if name.startswith("paper-")]
+
+
+def test_the_presets_are_the_papers_settings_on_each_data_set_and_model():
+    assert set(PRESETS) >= {"paper-cifar10", "paper-cifar100", "paper-cifar10-wrn28-10", "paper-cifar100-wrn28-10"}
+    base = load_profile("paper-cifar10")
+    for name in PRESETS:
+        p = load_profile(name)
+        assert p.hparams == base.hparams and (p.train.epochs, p.train.lr, p.train.cutout) == (200, 0.05, 16)
+        assert p.train.dataset == ("cifar100" if "cifar100" in name else "cifar10")
+        assert p.train.model == ("wrn28_10" if "wrn28-10" in name else "resnet18")
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_a_preset_starts_a_few_steps_on_the_cpu(name):
+    """Each preset's model and SAM settings, two steps on 8 generated images (its own data needs a GPU's
+    time and a download)."""
+    from suite import harness
+    from suite.cli import profile_hparams
+    from suite.data import load_dataset
+
+    profile = load_profile(name)
+    train = dataclasses.replace(profile.train, dataset="synthetic", device="cpu", batch_size=4, train_subset=8,
+                                test_subset=8, eval_batch_size=8, epochs=1, flop_steps=1)
+    config = run_config("sam", train, profile=name, **profile_hparams(profile, "sam"))
+    record = harness.run(config, load_dataset("synthetic", None, False), progress=False)
+    assert record["metrics"]["status"] == "finished" and record["metrics"]["steps"] == 2
+    assert record["optimizer"]["hparams"]["rho"] == 0.2 and record["config"]["train"]["model"] == profile.train.model
