@@ -76,3 +76,14 @@ def interleaved_medians(ways: dict, steps: int, rounds: int) -> dict[str, float]
         for w in order[i % len(order):] + order[: i % len(order)]:
             times[w].append(timed(ways[w]) / steps)
     return {w: statistics.median(t) for w, t in times.items()}
+
+
+def refused_in_one_line(capsys, argv: list[str], message: str, results) -> None:
+    """``python -m suite ARGV`` exits 2 with one line on stderr that says ``message``, and writes no
+    results directory."""
+    from suite.cli import main
+
+    assert main([*argv, "--results-dir", str(results)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err, err
+    assert not results.exists()

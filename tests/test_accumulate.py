@@ -151,11 +151,8 @@ def test_a_sweep_in_bf16_with_micro_batches_records_them(tmp_path):
     ('precision = "fp16"\ndevice = "cpu"', "precision fp16 needs a CUDA device"),
 ])
 def test_bad_settings_are_one_line(tmp_path, capsys, train, message):
-    from suite.cli import main
+    from helpers import refused_in_one_line
 
     profile = tmp_path / "tiny.toml"
     profile.write_text(f'[train]\ndataset = "synthetic"\nmodel = "resnet8"\nbatch_size = 32\n{train}\n')
-    assert main(["run", "--profile", str(profile), "--results-dir", str(tmp_path / "out"), "--no-progress"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and message in err, err
-    assert not (tmp_path / "out").exists()
+    refused_in_one_line(capsys, ["run", "--profile", str(profile), "--no-progress"], message, tmp_path / "out")
