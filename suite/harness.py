@@ -1,4 +1,6 @@
-"""The one training loop. Every optimizer is stepped as ``loss = opt.step(closure)`` and nothing else.
+"""The one training loop. Every optimizer is stepped as ``loss = opt.step(closure)`` and nothing else
+(``optimizer_step``; under fp16 a one-pass optimizer such as SGD takes torch's GradScaler path instead:
+the closure, then ``scaler.step`` — the scaler takes no closure).
 
 A run reads top to bottom in ``run``: its context (what it reads and never changes), its state (what
 it changes, saved by the checkpoint), then per epoch ``train_epoch`` and ``evaluate_epoch``, and at
@@ -16,6 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -113,8 +116,6 @@ def closure_for(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainCo
 
 def autocast(cfg: TrainConfig, device: torch.device):
     """The forward's precision outside the closure (evaluation): the run's own."""
-    from contextlib import nullcontext
-
     dtype = AUTOCAST[cfg.precision]
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 

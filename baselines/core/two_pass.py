@@ -128,7 +128,11 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         gradients cleared, where any is not finite."""
         scaler.unscale_(owner)
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if not grads or all(bool(torch.isfinite(g).all()) for g in grads):
+        if not grads:
+            return True
+        # one device sync per pass, not one per tensor (this runs on every fp16 step)
+        device = grads[0].device
+        if bool(torch.stack([torch.isfinite(g).all().to(device) for g in grads]).all()):
             return True
         for group in self.param_groups:
             for p in group["params"]:
