@@ -14,6 +14,7 @@ run itself, goes into the record next to the budget.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,15 +24,16 @@ UNITS = {"epochs": "epochs", "flops": "FLOP", "time": "s"}
 def amortised(per_step: Sequence[float], window: int) -> float:
     """Mean cost per step over a period of ``window`` steps from ``len(per_step)`` probed steps.
 
-    If fewer steps than the period were probed, the period's extra work is taken to fall on its first
-    step (a mask refresh at step 0) and the other steps to cost what the probed ones after it cost.
+    If fewer steps than the period were probed, the period's extra work (a mask refresh) is taken to
+    fall on one of the probed steps, whichever it is (the suite's SSAM-F refreshes at step 0, the paper's
+    timing after step 0, i.e. in step 1's call), and the period's other steps to cost what a typical
+    probed step costs (the lower median: extra work only adds).
     """
     if not per_step:
         raise ValueError("no probed steps")
     if len(per_step) >= window or len(per_step) == 1:
         return sum(per_step[:window]) / min(window, len(per_step))
-    rest = per_step[1:]
-    return (per_step[0] + (window - 1) * sum(rest) / len(rest)) / window
+    return (sum(per_step) + (window - len(per_step)) * statistics.median_low(per_step)) / window
 
 
 def steps_within(amount: float, cost_per_step: float) -> int:

@@ -248,10 +248,10 @@ def probe_cost(probe: Probe, kind: str, steps: int = 0) -> float:
             costs.append(clock.stop(timed=True))
     if kind == "flops":
         return budget.amortised(costs, window)
-    # Step 0 carries the period's extra work (SSAM-F's Fisher pass); the others' median resists noise.
-    rest = sorted(costs[1:])
-    median = rest[len(rest) // 2] if rest else costs[0]
-    return median if window == 1 else budget.amortised([costs[0], median], window)
+    if window > 1:  # the period's extra work (SSAM-F's Fisher pass) is in one of the probed steps
+        return budget.amortised(costs, window)
+    rest = sorted(costs[1:])  # the first step is discarded, the others' median resists noise
+    return rest[len(rest) // 2] if rest else costs[0]
 
 
 def reference_config(config: RunConfig) -> RunConfig:

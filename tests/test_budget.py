@@ -24,8 +24,10 @@ def config(name, kind, seed=0, **hp):
     return run_config(name, dataclasses.replace(TRAIN, budget=kind), seed, **hp)
 
 
-def test_amortised_puts_the_periods_extra_work_on_its_first_step():
+def test_amortised_finds_the_periods_extra_work_on_whichever_probed_step_it_fell():
     assert budget.amortised([10.0, 4.0, 4.0], window=5) == pytest.approx((10 + 4 * 4) / 5)
+    assert budget.amortised([4.0, 10.0, 4.0], window=5) == pytest.approx((10 + 4 * 4) / 5)  # the paper's timing
+    assert budget.amortised([10.0, 4.0], window=5) == pytest.approx((10 + 4 * 4) / 5)
     assert budget.amortised([10.0, 4.0, 4.0, 4.0, 4.0, 9.0], window=5) == pytest.approx(26 / 5)  # a whole period
     assert budget.amortised([3.0, 5.0], window=1) == 3.0
 
@@ -88,3 +90,14 @@ def test_epochs_budget_probes_nothing(dataset, monkeypatch):
     monkeypatch.setattr(harness, "fresh_step_cost", lambda *a: pytest.fail("an epochs budget needs no probe"))
     m = harness.run(config("sam", "epochs"), dataset, progress=False)["metrics"]
     assert m["steps"] == 10 and m["budget_spent_ratio"] == 1.0
+
+
+@pytest.mark.parametrize("timing", ["suite", "paper"])
+def test_a_probe_prices_ssam_f_as_a_whole_period_does_whichever_step_refreshes(dataset, timing):
+    """The paper's timing refreshes after step 0 (in step 1's call): the probe once took step 0 for the
+    refresh step and counted step 1's Fisher pass as every step's, pricing SSAM-F 3% of a SAM step too
+    high on the GPU (gpu-paper-short's cost table) and cutting its flops budget by as much."""
+    cfg = config("ssam-f", "flops", update_every=20, fisher_samples=32, fisher_data="train", refresh_timing=timing)
+    probed = harness.probe_cost(harness.probe_setup(cfg, dataset), "flops")  # 16 of the period's 20 steps
+    whole = harness.probe_cost(harness.probe_setup(cfg, dataset), "flops", steps=20)
+    assert harness.PROBE_FLOP_STEPS < 20 and probed == pytest.approx(whole, rel=1e-12)
