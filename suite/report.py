@@ -352,11 +352,17 @@ def sharpness_markdown(records: list[dict[str, Any]], refs: dict[str, tuple[str,
 
 
 def _sharpness_cost(records: list[dict[str, Any]]) -> str:
-    """What measuring took, against the measured runs' own wall clock (training and evaluation, as recorded)."""
-    spent = sum(r.get("sharpness", {}).get("seconds", 0.0) for r in records)
-    trained = sum(r.get("wall_seconds", 0.0) for r in records)
-    share = f", {100 * spent / trained:.0f}% of the {trained / 60:.0f} min the runs themselves took" if trained else ""
-    return f"Measuring {len(records)} runs took {spent / 60:.1f} min ({spent / len(records):.0f} s a run{share})."
+    """What measuring took, against the measured runs' own wall clock (training and evaluation, as recorded),
+    one line per profile: profiles run on different machines, so one sum over them would mean nothing."""
+    lines = []
+    for profile in sorted({r["config"].get("profile", "") for r in records}):
+        mine = [r for r in records if r["config"].get("profile", "") == profile]
+        spent = sum(r.get("sharpness", {}).get("seconds", 0.0) for r in mine)
+        trained = sum(r.get("wall_seconds", 0.0) for r in mine)
+        share = f", {100 * spent / trained:.0f}% of the {trained / 60:.0f} min the runs themselves took" if trained else ""
+        lines.append(f"Measuring the {len(mine)} runs of `{profile}` took {spent / 60:.1f} min "
+                     f"({spent / len(mine):.0f} s a run{share}).")
+    return "\n".join(f"- {line}" for line in lines) if len(lines) > 1 else lines[0]
 
 
 def surface_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:

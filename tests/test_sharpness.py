@@ -300,7 +300,7 @@ def test_a_profile_measures_each_run_as_it_ends_with_its_own_settings(tmp_path, 
         assert "git_commit" in s and s["seconds"] > 0
     # the report: values beside test accuracy, paired differences, what measuring cost, and the figures
     summary = (results / "summary.md").read_text().split("## Sharpness of the final models")[1]
-    assert "Measuring 4 runs took" in summary and "min the runs themselves took" in summary
+    assert "Measuring the 4 runs of `tiny` took" in summary and "min the runs themselves took" in summary
     assert "Seed-paired differences" in summary and "λmax Δ SGD" in summary
     for figure in ("tiny-sharpness.png", "tiny-surfaces.png", "tiny-surfaces-2d.png"):
         assert (results / figure).stat().st_size > 0
