@@ -359,7 +359,8 @@ def _sharpness_cost(records: list[dict[str, Any]]) -> str:
         mine = [r for r in records if r["config"].get("profile", "") == profile]
         spent = sum(r.get("sharpness", {}).get("seconds", 0.0) for r in mine)
         trained = sum(r.get("wall_seconds", 0.0) for r in mine)
-        share = f", {100 * spent / trained:.0f}% of the {trained / 60:.0f} min the runs themselves took" if trained else ""
+        share = (f", {100 * spent / trained:.0f}% of the {trained / 60:.0f} min the runs themselves took"
+                 if trained else "")
         lines.append(f"Measuring the {len(mine)} runs of `{profile}` took {spent / 60:.1f} min "
                      f"({spent / len(mine):.0f} s a run{share}).")
     return "\n".join(f"- {line}" for line in lines) if len(lines) > 1 else lines[0]
