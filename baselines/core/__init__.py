@@ -9,16 +9,18 @@ from .closure import (
     FREEZE_BN,
     PER_SAMPLE,
     SUBSET,
+    SYNC,
     Meter,
     ModelClosure,
     call_closure,
     frozen_bn_stats,
     has_features,
+    unwrapped,
 )
 from .two_pass import Closure, TwoPassOptimizer
 
 __all__ = [
-    "BACKWARD", "BATCH", "FEATURES", "FREEZE_BN", "PER_SAMPLE", "SUBSET", "Closure", "Meter", "ModelClosure",
+    "BACKWARD", "BATCH", "FEATURES", "FREEZE_BN", "PER_SAMPLE", "SUBSET", "SYNC", "Closure", "Meter", "ModelClosure",
     "TwoPassOptimizer", "call_closure", "check_bool", "check_choice", "check_int", "check_number",
-    "frozen_bn_stats", "has_features",
+    "frozen_bn_stats", "has_features", "unwrapped",
 ]

@@ -25,7 +25,10 @@ PER_SAMPLE = "per_sample"  # call option: return the per-sample losses (detached
 FREEZE_BN = "freeze_bn"  # call option: this pass leaves BatchNorm running statistics untouched
 BATCH = "batch"  # attributes: model, inputs, targets, loss_fn, and count() for passes run outside a call
 SCALER = "scaler"  # attribute: the torch.amp.GradScaler its backward scales the loss by (None: unscaled)
-FEATURES = frozenset({SUBSET, BACKWARD, PER_SAMPLE, FREEZE_BN, BATCH, SCALER})
+# call option: False keeps this pass's gradients on this replica (DistributedDataParallel's no_sync): the
+# ascent pass of a two-pass optimizer, whose perturbation is per replica (SAM's m-sharpness)
+SYNC = "sync"
+FEATURES = frozenset({SUBSET, BACKWARD, PER_SAMPLE, FREEZE_BN, BATCH, SCALER, SYNC})
 OPTIONS = FEATURES - {BATCH, SCALER}
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> per-sample losses
@@ -91,7 +94,9 @@ class ModelClosure:
     with BatchNorm is not the same function under accumulation. ``autocast``: a dtype (``torch.bfloat16``,
     ``torch.float16``) for the forward passes (``torch.autocast`` on the inputs' device); the backward runs
     outside it. ``scaler``: a ``torch.amp.GradScaler`` whose scale multiplies the loss before each
-    backward (fp16); a two-pass optimizer unscales each pass itself (``TwoPassOptimizer.step``)."""
+    backward (fp16); a two-pass optimizer unscales each pass itself (``TwoPassOptimizer.step``). With ``model``
+    a ``DistributedDataParallel``, a call's backward all-reduces the gradients once, after its last
+    micro-batch; ``sync=False`` keeps them on this replica."""
 
     features = FEATURES
 
@@ -118,6 +123,7 @@ class ModelClosure:
         backward: bool = True,
         per_sample: bool = False,
         freeze_bn: bool = False,
+        sync: bool = True,
     ) -> torch.Tensor:
         x, y = (self.inputs, self.targets) if subset is None else (self.inputs[subset], self.targets[subset])
         n = int(y.shape[0])
@@ -126,7 +132,11 @@ class ModelClosure:
                 self.model.zero_grad(set_to_none=True)
             parts = [(xs, ys) for xs, ys in zip(x.tensor_split(self.accumulate), y.tensor_split(self.accumulate))
                      if ys.shape[0]] if self.accumulate > 1 else [(x, y)]
-            pieces = [self._part(xs, ys, n, backward, per_sample) for xs, ys in parts]
+            pieces = []
+            for i, (xs, ys) in enumerate(parts):
+                reduce = backward and sync and i == len(parts) - 1  # one all-reduce, after the last micro-batch
+                with nullcontext() if reduce or not _replicated(self.model) else self.model.no_sync():
+                    pieces.append(self._part(xs, ys, n, backward, per_sample))
         self.count(n, backward)
         if len(pieces) == 1:
             return pieces[0]
@@ -150,6 +160,16 @@ class ModelClosure:
     def count(self, samples: int, backward: bool) -> None:
         """Meter a pass an optimizer ran on this batch by other means (e.g. a vectorised per-example pass)."""
         self.meter.count(samples, backward)
+
+
+def _replicated(model: nn.Module) -> bool:
+    return isinstance(model, nn.parallel.DistributedDataParallel)
+
+
+def unwrapped(model: nn.Module) -> nn.Module:
+    """The module a ``DistributedDataParallel`` wraps (the model itself otherwise): for passes that must not
+    communicate, such as functional per-example gradients."""
+    return model.module if _replicated(model) else model
 
 
 def has_features(closure: Callable[..., torch.Tensor], *names: str) -> bool:

@@ -21,6 +21,10 @@ Two ways the first (ascent) pass can cost less, for every variant:
   autograd skips their ``dW`` and stops below the lowest tensor that still needs one. The update is the
   same, bit for bit: it only skips work whose result was thrown away.
 
+Under ``DistributedDataParallel`` (a ``ModelClosure`` around the wrapped model) the first pass runs with
+``sync=False``: no all-reduce, each replica's e from its own slice of the batch (per-replica
+perturbations, as SAM defines m-sharpness); the second pass is all-reduced as any backward is.
+
 The base optimizer shares ``param_groups`` with the wrapper, so LR
 schedulers and per-group hyper-parameters reach both. Hyper-parameters are checked per group
 (``check_group``) when a group is added; those a step can only use with one value for every group
@@ -35,9 +39,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from .checks import check_bool, check_number
-from .closure import BACKWARD, BATCH, SCALER, SUBSET, call_closure, has_features
+from .closure import BACKWARD, BATCH, SCALER, SUBSET, SYNC, call_closure, has_features
 
 Closure = Callable[..., torch.Tensor]
 
@@ -126,8 +131,10 @@ class TwoPassOptimizer(torch.optim.Optimizer):
     def _unscaled(self, scaler: Any, owner: torch.optim.Optimizer) -> bool:
         """Unscale the gradients in place (recorded by the scaler under ``owner``); False, with the
         gradients cleared, where any is not finite."""
-        scaler.unscale_(owner)
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if grads and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            _agree_on_overflow(grads)
+        scaler.unscale_(owner)
         if not grads:
             return True
         # one device sync per pass, not one per tensor (this runs on every fp16 step)
@@ -179,7 +186,8 @@ class TwoPassOptimizer(torch.optim.Optimizer):
 
     def ascent_call(self, closure: Closure, **options: Any) -> torch.Tensor:
         """Call the closure for the first pass: on the whole batch or the ascent sub-batch, without the
-        weight-gradients of ``not_perturbed()`` (asked here, after whatever the variant decided first)."""
+        weight-gradients of ``not_perturbed()`` (asked here, after whatever the variant decided first), and
+        without an all-reduce across replicas (``sync=False``: the perturbation is each replica's own)."""
         fraction = self.shared("ascent_fraction")
         if fraction < 1:
             if not has_features(closure, SUBSET, BATCH):
@@ -190,6 +198,7 @@ class TwoPassOptimizer(torch.optim.Optimizer):
             k = max(1, min(batch, math.ceil(round(fraction * batch, 9))))
             if k < batch:
                 options[SUBSET] = torch.arange(k, device=closure.targets.device)
+        options[SYNC] = False  # under DistributedDataParallel: each replica perturbs with its own gradient
         frozen = self.not_perturbed()
         if frozen and {id(p) for p in frozen} >= {id(p) for g in self.param_groups for p in g["params"]
                                                  if p.requires_grad}:
@@ -200,7 +209,7 @@ class TwoPassOptimizer(torch.optim.Optimizer):
             else:
                 frozen = []
         with self.without_grad(frozen):
-            return call_closure(closure, **options) if options else closure()
+            return call_closure(closure, **options)
 
     # ----- hooks --------------------------------------------------------------------------------
     def first_pass(self, closure: Closure) -> torch.Tensor:
@@ -248,3 +257,15 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         self.base_optimizer.load_state_dict(base)
         self.param_groups = self.base_optimizer.param_groups  # re-share after torch rebuilt both
+
+
+def _agree_on_overflow(grads: list[torch.Tensor]) -> None:
+    """Under several processes, an overflow in any replica's pass is every replica's: the ascent pass is not
+    all-reduced, and a replica that skipped its step alone would leave the others waiting in the descent
+    pass's all-reduce (and its scale would drift from theirs). A replica whose own gradients are finite
+    marks one of them inf, so that its scaler records the overflow and backs off as the others' do."""
+    device = grads[0].device
+    finite = torch.stack([torch.isfinite(g).all().to(device) for g in grads]).all().to(torch.int32)
+    dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if not bool(finite):
+        grads[0].fill_(float("inf"))
