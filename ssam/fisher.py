@@ -27,7 +27,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from baselines.core import BATCH, SUBSET, call_closure, frozen_bn_stats, has_features
+from baselines.core import BATCH, SUBSET, call_closure, frozen_bn_stats, has_features, unwrapped
 
 FISHER_BN = ("batch", "running")
 
@@ -82,7 +82,7 @@ def fisher_vectorised(closure: Callable, params: list[torch.Tensor], n: int, bn:
     from torch.func import functional_call, grad, vmap
 
     _check(closure, n, BATCH)
-    model, loss_fn = closure.model, closure.loss_fn
+    model, loss_fn = unwrapped(closure.model), closure.loss_fn  # per-example gradients: no all-reduce
     weights = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
     buffers = dict(model.named_buffers())
 
@@ -108,7 +108,7 @@ def fisher_loop(closure: Callable, params: list[torch.Tensor], n: int, bn: str =
     total = [torch.zeros_like(p) for p in params]
     with batch_of_one_norms(closure.model, bn):
         for i in range(n):
-            call_closure(closure, subset=torch.tensor([i]))
+            call_closure(closure, subset=torch.tensor([i]), sync=False)  # each replica's own scores
             for acc, p in zip(total, params):
                 if p.grad is not None:
                     acc.add_(p.grad.square())

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from baselines.core import ModelClosure, TwoPassOptimizer, check_choice, check_int, check_number
 from ssam import masks as mk
@@ -207,8 +208,9 @@ class SSAM(TwoPassOptimizer):
         return rate * (1 + math.cos(math.pi * min(step, total) / total)) / 2
 
     def _set_masks(self, masks: list[torch.Tensor], used: bool = True) -> None:
+        masks = _from_rank_0([mask.to(p.device) for p, mask in zip(self._params, masks)])
         for p, mask in zip(self._params, masks):
-            self.state[p]["mask"] = mask.to(p.device)
+            self.state[p]["mask"] = mask
         if used:  # the realised density: a structured mask takes whole tensors and can fall short of the target
             d = mk.density(masks)
             low, high = self.density_range or (d, d)
@@ -237,3 +239,14 @@ class SSAM(TwoPassOptimizer):
         self._set_masks([self.state[p]["mask"].bool() for p in self._params], used=False)  # torch casts to p's dtype
         self.density_range = own.get("density_range")
 
+
+
+def _from_rank_0(masks: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Under torch.distributed with several processes, rank 0's masks on every rank, so that every replica
+    perturbs the same weights (each replica scores its own slice of the batch, or, for SSAM-D, grows and
+    drops from its own gradient): one broadcast of all masks together, as uint8 (gloo has no bool)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1) or not masks:
+        return masks
+    flat = torch.cat([m.reshape(-1).to(torch.uint8) for m in masks])
+    dist.broadcast(flat, src=0)
+    return [part.view(m.shape).bool() for part, m in zip(flat.split([m.numel() for m in masks]), masks)]
