@@ -6,6 +6,7 @@ Bad input is one line on stderr and exit 2, found before anything is written."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import fnmatch
 import math
@@ -299,72 +300,130 @@ def load_data(args: argparse.Namespace, profile: Profile, train: TrainConfig):
 
 def cmd_run(args: argparse.Namespace) -> int:
     from suite import harness
+    from suite.distributed import World
 
     profile, runs = plan(args)
-    todo = _check_store(args, runs)
+    # under torchrun (docs/harness.md, "Several processes"): every process runs this command; the runs are
+    # the same runs with their number of processes in their identity, and rank 0 alone writes
+    world = args.world = World.from_env(runs[0].train.device if runs else "auto")
+    try:
+        if world.distributed:
+            runs = [dataclasses.replace(r, train=with_overrides(r.train, replicas=world.size)) for r in runs]
+        return _run_planned(args, profile, runs, world, harness)
+    finally:
+        world.leave()
+
+
+def _run_planned(args: argparse.Namespace, profile: Profile, runs: list[RunConfig], world, harness) -> int:
+    todo = [runs[k] for k in _from_rank_0(world, lambda: [runs.index(r) for r in _check_store(args, runs)])]
     if runs:
-        dataset = load_data(args, profile, runs[0].train)
+        # rank 0 decodes (or downloads) the data set and fills the cache; then the others read it
+        dataset = _from_rank_0(world, lambda: load_data(args, profile, runs[0].train), keep=True)
+        if dataset is None:
+            dataset = load_data(args, profile, runs[0].train)
         check_constructs(runs, dataset)
         train_size = len(harness.subsets(dataset, runs[0].train)[0])
         if runs[0].train.batch_size > train_size:
             raise UsageError(f"batch_size {runs[0].train.batch_size} is larger than the training set ({train_size})")
     resuming = sum(store.checkpoint_path(args.results_dir, r.profile, r.run_id).exists() for r in todo)
-    print(f"profile {profile.name}: {len(runs)} runs ({len(runs) - len(todo)} already recorded, "
-          f"{len(todo)} to run, {resuming} of them from a checkpoint) -> {args.results_dir}", file=sys.stderr)
+    _say(args, f"profile {profile.name}: {len(runs)} runs ({len(runs) - len(todo)} already recorded, "
+               f"{len(todo)} to run, {resuming} of them from a checkpoint) -> {args.results_dir}"
+               + (f"; {world.size} processes" if world.distributed else ""))
     if todo:
         harness.warm_up(todo[0], dataset)
     at_end = profile.sharpness_at_end if args.sharpness is None else args.sharpness
     measuring = sharpness_setup(profile) if at_end else None
     code = _sweep(args, todo, dataset, measuring)
-    if code == 0 and args.report:
+    if code == 0 and args.report and world.main:
         return cmd_report(args)
     return code
 
 
+def _from_rank_0(world, compute, keep: bool = False):
+    """``compute()`` on rank 0, its result (None with ``keep``: rank 0 keeps it to itself) on every rank; a
+    bad input there is the same one-line error on every rank, rather than a rank waiting for ever."""
+    from suite.distributed import broadcast_object
+
+    if not world.distributed:
+        return compute()
+    value, error = None, None
+    if world.main:
+        try:
+            value = compute()
+        except (UsageError, ConfigError) as exc:
+            error = str(exc)
+    error = broadcast_object(error)
+    if error is not None:
+        raise UsageError(error)
+    shared = broadcast_object(None if keep else value)
+    return value if world.main else shared
+
+
+def _say(args: argparse.Namespace, line: str) -> None:
+    """A progress line on stderr, from rank 0 only under torchrun."""
+    world = getattr(args, "world", None)
+    if world is None or world.main:
+        print(line, file=sys.stderr)
+
+
 def _sweep(args: argparse.Namespace, todo: list[RunConfig], dataset, measuring=None) -> int:
     """Run what is to do, one claim at a time; Ctrl-C says what is saved and how to go on. ``measuring``:
-    (sharpness settings, rho) where the profile measures each run's final model as it ends."""
+    (sharpness settings, rho) where the profile measures each run's final model as it ends. Under torchrun
+    rank 0 claims, and every rank learns from it whether to run."""
+    from suite.distributed import broadcast_object
+
+    main = getattr(args, "world", None) is None or args.world.main
     t0, done, busy, current = time.monotonic(), 0, [], None
     try:
         for k, config in enumerate(todo, 1):
             claim = store.Claim(store.claim_path(args.results_dir, config.profile, config.run_id))
-            if not claim.acquire():
+            if not broadcast_object(claim.acquire() if main else None):
                 busy.append(config)
-                print(f"[{k}/{len(todo)}] {config.optimizer} seed {config.seed}: running in {claim.holder()}, "
-                      "skipped", file=sys.stderr)
+                _say(args, f"[{k}/{len(todo)}] {config.optimizer} seed {config.seed}: running in {claim.holder()}, "
+                           "skipped")
                 continue
-            with claim:
+            with claim if main else contextlib.nullcontext():
                 current = config
                 record = _run_one(args, config, dataset, claim, measuring)
                 current = None
             if record is not None:
                 done += 1
-                _print_run(k, len(todo), config, record["metrics"], (time.monotonic() - t0) / done * (len(todo) - k))
+                if main:
+                    _print_run(k, len(todo), config, record["metrics"],
+                               (time.monotonic() - t0) / done * (len(todo) - k))
     except KeyboardInterrupt:
-        print(f"interrupted: {done} runs finished and recorded{_where(args, current)}. Run the same command again "
-              "to go on.", file=sys.stderr)
+        _say(args, f"interrupted: {done} runs finished and recorded{_where(args, current)}. Run the same command "
+                   "again to go on.")
         return 130
     if busy:
-        print(f"{len(busy)} runs were running in other processes; run the same command again once they end "
-              "to pick up any they left unfinished", file=sys.stderr)
+        _say(args, f"{len(busy)} runs were running in other processes; run the same command again once they end "
+                   "to pick up any they left unfinished")
     return 0
 
 
 def _run_one(args: argparse.Namespace, config: RunConfig, dataset, claim: store.Claim,
              measuring=None) -> dict | None:
     """One claimed run: trained (or resumed), its final weights kept (and measured, where the profile
-    says), recorded, its checkpoint removed; None if another sweep finished it since we looked."""
+    says), recorded, its checkpoint removed; None if another sweep finished it since we looked. Under
+    torchrun every rank trains; rank 0 alone decides, measures and writes."""
     from suite import harness
+    from suite.distributed import World, broadcast_object
 
+    world = getattr(args, "world", None) or World()
     path = store.record_path(args.results_dir, config.profile, config.run_id)
-    if not args.force and path.exists():
-        return None
     ckpt = store.checkpoint_path(args.results_dir, config.profile, config.run_id)
-    if path.exists() and ckpt.exists() and ckpt.stat().st_mtime_ns <= path.stat().st_mtime_ns:
-        ckpt.unlink()  # left by a kill between writing the record and removing it: not a resume point
+    finished = None
+    if world.main:
+        finished = not args.force and path.exists()
+        if path.exists() and ckpt.exists() and ckpt.stat().st_mtime_ns <= path.stat().st_mtime_ns:
+            ckpt.unlink()  # left by a kill between writing the record and removing it: not a resume point
+    if broadcast_object(finished):
+        return None
     weights = store.weights_path(args.results_dir, config.profile, config.run_id)
     record = harness.run(config, dataset, progress=args.progress, checkpoint=ckpt, on_checkpoint=claim.refresh,
-                         weights=weights)
+                         weights=weights, world=world)
+    if not world.main:
+        return record
     if measuring is not None and record["metrics"].get("status") == "finished":
         record = measure_sharpness(record, weights, dataset, *measuring)
         print(f"  {_sharpness_line(record)}", file=sys.stderr)

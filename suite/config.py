@@ -26,7 +26,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # Settings added after records were published: at these values they are left out of a run's identity (its
 # record and run_id), so that the runs recorded before them stay the same runs; any other value is recorded.
-LATER_DEFAULTS = {"accumulate": 1, "precision": "fp32"}
+LATER_DEFAULTS = {"accumulate": 1, "precision": "fp32", "replicas": 1}
 BUDGETS = ("epochs", "flops", "time")
 COMMON_HPARAMS = ("lr", "momentum", "weight_decay", "nesterov")
 REFERENCES = ("sgd", "sam")  # what the report compares every optimizer with, unless the profile says
@@ -71,6 +71,9 @@ class TrainConfig:
     # "bf16": the forward passes under torch.autocast(bfloat16), weights kept in fp32; "fp16" (CUDA): the same in
     # float16, with a gradient scaler that every optimizer's passes are unscaled from (docs/harness.md)
     precision: str = "fp32"
+    # processes that share each batch, a slice each (torchrun --nproc_per_node=N: set from its WORLD_SIZE by
+    # the run command, never by a profile); part of the run's identity, as its results differ from one process's
+    replicas: int = 1
     # What every optimizer gets the same of: ``epochs`` epochs, or the training FLOPs / wall-clock that
     # ``budget_reference`` spends in ``epochs`` epochs (then each optimizer runs as many steps as fit).
     budget: str = "epochs"
@@ -90,13 +93,14 @@ class TrainConfig:
             raise ValueError(f"budget_reference must be an optimizer name, got {self.budget_reference!r}")
         if not self.model or not isinstance(self.model, str):
             raise ValueError(f"model must be a model name, got {self.model!r}")
-        for name in ("epochs", "batch_size", "eval_batch_size", "flop_steps", "accumulate"):
+        for name in ("epochs", "batch_size", "eval_batch_size", "flop_steps", "accumulate", "replicas"):
             check_int(name, getattr(self, name), minimum=1)
         for name in ("train_subset", "test_subset", "crop_padding", "cutout", "image_size"):
             check_int(name, getattr(self, name), minimum=0)
         if self.accumulate > self.batch_size:
             raise ValueError(f"accumulate must be at most batch_size ({self.batch_size}): micro-batches of at least "
                              f"one example, got {self.accumulate}")
+        self._check_replicas()
         check_number("lr", self.lr, low=0, low_open=True)
         check_number("momentum", self.momentum, low=0)
         check_number("weight_decay", self.weight_decay, low=0)
@@ -104,6 +108,18 @@ class TrainConfig:
         check_number("label_noise", self.label_noise, 0, 1, high_open=True)
         for name in ("nesterov", "flip", "channels_last"):
             check_bool(name, getattr(self, name))
+
+    def _check_replicas(self) -> None:
+        if self.replicas == 1:
+            return
+        if self.batch_size % self.replicas:
+            raise ValueError(f"batch_size {self.batch_size} does not split evenly over {self.replicas} processes")
+        if self.accumulate > self.batch_size // self.replicas:
+            raise ValueError(f"accumulate {self.accumulate} is more than each of {self.replicas} processes' "
+                             f"{self.batch_size // self.replicas} examples")
+        if self.budget == "time":
+            raise ValueError("budget 'time' is priced by one process's probe and cannot run under torchrun; use "
+                             "epochs or flops")
 
 
 @dataclass(frozen=True)
@@ -236,7 +252,8 @@ def parse_profile(name: str, raw: dict[str, Any]) -> Profile:
 
 def _parse_profile(name: str, raw: dict[str, Any]) -> Profile:
     _check_keys("profile", raw, {f.name for f in dataclasses.fields(Profile)} - {"name"})
-    _check_keys("[train]", raw.get("train", {}), {f.name for f in dataclasses.fields(TrainConfig)})
+    # replicas: torchrun's number of processes, not a profile's
+    _check_keys("[train]", raw.get("train", {}), {f.name for f in dataclasses.fields(TrainConfig)} - {"replicas"})
     train = TrainConfig(**raw.get("train", {}))
     optimizers = raw.get("optimizers", "all")
     if optimizers != "all" and not _names(optimizers):

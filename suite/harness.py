@@ -32,6 +32,7 @@ from baselines.core import Meter, ModelClosure
 from suite import budget, metrics, registry, store
 from suite.config import RunConfig, TrainConfig, resolve_hparams
 from suite.data import Augment, Dataset, Split, class_balanced_subset, epoch_batches, with_label_noise
+from suite.distributed import ONE_PROCESS, World, mean_of
 from suite.measure import FlopMeter, PeakMemory, StepClock, environment, sync
 from suite.models import build_model
 from suite.store import SCHEMA
@@ -284,17 +285,32 @@ class RunContext:
     augment: Augment
     steps_per_epoch: int
     env: dict[str, Any]
+    world: World = ONE_PROCESS  # the processes this run is one of (torchrun); each trains a slice of every batch
+
+    def replica_slice(self) -> slice:
+        """This replica's part of a global batch: rank r of N takes the r-th of N equal parts, in order."""
+        per = self.config.train.batch_size // self.world.size
+        return slice(self.world.rank * per, (self.world.rank + 1) * per)
 
 
-def prepare(config: RunConfig, dataset: Dataset) -> RunContext:
+def prepare(config: RunConfig, dataset: Dataset, world: World = ONE_PROCESS) -> RunContext:
     cfg = config.train
     device = resolve_device(cfg.device)
+    if device.type == "cuda" and world.distributed:
+        device = torch.device("cuda", world.local_rank)
     train, test = subsets(dataset, cfg)
     if len(train) < cfg.batch_size:
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({len(train)})")
+    check_replicas(cfg, world.size)
     # the environment before training: the commit that starts the run is the one that ran
     return RunContext(config, registry.get(config.optimizer), dataset, device, train, test,
-                      make_augment(cfg, dataset), len(train) // cfg.batch_size, environment(device))
+                      make_augment(cfg, dataset), len(train) // cfg.batch_size, environment(device), world)
+
+
+def check_replicas(cfg: TrainConfig, replicas: int) -> None:
+    """A run is planned for the number of processes it runs in (``TrainConfig.replicas``, set by the CLI)."""
+    if cfg.replicas != replicas:
+        raise ValueError(f"this run is configured for {cfg.replicas} processes (replicas) but runs in {replicas}")
 
 
 class RunState:
@@ -310,6 +326,10 @@ class RunState:
         self.plan = plan
         torch.manual_seed(seed)
         self.model = make_model(cfg, ctx.dataset, ctx.device)
+        # what the closure steps: the model itself, or under torchrun its DistributedDataParallel wrapper
+        # (rank 0's weights and buffers broadcast to every replica at the start and before every forward)
+        self.replica = self.model if not ctx.world.distributed else nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
         self.sample_gen = seeded_generator(seed, 3)  # examples an optimizer draws for itself (SSAM-F's Fisher)
         sample = example_sampler(ctx.train, ctx.augment, cfg, ctx.device, self.sample_gen)
         self.optimizer = ctx.info.build(
@@ -320,7 +340,7 @@ class RunState:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.order_gen, self.aug_gen = seeded_generator(seed, 0), seeded_generator(seed, 1)
         self.untimed = min(flop_window(ctx.info, cfg, self.optimizer), max(plan["steps"] - 1, 1))
-        self.passes, self.clock, self.flops = Meter(), StepClock(ctx.device), FlopMeter()
+        self.passes, self.clock, self.flops = Meter(), StepClock(ctx.device), FlopMeter(ctx.world.size)
         self.memory = PeakMemory(ctx.device)
         # fp16: the loss scale, checkpointed with the rest (a resumed run continues at the scale it reached)
         self.scaler = torch.amp.GradScaler(ctx.device.type) if cfg.precision == "fp16" else None
@@ -367,10 +387,13 @@ def train_epoch(ctx: RunContext, state: RunState, epoch: int, n_epochs: int, pro
     bar = tqdm(batches, desc=f"{ctx.config.optimizer} seed {ctx.config.seed} epoch {epoch}/{n_epochs}",
                unit="step", leave=False, disable=None if progress else True)
     meter = Meter()
+    mine = ctx.replica_slice()
     for idx in bar:
-        x = to_device(ctx.augment(ctx.train.images[idx], state.aug_gen), ctx.device, cfg)
-        y = ctx.train.labels[idx].to(ctx.device, non_blocking=True)
-        closure = closure_for(state.model, x, y, cfg, meter=meter, scaler=state.scaler)
+        # every replica augments the whole batch with the run's generator, then keeps its slice: the same
+        # examples and draws as one process, whatever the number of processes
+        x = to_device(ctx.augment(ctx.train.images[idx], state.aug_gen)[mine], ctx.device, cfg)
+        y = ctx.train.labels[idx][mine].to(ctx.device, non_blocking=True)
+        closure = closure_for(state.replica, x, y, cfg, meter=meter, scaler=state.scaler)
         meter.reset()
         state.clock.start()
         with state.flops.counting(state.step < state.untimed):
@@ -379,7 +402,7 @@ def train_epoch(ctx: RunContext, state: RunState, epoch: int, n_epochs: int, pro
         state.scheduler.step()
         state.passes += meter
         state.step += 1
-        value = float(loss)
+        value = float(mean_of(loss))  # the global batch's loss: every replica stops at the same step
         if not math.isfinite(value):
             state.status, state.diverged_at = "diverged", state.step
             break
@@ -422,7 +445,20 @@ def make_record(ctx: RunContext, state: RunState) -> dict[str, Any]:
         "resumed_after_epochs": state.resumed,
         "metrics": metrics.measure(metrics.Finished(ctx, state)),
         "epochs": state.epochs,
+        **({"distributed": _distributed_record(ctx)} if ctx.world.distributed else {}),
     }
+
+
+def _distributed_record(ctx: RunContext) -> dict[str, Any]:
+    """How the processes shared the run (a one-process record has no such entry)."""
+    import torch.distributed as dist
+
+    return {"world_size": ctx.world.size, "per_replica_batch": ctx.config.train.batch_size // ctx.world.size,
+            "backend": dist.get_backend() if dist.is_initialized() else None,
+            "ascent": "per replica: the first pass of a two-pass optimizer is not all-reduced",
+            "batchnorm": "per replica: each normalises its slice; rank 0's running statistics are broadcast "
+                         "before every forward and are the ones kept",
+            "masks": "broadcast from rank 0 whenever they change"}
 
 
 def _data_record(ctx: RunContext) -> dict[str, Any]:
@@ -438,14 +474,27 @@ def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(config: RunConfig, dataset: Dataset, progress: bool = True, checkpoint: Path | None = None,
-        on_checkpoint: Callable[[], None] | None = None, weights: Path | None = None) -> dict[str, Any]:
+        on_checkpoint: Callable[[], None] | None = None, weights: Path | None = None,
+        world: World = ONE_PROCESS) -> dict[str, Any]:
     """Train one configuration and return its record (not yet written); with ``weights``, the final
     model's state is saved there (``store.save_weights``).
 
     With ``checkpoint``, the run saves its state there after every epoch but the last (atomically)
     and, if the file exists when it starts, resumes from it. ``on_checkpoint`` is called after each
-    save (the CLI refreshes its claim there)."""
-    ctx = prepare(config, dataset)
+    save (the CLI refreshes its claim there). Under torchrun (``world``) every process calls this with
+    the same arguments; rank 0 alone saves checkpoints and weights."""
+    ctx, state = train(config, dataset, progress, checkpoint, on_checkpoint, world)
+    if weights is not None and world.main:
+        store.save_weights(weights, config.run_id, state.model)
+    return make_record(ctx, state)
+
+
+def train(config: RunConfig, dataset: Dataset, progress: bool = True, checkpoint: Path | None = None,
+          on_checkpoint: Callable[[], None] | None = None, world: World = ONE_PROCESS) -> tuple[RunContext, RunState]:
+    """The run's epochs, from its checkpoint if there is one; its context and final state."""
+    ctx = prepare(config, dataset, world)
+    # every rank reads the checkpoint before the first collective (DistributedDataParallel's construction),
+    # so rank 0 cannot have replaced it yet
     saved = store.load_checkpoint(checkpoint, config.run_id) if checkpoint is not None else None
     # probes (if any) run before the seed is set: they touch no run state; a resumed run keeps its plan
     state = RunState(ctx, saved["plan"] if saved else plan_budget(config, dataset, ctx.steps_per_epoch))
@@ -454,14 +503,12 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True, checkpoint: 
     state.model.train()
     n_epochs = math.ceil(state.plan["steps"] / ctx.steps_per_epoch)
     for epoch in range(len(state.epochs) + 1, n_epochs + 1):
-        trained = train_epoch(ctx, state, epoch, n_epochs, progress)
+        trained = train_epoch(ctx, state, epoch, n_epochs, progress and world.main)
         state.epochs.append(evaluate_epoch(ctx, state, epoch, trained))
         if state.status != "finished":
             break
-        if checkpoint is not None and epoch < n_epochs:
+        if checkpoint is not None and epoch < n_epochs and world.main:
             save_checkpoint(state, checkpoint, config.run_id)
             if on_checkpoint is not None:
                 on_checkpoint()
-    if weights is not None:
-        store.save_weights(weights, config.run_id, state.model)
-    return make_record(ctx, state)
+    return ctx, state

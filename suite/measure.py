@@ -60,9 +60,10 @@ class StepClock:
 class FlopMeter:
     """Counts FLOPs (forward and backward, a multiply-add = 2) over whole optimizer steps."""
 
-    def __init__(self) -> None:
+    def __init__(self, replicas: int = 1) -> None:
         self.flops = 0
         self.steps = 0
+        self.replicas = replicas  # processes that each run the counted work on their slice of the batch
 
     def counting(self, active: bool) -> AbstractContextManager[Any]:
         if not active:
@@ -72,7 +73,7 @@ class FlopMeter:
 
     @property
     def per_step(self) -> float | None:
-        return self.flops / self.steps if self.steps else None
+        return self.flops * self.replicas / self.steps if self.steps else None  # the global batch's
 
     def state_dict(self) -> dict[str, Any]:
         return {"flops": self.flops, "steps": self.steps}

@@ -48,6 +48,12 @@ class Finished:
     def per_step(self, total: float) -> float:
         return total / self.state.step
 
+    @property
+    def replicas(self) -> int:
+        """Processes that each ran every step on a slice of the batch (torchrun; else 1)."""
+        world = getattr(self.ctx, "world", None)
+        return world.size if world is not None else 1
+
 
 def _budget(key: str, **column: Any) -> Metric:
     return Metric(f"budget_{key}", lambda r: r.budget.get(key), **column)
@@ -91,8 +97,8 @@ METRICS: list[Metric] = [
     Metric("flop_counted_steps", lambda r: r.state.flops.steps),
     Metric("train_seconds", lambda r: r.state.clock.all_seconds, varies=True),
     Metric("samples_per_s", lambda r: r.state.clock.samples_per_s(r.ctx.config.train.batch_size), varies=True),
-    Metric("forward_samples_per_step", lambda r: r.per_step(r.state.passes.forward_samples)),
-    Metric("backward_samples_per_step", lambda r: r.per_step(r.state.passes.backward_samples)),
+    Metric("forward_samples_per_step", lambda r: r.per_step(r.state.passes.forward_samples) * r.replicas),
+    Metric("backward_samples_per_step", lambda r: r.per_step(r.state.passes.backward_samples) * r.replicas),
     Metric("peak_memory_kind", lambda r: r.state.memory.kind),
     Metric("checkpoints", lambda r: r.state.saving["count"]),
     Metric("checkpoint_seconds", lambda r: r.state.saving["seconds"], varies=True),

@@ -96,6 +96,10 @@ MODELS: dict[str, Callable[[int, int], nn.Module]] = {  # (num_classes, in_chann
     "resnet56": _cifar_resnet(9),
     "resnet18": lambda k, c: CifarResNet([2, 2, 2, 2], [64, 128, 256, 512], k, c),
     "wrn28_10": lambda k, c: WideResNet(28, 10, k, c),
+    # no BatchNorm: with it, processes that each normalise their slice compute another function than one
+    # process does; without it a torchrun run can be checked against one process, step for step (tests)
+    "tiny-nobn": lambda k, c: nn.Sequential(nn.Conv2d(c, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                            nn.Flatten(), nn.Linear(8, k)),
 }
 
 

@@ -19,6 +19,7 @@ INITIAL_WEIGHTS = {
     "resnet56": "4ee0c8f37ce6507b",
     "resnet18": "2c89055e3acd2cc6",
     "wrn28_10": "0af3099a213ee353",
+    "tiny-nobn": "d5b34b53456e3fdf",
 }
 
 
