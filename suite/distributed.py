@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -55,7 +56,9 @@ class World:
         if not dist.is_initialized():
             if cuda:
                 torch.cuda.set_device(local)
-            dist.init_process_group("nccl" if cuda else "gloo")
+            # rank 0 alone decodes a data set into the cache and measures sharpness while the others wait at
+            # their next collective: an hour, not torch's default minutes, before a wait counts as a hang
+            dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(hours=1))
         return World(rank, size, local)
 
 
