@@ -293,7 +293,8 @@ def load_data(args: argparse.Namespace, profile: Profile, train: TrainConfig):
 
     data_dir = args.data_dir or (Path(profile.data_dir).expanduser() if profile.data_dir else None)
     try:
-        return load_dataset(train.dataset, data_dir, args.download, image_size=train.image_size or None)
+        return load_dataset(train.dataset, data_dir, args.download, image_size=train.image_size or None,
+                            streaming=train.streaming)
     except DataError as exc:
         raise UsageError(str(exc)) from None
 
@@ -469,9 +470,11 @@ def _check_writable(directory: Path, what: str) -> None:
 
 def _print_run(k: int, n: int, config: RunConfig, m: dict, eta: float) -> None:
     step = f"{m['time_per_step_s'] * 1000:.0f} ms/step" if m["time_per_step_s"] else "untimed"
+    # streamed from disk: how much of training went to waiting for the loader
+    data = f", waiting for data {100 * m['data_share']:.0f}%" if config.train.streaming and m.get("data_share") else ""
     print(f"[{k}/{n}] {config.optimizer} seed {config.seed}, {m['budget_kind']} budget "
           f"({m['budget_steps_run']} steps = {m['budget_epochs_run']:.2f} epochs): {m['status']}, "
-          f"test acc {m['test_acc']:.4f}, {step}, {m['flops_per_step'] / 1e9:.2f} GFLOP/step "
+          f"test acc {m['test_acc']:.4f}, {step}{data}, {m['flops_per_step'] / 1e9:.2f} GFLOP/step "
           f"(about {eta / 60:.1f} min left)", file=sys.stderr)
 
 
@@ -653,11 +656,11 @@ def cmd_sharpness(args: argparse.Namespace) -> int:
     bar = tqdm(todo, desc="sharpness", unit="run", disable=None if args.progress else True)
     for path, record in bar:
         cfg = sharpness.train_config(record)
-        key = (cfg.dataset, cfg.image_size)
+        key = (cfg.dataset, cfg.image_size, cfg.streaming)
         if key not in datasets:
             try:
                 datasets[key] = load_dataset(cfg.dataset, args.data_dir, args.download,
-                                             image_size=cfg.image_size or None)
+                                             image_size=cfg.image_size or None, streaming=cfg.streaming)
             except DataError as exc:
                 raise UsageError(str(exc)) from None
         settings, rho = setups[record["config"]["profile"]]

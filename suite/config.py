@@ -26,7 +26,7 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # Settings added after records were published: at these values they are left out of a run's identity (its
 # record and run_id), so that the runs recorded before them stay the same runs; any other value is recorded.
-LATER_DEFAULTS = {"accumulate": 1, "precision": "fp32", "replicas": 1}
+LATER_DEFAULTS = {"accumulate": 1, "precision": "fp32", "replicas": 1, "streaming": False, "loader_workers": 4}
 BUDGETS = ("epochs", "flops", "time")
 COMMON_HPARAMS = ("lr", "momentum", "weight_decay", "nesterov")
 REFERENCES = ("sgd", "sam")  # what the report compares every optimizer with, unless the profile says
@@ -74,6 +74,11 @@ class TrainConfig:
     # processes that share each batch, a slice each (torchrun --nproc_per_node=N: set from its WORLD_SIZE by
     # the run command, never by a profile); part of the run's identity, as its results differ from one process's
     replicas: int = 1
+    # an ImageFolder too large for memory (ImageNet): read by loader_workers DataLoader workers per process,
+    # random resized crops of image_size (0: 224) and flips for training, resize + center crop for testing
+    # (suite/streaming.py); the in-memory path's crop_padding and cutout do not apply to its training batches
+    streaming: bool = False
+    loader_workers: int = 4
     # What every optimizer gets the same of: ``epochs`` epochs, or the training FLOPs / wall-clock that
     # ``budget_reference`` spends in ``epochs`` epochs (then each optimizer runs as many steps as fit).
     budget: str = "epochs"
@@ -95,7 +100,8 @@ class TrainConfig:
             raise ValueError(f"model must be a model name, got {self.model!r}")
         for name in ("epochs", "batch_size", "eval_batch_size", "flop_steps", "accumulate", "replicas"):
             check_int(name, getattr(self, name), minimum=1)
-        for name in ("train_subset", "test_subset", "crop_padding", "cutout", "image_size"):
+        check_bool("streaming", self.streaming)
+        for name in ("train_subset", "test_subset", "crop_padding", "cutout", "image_size", "loader_workers"):
             check_int(name, getattr(self, name), minimum=0)
         if self.accumulate > self.batch_size:
             raise ValueError(f"accumulate must be at most batch_size ({self.batch_size}): micro-batches of at least "

@@ -77,7 +77,7 @@ class DataError(RuntimeError):
 
 @dataclass
 class Split:
-    images: torch.Tensor  # uint8, (N, C, H, W)
+    images: torch.Tensor  # uint8, (N, C, H, W); or a suite.streaming.FolderImages, read from disk on demand
     labels: torch.Tensor  # int64, (N,)
 
     def __len__(self) -> int:
@@ -123,12 +123,16 @@ def default_data_dir() -> tuple[Path, bool]:
 
 
 def load_dataset(
-    name: str, data_dir: Path | None = None, download: bool | None = None, image_size: int | None = None
+    name: str, data_dir: Path | None = None, download: bool | None = None, image_size: int | None = None,
+    streaming: bool = False,
 ) -> Dataset:
     """Load ``name`` from ``data_dir`` (default: ``default_data_dir()``). ``download=None``: only when the
     directory was not named (cifar10 and cifar100 only). ``image_size``: resize every image of another size
-    to image_size x image_size; None: every image must have one size."""
+    to image_size x image_size; None: every image must have one size. ``streaming``: an ImageFolder left
+    on disk and read by DataLoader workers (``suite.streaming``), ``image_size`` its crop side (224)."""
     side = _check_side(image_size)
+    if streaming:
+        return _streaming(name, data_dir, side or 224)
     if name == "synthetic":
         return synthetic_dataset() if side is None else synthetic_dataset(size=side)
     if not name or not name.strip():
@@ -147,6 +151,22 @@ def load_dataset(
         f"test/<class>/*; name its directory with --data-dir or SUITE_DATA_DIR (only "
         f"{' and '.join(TORCHVISION_DIRS)} can be downloaded)"
     )
+
+
+def _streaming(name: str, data_dir: Path | None, side: int) -> Dataset:
+    from suite import streaming
+
+    data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()[0]
+    if not _is_image_folder(data_dir):
+        raise DataError(f"streaming reads an ImageFolder (train/<class>/<image> and test/<class>/<image>); "
+                        f"{str(data_dir)!r} is not one: name its directory with --data-dir or SUITE_DATA_DIR")
+    classes, samples = _scan(data_dir)
+    train, test = (Split(streaming.FolderImages([f for f, _ in samples[s]], side),
+                         torch.tensor([label for _, label in samples[s]], dtype=torch.int64))
+                   for s in ("train", "test"))
+    return Dataset(name, train, test, len(classes), streaming.IMAGENET_MEAN, streaming.IMAGENET_STD,
+                   str(data_dir.resolve()), channels=3, image_size=(side, side), classes=classes,
+                   fingerprint=streaming.fingerprint(data_dir, samples), stats="imagenet (streaming)")
 
 
 def _check_side(image_size: int | None) -> int | None:
@@ -487,7 +507,8 @@ def class_balanced_subset(split: Split, n: int, seed: int = 0) -> Split:
         rank[where] = torch.arange(len(where))
     chosen = order[torch.sort(rank * len(split) + torch.arange(len(split)), stable=True).indices[:n]]
     chosen = chosen.sort().values
-    return Split(split.images[chosen], split.labels[chosen])
+    images = split.images.subset(chosen) if hasattr(split.images, "subset") else split.images[chosen]
+    return Split(images, split.labels[chosen])
 
 
 def with_label_noise(split: Split, fraction: float, num_classes: int, seed: int = 0) -> Split:

@@ -36,6 +36,7 @@ from suite.distributed import ONE_PROCESS, World, mean_of
 from suite.measure import FlopMeter, PeakMemory, StepClock, environment, sync
 from suite.models import build_model
 from suite.store import SCHEMA
+from suite.streaming import streamed
 
 SUBSET_SEED = 0  # the data subset is the same for every run of a profile, whatever its seed
 PROBE_FLOP_STEPS = 16  # at most this many steps are FLOP-counted to price a step (see budget.amortised)
@@ -147,10 +148,12 @@ def evaluate(model: nn.Module, split: Split, augment: Augment, cfg: TrainConfig,
              device: torch.device) -> tuple[float, float]:
     """(mean loss, accuracy) on ``split``, in eval mode; the model is left in training mode."""
     model.eval()
-    loss_sum, correct = 0.0, 0
-    for i in range(0, len(split), cfg.eval_batch_size):
-        x = to_device(augment.normalise(split.images[i : i + cfg.eval_batch_size]), device, cfg)
-        y = split.labels[i : i + cfg.eval_batch_size].to(device)
+    loss_sum, correct, size = 0.0, 0, cfg.eval_batch_size
+    chunks = (split.images.batches(size, cfg.loader_workers) if streamed(split.images)  # read by workers
+              else (split.images[i : i + size] for i in range(0, len(split), size)))
+    for i, images in zip(range(0, len(split), size), chunks):
+        x = augment.normalise(to_device(images, device, cfg))
+        y = split.labels[i : i + size].to(device)
         with autocast(cfg, device):
             out = model(x)
         loss_sum += torch.nn.functional.cross_entropy(out.float(), y, reduction="sum").item()
@@ -348,6 +351,7 @@ class RunState:
         self.status, self.diverged_at, self.last_finite = "finished", None, None
         self.started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.saving = {"seconds": 0.0, "count": 0}
+        self.data_seconds = 0.0  # waiting for the next batch: augmentation, or the loader's workers
         self.wall_before, self._t0 = 0.0, time.monotonic()
 
     def wall_seconds(self) -> float:
@@ -359,6 +363,7 @@ class RunState:
             **{name: getattr(self, name).get_state() for name in self.GENERATORS},
             **{name: getattr(self, name) for name in self.COUNTERS},
             "torch_rng": torch.get_rng_state(), "plan": self.plan, "wall_seconds": self.wall_seconds(),
+            "data_seconds": self.data_seconds,
             "passes": vars(self.passes).copy(), "clock": self.clock.state_dict(), "flops": self.flops.state_dict(),
             **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
         }
@@ -372,6 +377,7 @@ class RunState:
             setattr(self, name, saved[name])
         torch.set_rng_state(saved["torch_rng"])
         self.plan, self.wall_before, self._t0 = saved["plan"], saved["wall_seconds"], time.monotonic()
+        self.data_seconds = saved.get("data_seconds", 0.0)  # absent from checkpoints written before it was
         self.passes = Meter(**saved["passes"])
         self.clock.load_state_dict(saved["clock"])
         self.flops.load_state_dict(saved["flops"])
@@ -387,12 +393,11 @@ def train_epoch(ctx: RunContext, state: RunState, epoch: int, n_epochs: int, pro
     bar = tqdm(batches, desc=f"{ctx.config.optimizer} seed {ctx.config.seed} epoch {epoch}/{n_epochs}",
                unit="step", leave=False, disable=None if progress else True)
     meter = Meter()
-    mine = ctx.replica_slice()
-    for idx in bar:
-        # every replica augments the whole batch with the run's generator, then keeps its slice: the same
-        # examples and draws as one process, whatever the number of processes
-        x = to_device(ctx.augment(ctx.train.images[idx], state.aug_gen)[mine], ctx.device, cfg)
-        y = ctx.train.labels[idx][mine].to(ctx.device, non_blocking=True)
+    inputs = epoch_inputs(ctx, state, batches)
+    for _ in bar:
+        waited = time.perf_counter()
+        x, y = next(inputs)
+        state.data_seconds += time.perf_counter() - waited
         closure = closure_for(state.replica, x, y, cfg, meter=meter, scaler=state.scaler)
         meter.reset()
         state.clock.start()
@@ -410,6 +415,24 @@ def train_epoch(ctx: RunContext, state: RunState, epoch: int, n_epochs: int, pro
         bar.set_postfix(loss=f"{value:.3f}", refresh=False)
     bar.close()
     return {"train_loss": loss_sum / finite if finite else None, "train_seconds": seconds}
+
+
+def epoch_inputs(ctx: RunContext, state: RunState, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Each step's (inputs, targets) on the device, this replica's slice of each global batch. Every replica
+    draws the whole batch's augmentation from the run's generator and keeps its slice: the same examples and
+    draws as one process, whatever the number of processes. Streamed from disk (``suite.streaming``): a
+    seed per example from that generator, its random resized crop and flip in the loader's workers."""
+    cfg, mine, train = ctx.config.train, ctx.replica_slice(), ctx.train
+    if not streamed(train.images):
+        for idx in batches:
+            x = to_device(ctx.augment(train.images[idx], state.aug_gen)[mine], ctx.device, cfg)
+            yield x, train.labels[idx][mine].to(ctx.device, non_blocking=True)
+        return
+    seeds = [torch.randint(0, 2**62, (len(idx),), generator=state.aug_gen)[mine] for idx in batches]
+    images = train.images.train_batches([idx[mine] for idx in batches], seeds, cfg.loader_workers,
+                                        pin=ctx.device.type == "cuda")
+    for idx, x in zip(batches, images):
+        yield ctx.augment.normalise(to_device(x, ctx.device, cfg)), train.labels[idx][mine].to(ctx.device)
 
 
 def evaluate_epoch(ctx: RunContext, state: RunState, epoch: int, trained: dict[str, Any]) -> dict[str, Any]:

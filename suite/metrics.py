@@ -97,6 +97,11 @@ METRICS: list[Metric] = [
     Metric("flop_counted_steps", lambda r: r.state.flops.steps),
     Metric("train_seconds", lambda r: r.state.clock.all_seconds, varies=True),
     Metric("samples_per_s", lambda r: r.state.clock.samples_per_s(r.ctx.config.train.batch_size), varies=True),
+    # the input pipeline: seconds spent waiting for the next batch (augmentation in memory, the loader's
+    # workers when streaming), and their share of waiting plus stepping; near 1 the data is the bottleneck
+    Metric("data_seconds", lambda r: r.state.data_seconds, varies=True),
+    Metric("data_share", lambda r: r.state.data_seconds / (r.state.data_seconds + r.state.clock.all_seconds)
+           if r.state.data_seconds + r.state.clock.all_seconds > 0 else None, varies=True),
     Metric("forward_samples_per_step", lambda r: r.per_step(r.state.passes.forward_samples) * r.replicas),
     Metric("backward_samples_per_step", lambda r: r.per_step(r.state.passes.backward_samples) * r.replicas),
     Metric("peak_memory_kind", lambda r: r.state.memory.kind),

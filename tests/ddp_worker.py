@@ -21,6 +21,16 @@ def dataset():
     return synthetic_dataset(n_train=64, n_test=16, size=8)
 
 
+def dataset_for(config):
+    """The generated set, or for a streamed config the ImageFolder the test names in SUITE_TEST_FOLDER."""
+    if not config.train.streaming:
+        return dataset()
+    from suite.data import load_dataset
+
+    return load_dataset(config.train.dataset, Path(os.environ["SUITE_TEST_FOLDER"]), False,
+                        image_size=config.train.image_size or None, streaming=True)
+
+
 def final_state(state) -> dict:
     """The trained parameters and buffers, and the masks where the optimizer has them."""
     masks = state.optimizer.masks() if hasattr(state.optimizer, "masks") else []
@@ -32,7 +42,7 @@ def final_state(state) -> dict:
 def train_each(world: World, configs: list, out: Path, kill_at_epoch: int | None = None) -> None:
     """Train every config; with ``kill_at_epoch``, every process stops as that epoch starts (a kill after
     the previous epoch's checkpoint), leaving the checkpoint behind."""
-    data, results = dataset(), {}
+    results = {}
     if kill_at_epoch is not None:
         real = harness.train_epoch
 
@@ -45,7 +55,7 @@ def train_each(world: World, configs: list, out: Path, kill_at_epoch: int | None
     for config in configs:
         ckpt = out / f"{config.run_id}.ckpt"
         try:
-            ctx, state = harness.train(config, data, progress=False, checkpoint=ckpt, world=world)
+            ctx, state = harness.train(config, dataset_for(config), progress=False, checkpoint=ckpt, world=world)
         except KeyboardInterrupt:
             continue
         results[config.optimizer] = {**final_state(state), "record": harness.make_record(ctx, state)}
