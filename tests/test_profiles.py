@@ -44,9 +44,10 @@ PRESETS = [name for name in available_profiles() if name.startswith("paper-")]
 
 
 def test_the_presets_are_the_papers_settings_on_each_data_set_and_model():
-    assert set(PRESETS) >= {"paper-cifar10", "paper-cifar100", "paper-cifar10-wrn28-10", "paper-cifar100-wrn28-10"}
+    assert set(PRESETS) >= {"paper-cifar10", "paper-cifar100", "paper-cifar10-wrn28-10", "paper-cifar100-wrn28-10",
+                            "paper-imagenet-resnet50"}
     base = load_profile("paper-cifar10")
-    for name in PRESETS:
+    for name in [n for n in PRESETS if "cifar" in n]:
         p = load_profile(name)
         assert p.hparams == base.hparams and (p.train.epochs, p.train.lr, p.train.cutout) == (200, 0.05, 16)
         assert p.train.dataset == ("cifar100" if "cifar100" in name else "cifar10")
@@ -63,8 +64,17 @@ def test_a_preset_starts_a_few_steps_on_the_cpu(name):
 
     profile = load_profile(name)
     train = dataclasses.replace(profile.train, dataset="synthetic", device="cpu", batch_size=4, train_subset=8,
-                                test_subset=8, eval_batch_size=8, epochs=1, flop_steps=1)
+                                test_subset=8, eval_batch_size=8, epochs=1, flop_steps=1, streaming=False)
     config = run_config("sam", train, profile=name, **profile_hparams(profile, "sam"))
     record = harness.run(config, load_dataset("synthetic", None, False), progress=False)
     assert record["metrics"]["status"] == "finished" and record["metrics"]["steps"] == 2
-    assert record["optimizer"]["hparams"]["rho"] == 0.2 and record["config"]["train"]["model"] == profile.train.model
+    assert record["optimizer"]["hparams"]["rho"] == profile.hparams["sam*"]["rho"]
+    assert record["config"]["train"]["model"] == profile.train.model
+
+
+def test_the_imagenet_preset_streams_resnet50_with_the_recipes_values():
+    p = load_profile("paper-imagenet-resnet50")
+    assert (p.train.model, p.train.streaming, p.train.image_size, p.train.epochs) == ("timm:resnet50", True, 224, 90)
+    assert (p.train.batch_size, p.train.lr, p.train.weight_decay) == (256, 0.1, 1e-4)
+    assert p.hparams["sam*"]["rho"] == p.hparams["ssam-*"]["rho"] == 0.05
+    assert p.hparams["ssam-f*"]["fisher_samples"] == 128  # the README's SSAM settings, from paper-cifar10
