@@ -1,5 +1,5 @@
 """Image folders that do not fit in memory (ImageNet: 1.28 M images): read from disk by DataLoader workers
-with torchvision's decoding and transforms, where the in-memory path (``suite.data``) decodes a whole set
+(PIL's decoding, torchvision's transforms), where the in-memory path (``suite.data``) decodes a whole set
 once and keeps it as one tensor. A profile asks for it with ``[train] streaming = true``.
 
 - Training images: ``RandomResizedCrop(side)`` and a horizontal flip, decoded and transformed in the
