@@ -282,9 +282,22 @@ def check_constructs(runs: list[RunConfig], dataset) -> None:
     inputs = inputs_for(model, max(1, len(split) // train.batch_size), train, seed=0, sample=sample)
     for config in {r.optimizer: r for r in runs}.values():
         try:
-            registry.get(config.optimizer).build(model.parameters(), inputs, **dict(config.hparams))
+            built = registry.get(config.optimizer).build(model.parameters(), inputs, **dict(config.hparams))
         except (TypeError, ValueError) as exc:
             raise UsageError(f"optimizer {config.optimizer}: {exc}") from None
+        _check_fisher_batch(config, built.defaults)
+
+
+def _check_fisher_batch(config: RunConfig, hparams: dict) -> None:
+    """SSAM-F scoring its own batch needs that many examples in it (each process's slice under torchrun): one
+    line here, not a traceback at the first mask refresh."""
+    per_process = config.train.batch_size // config.train.replicas
+    if hparams.get("mask") == "fisher" and hparams.get("fisher_data") == "batch" \
+            and hparams.get("fisher_samples", 0) > per_process:
+        where = f"each of {config.train.replicas} processes' {per_process}" if config.train.replicas > 1 else \
+            f"the batch's {per_process}"
+        raise UsageError(f"optimizer {config.optimizer}: fisher_samples={hparams['fisher_samples']} scores more "
+                         f"examples than {where}; lower it or set fisher_data = \"train\"")
 
 
 def load_data(args: argparse.Namespace, profile: Profile, train: TrainConfig):

@@ -167,6 +167,21 @@ def test_what_several_processes_cannot_run_is_one_line(change, message):
         dataclasses.replace(TRAIN, **change)
 
 
+def test_a_fisher_score_larger_than_the_batch_is_one_line_before_anything_runs(tmp_path, capsys):
+    """Under torchrun the batch SSAM-F scores is each process's slice; here the same check in one process."""
+    from helpers import refused_in_one_line
+
+    profile = tmp_path / "p.toml"
+    profile.write_text('description = "d"\noptimizers = ["ssam-f-nm-explicit"]\n[train]\ndataset = "synthetic"\n'
+                       'batch_size = 8\ndevice = "cpu"\n')
+    refused_in_one_line(capsys, ["run", "--profile", str(profile)],
+                        "fisher_samples=16 scores more examples than the batch's 8", tmp_path / "out")
+    from suite.cli import UsageError, _check_fisher_batch
+
+    with pytest.raises(UsageError, match="than each of 2 processes' 8; lower it or set fisher_data"):
+        _check_fisher_batch(config("sgd"), {"mask": "fisher", "fisher_data": "batch", "fisher_samples": 16})
+
+
 def test_replicas_is_not_a_profile_setting(tmp_path, capsys):
     from helpers import refused_in_one_line
 
