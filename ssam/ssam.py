@@ -33,7 +33,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from baselines.core import ModelClosure, TwoPassOptimizer, check_choice, check_int, check_number
+from baselines.core import ModelClosure, TwoPassOptimizer, check_choice, check_int, check_number, several_processes
 from ssam import masks as mk
 from ssam.fisher import FISHER, FISHER_BN
 from ssam.implicit import MaskedBackward
@@ -245,7 +245,7 @@ def _from_rank_0(masks: list[torch.Tensor]) -> list[torch.Tensor]:
     """Under torch.distributed with several processes, rank 0's masks on every rank, so that every replica
     perturbs the same weights (each replica scores its own slice of the batch, or, for SSAM-D, grows and
     drops from its own gradient): one broadcast of all masks together, as uint8 (gloo has no bool)."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1) or not masks:
+    if not several_processes() or not masks:
         return masks
     flat = torch.cat([m.reshape(-1).to(torch.uint8) for m in masks])
     dist.broadcast(flat, src=0)

@@ -373,10 +373,16 @@ def _from_rank_0(world, compute, keep: bool = False):
     return value if world.main else shared
 
 
+def _world(args: argparse.Namespace):
+    """The processes this command runs in (set by ``cmd_run``; one process for everything else)."""
+    from suite.distributed import ONE_PROCESS
+
+    return getattr(args, "world", None) or ONE_PROCESS
+
+
 def _say(args: argparse.Namespace, line: str) -> None:
     """A progress line on stderr, from rank 0 only under torchrun."""
-    world = getattr(args, "world", None)
-    if world is None or world.main:
+    if _world(args).main:
         print(line, file=sys.stderr)
 
 
@@ -386,7 +392,7 @@ def _sweep(args: argparse.Namespace, todo: list[RunConfig], dataset, measuring=N
     rank 0 claims, and every rank learns from it whether to run."""
     from suite.distributed import broadcast_object
 
-    main = getattr(args, "world", None) is None or args.world.main
+    main = _world(args).main
     t0, done, busy, current = time.monotonic(), 0, [], None
     try:
         for k, config in enumerate(todo, 1):
@@ -421,9 +427,9 @@ def _run_one(args: argparse.Namespace, config: RunConfig, dataset, claim: store.
     says), recorded, its checkpoint removed; None if another sweep finished it since we looked. Under
     torchrun every rank trains; rank 0 alone decides, measures and writes."""
     from suite import harness
-    from suite.distributed import World, broadcast_object
+    from suite.distributed import broadcast_object
 
-    world = getattr(args, "world", None) or World()
+    world = _world(args)
     path = store.record_path(args.results_dir, config.profile, config.run_id)
     ckpt = store.checkpoint_path(args.results_dir, config.profile, config.run_id)
     finished = None

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from baselines.core import several_processes
+
 
 @dataclass(frozen=True)
 class World:
@@ -67,7 +69,7 @@ ONE_PROCESS = World()  # a plain `python -m suite`
 
 def active() -> bool:
     """Whether this process is one of several (a process group of more than one is joined)."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return several_processes()
 
 
 def broadcast_object(value: Any) -> Any:

@@ -103,8 +103,8 @@ class FolderImages:
         if isinstance(index, int):
             return self[[index]][0]
         chosen = range(len(self.files))[index] if isinstance(index, slice) else torch.as_tensor(index).tolist()
-        transform = test_transform(self.side)
-        return torch.stack([transform(decode(self.files[i])) for i in chosen])
+        items = _Plain(self.files, test_transform(self.side))
+        return torch.stack([items[i] for i in chosen])
 
     def batches(self, batch_size: int, workers: int) -> Iterator[torch.Tensor]:
         """Every image in order, test transform, ``batch_size`` at a time, decoded by ``workers`` workers."""

@@ -15,6 +15,7 @@ from .closure import (
     call_closure,
     frozen_bn_stats,
     has_features,
+    several_processes,
     unwrapped,
 )
 from .two_pass import Closure, TwoPassOptimizer
@@ -22,5 +23,5 @@ from .two_pass import Closure, TwoPassOptimizer
 __all__ = [
     "BACKWARD", "BATCH", "FEATURES", "FREEZE_BN", "PER_SAMPLE", "SUBSET", "SYNC", "Closure", "Meter", "ModelClosure",
     "TwoPassOptimizer", "call_closure", "check_bool", "check_choice", "check_int", "check_number",
-    "frozen_bn_stats", "has_features", "unwrapped",
+    "frozen_bn_stats", "has_features", "several_processes", "unwrapped",
 ]

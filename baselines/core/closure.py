@@ -162,6 +162,14 @@ class ModelClosure:
         self.meter.count(samples, backward)
 
 
+def several_processes() -> bool:
+    """Whether this process is one of several in a torch.distributed group (torchrun): where the two-pass
+    family must agree across replicas (SSAM's masks, fp16 overflows)."""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def _replicated(model: nn.Module) -> bool:
     return isinstance(model, nn.parallel.DistributedDataParallel)
 

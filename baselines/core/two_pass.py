@@ -42,7 +42,7 @@ import torch
 import torch.distributed as dist
 
 from .checks import check_bool, check_number
-from .closure import BACKWARD, BATCH, SCALER, SUBSET, SYNC, call_closure, has_features
+from .closure import BACKWARD, BATCH, SCALER, SUBSET, SYNC, call_closure, has_features, several_processes
 
 Closure = Callable[..., torch.Tensor]
 
@@ -132,7 +132,7 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         """Unscale the gradients in place (recorded by the scaler under ``owner``); False, with the
         gradients cleared, where any is not finite."""
         grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if grads and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if grads and several_processes():
             _agree_on_overflow(grads)
         scaler.unscale_(owner)
         if not grads:
