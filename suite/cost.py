@@ -9,8 +9,9 @@ batches of the training subset: ``harness.probe_setup``):
   first-pass work that the mask makes useless and that no kernel here skips;
 - time per step: the harness's probe (one step discarded, the median of the next five, the periodic work
   amortised), repeated ``repeats`` times with the optimizers interleaved and their order rotated every
-  repeat, so that a drift of a shared machine hits all alike. Ratios to SGD and SAM are taken within a
-  repeat, then summarised by their median and range over the repeats.
+  repeat, so that a drift of a shared machine hits all alike. Ratios to the references (the profile's; SGD
+  and SAM unless it names others) are taken within a repeat, then summarised by their median and range
+  over the repeats.
 
 Nothing is trained and no accuracy is measured; ``cost.csv`` (one row per optimizer), ``cost-repeats.csv``
 (one row per optimizer and repeat) and ``cost.md`` are written into the output directory.
@@ -29,11 +30,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from suite import harness, registry
-from suite.config import RunConfig
+from suite.config import REFERENCES, RunConfig
 from suite.data import Dataset
 from suite.store import atomic_write
-
-REFERENCES = ("sgd", "sam")
 
 
 def layer_forward_flops(model: nn.Module, closure: Any) -> dict[nn.Module, float]:
@@ -120,9 +119,9 @@ def measure(runs: list[RunConfig], dataset: Dataset, repeats: int, progress: boo
     return pd.DataFrame(rows)
 
 
-def summarise(rows: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+def summarise(rows: pd.DataFrame, order: list[str], references: tuple[str, ...] = REFERENCES) -> pd.DataFrame:
     """Per optimizer: FLOPs and their ratios, the median time per step and its range over repeats, and
-    the median (range) of the within-repeat time ratios to each reference present."""
+    the median (range) of the within-repeat time ratios to each reference present (the profile's)."""
     out = []
     per_repeat = rows.pivot(index="repeat", columns="optimizer", values="time_per_step_s")
     flops = rows.groupby("optimizer")[["flops_per_step", "sparse_kernel_flops_per_step"]].first()
@@ -135,7 +134,7 @@ def summarise(rows: pd.DataFrame, order: list[str]) -> pd.DataFrame:
             "ms_per_step_median": 1000 * t.median(), "ms_per_step_min": 1000 * t.min(),
             "ms_per_step_max": 1000 * t.max(), "repeats": int(t.count()),
         }
-        for ref in REFERENCES:
+        for ref in references:
             if ref not in per_repeat:
                 continue
             ratio = t / per_repeat[ref]
@@ -145,29 +144,32 @@ def summarise(rows: pd.DataFrame, order: list[str]) -> pd.DataFrame:
             row[f"time_x_{ref}_median"] = ratio.median()
             row[f"time_x_{ref}_min"] = ratio.min()
             row[f"time_x_{ref}_max"] = ratio.max()
-        row["saves_here"] = saving(row)
+        row["saves_here"] = saving(row, references)
         out.append(row)
     return pd.DataFrame(out)
 
 
-def saving(row: dict[str, Any]) -> str:
-    """What an optimizer saves against SAM on the machine measured, in words: FLOPs and time where it
-    saves FLOPs; else whether only a sparse kernel (none runs here) could, or nothing could."""
-    if row["optimizer"] in REFERENCES or "flops_x_sam" not in row:
+def saving(row: dict[str, Any], references: tuple[str, ...] = REFERENCES) -> str:
+    """What an optimizer saves against the last reference (SAM by default: the method the sparse variants
+    mean to cheapen) on the machine measured, in words: FLOPs and time where it saves FLOPs; else whether
+    only a sparse kernel (none runs here) could, or nothing could."""
+    against = references[-1]
+    if row["optimizer"] in references or f"flops_x_{against}" not in row:
         return "–"
-    flops, kernel = row["flops_x_sam"], row["sparse_kernel_flops_x_sam"]
+    flops, kernel, name = row[f"flops_x_{against}"], row[f"sparse_kernel_flops_x_{against}"], against.upper()
     if flops < 0.995:
-        time = 1 - row["time_x_sam_median"]
-        return f"{100 * (1 - flops):.0f}% of SAM's FLOPs, " + (f"{100 * time:.0f}% of its time" if time >= 0.005
-                                                               else "none of its time")
+        time = 1 - row[f"time_x_{against}_median"]
+        return f"{100 * (1 - flops):.0f}% of {name}'s FLOPs, " + (f"{100 * time:.0f}% of its time" if time >= 0.005
+                                                                  else "none of its time")
     if kernel < flops - 0.005:
         return (f"nothing here (a dense gradient times a mask); a sparse kernel would skip "
-                f"{100 * (flops - kernel):.0f}% of SAM's FLOPs")
+                f"{100 * (flops - kernel):.0f}% of {name}'s FLOPs")
     return "nothing: the first pass needs every weight's gradient"
 
 
-def markdown(summary: pd.DataFrame, header: dict[str, Any]) -> str:
-    """The table a reader looks at: FLOPs (measured, and a sparse kernel's in theory) and time, as ratios."""
+def markdown(summary: pd.DataFrame, header: dict[str, Any], references: tuple[str, ...] = REFERENCES) -> str:
+    """The table a reader looks at: FLOPs (measured, and a sparse kernel's in theory) and time, as ratios to
+    each reference (the sparse kernel's to the first); what each saves against the last (``saving``)."""
     def ratio(row: pd.Series, key: str) -> str:
         return f"{row[key]:.2f}" if key in row and pd.notna(row[key]) else "–"
 
@@ -186,23 +188,26 @@ def markdown(summary: pd.DataFrame, header: dict[str, Any]) -> str:
         "refresh amortised. \"Sparse kernel\" is theory: the FLOPs left if a kernel skipped the first-pass "
         "work the mask makes useless (`suite/cost.py`, `sparse_kernel_flops`); no such kernel runs here. "
         "Time ratios are taken within each repeat: median (lowest–highest).", "",
-        "| optimizer | origin | GFLOP/step | FLOPs × SGD | FLOPs × SAM | sparse kernel × SGD | ms/step "
-        "| time × SGD | time × SAM | saves against SAM here |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| optimizer | origin | GFLOP/step | " + "".join(f"FLOPs × {ref.upper()} | " for ref in references)
+        + f"sparse kernel × {references[0].upper()} | ms/step | "
+        + "".join(f"time × {ref.upper()} | " for ref in references) + f"saves against {references[-1].upper()} here |",
+        "|---|---|---:|" + "---:|" * (2 * len(references) + 2) + "---|",
     ]
     for _, row in summary.iterrows():
         lines.append(
-            f"| `{row['optimizer']}` | {row['origin']} | {row['gflops_per_step']:.3f} | {ratio(row, 'flops_x_sgd')} "
-            f"| {ratio(row, 'flops_x_sam')} | {ratio(row, 'sparse_kernel_flops_x_sgd')} "
-            f"| {row['ms_per_step_median']:.0f} | {spread(row, 'sgd')} | {spread(row, 'sam')} "
-            f"| {row.get('saves_here', '–')} |")
+            f"| `{row['optimizer']}` | {row['origin']} | {row['gflops_per_step']:.3f} | "
+            + "".join(f"{ratio(row, f'flops_x_{ref}')} | " for ref in references)
+            + f"{ratio(row, f'sparse_kernel_flops_x_{references[0]}')} | {row['ms_per_step_median']:.0f} | "
+            + "".join(f"{spread(row, ref)} | " for ref in references) + f"{row.get('saves_here', '–')} |")
     return "\n".join(lines) + "\n"
 
 
-def write(out: Path, rows: pd.DataFrame, summary: pd.DataFrame, header: dict[str, Any]) -> list[Path]:
+def write(out: Path, rows: pd.DataFrame, summary: pd.DataFrame, header: dict[str, Any],
+          references: tuple[str, ...] = REFERENCES) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "cost.csv", out / "cost-repeats.csv", out / "cost.md"]
     atomic_write(paths[0], lambda tmp: summary.to_csv(tmp, index=False, float_format="%.6g"))
     atomic_write(paths[1], lambda tmp: rows.to_csv(tmp, index=False, float_format="%.6g"))
-    atomic_write(paths[2], lambda tmp: Path(tmp).write_text(markdown(summary, header)))
+    atomic_write(paths[2], lambda tmp: Path(tmp).write_text(markdown(summary, header, references)))
     return paths
+

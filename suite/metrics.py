@@ -5,6 +5,10 @@ Add a metric: one ``Metric`` in ``METRICS`` whose ``measure`` reads the finished
 the run's context, its state, its last evaluation and its budget). The harness records it, the report
 finds it, ``label`` gives it a column, ``ratios`` adds its ratio to each reference optimizer, and
 ``interval`` adds mean ± std, a 95% interval and seed-paired differences to the references.
+
+A measure of the final model that another command adds to the record afterwards (``python -m suite
+sharpness``) is declared here too, with no ``measure`` and the table it belongs to (``table="sharpness"``):
+the harness leaves it out, the command writes it, and the report tabulates it by the same code as the rest.
 """
 
 from __future__ import annotations
@@ -18,13 +22,18 @@ from typing import Any
 @dataclass(frozen=True)
 class Metric:
     key: str
-    measure: Callable[[Finished], Any]  # the finished run -> a JSON value (None where it does not apply)
+    # the finished run -> a JSON value (None where it does not apply); None: not measured by the harness but
+    # added to the record later by the command that measures its ``table`` (``python -m suite sharpness``)
+    measure: Callable[[Finished], Any] | None
     label: str | None = None  # the report's column header; None: recorded, not tabulated
     fmt: str = "{:.2f}"  # the table's format, applied after ``scale``
     scale: float = 1.0
     ratios: str | None = None  # name of its ratio columns ("time" -> "time × SGD"); None: no ratios
     interval: bool = False  # mean ± std, 95% interval, paired differences to the references
     varies: bool = False  # depends on the machine's speed or load: left out of reproduction checks
+    table: str = "summary"  # the report's table with its column: "summary" (the main one) or "sharpness"
+    spread_fmt: str | None = None  # format of its ± half-widths (None: ``fmt``)
+    diff_fmt: str | None = None  # format of its paired differences (None: ``fmt``, signed)
 
 
 class Finished:
@@ -110,17 +119,32 @@ METRICS: list[Metric] = [
     *(_budget(key) for key in ("kind", "unit", "amount", "reference", "reference_epochs", "reference_cost_per_step",
                                "probed_cost_per_step", "steps", "steps_run", "spent")),
     _budget("train_seconds_at_timed_rate", varies=True),
+    # ----- the final model's sharpness (suite/sharpness.py, in this order), a table of its own; four
+    # significant digits, as the measures span orders of magnitude across models -----
+    *(Metric(key, None, label, "{:.4g}", interval=True, table="sharpness", spread_fmt="{:.2g}", diff_fmt="{:+.3g}")
+      for key, label in (("sharpness_lambda_max", "λmax"), ("sharpness_trace", "Hessian trace"),
+                         ("sharpness_m", "m-sharpness"), ("sharpness_m_adaptive", "adaptive m-sharpness"))),
 ]
 EPOCH_VARIES = ("train_seconds",)  # per-epoch values that depend on the machine's speed
 
 
 def measure(finished: Finished) -> dict[str, Any]:
-    """The record's flat metrics mapping."""
-    return {m.key: m.measure(finished) for m in METRICS}
+    """The record's flat metrics mapping (the metrics the harness measures)."""
+    return {m.key: m.measure(finished) for m in METRICS if m.measure is not None}
 
 
-def columns() -> list[Metric]:
-    return [m for m in METRICS if m.label]
+def columns(table: str = "summary") -> list[Metric]:
+    """The metrics with a column in ``table``, in their declared order."""
+    return [m for m in METRICS if m.label and m.table == table]
+
+
+def keys(table: str) -> tuple[str, ...]:
+    """The keys of every metric of ``table`` (``"sharpness"``: what ``python -m suite sharpness`` records)."""
+    return tuple(m.key for m in METRICS if m.table == table)
+
+
+def get(key: str) -> Metric:
+    return next(m for m in METRICS if m.key == key)
 
 
 def varying_keys() -> set[str]:

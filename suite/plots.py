@@ -1,81 +1,107 @@
-"""The figures of a table (a profile, or one setting of it), drawn from the summary:
+"""The figures of a table (a profile, or one setting of it), declared in ``FIGURES`` and drawn from the
+summary (the report writes each one whose data a table has, as ``<name>-<figure>.png``):
 
-- ``<name>-comparison.png``: per budget, final test accuracy against training FLOPs and against training
-  seconds, one panel per family (SAM-like, SSAM-F, SSAM-D, others), each beside SGD and SAM, with the
-  Pareto front of the whole table;
-- ``<name>-curves.png``: per budget, test accuracy per epoch, one panel per family;
-- where the runs' final models were measured (``python -m suite sharpness``): ``<name>-sharpness.png``,
-  per budget, final test accuracy against the Hessian's top eigenvalue, one panel per family;
-  ``<name>-surfaces.png``, per budget, the training loss along one filter-normalised random direction
-  (seed 0's, shared by every optimizer), one panel per family; ``<name>-surfaces-2d.png``, per budget,
-  every optimizer's loss over two such directions, on one scale.
+- ``comparison``: per budget, final test accuracy against training FLOPs and against training seconds, one
+  panel per family (SAM-like, SSAM-F, SSAM-D, others), each beside the references, with the Pareto front of
+  the whole table;
+- ``curves``: per budget, test accuracy per epoch, one panel per family;
+- where the runs' final models were measured (``python -m suite sharpness``): ``sharpness``, per budget,
+  final test accuracy against the Hessian's top eigenvalue, one panel per family; ``surfaces``, per budget,
+  the training loss along one filter-normalised random direction (seed 0's, shared by every optimizer), one
+  panel per family; ``surfaces-2d``, per budget, every optimizer's loss over two such directions, on one scale.
 
-An optimizer has one colour and marker in every figure (``style``), whatever else is drawn. Error bars
-and bands are said only where there are seeds to make them: with one seed the title says so.
+An optimizer has one colour and marker in every figure (``style``), whatever else is drawn, read from what
+its registry entry changes (its class, SSAM's mask, pattern and form, the ascent fraction). Error bars and
+bands are said only where there are seeds to make them: with one seed the title says so.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
-from suite.registry import ASCENT_SUFFIXES
-from suite.report import pareto_front
+from baselines import ESAM, SAM
+from suite import registry
+from suite.registry import ASCENT_FRACTIONS
+from suite.stats import pareto_front
 from suite.store import atomic_write
 
 COST_PANELS = (("budget_train_flops", 1e12, "training TFLOP"),
                ("budget_train_seconds_at_timed_rate", 1.0, "training seconds (at the timed rate)"))
-FAMILIES = (("SAM and ESAM", ("sam", "esam")), ("SSAM-F", ("ssam-f",)), ("SSAM-D", ("ssam-d",)))
-REFERENCE_STYLE = {"sgd": ("#222222", "o", True), "sam": ("#d62728", "D", True), "esam": ("#ff7f0e", "v", True)}
-# SSAM: hue by pattern within the family's colour ramp, filled marker = explicit, hollow = implicit,
+# (title, whether an entry belongs: its class and its changes but the ascent fraction), in the panels' order
+FAMILIES: tuple[tuple[str, Callable[[Any, Mapping[str, Any]], bool]], ...] = (
+    ("SAM and ESAM", lambda cls, changes: cls in (SAM, ESAM) and not changes),
+    ("SSAM-F", lambda cls, changes: changes.get("mask") == "fisher"),
+    ("SSAM-D", lambda cls, changes: changes.get("mask") == "dynamic"),
+)
+# the baselines, as the registry builds their classes without changes
+BASELINE_STYLE = {torch.optim.SGD: ("#222222", "o", True), SAM: ("#d62728", "D", True), ESAM: ("#ff7f0e", "v", True)}
+# SSAM: hue by pattern within the mask's colour ramp, filled marker = explicit, hollow = implicit,
 # an X = implicit-masked
-SSAM_COLOURS = {"f": {"unstructured": "#08519c", "structured": "#3182bd", "structured-top": "#17becf",
-                      "nm": "#6baed6"},
-                "d": {"unstructured": "#006d2c", "structured": "#31a354", "structured-top": "#a1d99b",
-                      "nm": "#74c476"}}
+SSAM_COLOURS = {"fisher": {"unstructured": "#08519c", "structured": "#3182bd", "structured-top": "#17becf",
+                           "nm": "#6baed6"},
+                "dynamic": {"unstructured": "#006d2c", "structured": "#31a354", "structured-top": "#a1d99b",
+                            "nm": "#74c476"}}
 SSAM_MARKERS = {"unstructured": "o", "structured": "s", "structured-top": "p", "nm": "^"}
+SSAM_FORMS = ("explicit", "implicit", "implicit-masked")
 # a cheaper-ascent variant keeps its base's colour, with its own marker per fraction: a plus for a quarter,
 # a star for two fifths (a fraction added to the registry without a marker fails here, at import)
-CHEAP_MARKERS = {ASCENT_SUFFIXES[word]: marker for word, marker in
-                 zip(ASCENT_SUFFIXES, ("P", "*"), strict=True)}
+CHEAP_MARKERS = {fraction: marker for fraction, marker in zip(ASCENT_FRACTIONS.values(), ("P", "*"), strict=True)}
 BIG_MARKERS = {"*": 1.5}  # a star reads smaller than a disc of the same size
 OTHER_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 OTHER_MARKERS = "PXh*p<>"
+Panel = tuple[str, list[str]]  # (title, optimizers)
+
+
+def _entry(name: str) -> tuple[Any, dict[str, Any], float | None] | None:
+    """(class, changes but the ascent fraction, the ascent fraction or None) of a registered optimizer; None for
+    a row label that names no entry (``"sam [rho=0.1]"``: hyper-parameters of its own make another optimizer)."""
+    try:
+        info = registry.get(name)
+    except KeyError:
+        return None
+    changes = dict(info.changes)
+    return info.cls, changes, changes.pop("ascent_fraction", None)
+
+
+def _base_style(cls: Any, changes: Mapping[str, Any]) -> tuple[str, str, bool] | None:
+    if not changes and cls in BASELINE_STYLE:
+        return BASELINE_STYLE[cls]
+    mask, pattern, form = (changes.get(k) for k in ("mask", "pattern", "form"))
+    if mask in SSAM_COLOURS and pattern in SSAM_MARKERS and form in SSAM_FORMS:
+        return SSAM_COLOURS[mask][pattern], "X" if form == "implicit-masked" else SSAM_MARKERS[pattern], \
+            form != "implicit"
+    return None
 
 
 def style(name: str) -> tuple[str, str, bool]:
-    """(colour, marker, filled) of an optimizer: a function of its name alone, so it is the same in
-    every figure. A row label with hyper-parameters (``"sam [rho=0.1]"``) is styled as another optimizer."""
-    for suffix, marker in CHEAP_MARKERS.items():
-        if name.endswith(suffix) and name != suffix:
-            colour, _, _ = style(name.removesuffix(suffix))
-            return colour, marker, True
-    if name in REFERENCE_STYLE:
-        return REFERENCE_STYLE[name]
-    m = re.fullmatch(r"ssam-([fd])-(unstructured|structured-top|structured|nm)-(explicit|implicit|implicit-masked)",
-                     name)
-    if m:
-        marker = "X" if m[3] == "implicit-masked" else SSAM_MARKERS[m[2]]
-        return SSAM_COLOURS[m[1]][m[2]], marker, m[3] != "implicit"
+    """(colour, marker, filled) of an optimizer: a function of its registry entry (or, for a name the registry
+    does not know, of the name) alone, so it is the same in every figure."""
+    entry = _entry(name)
+    base = _base_style(*entry[:2]) if entry else None
+    if base is not None and entry[2] is None:
+        return base
+    if base is not None and entry[2] in CHEAP_MARKERS:
+        return base[0], CHEAP_MARKERS[entry[2]], True
     h = zlib.crc32(name.encode())  # stable across processes, unlike hash()
     return OTHER_COLOURS[h % len(OTHER_COLOURS)], OTHER_MARKERS[(h // 7) % len(OTHER_MARKERS)], True
 
 
 def family(name: str) -> str:
-    for suffix in CHEAP_MARKERS:
-        name = name.removesuffix(suffix)
-    for title, prefixes in FAMILIES:
-        if name in prefixes or any(name.startswith(p + "-") for p in prefixes if p.startswith("ssam")):
-            return title
-    return "others"
+    """The panel an optimizer is drawn in; a row with hyper-parameters of its own (``"sam [rho=0.1]"``,
+    ``report.label_tables``) in its optimizer's."""
+    entry = _entry(name.split(" [")[0])
+    return next((title for title, member in FAMILIES if entry and member(*entry[:2])), "others")
 
 
-def panels(names: list[str], references: tuple[str, ...] = ("sgd", "sam")) -> list[tuple[str, list[str]]]:
+def panels(names: list[str], references: tuple[str, ...]) -> list[Panel]:
     """(title, optimizers) per panel: each family that is present, with the references beside it."""
     present = [n for n in names if n not in references]
     order = [t for t, _ in FAMILIES] + ["others"]
@@ -87,29 +113,36 @@ def panels(names: list[str], references: tuple[str, ...] = ("sgd", "sam")) -> li
     return out
 
 
-def comparison_figures(results_dir: Path, table: pd.DataFrame, epochs: pd.DataFrame,
-                       surfaces: pd.DataFrame | None = None) -> list[Path]:
+# ----- the table of figures -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Shown:
+    """What the figures of one table (a profile, or one setting of it) are drawn from."""
+
+    title: str  # the profile, with the setting where its runs differ in one
+    summary: pd.DataFrame  # its rows of the summary (``report.summarize``)
+    epochs: pd.DataFrame  # its per-epoch rows (``report.epoch_rows``)
+    surfaces: pd.DataFrame  # its runs' measured loss surfaces (``report.surface_rows``; empty where none)
+    references: tuple[str, ...]  # the optimizers beside every family's panel (the profile's)
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str  # the file: <table>-<name>.png
+    draw: Callable[[Shown], Any]  # the table -> a matplotlib figure
+    needs: Callable[[Shown], bool] = lambda shown: True  # drawn only for the tables where this holds
+
+    def write(self, path: Path, shown: Shown) -> Path:
+        _theme()
+        return _save(self.draw(shown), path)
+
+
+def _theme() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="notebook")
-    written = []
-    for (profile, setting), t in table.groupby(["profile", "setting"], sort=False):
-        curves = epochs[(epochs["profile"] == profile) & (epochs["setting"] == setting)]
-        name = profile + (f"-{re.sub(r'[^A-Za-z0-9.]+', '-', setting).strip('-')}" if setting else "")
-        title = f"{profile}" + (f" ({setting})" if setting else "")
-        written.append(_cost_figure(results_dir / f"{name}-comparison.png", title, t))
-        written.append(_curve_figure(results_dir / f"{name}-curves.png", title, t, curves))
-        if f"{SHARPNESS_X}_mean" in t and t[f"{SHARPNESS_X}_mean"].notna().any():
-            written.append(_sharpness_figure(results_dir / f"{name}-sharpness.png", title, t))
-        if surfaces is not None and not surfaces.empty:
-            s = surfaces[(surfaces["profile"] == profile) & (surfaces["setting"] == setting)]
-            if not s.empty:
-                written.append(_surface_figure(results_dir / f"{name}-surfaces.png", title, s))
-                written.append(_plane_figure(results_dir / f"{name}-surfaces-2d.png", title, s))
-    return written
 
 
 def _seeds_note(t: pd.DataFrame, what: str) -> str:
@@ -121,12 +154,13 @@ def _seeds_note(t: pd.DataFrame, what: str) -> str:
     return f"mean of {many} seeds, {spread}"
 
 
-def _cost_figure(path: Path, title: str, t: pd.DataFrame) -> Path:
+def _cost_figure(shown: Shown) -> Any:
     import matplotlib.pyplot as plt
 
+    t = shown.summary
     budgets = list(dict.fromkeys(t["budget"]))
     names = list(dict.fromkeys(t["optimizer"]))
-    cols = panels(names)
+    cols = panels(names, shown.references)
     rows = [(b, c) for b in budgets for c in COST_PANELS]
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(5.2 * len(cols), 4.2 * len(rows)), squeeze=False)
     for row, (budget, (x, scale, label)) in zip(axes, rows):
@@ -143,10 +177,10 @@ def _cost_figure(path: Path, title: str, t: pd.DataFrame) -> Path:
             ax.set_title(f"{panel} — budget {budget}", fontsize="medium")
         _share_limits(row)
     fig.tight_layout()
-    _legends(fig, axes, cols, f"{title}: final test accuracy against cost ({_seeds_note(t, 'bars')})",
+    _legends(fig, axes, cols, f"{shown.title}: final test accuracy against cost ({_seeds_note(t, 'bars')})",
              extra="ringed: on the Pareto front of the whole table (costs within one step of the budget count "
                    "as equal)")
-    return _save(fig, path)
+    return fig
 
 
 def _cost_panel(ax: Any, g: pd.DataFrame, x: str, scale: float, front: set[str]) -> None:
@@ -163,8 +197,8 @@ def _cost_panel(ax: Any, g: pd.DataFrame, x: str, scale: float, front: set[str])
                        edgecolors="black", linewidths=1, zorder=3)
 
 
-def _family_grid(frame: pd.DataFrame, draw: Any, xlabel: str, ylabel: str, share_x: bool = True,
-                 like: pd.DataFrame | None = None) -> tuple[Any, Any, list[tuple[str, list[str]]]]:
+def _family_grid(frame: pd.DataFrame, draw: Any, xlabel: str, ylabel: str, references: tuple[str, ...],
+                 share_x: bool = True, like: pd.DataFrame | None = None) -> tuple[Any, Any, list[Panel]]:
     """A row of panels per budget, a column per family (``panels``), in the order of ``like``'s rows (default:
     ``frame``'s): ``draw(ax, frame's rows of the budget, the panel's optimizers)`` fills each; labels, titles
     and each row's shared scale are set here."""
@@ -172,7 +206,7 @@ def _family_grid(frame: pd.DataFrame, draw: Any, xlabel: str, ylabel: str, share
 
     like = frame if like is None else like
     budgets = list(dict.fromkeys(like["budget"]))
-    cols = panels(list(dict.fromkeys(like["optimizer"])))
+    cols = panels(list(dict.fromkeys(like["optimizer"])), references)
     fig, axes = plt.subplots(len(budgets), len(cols), figsize=(5.2 * len(cols), 4.2 * len(budgets)), squeeze=False)
     for row, budget in zip(axes, budgets):
         for ax, (panel, members) in zip(row, cols):
@@ -185,7 +219,9 @@ def _family_grid(frame: pd.DataFrame, draw: Any, xlabel: str, ylabel: str, share
     return fig, axes, cols
 
 
-def _curve_figure(path: Path, title: str, t: pd.DataFrame, curves: pd.DataFrame) -> Path:
+def _curve_figure(shown: Shown) -> Any:
+    t = shown.summary
+
     def draw(ax: Any, c: pd.DataFrame, members: list[str]) -> None:
         for name in members:
             per_epoch = c[c["optimizer"] == name].groupby("epochs_done")["test_acc"]
@@ -196,17 +232,23 @@ def _curve_figure(path: Path, title: str, t: pd.DataFrame, curves: pd.DataFrame)
             if std.notna().any():
                 ax.fill_between(mean.index, mean - std, mean + std, color=colour, alpha=0.12, linewidth=0)
 
-    fig, axes, cols = _family_grid(curves, draw, "epochs", "test accuracy (%)", like=t)
-    _legends(fig, axes, cols, f"{title}: test accuracy per epoch ({_seeds_note(t, 'band')})")
-    return _save(fig, path)
+    fig, axes, cols = _family_grid(shown.epochs, draw, "epochs", "test accuracy (%)", shown.references, like=t)
+    _legends(fig, axes, cols, f"{shown.title}: test accuracy per epoch ({_seeds_note(t, 'band')})")
+    return fig
 
 
 SHARPNESS_X = "sharpness_lambda_max"
 
 
-def _sharpness_figure(path: Path, title: str, t: pd.DataFrame) -> Path:
+def _measured(shown: Shown) -> bool:
+    t = shown.summary
+    return f"{SHARPNESS_X}_mean" in t and bool(t[f"{SHARPNESS_X}_mean"].notna().any())
+
+
+def _sharpness_figure(shown: Shown) -> Any:
     """Final test accuracy against λmax, per budget and family (log scale where it can be: the optimizers
     differ by factors); the optimizers that were not measured are left out."""
+    t = shown.summary
     t = t[t[f"{SHARPNESS_X}_mean"].notna() & t["test_acc_mean"].notna()]
     # log where every value is positive (a model near its initialisation can have a negative top eigenvalue)
     log = bool((t[f"{SHARPNESS_X}_mean"] - t[f"{SHARPNESS_X}_std"].fillna(0) > 0).all())
@@ -219,10 +261,10 @@ def _sharpness_figure(path: Path, title: str, t: pd.DataFrame) -> Path:
 
     # y shared only: ESAM's λmax, a sixth of the others', would crowd the SSAM panels on a shared x
     fig, axes, cols = _family_grid(t, draw, f"top Hessian eigenvalue λmax{' (log scale)' if log else ''}; "
-                                   "flatter to the left", "final test accuracy (%)", share_x=False)
-    _legends(fig, axes, cols, f"{title}: final test accuracy against sharpness ({_seeds_note(t, 'bars')})",
+                                   "flatter to the left", "final test accuracy (%)", shown.references, share_x=False)
+    _legends(fig, axes, cols, f"{shown.title}: final test accuracy against sharpness ({_seeds_note(t, 'bars')})",
              extra="λmax of the training loss on fixed training examples, BatchNorm in eval mode")
-    return _save(fig, path)
+    return fig
 
 
 def _first_seed(s: pd.DataFrame) -> pd.DataFrame:
@@ -232,10 +274,10 @@ def _first_seed(s: pd.DataFrame) -> pd.DataFrame:
     return s[s["seed"] == seed]
 
 
-def _surface_figure(path: Path, title: str, s: pd.DataFrame) -> Path:
+def _surface_figure(shown: Shown) -> Any:
     from matplotlib.ticker import MaxNLocator
 
-    s = _first_seed(s)
+    s = _first_seed(shown.surfaces)
 
     def draw(ax: Any, g: pd.DataFrame, members: list[str]) -> None:
         for r in g[g["optimizer"].isin(members)].itertuples():
@@ -247,14 +289,14 @@ def _surface_figure(path: Path, title: str, s: pd.DataFrame) -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(5))  # -1, -0.5, 0, 0.5, 1: a narrow panel has no room for more
 
     fig, axes, cols = _family_grid(s, draw, "step along the direction (1 = the filters' own norm)",
-                                   "training loss (log scale)")
-    _legends(fig, axes, cols, f"{title}: the training loss around each final model",
+                                   "training loss (log scale)", shown.references)
+    _legends(fig, axes, cols, f"{shown.title}: the training loss around each final model",
              extra=(f"seed {s['seed'].min()}: one filter-normalised Gaussian direction, the same draw for every "
                     "optimizer, on the fixed training examples in eval mode"))
-    return _save(fig, path)
+    return fig
 
 
-def _plane_figure(path: Path, title: str, s: pd.DataFrame) -> Path:
+def _plane_figure(shown: Shown) -> Any:
     """Every optimizer's 2-D surface, a grid of small panels per budget, on one colour scale (log loss)."""
     import textwrap
 
@@ -263,9 +305,9 @@ def _plane_figure(path: Path, title: str, s: pd.DataFrame) -> Path:
     from matplotlib.colors import LogNorm
     from matplotlib.ticker import FuncFormatter
 
-    s = _first_seed(s)
+    s = _first_seed(shown.surfaces)
     budgets = list(dict.fromkeys(s["budget"]))
-    names = [n for _, members in panels(list(dict.fromkeys(s["optimizer"]))) for n in members]
+    names = [n for _, members in panels(list(dict.fromkeys(s["optimizer"])), shown.references) for n in members]
     names = list(dict.fromkeys(names))  # the references once, then each family's members
     ncol = min(6, len(names))
     nrow = math.ceil(len(names) / ncol)
@@ -298,9 +340,24 @@ def _plane_figure(path: Path, title: str, s: pd.DataFrame) -> Path:
     if image is not None:
         bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="training loss (log scale)")
         bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-    fig.suptitle(f"{title}: the training loss over two filter-normalised directions (seed {s['seed'].min()}, the "
-                 "same draws for every optimizer; axes from −1 to 1, + the final model)", fontsize="medium")
-    return _save(fig, path)
+    fig.suptitle(f"{shown.title}: the training loss over two filter-normalised directions (seed {s['seed'].min()}, "
+                 "the same draws for every optimizer; axes from −1 to 1, + the final model)", fontsize="medium")
+    return fig
+
+
+def _surveyed(shown: Shown) -> bool:
+    return not shown.surfaces.empty
+
+
+# What the report draws for each table, in this order. Add a figure: one entry whose ``draw`` returns a
+# matplotlib figure of the table (``Shown``) and, where it needs data not every table has, a ``needs``.
+FIGURES: list[Figure] = [
+    Figure("comparison", _cost_figure),
+    Figure("curves", _curve_figure),
+    Figure("sharpness", _sharpness_figure, needs=_measured),
+    Figure("surfaces", _surface_figure, needs=_surveyed),
+    Figure("surfaces-2d", _plane_figure, needs=_surveyed),
+]
 
 
 def _share_limits(row: Any, x: bool = True) -> None:
@@ -312,7 +369,7 @@ def _share_limits(row: Any, x: bool = True) -> None:
             getattr(ax, put)(min(lows), max(highs))
 
 
-def _legends(fig: Any, axes: Any, cols: list[tuple[str, list[str]]], title: str, extra: str = "") -> None:
+def _legends(fig: Any, axes: Any, cols: list[Panel], title: str, extra: str = "") -> None:
     """One legend per column, under the column's lowest panel, outside the axes: with every registered
     optimizer a panel holds a dozen entries, and a legend inside would cover points. Above the panels,
     ``extra`` and the key to the markers, wrapped to the figure's width, and the title above them."""

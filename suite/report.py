@@ -1,81 +1,34 @@
-"""Records -> tidy rows -> summary tables (CSV, Markdown) and plots (PNG). ``summarize`` is a pure
+"""Records -> tidy rows -> summary tables (CSV, Markdown) and figures (PNG). ``summarize`` is a pure
 function of the records; ``write_report`` only adds the files.
 
 The columns come from ``suite.metrics``: every numeric metric gets its mean and std over seeds in the
 CSV; the Markdown table shows the labelled ones, with ratios to the references for those that ask
-and, for interval metrics, a 95% interval and seed-paired differences to the references. The
-references (SGD and SAM unless the profile names others) come from the records.
+and, for interval metrics, a 95% interval and seed-paired differences to the references (``suite.stats``).
+The sharpness measures (``table="sharpness"``) get a table of their own from the same summary of the
+measured runs. The references (SGD and SAM unless the profile names others) come from the records. The
+figures are the ones ``suite.plots.FIGURES`` declares, drawn for each table whose data they need.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from scipy import stats
 
+from suite import metrics, plots
 from suite.config import BUDGETS, REFERENCES, TrainConfig
 from suite.metrics import Metric, columns
+from suite.stats import distinguishable, interval, paired_difference
 from suite.store import atomic_write, iter_records
 
 KEYS = ["profile", "setting", "budget", "optimizer", "seed"]
 TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 TABLE = ["profile", "setting", "budget"]  # one table each: runs that differ in the optimizer alone
-
-
-def t975(df: int) -> float:
-    """Two-sided 95% quantile of Student's t with ``df`` degrees of freedom."""
-    return float(stats.t.ppf(0.975, df))
-
-
-def interval(values: Iterable[float]) -> tuple[int, float, float, float]:
-    """(n, mean, sample std, half-width of the two-sided 95% t-interval of the mean); nan where undefined."""
-    v = [float(x) for x in values]
-    n = len(v)
-    if n == 0:
-        return 0, math.nan, math.nan, math.nan
-    mean = sum(v) / n
-    if n == 1:
-        return 1, mean, math.nan, math.nan
-    std = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1))
-    return n, mean, std, t975(n - 1) * std / math.sqrt(n)
-
-
-def paired_difference(values: dict[int, float], reference: dict[int, float]) -> tuple[int, float, float, float]:
-    """``interval`` of the per-seed differences ``values[s] - reference[s]`` over the seeds both have.
-
-    Pairing removes what a seed does to every optimizer alike (initial weights, batch order), so a
-    difference can be distinguishable from noise when the two unpaired intervals overlap."""
-    return interval(values[s] - reference[s] for s in sorted(values) if s in reference)
-
-
-def distinguishable(n: int, mean: float, half: float) -> bool:
-    """The 95% interval of a paired difference excludes zero."""
-    return n > 1 and not math.isnan(half) and abs(mean) > half
-
-
-def pareto_front(costs: Iterable[float], accuracies: Iterable[float], tolerance: float = 0.0) -> list[int]:
-    """Indices of the points no other point beats, ordered by cost. A point beats another when its cost
-    is no higher and its accuracy no lower, one strictly. Costs within ``tolerance`` (relative) of each
-    other count as equal: a budget rounded to whole steps leaves runs of one budget a step apart, and
-    stopping a step short must not put a run on the front."""
-    points = list(zip(costs, accuracies))
-
-    def cheaper(c2: float, c: float) -> bool:
-        return c2 < c - tolerance * max(abs(c), abs(c2))
-
-    def no_dearer(c2: float, c: float) -> bool:
-        return c2 <= c + tolerance * max(abs(c), abs(c2))
-
-    front = [
-        i for i, (c, a) in enumerate(points)
-        if not any(no_dearer(c2, c) and a2 >= a and (cheaper(c2, c) or a2 > a) for c2, a2 in points)
-    ]
-    return sorted(front, key=lambda i: points[i])
 
 
 # ----- tidy rows ----------------------------------------------------------------------------------------------
@@ -162,17 +115,20 @@ def references(records: Iterable[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
 
 
 # ----- the summary: one row per profile, budget and optimizer ----------------------------------------------
-def summarize(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
+def summarize(records: Iterable[dict[str, Any]], intervals: list[Metric] | None = None,
+              refs: dict[str, tuple[str, ...]] | None = None) -> pd.DataFrame:
     """Per profile, budget and optimizer: seeds, every numeric metric's mean and std over the finished
-    seeds, intervals and paired differences to the references for interval metrics, ratios to the
-    references for ratio metrics."""
+    seeds, intervals and paired differences to the references for interval metrics (``intervals``;
+    default: the main table's), ratios to the references for ratio metrics. ``refs``: per profile
+    (default: as the records say, ``references``)."""
     records = latest_per_seed(records)[0]
     runs = run_rows(records)
     if runs.empty:
         return runs
-    refs, numeric = references(records), _numeric_metrics(runs)
+    refs, numeric = refs or references(records), _numeric_metrics(runs)
+    intervals = [m for m in columns() if m.interval] if intervals is None else intervals
     finished = runs[runs["status"] == "finished"]
-    rows = [_summary_row(g, finished, numeric, refs[key[0]]) for key, g in
+    rows = [_summary_row(g, finished, numeric, refs[key[0]], intervals) for key, g in
             runs.groupby([*TABLE, "optimizer"], sort=False)]
     table = pd.DataFrame(rows)
     for m in (m for m in columns() if m.ratios and f"{m.key}_mean" in table):
@@ -193,7 +149,8 @@ def _numeric_metrics(runs: pd.DataFrame) -> list[str]:
         and runs[c].notna().any()]
 
 
-def _summary_row(g: pd.DataFrame, finished: pd.DataFrame, numeric: list[str], refs: tuple[str, ...]) -> dict:
+def _summary_row(g: pd.DataFrame, finished: pd.DataFrame, numeric: list[str], refs: tuple[str, ...],
+                 intervals: list[Metric]) -> dict:
     profile, setting, budget, optimizer = g.iloc[0][[*TABLE, "optimizer"]]
     ok = g[g["status"] == "finished"]
     bad = g[g["status"] != "finished"]
@@ -208,7 +165,7 @@ def _summary_row(g: pd.DataFrame, finished: pd.DataFrame, numeric: list[str], re
         row[f"{key}_mean"], row[f"{key}_std"] = values.mean(), values.std()
     same = finished[(finished["profile"] == profile) & (finished["setting"] == setting)
                     & (finished["budget"] == budget)]
-    for m in (m for m in columns() if m.interval and m.key in numeric):
+    for m in (m for m in intervals if m.key in numeric):
         row[f"{m.key}_ci95"] = interval(ok[m.key])[3]
         values = dict(zip(ok["seed"], ok[m.key]))
         for ref in refs:
@@ -269,8 +226,8 @@ def _display_row(r: pd.Series, refs: tuple[str, ...]) -> dict[str, str]:
     for m in columns():
         prefix = f"{m.label}: " if len(intervals) > 1 and m.interval else ""
         if m.interval:
-            row[f"{m.label} (mean ± std)"] = f"{_value(m, r, 'mean')} ± {_value(m, r, 'std')}"
-            row[f"{prefix}95% CI"] = f"± {_value(m, r, 'ci95')}"
+            row[f"{m.label} (mean ± std)"] = f"{_value(m, r, 'mean')} ± {_spread(m, r, 'std')}"
+            row[f"{prefix}95% CI"] = f"± {_spread(m, r, 'ci95')}"
             for ref in refs:
                 row[f"{prefix}Δ vs {ref.upper()} (paired, 95% CI)"] = _diff(m, r, ref)
         else:
@@ -280,17 +237,23 @@ def _display_row(r: pd.Series, refs: tuple[str, ...]) -> dict[str, str]:
     return row
 
 
-def _value(m: Metric, r: pd.Series, stat: str) -> str:
+def _value(m: Metric, r: pd.Series, stat: str, fmt: str | None = None) -> str:
     value = r.get(f"{m.key}_{stat}")
-    return _num(None if value is None else value * m.scale, m.fmt)
+    return _num(None if value is None else value * m.scale, fmt or m.fmt)
+
+
+def _spread(m: Metric, r: pd.Series, stat: str) -> str:
+    """A ± value of the metric (std, half-width), in its ``spread_fmt``."""
+    return _value(m, r, stat, m.spread_fmt)
 
 
 def _diff(m: Metric, r: pd.Series, ref: str) -> str:
+    """The seed-paired difference to ``ref`` and its 95% half-width, **bold** where it excludes 0."""
     n = r.get(f"diff_{ref}_{m.key}_seeds")
     if r["optimizer"] == ref or not n or (isinstance(n, float) and math.isnan(n)):
         return "–"
     mean, half = r[f"diff_{ref}_{m.key}_mean"] * m.scale, r[f"diff_{ref}_{m.key}_ci95"] * m.scale
-    text = f"{_num(mean, m.fmt.replace('{:', '{:+'))} ± {_num(half, m.fmt)}"
+    text = f"{_num(mean, m.diff_fmt or m.fmt.replace('{:', '{:+'))} ± {_num(half, m.spread_fmt or m.fmt)}"
     return f"**{text}**" if r[f"diff_{ref}_{m.key}_distinguishable"] else text
 
 
@@ -299,56 +262,48 @@ def _num(x: Any, fmt: str) -> str:
 
 
 # ----- sharpness (python -m suite sharpness): a table of its own, where records have the measures ------------
-SHARPNESS_MEASURES = (("sharpness_lambda_max", "λmax"), ("sharpness_trace", "Hessian trace"),
-                      ("sharpness_m", "m-sharpness"), ("sharpness_m_adaptive", "adaptive m-sharpness"))
-
-
 def sharpness_markdown(records: list[dict[str, Any]], refs: dict[str, tuple[str, ...]],
                        order: pd.DataFrame | None = None) -> str:
-    """Per profile, setting and budget whose runs were measured: each measure's mean ± 95% interval over
-    the measured seeds (beside the test accuracy), then its seed-paired difference to each reference,
-    and what measuring cost against the runs' training; "" where nothing was measured. ``records``: one
-    per seed (``latest_per_seed``), labelled."""
-    measured = [r for r in records if SHARPNESS_MEASURES[0][0] in r["metrics"]
-                and r["metrics"].get("status") == "finished"]
+    """Per profile, setting and budget whose runs were measured: the summary (``summarize``) of the measured
+    runs, each sharpness measure (``columns("sharpness")``) as mean ± 95% interval beside the test accuracy,
+    then its seed-paired difference to each reference, and what measuring cost against the runs' training;
+    "" where nothing was measured. ``records``: one per seed (``latest_per_seed``), labelled; ``order``: the
+    main summary, whose row order the table keeps."""
+    measures = columns("sharpness")
+    measured = [r for r in records if measures[0].key in r["metrics"] and r["metrics"].get("status") == "finished"]
     if not measured:
         return ""
-    runs = run_rows(measured)
+    shown = [metrics.get("test_acc"), *measures]
+    table = summarize(measured, intervals=shown, refs=refs)
+    if order is not None:
+        table = _in_order_of(table, order)
     parts = []
-    for (profile, setting, budget), g in runs.groupby(TABLE, sort=False):
+    for (profile, setting, budget), g in table.groupby(TABLE, sort=False):
         ref_names = [ref for ref in refs.get(profile, REFERENCES) if ref in set(g["optimizer"])]
-        values, diffs = [], []
-        groups = dict(list(g.groupby("optimizer", sort=False)))
-        if order is not None:
-            same = (order["profile"] == profile) & (order["setting"] == setting) & (order["budget"] == budget)
-            ranked = [n for n in order[same]["optimizer"] if n in groups]
-            groups = {n: groups[n] for n in ranked + [n for n in groups if n not in ranked]}
-        for optimizer, o in groups.items():
-            n, mean, _, half = interval(100 * o["test_acc"])
-            values.append({"optimizer": optimizer, "seeds": str(len(o)),
-                           "test acc %": f"{_num(mean, '{:.2f}')} ± {_num(half, '{:.2f}')}"})
-            diffs.append({"optimizer": optimizer})
-            for measure, label in SHARPNESS_MEASURES:
-                n, mean, _, half = interval(o[measure])
-                values[-1][label] = f"{_num(mean, '{:.4g}')} ± {_num(half, '{:.2g}')}"
-                for ref in ref_names:
-                    r = g[g["optimizer"] == ref]
-                    if optimizer == ref:
-                        diffs[-1][f"{label} Δ {ref.upper()}"] = "–"
-                        continue
-                    n, d, _, h = paired_difference(dict(zip(o["seed"], o[measure])), dict(zip(r["seed"], r[measure])))
-                    text = f"{_num(d, '{:+.3g}')} ± {_num(h, '{:.2g}')}"
-                    diffs[-1][f"{label} Δ {ref.upper()}"] = f"**{text}**" if distinguishable(n, d, h) else text
+        values = pd.DataFrame([{"optimizer": r["optimizer"], "seeds": str(r["seeds"]),
+                                **{m.label: f"{_value(m, r, 'mean')} ± {_spread(m, r, 'ci95')}" for m in shown}}
+                               for _, r in g.iterrows()])
+        diffs = pd.DataFrame([{"optimizer": r["optimizer"], **{f"{m.label} Δ {ref.upper()}": _diff(m, r, ref)
+                                                               for m in measures for ref in ref_names}}
+                              for _, r in g.iterrows()])
         where = f"Profile `{profile}`" + (f" with {setting}" if setting else "")
         parts.append("\n".join([f"### Sharpness — {where}, budget `{budget}`", "",
-                                 pd.DataFrame(values).to_markdown(index=False, disable_numparse=True), ""]
+                                 values.to_markdown(index=False, disable_numparse=True), ""]
                                 + (["Seed-paired differences (optimizer − reference):", "",
-                                    pd.DataFrame(diffs).to_markdown(index=False, disable_numparse=True)]
-                                   if ref_names else [])))
+                                    diffs.to_markdown(index=False, disable_numparse=True)] if ref_names else [])))
     return ("## Sharpness of the final models\n\n`python -m suite sharpness` (docs/sharpness.md): the training "
             "loss's Hessian (top eigenvalue, trace) and m-sharpness on fixed training examples, BatchNorm in eval "
             "mode; mean ± 95% interval over the measured seeds, Δ paired by seed, **bold** where its interval "
             "excludes 0. Lower is flatter.\n\n" + _sharpness_cost(measured) + "\n\n" + "\n\n".join(parts) + "\n")
+
+
+def _in_order_of(table: pd.DataFrame, order: pd.DataFrame) -> pd.DataFrame:
+    """``table``'s rows in the order of the same profile, setting, budget and optimizer in ``order``; rows
+    it does not have last."""
+    key = [*TABLE, "optimizer"]
+    rank = {k: i for i, k in enumerate(order[key].itertuples(index=False, name=None))}
+    ranks = [rank.get(k, len(rank) + i) for i, k in enumerate(table[key].itertuples(index=False, name=None))]
+    return table.iloc[sorted(range(len(table)), key=ranks.__getitem__)].reset_index(drop=True)
 
 
 def _sharpness_cost(records: list[dict[str, Any]]) -> str:
@@ -379,7 +334,7 @@ def surface_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
 # ----- files ----------------------------------------------------------------------------------------------------
 def write_report(results_dir: Path) -> tuple[list[Path], list[Path], list[Path]]:
-    """Write summary.csv, summary.md and per-profile plots; returns (written, unreadable records,
+    """Write summary.csv, summary.md and each table's figures; returns (written, unreadable records,
     records superseded by a later run of the same profile, budget, optimizer and seed)."""
     records, skipped, paths = [], [], []
     for path, record in iter_records(results_dir):
@@ -391,18 +346,36 @@ def write_report(results_dir: Path) -> tuple[list[Path], list[Path], list[Path]]
     records = label_tables(records)
     path_of = {id(r): p for r, p in zip(records, paths)}
     records, superseded = latest_per_seed(records)
-    table = summarize(records)
+    refs = references(records)
+    table = summarize(records, refs=refs)
     written = [results_dir / "summary.csv", results_dir / "summary.md"]
     _atomic_write(written[0], table.to_csv(index=False))
     header = "# Summary\n\nGenerated by `python -m suite report` from the records in `runs/`.\n\n"
-    body = to_markdown(table, references(records)) if not table.empty else "No records.\n"
-    sharp = sharpness_markdown(records, references(records), table) if not table.empty else ""
+    body = to_markdown(table, refs) if not table.empty else "No records.\n"
+    sharp = sharpness_markdown(records, refs, table) if not table.empty else ""
     _atomic_write(written[1], header + body + ("\n" + sharp if sharp else ""))
     if not table.empty:
-        from suite.plots import comparison_figures
-
-        written += comparison_figures(results_dir, table, epoch_rows(records), surface_rows(records))
+        written += write_figures(results_dir, table, records, refs)
     return written, skipped, [path_of[id(r)] for r in superseded]
+
+
+def write_figures(results_dir: Path, table: pd.DataFrame, records: list[dict[str, Any]],
+                  refs: dict[str, tuple[str, ...]]) -> list[Path]:
+    """Per table of the summary (a profile, or one setting of it), each figure of ``plots.FIGURES`` whose
+    data the table has, as ``<profile>[-<setting>]-<figure>.png``."""
+    epochs, surfaces = epoch_rows(records), surface_rows(records)
+    written = []
+    for (profile, setting), t in table.groupby(["profile", "setting"], sort=False):
+        name = profile + (f"-{re.sub(r'[^A-Za-z0-9.]+', '-', setting).strip('-')}" if setting else "")
+        shown = plots.Shown(f"{profile}" + (f" ({setting})" if setting else ""), t, _of(epochs, profile, setting),
+                            _of(surfaces, profile, setting), refs[profile])
+        written += [figure.write(results_dir / f"{name}-{figure.name}.png", shown) for figure in plots.FIGURES
+                    if figure.needs(shown)]
+    return written
+
+
+def _of(rows: pd.DataFrame, profile: str, setting: str) -> pd.DataFrame:
+    return rows[(rows["profile"] == profile) & (rows["setting"] == setting)] if not rows.empty else rows
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from suite import metrics
 from suite.config import SharpnessSettings, TrainConfig
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -227,7 +228,8 @@ def surface(model: nn.Module, batches: Sequence[Batch], directions: Sequence[Seq
 # ----- a run's final model, measured: what ``python -m suite sharpness`` does for each record ----------------
 Settings = SharpnessSettings  # defined with the other configuration (a profile's [sharpness] table sets it)
 
-METRIC_KEYS = ("sharpness_lambda_max", "sharpness_trace", "sharpness_m", "sharpness_m_adaptive")
+# the record's flat metrics this module adds, declared (labels, formats) with the others in suite.metrics
+METRIC_KEYS = metrics.keys("sharpness")  # λmax, trace, m-sharpness, adaptive m-sharpness: measure_model's order
 
 
 def _split(x: torch.Tensor, y: torch.Tensor, size: int) -> list[Batch]:

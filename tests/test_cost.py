@@ -89,6 +89,23 @@ def test_the_table_says_what_each_variant_saves_against_sam_here(flops, kernel, 
     assert cost.saving({**row, "optimizer": "sam"}) == "–"
 
 
+def test_the_tables_compare_with_the_profiles_references():
+    """Another pair than SGD and SAM: the ratios, the columns and what is saved are against those."""
+    rows = pd.DataFrame([{"optimizer": name, "repeat": r, "time_per_step_s": t * (1 + r / 10), "flops_per_step": f,
+                          "sparse_kernel_flops_per_step": f}
+                         for r in range(2) for name, t, f in (("sgd", 1.0, 1e9), ("esam", 1.5, 1.6e9),
+                                                               ("sam-quarter-ascent", 1.2, 1.25e9))])
+    refs = ("sgd", "esam")
+    summary = cost.summarise(rows, ["sgd", "esam", "sam-quarter-ascent"], refs)
+    assert "flops_x_sam" not in summary and summary["flops_x_esam"].tolist() == pytest.approx([0.625, 1, 0.78125])
+    assert summary["saves_here"].tolist() == ["–", "–", "22% of ESAM's FLOPs, 20% of its time"]
+    table = cost.markdown(summary, {k: "x" for k in ("profile", "model", "batch_size", "device", "machine", "threads",
+                                                     "torch", "commit", "repeats", "command")}, refs)
+    head, rule = table.splitlines()[6:8]
+    assert "| FLOPs × SGD | FLOPs × ESAM | sparse kernel × SGD |" in head and "saves against ESAM here |" in head
+    assert head.count("|") == rule.count("|") == table.splitlines()[-1].count("|")
+
+
 @pytest.mark.parametrize("args, message", [
     (("--repeats", "0"), "--repeats must be between 1 and 100"),
     (("--optimizer", "nope"), "unknown optimizer 'nope'"),

@@ -1,6 +1,7 @@
 """Each kind of addition in the one place docs/extending.md names, done as a user would do it, then run
 through the command line: an optimizer (its file, and one registry line — or one out-of-tree file), a
-metric (one entry), a model (one entry), a data set (no code: a profile naming it and its directory)."""
+metric (one entry), a model (one entry), a data set (no code: a profile naming it and its directory), a
+figure (one entry)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 import torch
 from helpers import squash
 
-from suite import metrics, models, registry
+from suite import metrics, models, plots, registry
 from suite.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,6 +125,32 @@ def test_a_metric_is_one_entry(tmp_path, monkeypatch):
     assert "| parameters (k) | params × SGD | params × SAM |" in table
     assert f"| {expected:.1f} | 1.00 | 1.00 |" in table
     assert pd.read_csv(out / "summary.csv")["parameters_k_mean"].tolist() == [expected, expected]
+
+
+def test_a_figure_is_one_entry(tmp_path, monkeypatch):
+    """A Figure in FIGURES: the report draws it for every table whose data it needs, beside the others."""
+    drawn = []
+
+    def seeds(shown: plots.Shown):
+        import matplotlib.pyplot as plt
+
+        drawn.append(shown)
+        fig, ax = plt.subplots()
+        ax.bar(shown.summary["optimizer"], shown.summary["seeds"])
+        ax.set_title(f"{shown.title}: seeds, beside {' and '.join(shown.references)}")
+        return fig
+
+    def masked(shown: plots.Shown) -> bool:  # a table whose optimizers have masks (SSAM's)
+        return "mask_density_mean" in shown.summary and bool(shown.summary["mask_density_mean"].notna().any())
+
+    entries = [plots.Figure("seeds", seeds), plots.Figure("masks", seeds, needs=masked)]
+    monkeypatch.setattr(plots, "FIGURES", [*plots.FIGURES, *entries])
+    out = sweep(tmp_path, ["sgd", "sam"])
+    assert (out / "tiny-seeds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "tiny-comparison.png").is_file() and not (out / "tiny-masks.png").exists()  # no masks: not drawn
+    (shown,) = drawn
+    assert shown.title == "tiny" and shown.references == ("sgd", "sam")
+    assert shown.summary["optimizer"].tolist() == ["sgd", "sam"] and set(shown.epochs["optimizer"]) == {"sgd", "sam"}
 
 
 def test_a_model_is_one_entry(tmp_path, monkeypatch):

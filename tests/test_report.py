@@ -9,17 +9,8 @@ import pandas as pd
 import pytest
 from helpers import squash
 
-from suite.report import (
-    distinguishable,
-    interval,
-    paired_difference,
-    pareto_front,
-    references,
-    summarize,
-    t975,
-    to_markdown,
-    write_report,
-)
+from suite.report import references, summarize, to_markdown, write_report
+from suite.stats import distinguishable, interval, paired_difference, pareto_front, t975
 from suite.store import SCHEMA, iter_records, record_path, write_record
 
 
@@ -261,16 +252,54 @@ def test_an_optimizer_has_one_style_in_every_figure_and_families_get_panels():
     assert style(masked[0])[0] == style("ssam-f-structured-explicit")[0]  # the pattern's colour
     cheap = "ssam-d-unstructured-explicit-quarter-ascent"  # the base's colour, its own marker, its family's panel
     assert style(cheap)[0] == style("ssam-d-unstructured-explicit")[0] and style(cheap) != style(cheap[:-15])
-    assert panels(["sgd", "sam", "sam-quarter-ascent", cheap]) == [
+    refs = ("sgd", "sam")
+    assert panels(["sgd", "sam", "sam-quarter-ascent", cheap], refs) == [
         ("SAM and ESAM", ["sgd", "sam", "sam-quarter-ascent"]), ("SSAM-D", ["sgd", "sam", cheap])]
     fifths = "ssam-f-unstructured-explicit-two-fifths-ascent"  # another fraction: the same colour, another marker
     assert style(fifths)[0] == style("ssam-f-unstructured-explicit")[0]
     assert style(fifths)[1] not in {style("ssam-f-unstructured-explicit")[1], style(cheap)[1]}
-    assert [t for t, _ in panels(["sgd", "sam", "sam-two-fifths-ascent", fifths])] == ["SAM and ESAM", "SSAM-F"]
+    assert [t for t, _ in panels(["sgd", "sam", "sam-two-fifths-ascent", fifths], refs)] == ["SAM and ESAM", "SSAM-F"]
     names = ["sgd", "sam", "esam", "ssam-f-nm-explicit", "ssam-d-nm-implicit", "linf-sam"]
-    assert panels(names) == [("SAM and ESAM", ["sgd", "sam", "esam"]), ("SSAM-F", ["sgd", "sam", "ssam-f-nm-explicit"]),
-                             ("SSAM-D", ["sgd", "sam", "ssam-d-nm-implicit"]), ("others", ["sgd", "sam", "linf-sam"])]
-    assert panels(["sgd", "ssam-d-nm-explicit"]) == [("SSAM-D", ["sgd", "ssam-d-nm-explicit"])]
+    assert panels(names, refs) == [
+        ("SAM and ESAM", ["sgd", "sam", "esam"]), ("SSAM-F", ["sgd", "sam", "ssam-f-nm-explicit"]),
+        ("SSAM-D", ["sgd", "sam", "ssam-d-nm-implicit"]), ("others", ["sgd", "sam", "linf-sam"])]
+    assert panels(["sgd", "ssam-d-nm-explicit"], refs) == [("SSAM-D", ["sgd", "ssam-d-nm-explicit"])]
+    # the profile's references stand beside every panel: ESAM instead of SAM
+    assert panels(names, ("sgd", "esam"))[0] == ("SAM and ESAM", ["sgd", "esam", "sam"])
+
+
+def test_the_statistics_and_the_figures_import_no_report():
+    """report -> plots -> stats, one way: neither the figures nor the statistics import the report."""
+    import ast
+    from pathlib import Path
+
+    import suite
+
+    for name in ("plots", "stats"):
+        tree = ast.parse((Path(suite.__file__).parent / f"{name}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+            a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+        assert not {"suite.report", "suite.plots"} & imported, name
+
+
+def test_style_and_family_come_from_the_registry_entry_not_the_name(monkeypatch):
+    """An entry named in no pattern the plots know is styled and grouped by what it changes."""
+    from ssam import SSAM
+    from suite import registry
+    from suite.plots import family, style
+
+    entries = [registry.OptimizerInfo("dense-fisher-nm", SSAM, "x", changes={"mask": "fisher", "pattern": "nm",
+                                                                               "form": "explicit", "sparsity": 0.5}),
+               registry.OptimizerInfo("sam-half", registry.SAM, "x", changes={"ascent_fraction": 0.4}),
+               registry.OptimizerInfo("asam", registry.SAM, "x", changes={"adaptive": True})]
+    monkeypatch.setattr(registry, "OPTIMIZERS", [*registry.OPTIMIZERS, *entries])
+    assert style("dense-fisher-nm") == style("ssam-f-nm-explicit") and family("dense-fisher-nm") == "SSAM-F"
+    assert style("sam-half") == style("sam-two-fifths-ascent") and family("sam-half") == "SAM and ESAM"
+    assert style("asam") not in {style("sam"), style("sgd")} and family("asam") == "others"
+    # a row with hyper-parameters of its own: another optimizer's style, its optimizer's panel
+    assert style("ssam-d-nm-explicit [rho=0.1]") != style("ssam-d-nm-explicit")
+    assert family("ssam-d-nm-explicit [rho=0.1]") == "SSAM-D"
 
 
 def test_figure_titles_promise_spread_only_with_seeds(tmp_path):
