@@ -8,6 +8,11 @@ for bit); ``fisher_loop`` is the paper's batch-of-one loop, kept as the
 reference the tests compare against. Both treat each example as a batch of one and agree exactly up
 to floating-point summation order; neither moves BatchNorm's running statistics.
 
+Under autocast (the closure's ``autocast=``, or a ``torch.autocast`` around the step) the loop's forwards
+run as the closure's do, in the lower precision; the vectorised pass always runs in float32 (torch.func's
+per-example gradient of BatchNorm cannot mix bfloat16 activations with float32 weights), so its scores are
+the same whichever way a bfloat16 loop is written, and the same as without autocast.
+
 BatchNorm in that batch of one (``fisher_bn``):
 
 - ``"batch"`` (the paper's code): each example is normalised by its own statistics over its feature
@@ -22,7 +27,7 @@ BatchNorm in that batch of one (``fisher_bn``):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 from torch import nn
@@ -92,7 +97,9 @@ def fisher_vectorised(closure: Callable, params: list[torch.Tensor], n: int, bn:
 
     subset = torch.arange(n)
     x, y = closure.inputs[subset], closure.targets[subset]
-    with batch_of_one_norms(model, bn):
+    # in float32 under a caller's torch.autocast too: torch.func's per-example gradient of BatchNorm fails on
+    # bfloat16 activations with float32 weights, and the closure's own autocast= never reached this pass
+    with batch_of_one_norms(model, bn), _without_autocast(x.device):
         # randomness="different": each example draws its own Dropout mask, as each batch-of-one forward
         # of the loop does; the score is then that of one random thinned network per example
         per_example = vmap(grad(loss_of_one), in_dims=(None, 0, 0), chunk_size=chunk_size,
@@ -101,6 +108,11 @@ def fisher_vectorised(closure: Callable, params: list[torch.Tensor], n: int, bn:
     by_name = dict(model.named_parameters())
     squares = {by_name[name]: g.square().sum(0) for name, g in per_example.items()}
     return [squares[p] if p in squares else torch.zeros_like(p) for p in params]
+
+
+def _without_autocast(device: torch.device) -> AbstractContextManager:
+    available = getattr(torch.amp, "is_autocast_available", lambda _: True)  # torch >= 2.4 has it
+    return torch.autocast(device.type, enabled=False) if available(device.type) else nullcontext()
 
 
 def fisher_loop(closure: Callable, params: list[torch.Tensor], n: int, bn: str = "batch") -> list[torch.Tensor]:
