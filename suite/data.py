@@ -457,8 +457,18 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 
 def _hash_entry(digest: Any, name: str, raw: bytes) -> None:
     """A name, the length of its bytes, the bytes: no two different listings hash the same stream."""
-    digest.update(name.encode() + b"\0" + len(raw).to_bytes(8, "little"))
+    digest.update(name_bytes(name) + b"\0" + len(raw).to_bytes(8, "little"))
     digest.update(raw)
+
+
+def name_bytes(name: str) -> bytes:
+    """A file name as hashed: its UTF-8, as always; a name that is not UTF-8 on disk (an old archive's
+    Latin-1 ``café.jpg``, listed with its undecodable bytes as surrogate escapes) as its bytes on disk,
+    which are never valid UTF-8, so no two names hash alike and every other name hashes as before."""
+    try:
+        return name.encode()
+    except UnicodeEncodeError:
+        return os.fsencode(name)
 
 
 def _one_line(text: str) -> str:

@@ -128,9 +128,12 @@ def streamed(images) -> bool:
 
 
 def fingerprint(root: Path, samples: dict[str, list[tuple[str, int]]]) -> str:
-    """Relative path, size and label of every file: a file added, removed, renamed or resized changes it."""
+    """Relative path, size and label of every file: a file added, removed, renamed or resized changes it.
+    A path is hashed as ``suite.data`` hashes one (a name that is not UTF-8 as its bytes on disk)."""
+    from suite.data import name_bytes
+
     digest, prefix = hashlib.sha256(), len(str(root)) + 1
     for split in ("train", "test"):
         for path, label in samples[split]:
-            digest.update(f"{path[prefix:]}\0{os.stat(path).st_size}\0{label}\n".encode())
+            digest.update(name_bytes(path[prefix:]) + f"\0{os.stat(path).st_size}\0{label}\n".encode())
     return digest.hexdigest()[:16]

@@ -3,6 +3,7 @@ statistics, the fingerprint, the decode cache, subsets, batch order and augmenta
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -504,3 +505,67 @@ def test_a_failed_download_leaves_no_data_directory_behind(tmp_path, monkeypatch
     with pytest.raises(DataError):
         load_dataset("cifar10", mine, download=True)
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+# ----- file names that are not valid UTF-8 (issue 26) ---------------------------------------------------------
+ARCHIVE_NAME = b"caf\xe9\xff.png"  # Latin-1 bytes, as old archives have: not UTF-8
+
+
+def with_a_latin1_name(tmp_path: Path) -> Path:
+    """two_by_two's folder plus train/a/<ARCHIVE_NAME>, written through a bytes path; skipped where the file
+    system refuses names that are not UTF-8 (macOS)."""
+    root = two_by_two(tmp_path)
+    buffer = io.BytesIO()
+    rgb(99).save(buffer, format="PNG")
+    try:
+        fd = os.open(os.path.join(os.fsencode(root / "train" / "a"), ARCHIVE_NAME), os.O_WRONLY | os.O_CREAT, 0o644)
+    except OSError as exc:
+        pytest.skip(f"this file system refuses a name that is not UTF-8: {exc}")
+    with os.fdopen(fd, "wb") as f:
+        f.write(buffer.getvalue())
+    return root
+
+
+def test_a_file_name_that_is_not_utf8_is_read(tmp_path):
+    root = with_a_latin1_name(tmp_path)
+    ds = load_dataset("archive", root)
+    assert len(ds.train) == 5 and len(ds.test) == 2
+    assert torch.equal(ds.train.images[2], torch.from_numpy(np.array(rgb(99))).permute(2, 0, 1))  # after 0, 1
+    assert load_dataset("archive", root).fingerprint == ds.fingerprint  # from the cache: the same key
+    streamed = load_dataset("archive", root, streaming=True, image_size=8)  # fingerprinted from the listing
+    assert len(streamed.train) == 5 and streamed.fingerprint
+    assert streamed.train.images[2].shape == (3, 8, 8)  # read from disk on demand
+
+
+def test_ordinary_file_names_hash_as_before():
+    """The names' bytes are hashed: for every name UTF-8 can encode, its UTF-8, as before (the fingerprints
+    of recorded runs stay), and another's bytes on disk, which are never valid UTF-8."""
+    import hashlib
+
+    def old(name: str, raw: bytes) -> str:
+        digest = hashlib.sha256()
+        digest.update(name.encode() + b"\0" + len(raw).to_bytes(8, "little"))
+        digest.update(raw)
+        return digest.hexdigest()
+
+    for name in ("train/a/0.png", "train/é/ü 1.JPG", "test/日本/x.jpeg"):
+        digest = hashlib.sha256()
+        data._hash_entry(digest, name, b"pixels")
+        assert digest.hexdigest() == old(name, b"pixels")
+    latin1, utf8 = hashlib.sha256(), hashlib.sha256()
+    data._hash_entry(latin1, os.fsdecode(b"caf\xe9.png"), b"pixels")
+    data._hash_entry(utf8, "café.png", b"pixels")
+    assert latin1.hexdigest() != utf8.hexdigest()
+
+
+def test_a_file_name_that_is_not_utf8_runs_from_the_command_line(tmp_path):
+    from suite.cli import main
+
+    root = with_a_latin1_name(tmp_path)
+    profile = tmp_path / "tiny.toml"
+    profile.write_text('seeds = 1\noptimizers = ["sgd"]\n[train]\ndataset = "archive"\nmodel = "resnet8"\n'
+                       'epochs = 1\nbatch_size = 2\ndevice = "cpu"\n')
+    assert main(["run", "--profile", str(profile), "--data-dir", str(root), "--results-dir", str(tmp_path / "out"),
+                 "--no-progress", "--no-report"]) == 0
+    records = [json.loads(p.read_text()) for p in (tmp_path / "out" / "runs" / "tiny").glob("*.json")]
+    assert len(records) == 1 and records[0]["metrics"]["status"] == "finished"
