@@ -5,6 +5,7 @@ of ``baselines.core.checks``, the one checker optimizers use too)."""
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import json
 import re
@@ -34,7 +35,8 @@ DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class ConfigError(ValueError):
-    """A bad value from a profile or the command line; the message is one line for the user."""
+    """Anything the user can fix — a bad value from a profile or the command line, a missing data set, an
+    unwritable directory; the message is one line for the user (the CLI prints it and exits 2)."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,9 @@ class RunConfig:
     hparams: tuple[tuple[str, Any], ...] = ()  # the hyper-parameters it is built with, sorted
     # what the report compares it with: not part of the run (nor of its run_id)
     references: tuple[str, ...] = field(default=REFERENCES, compare=False)
+    # the budget reference's hyper-parameters as the profile resolves them (flops/time budgets price a step of
+    # it); empty: its registered defaults. Part of the plan, not of the run's identity (the budget is recorded)
+    reference_hparams: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -200,6 +205,32 @@ class Profile:
     sharpness: SharpnessSettings = field(default_factory=SharpnessSettings)  # how its runs are measured
     sharpness_at_end: bool = False  # measure each run's final model as the run ends (the sweep's switch)
     sharpness_rho: float | None = None  # the ball of m-sharpness; None: the profile's SAM rho
+
+    def overrides_for(self, names: tuple[str, ...] | list[str]) -> dict[str, Any]:
+        """The profile's hyper-parameters for the optimizer called ``names`` (its name, then its aliases):
+        every ``[hparams."PATTERN"]`` table whose glob matches one of them, in file order, then the tables
+        named exactly (e.g. ``"ssam-*"``, then ``"ssam-f"``, then ``"ssam-f-unstructured-explicit"``)."""
+        merged: dict[str, Any] = {}
+        for pattern, values in self.hparams.items():
+            if pattern not in names and any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                merged.update(values)
+        for exact in reversed(names):
+            merged.update(self.hparams.get(exact, {}))
+        return merged
+
+    def hparams_for(self, info: Any, train: TrainConfig | None = None) -> dict[str, Any]:
+        """What the registry entry ``info`` is built with in this profile (``resolve_hparams``) — the one
+        answer the sweep, the budget probe and the sharpness measures all read."""
+        return resolve_hparams(info, train or self.train, self.overrides_for((info.name, *info.aliases)))
+
+    def sam_rho(self) -> float:
+        """The ball the sharpness measures use: ``[sharpness] rho``, else this profile's SAM rho."""
+        if self.sharpness_rho is not None:
+            return float(self.sharpness_rho)
+        from suite import registry  # the registry imports the optimizers (torch): only when asked
+
+        sam = registry.get("sam")
+        return float(self.hparams_for(sam).get("rho", sam.defaults().get("rho", 0.05)))
 
 
 def available_profiles() -> list[str]:

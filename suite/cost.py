@@ -211,3 +211,34 @@ def write(out: Path, rows: pd.DataFrame, summary: pd.DataFrame, header: dict[str
     atomic_write(paths[2], lambda tmp: Path(tmp).write_text(markdown(summary, header, references)))
     return paths
 
+
+def measure_profile(profile, runs: list[RunConfig], repeats: int, out: Path, command: str, data_dir: Path | None = None,
+                    download: bool | None = None, progress: bool = True, must_be_clean: bool = False) -> list[Path]:
+    """The cost command: one probe per optimizer of ``runs`` (the first seed and budget), ``repeats``
+    interleaved repeats, written into ``out`` with a header that says where and how it was measured.
+    ``must_be_clean``: refuse a tree that is not a clean commit (publishing into results/)."""
+    import sys
+
+    from suite import store, sweep
+    from suite.config import ConfigError
+    from suite.measure import environment
+
+    store.check_writable(out, "--out")
+    first = (runs[0].seed, runs[0].train.budget)
+    runs = [r for r in runs if (r.seed, r.train.budget) == first]  # one probe per optimizer
+    env = environment(harness.resolve_device(runs[0].train.device))
+    if must_be_clean and not store.clean_commit({"env": env}):
+        raise ConfigError(f"--out {out}: the tree is not a clean commit ({env.get('git_commit')}); commit first, or "
+                          "pass --allow-uncommitted")
+    dataset = sweep.load_data(profile, runs[0].train, data_dir, download)
+    sweep.check_constructs(runs, dataset)
+    print(f"profile {profile.name}: the cost of {len(runs)} optimizers, {repeats} repeats -> {out}", file=sys.stderr)
+    harness.warm_up(runs[0], dataset)
+    rows = measure(runs, dataset, repeats, progress)
+    references = runs[0].references  # the profile's, resolved to registered names
+    summary = summarise(rows, [r.optimizer for r in runs], references)
+    settings = runs[0].train
+    header = {"profile": profile.name, "model": settings.model, "batch_size": settings.batch_size,
+              "device": env["device"], "machine": env.get("gpu") or env["processor"], "threads": env["torch_threads"],
+              "torch": env["torch"], "commit": env["git_commit"], "repeats": repeats, "command": command}
+    return write(out, rows, summary, header, references)

@@ -87,6 +87,26 @@ def make_augment(cfg: TrainConfig, dataset: Dataset) -> Augment:
     return Augment(dataset.mean, dataset.std, cfg.crop_padding, cfg.flip, cfg.cutout, cfg.cutout_p)
 
 
+def build(config: RunConfig, dataset: Dataset, train_split: Split, device: torch.device, seed: int,
+          total_steps: int | None = None,
+          sample_gen: torch.Generator | None = None) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The model and optimizer of ``config`` — the one way a run, a probe, the sweep's construction check
+    and the cost command build them: torch's RNG seeded with ``seed``, the model built, then the optimizer
+    from its registry entry with the profile's hyper-parameters and the inputs the harness hands it
+    (``registry.INPUTS``; SSAM-F's training examples are drawn from ``sample_gen``, by default the seed's
+    stream 3). ``total_steps`` defaults to the profile's epochs of ``train_split``."""
+    cfg = config.train
+    torch.manual_seed(seed)
+    model = make_model(cfg, dataset, device)
+    sample = example_sampler(train_split, make_augment(cfg, dataset), cfg, device,
+                             sample_gen if sample_gen is not None else seeded_generator(seed, 3))
+    steps_per_epoch = max(1, len(train_split) // cfg.batch_size)
+    optimizer = registry.get(config.optimizer).build(
+        model.parameters(), inputs_for(model, steps_per_epoch, cfg, seed, total_steps, sample=sample),
+        **dict(config.hparams))
+    return model, optimizer
+
+
 def inputs_for(model: nn.Module, steps_per_epoch: int, cfg: TrainConfig, seed: int,
                total_steps: int | None = None, sample: Callable | None = None) -> dict[str, Any]:
     """What the harness may hand an optimizer at construction (``registry.INPUTS``)."""
@@ -209,15 +229,10 @@ class Probe:
 
 
 def probe_setup(config: RunConfig, dataset: Dataset) -> Probe:
-    cfg, info = config.train, registry.get(config.optimizer)
+    cfg = config.train
     device = resolve_device(cfg.device)
     train_split, _ = subsets(dataset, cfg)
-    torch.manual_seed(0)
-    model = make_model(cfg, dataset, device)
-    sample = example_sampler(train_split, make_augment(cfg, dataset), cfg, device, seeded_generator(0, 3))
-    optimizer = info.build(model.parameters(),
-                           inputs_for(model, len(train_split) // cfg.batch_size, cfg, 0, sample=sample),
-                           **dict(config.hparams))
+    model, optimizer = build(config, dataset, train_split, device, seed=0)
     augment, gen = make_augment(cfg, dataset), seeded_generator(0, 2)
     order = torch.randperm(len(train_split), generator=gen)
 
@@ -227,7 +242,7 @@ def probe_setup(config: RunConfig, dataset: Dataset) -> Probe:
             yield closure_for(model, to_device(augment(train_split.images[idx], gen), device, cfg),
                               train_split.labels[idx].to(device), cfg)
 
-    return Probe(model, optimizer, flop_window(info, cfg, optimizer), device, closures)
+    return Probe(model, optimizer, flop_window(registry.get(config.optimizer), cfg, optimizer), device, closures)
 
 
 def _probe_steps(config: RunConfig, dataset: Dataset, kind: str, steps: int) -> float:
@@ -259,10 +274,11 @@ def probe_cost(probe: Probe, kind: str, steps: int = 0) -> float:
 
 
 def reference_config(config: RunConfig) -> RunConfig:
-    """The budget's reference optimizer on the same training settings, with its registered defaults."""
+    """The budget's reference optimizer on the same training settings, with the hyper-parameters the
+    profile gives it (``RunConfig.reference_hparams``, set by the sweep; else its registered defaults)."""
     info = registry.get(config.train.budget_reference)
-    hparams = resolve_hparams(info, config.train, {})
-    return RunConfig(config.profile, info.name, config.seed, config.train, tuple(sorted(hparams.items())))
+    hparams = config.reference_hparams or tuple(sorted(resolve_hparams(info, config.train, {}).items()))
+    return RunConfig(config.profile, info.name, config.seed, config.train, hparams)
 
 
 def plan_budget(config: RunConfig, dataset: Dataset, steps_per_epoch: int) -> dict[str, Any]:
@@ -283,8 +299,8 @@ class RunContext:
     info: registry.OptimizerInfo
     dataset: Dataset
     device: torch.device
-    train: Split
-    test: Split
+    train_split: Split  # the profile's (sub)set of the training images, with its label noise
+    test_split: Split
     augment: Augment
     steps_per_epoch: int
     env: dict[str, Any]
@@ -296,18 +312,24 @@ class RunContext:
         return slice(self.world.rank * per, (self.world.rank + 1) * per)
 
 
-def prepare(config: RunConfig, dataset: Dataset, world: World = ONE_PROCESS) -> RunContext:
+def context(config: RunConfig, dataset: Dataset, world: World = ONE_PROCESS) -> RunContext:
+    """What a run reads: its device, its (sub)sets of the data, its augmentation and environment."""
     cfg = config.train
     device = resolve_device(cfg.device)
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)
     train, test = subsets(dataset, cfg)
-    if len(train) < cfg.batch_size:
-        raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({len(train)})")
+    check_batch(cfg, train)
     check_replicas(cfg, world.size)
     # the environment before training: the commit that starts the run is the one that ran
     return RunContext(config, registry.get(config.optimizer), dataset, device, train, test,
                       make_augment(cfg, dataset), len(train) // cfg.batch_size, environment(device), world)
+
+
+def check_batch(cfg: TrainConfig, train_split: Split) -> None:
+    """A batch is drawn from the training (sub)set without replacement: it cannot be larger."""
+    if len(train_split) < cfg.batch_size:
+        raise ValueError(f"batch_size {cfg.batch_size} is larger than the training set ({len(train_split)})")
 
 
 def check_replicas(cfg: TrainConfig, replicas: int) -> None:
@@ -327,18 +349,13 @@ class RunState:
     def __init__(self, ctx: RunContext, plan: dict[str, Any]) -> None:
         cfg, seed = ctx.config.train, ctx.config.seed
         self.plan = plan
-        torch.manual_seed(seed)
-        self.model = make_model(cfg, ctx.dataset, ctx.device)
+        self.sample_gen = seeded_generator(seed, 3)  # examples an optimizer draws for itself (SSAM-F's Fisher)
+        self.model, self.optimizer = build(ctx.config, ctx.dataset, ctx.train_split, ctx.device, seed,
+                                           plan["steps"], self.sample_gen)
         # what the closure steps: the model itself, or under torchrun its DistributedDataParallel wrapper
         # (rank 0's weights and buffers broadcast to every replica at the start and before every forward)
         self.replica = self.model if not ctx.world.distributed else nn.parallel.DistributedDataParallel(
             self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-        self.sample_gen = seeded_generator(seed, 3)  # examples an optimizer draws for itself (SSAM-F's Fisher)
-        sample = example_sampler(ctx.train, ctx.augment, cfg, ctx.device, self.sample_gen)
-        self.optimizer = ctx.info.build(
-            self.model.parameters(),
-            inputs_for(self.model, ctx.steps_per_epoch, cfg, seed, plan["steps"], sample=sample),
-            **dict(ctx.config.hparams))
         schedule = cosine(plan["steps"]) if cfg.schedule == "cosine" else (lambda t: 1.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.order_gen, self.aug_gen = seeded_generator(seed, 0), seeded_generator(seed, 1)
@@ -389,14 +406,14 @@ class RunState:
 def train_epoch(ctx: RunContext, state: RunState, epoch: int, n_epochs: int, progress: bool) -> dict[str, Any]:
     """One epoch's steps (fewer where the budget ends); returns the epoch's training figures."""
     cfg, seconds, loss_sum, finite = ctx.config.train, 0.0, 0.0, 0
-    batches = epoch_batches(len(ctx.train), cfg.batch_size, state.order_gen)[: state.plan["steps"] - state.step]
+    batches = epoch_batches(len(ctx.train_split), cfg.batch_size, state.order_gen)[: state.plan["steps"] - state.step]
     bar = tqdm(batches, desc=f"{ctx.config.optimizer} seed {ctx.config.seed} epoch {epoch}/{n_epochs}",
                unit="step", leave=False, disable=None if progress else True)
     meter = Meter()
-    inputs = epoch_inputs(ctx, state, batches)
+    on_device = device_batches(ctx, state, batches)
     for _ in bar:
         waited = time.perf_counter()
-        x, y = next(inputs)
+        x, y = next(on_device)
         state.data_seconds += time.perf_counter() - waited
         closure = closure_for(state.replica, x, y, cfg, meter=meter, scaler=state.scaler)
         meter.reset()
@@ -417,12 +434,12 @@ def train_epoch(ctx: RunContext, state: RunState, epoch: int, n_epochs: int, pro
     return {"train_loss": loss_sum / finite if finite else None, "train_seconds": seconds}
 
 
-def epoch_inputs(ctx: RunContext, state: RunState, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, ...]]:
+def device_batches(ctx: RunContext, state: RunState, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, ...]]:
     """Each step's (inputs, targets) on the device, this replica's slice of each global batch. Every replica
     draws the whole batch's augmentation from the run's generator and keeps its slice: the same examples and
     draws as one process, whatever the number of processes. Streamed from disk (``suite.streaming``): a
     seed per example from that generator, its random resized crop and flip in the loader's workers."""
-    cfg, mine, train = ctx.config.train, ctx.replica_slice(), ctx.train
+    cfg, mine, train = ctx.config.train, ctx.replica_slice(), ctx.train_split
     if not streamed(train.images):
         for idx in batches:
             x = to_device(ctx.augment(train.images[idx], state.aug_gen)[mine], ctx.device, cfg)
@@ -437,7 +454,7 @@ def epoch_inputs(ctx: RunContext, state: RunState, batches: list[torch.Tensor]) 
 
 def evaluate_epoch(ctx: RunContext, state: RunState, epoch: int, trained: dict[str, Any]) -> dict[str, Any]:
     """The epoch's row: where training stands and the test loss and accuracy."""
-    test_loss, test_acc = evaluate(state.model, ctx.test, ctx.augment, ctx.config.train, ctx.device)
+    test_loss, test_acc = evaluate(state.model, ctx.test_split, ctx.augment, ctx.config.train, ctx.device)
     return {"epoch": epoch, "step": state.step, "epochs_done": state.step / ctx.steps_per_epoch,
             "train_loss": trained["train_loss"], "test_loss": test_loss, "test_acc": test_acc,
             "train_seconds": trained["train_seconds"], "lr": state.optimizer.param_groups[0]["lr"]}
@@ -488,7 +505,7 @@ def _data_record(ctx: RunContext) -> dict[str, Any]:
     """The data set as described by its loader, with the sizes of the (sub)sets the run used."""
     data = ctx.dataset.describe()
     data["train_available"], data["test_available"] = data.pop("train_size"), data.pop("test_size")
-    return {**data, "train_size": len(ctx.train), "test_size": len(ctx.test)}
+    return {**data, "train_size": len(ctx.train_split), "test_size": len(ctx.test_split)}
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
@@ -506,16 +523,16 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True, checkpoint: 
     and, if the file exists when it starts, resumes from it. ``on_checkpoint`` is called after each
     save (the CLI refreshes its claim there). Under torchrun (``world``) every process calls this with
     the same arguments; rank 0 alone saves checkpoints and weights."""
-    ctx, state = train(config, dataset, progress, checkpoint, on_checkpoint, world)
+    ctx, state = fit(config, dataset, progress, checkpoint, on_checkpoint, world)
     if weights is not None and world.main:
         store.save_weights(weights, config.run_id, state.model)
     return make_record(ctx, state)
 
 
-def train(config: RunConfig, dataset: Dataset, progress: bool = True, checkpoint: Path | None = None,
+def fit(config: RunConfig, dataset: Dataset, progress: bool = True, checkpoint: Path | None = None,
           on_checkpoint: Callable[[], None] | None = None, world: World = ONE_PROCESS) -> tuple[RunContext, RunState]:
     """The run's epochs, from its checkpoint if there is one; its context and final state."""
-    ctx = prepare(config, dataset, world)
+    ctx = context(config, dataset, world)
     # every rank reads the checkpoint before the first collective (DistributedDataParallel's construction),
     # so rank 0 cannot have replaced it yet
     saved = store.load_checkpoint(checkpoint, config.run_id) if checkpoint is not None else None

@@ -26,6 +26,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -308,3 +309,125 @@ def measure_record(record: dict, state_dict: dict, dataset, settings: Settings,
     model.load_state_dict(state_dict)
     x, y = fixed_examples(dataset, cfg, settings, device)
     return measure_model(model, x, y, rho, settings, int(record["config"]["seed"]))
+
+
+# ----- measuring a results directory's runs (``python -m suite sharpness``, a sweep's ``at_end``) -------------
+def settings_for(profile, examples: int | None = None, iterations: int | None = None) -> tuple[Settings, float | None]:
+    """How a profile's runs are measured: its ``[sharpness]`` settings with the command line's overrides,
+    and its rho (``Profile.sam_rho``; None for a profile no longer shipped: its records then say it)."""
+    settings = profile.sharpness if profile else SharpnessSettings()
+    changes = {k: v for k, v in (("examples", examples), ("iterations", iterations)) if v is not None}
+    return dataclasses.replace(settings, **changes), (profile.sam_rho() if profile else None)
+
+
+def measure_into(record: dict, weights, dataset, settings: Settings, rho: float) -> dict:
+    """Measure one finished run's final model into its record (metrics and the ``sharpness`` details,
+    with the commit that measured); the record, for the caller to write."""
+    from suite import measure, store
+
+    state = store.load_weights(weights, record["run_id"])
+    metrics, details = measure_record(record, state, dataset, settings, rho)
+    record["metrics"].update(metrics)
+    record["sharpness"] = {**details, "git_commit": measure.git_commit()}
+    return record
+
+
+def summary_line(record: dict) -> str:
+    m, d = record["metrics"], record["sharpness"]
+    return (f"{record['optimizer']['name']} seed {record['config']['seed']}: lambda_max "
+            f"{m['sharpness_lambda_max']:.4g}, trace {m['sharpness_trace']:.4g}, m-sharpness "
+            f"{m['sharpness_m']:.4g} (adaptive {m['sharpness_m_adaptive']:.4g}) at rho {d['rho']:g}; "
+            f"{d['seconds']:.1f} s")
+
+
+@dataclass
+class Request:
+    """What ``measure_results`` measures: which records, and the command line's overrides."""
+
+    profiles: list[str] | None = None  # names (globs) or .toml paths; None: every profile
+    optimizers: list[str] | None = None  # globs; None: every optimizer
+    force: bool = False  # measure again runs that already have the measures
+    examples: int | None = None
+    iterations: int | None = None
+    rho: float | None = None
+    data_dir: Path | None = None  # else the profile's data_dir, else $SUITE_DATA_DIR, else ./data
+    download: bool | None = None
+    progress: bool = True
+
+
+def measure_results(results_dir, request: Request) -> int:
+    """Measure what is missing in ``results_dir``, record by record (each written as soon as it is
+    measured); every value is checked before anything is measured. Returns how many were measured."""
+    import fnmatch
+    import sys
+
+    from tqdm import tqdm
+
+    from suite import store
+    from suite.config import ConfigError, available_profiles, load_profile
+    from suite.data import DataError, load_dataset
+
+    if request.rho is not None and not (math.isfinite(request.rho) and request.rho >= 0):
+        raise ConfigError(f"--rho must be a finite number >= 0, got {request.rho}")
+    names, given = _named_profiles(request.profiles)
+    found = [pr for profile in names for pr in store.iter_records(results_dir, profile)]
+    if not found:
+        raise ConfigError(f"no records in {str(results_dir)!r}" + (f" of profile {names[0]!r}"
+                                                                  if request.profiles else ""))
+    unreadable = [str(p) for p, r in found if r is None]
+    if unreadable:
+        raise ConfigError(f"unreadable record {unreadable[0]}: re-run it or remove it")
+    setups = {}  # per profile: (settings, rho, where its data is unless the command line says)
+    for name in dict.fromkeys(r["config"]["profile"] for _, r in found):
+        profile = given.get(name) or (load_profile(name) if name in available_profiles() else None)
+        settings, rho = settings_for(profile, request.examples, request.iterations)
+        data_dir = request.data_dir or (Path(profile.data_dir).expanduser() if profile and profile.data_dir else None)
+        setups[name] = settings, request.rho if request.rho is not None else rho, data_dir
+    from_records = reference_rho([r for _, r in found])
+    chosen = [(p, r) for p, r in found if not request.optimizers or any(
+        fnmatch.fnmatchcase(r["optimizer"]["name"], g) for g in request.optimizers)]
+    if not chosen:
+        raise ConfigError(f"no records of optimizer {request.optimizers[0]!r} in {str(results_dir)!r}")
+    todo = [(p, r) for p, r in chosen if request.force or METRIC_KEYS[0] not in r["metrics"]]
+    weights = {p: store.weights_path(results_dir, r["config"]["profile"], p.stem) for p, r in todo}
+    unfinished = [p for p, r in todo if r["metrics"].get("status") != "finished"]
+    missing = [p for p, _ in todo if p not in unfinished and not weights[p].exists()]
+    todo = [(p, r) for p, r in todo if p not in missing and p not in unfinished]
+    print(f"sharpness: {len(chosen)} runs, {len(chosen) - len(todo) - len(missing) - len(unfinished)} already "
+          f"measured, {len(todo)} to measure" + (f", {len(unfinished)} diverged (left out)" if unfinished else "")
+          + (f", {len(missing)} without final weights (made before runs kept them: re-run them with "
+             "`run --force`)" if missing else ""), file=sys.stderr)
+    if missing and not todo:
+        raise ConfigError(f"no final weights for {len(missing)} runs to measure (e.g. {missing[0].name}): re-run "
+                          "them with `python -m suite run --force`")
+    datasets: dict = {}
+    bar = tqdm(todo, desc="sharpness", unit="run", disable=None if request.progress else True)
+    for path, record in bar:
+        cfg = train_config(record)
+        settings, rho, data_dir = setups[record["config"]["profile"]]
+        key = (cfg.dataset, cfg.image_size, cfg.streaming, data_dir)
+        if key not in datasets:
+            try:
+                datasets[key] = load_dataset(cfg.dataset, data_dir, request.download,
+                                             image_size=cfg.image_size or None, streaming=cfg.streaming)
+            except DataError as exc:
+                raise ConfigError(str(exc)) from None
+        rho = from_records[record["config"]["profile"]] if rho is None else rho
+        store.write_record(path, measure_into(record, weights[path], datasets[key], settings, rho))
+        bar.write(summary_line(record), file=sys.stderr)
+    return len(todo)
+
+
+def _named_profiles(given: list[str] | None) -> tuple[list[str], dict]:
+    """The profile names (globs) to look for, and the profiles named by their .toml file (measured with
+    that file's [sharpness] settings)."""
+    from suite.config import load_profile
+
+    names, loaded = [], {}
+    for name in given or ["*"]:
+        if name.endswith(".toml"):
+            profile = load_profile(name)
+            loaded[profile.name] = profile
+            name = profile.name
+        names.append(name)
+    return names, loaded

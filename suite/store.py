@@ -264,3 +264,78 @@ def _pid_namespace() -> int | None:
         return os.stat("/proc/self/ns/pid").st_ino
     except OSError:
         return None
+
+
+def check_writable(directory: Path, what: str) -> None:
+    """``directory`` is, or can be made as, a writable directory: said before any work, not after it."""
+    directory = Path(directory)
+    existing = next((p for p in [directory, *directory.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise StoreError(f"{what} {str(directory)!r}: {str(existing)!r} is not a directory")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise StoreError(f"{what} {str(directory)!r}: {str(existing)!r} is not writable")
+
+
+# ----- publishing: a user's records of a profile replace the published ones ------------------------------
+def clean_commit(record: dict[str, Any]) -> bool:
+    """Whether the record was made from a clean commit (its code is that commit's)."""
+    commit = record.get("env", {}).get("git_commit")
+    return bool(commit) and not commit.endswith("-dirty")
+
+
+def publish(source: Path, target: Path, profiles: list[str], allow_uncommitted: bool = False) -> list[str]:
+    """Replace the published records of each profile in ``target`` with those in ``source`` (every one
+    checked first: readable, and made from a clean commit unless ``allow_uncommitted``), each profile's
+    folder swapped in whole; the runs' final weights go beside them (``target/weights``, git-ignored).
+    Returns a line per profile for the user."""
+    import shutil
+
+    staged = {}
+    for profile in dict.fromkeys(profiles):
+        found = list(iter_records(source, profile))
+        if not found:
+            raise StoreError(f"no records of profile {profile!r} in {str(source)!r} "
+                             f"(expected {source}/runs/{profile}/*.json)")
+        unreadable = [str(p) for p, r in found if r is None]
+        if unreadable:
+            raise StoreError(f"unreadable record {unreadable[0]}: re-run it or remove it before publishing")
+        unclean = [(p, r["env"].get("git_commit")) for p, r in found if not clean_commit(r)]
+        if unclean and not allow_uncommitted:
+            raise StoreError(f"{len(unclean)} records of {profile!r} were not made from a clean commit (e.g. "
+                             f"{unclean[0][0].name}: {unclean[0][1]}); commit and re-run, or pass "
+                             "--allow-uncommitted")
+        staged[profile] = [p for p, _ in found]
+    runs = Path(target) / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    said = []
+    for profile, paths in staged.items():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{profile}-", dir=runs))
+        for path in paths:
+            shutil.copy2(path, tmp / path.name)
+        old = runs / profile
+        if old.exists():
+            shutil.rmtree(old)
+        tmp.rename(old)
+        kept = _publish_weights(Path(source), Path(target), profile, [p.stem for p in paths])
+        said.append(f"published {len(paths)} records of {profile} into {old} (final weights of {kept}, git-ignored)")
+    return said
+
+
+def _publish_weights(source: Path, target: Path, profile: str, run_ids: list[str]) -> int:
+    """The published runs' final weights beside them (for measurements made on this machine afterwards);
+    the profile's earlier weights go. Returns how many were there."""
+    import shutil
+
+    folder = target / "weights" / profile
+    if source.resolve() == target.resolve():
+        return sum(weights_path(target, profile, r).exists() for r in run_ids)
+    if folder.exists():
+        shutil.rmtree(folder)
+    kept = 0
+    for run_id in run_ids:
+        path = weights_path(source, profile, run_id)
+        if path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, folder / path.name)
+            kept += 1
+    return kept

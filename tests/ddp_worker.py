@@ -55,7 +55,7 @@ def train_each(world: World, configs: list, out: Path, kill_at_epoch: int | None
     for config in configs:
         ckpt = out / f"{config.run_id}.ckpt"
         try:
-            ctx, state = harness.train(config, dataset_for(config), progress=False, checkpoint=ckpt, world=world)
+            ctx, state = harness.fit(config, dataset_for(config), progress=False, checkpoint=ckpt, world=world)
         except KeyboardInterrupt:
             continue
         results[config.optimizer] = {**final_state(state), "record": harness.make_record(ctx, state)}

@@ -101,3 +101,22 @@ def test_a_probe_prices_ssam_f_as_a_whole_period_does_whichever_step_refreshes(d
     probed = harness.probe_cost(harness.probe_setup(cfg, dataset), "flops")  # 16 of the period's 20 steps
     whole = harness.probe_cost(harness.probe_setup(cfg, dataset), "flops", steps=20)
     assert harness.PROBE_FLOP_STEPS < 20 and probed == pytest.approx(whole, rel=1e-12)
+
+
+def test_the_budget_reference_is_priced_with_the_profiles_own_hyper_parameters():
+    """A profile's ``[hparams.sam] rho`` reaches SAM's runs and the probe that prices SAM as a budget
+    reference alike (the probe used to build the reference with its registered defaults)."""
+    from suite import registry
+    from suite.config import parse_profile
+    from suite.sweep import runs_for
+
+    profile = parse_profile("p", {"optimizers": ["sgd", "sam"], "budgets": ["flops"],
+                                  "train": {"dataset": "synthetic", "budget_reference": "sam"},
+                                  "hparams": {"sam": {"rho": 0.3}}})
+    runs = runs_for(profile, check_device=False)
+    sam = next(r for r in runs if r.optimizer == "sam")
+    for run in runs:
+        reference = harness.reference_config(run)
+        assert reference.optimizer == "sam" and dict(reference.hparams)["rho"] == 0.3
+        assert reference.hparams == sam.hparams
+    assert registry.get("sam").defaults()["rho"] != 0.3

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from helpers import squash
 
-from suite.cli import check_constructs, main, plan
-from suite.config import available_profiles
+from suite.cli import main
+from suite.config import available_profiles, load_profile
 from suite.data import synthetic_dataset
+from suite.sweep import check_constructs, runs_for
 
 TRAIN = {"dataset": '"synthetic"', "model": '"resnet8"', "epochs": "1", "batch_size": "32",
          "train_subset": "96", "test_subset": "50"}
@@ -35,17 +36,27 @@ def run_cli(*args: str) -> int:
     return main(list(args))
 
 
-def argparse_namespace(profile_path: str, optimizer: str | None = None):
-    import argparse
-
-    return argparse.Namespace(profile=profile_path, seeds=None, epochs=None, device=None,
-                              optimizer=[optimizer] if optimizer else None, check_device=False)
+def plan(profile_path: str, optimizer: str | None = None):
+    """The profile and its runs, as the run command plans them."""
+    profile = load_profile(profile_path)
+    return profile, runs_for(profile, optimizers=[optimizer] if optimizer else None, check_device=False)
 
 
 def test_list_prints_one_line_per_optimizer(capsys):
     assert run_cli("list") == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("sgd ") and any(line.startswith("sam ") for line in lines)
+
+
+def test_list_profiles_prints_each_shipped_profile_with_its_own_description(capsys):
+    """The README's list of profiles is this command: the words come from the profiles' files."""
+    assert run_cli("list", "--profiles") == 0
+    out = capsys.readouterr().out
+    starts = [line.split()[0] for line in out.splitlines() if line and not line.startswith(" ")]
+    assert starts == available_profiles()
+    for name in available_profiles():
+        assert " ".join(load_profile(name).description.split()[:6]) in " ".join(out.split())
+    assert max(len(line) for line in out.splitlines()) <= 100
 
 
 def test_sweep_writes_records_and_report_then_skips_done_runs(tmp_path, capsys):
@@ -247,14 +258,19 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tmp_path, capsys
 
 
 def test_hparams_globs_then_exact_names():
-    from suite.cli import profile_hparams
+    from suite import registry
     from suite.config import parse_profile
 
     profile = parse_profile("p", {"hparams": {"ssam-*": {"rho": 0.2, "sparsity": 0.7}, "ssam-f": {"rho": 0.3},
                                               "*": {"weight_decay": 1e-3}}})
-    assert profile_hparams(profile, "ssam-f") == {"rho": 0.3, "sparsity": 0.7, "weight_decay": 1e-3}
-    assert profile_hparams(profile, "ssam-d-nm-implicit") == {"rho": 0.2, "sparsity": 0.7, "weight_decay": 1e-3}
-    assert profile_hparams(profile, "sgd") == {"weight_decay": 1e-3}
+
+    def overrides(name):
+        info = registry.get(name)
+        return profile.overrides_for((info.name, *info.aliases))
+
+    assert overrides("ssam-f") == {"rho": 0.3, "sparsity": 0.7, "weight_decay": 1e-3}
+    assert overrides("ssam-d-nm-implicit") == {"rho": 0.2, "sparsity": 0.7, "weight_decay": 1e-3}
+    assert overrides("sgd") == {"weight_decay": 1e-3}
 
 
 def test_missing_data_directory(tmp_path, capsys):
@@ -290,11 +306,7 @@ def test_module_entry_point_exit_code_for_a_bad_name(tmp_path):
 @pytest.mark.parametrize("name", available_profiles())
 def test_every_shipped_profile_resolves(name):
     """Each profile in suite/profiles parses, names known optimizers/models, and its optimizers build."""
-    import argparse
-
-    args = argparse.Namespace(profile=name, seeds=None, epochs=None, device=None, optimizer=None,
-                              check_device=False)
-    profile, runs = plan(args)
+    profile, runs = plan(name)
     assert runs and len(runs) == len(profile.budgets) * profile.seeds * len({r.optimizer for r in runs})
     check_constructs(runs, synthetic_dataset(n_train=20, n_test=10))  # every optimizer builds on its model
     assert [r.train.budget for r in runs[:: len(runs) // len(profile.budgets)]] == list(profile.budgets)
@@ -304,14 +316,10 @@ def test_every_shipped_profile_resolves(name):
 def test_a_cheaper_ascent_variant_runs_with_its_bases_settings_in_every_shipped_profile(name):
     """`[hparams.sam]` does not reach `sam-quarter-ascent`: a profile that sets a base's rho must set its
     cheaper-ascent variants' too, or the comparison measures rho, not the sub-batch."""
-    import argparse
-
     from suite import registry
     from suite.registry import ASCENT_SUFFIXES
 
-    args = argparse.Namespace(profile=name, seeds=None, epochs=None, device=None, optimizer=None,
-                              check_device=False)
-    _, runs = plan(args)
+    _, runs = plan(name)
     built = {r.optimizer: {k: v for k, v in {**registry.get(r.optimizer).defaults(), **dict(r.hparams)}.items()
                            if k != "ascent_fraction"} for r in runs}
     pairs = [(n, n.removesuffix(s)) for n in built for s in ASCENT_SUFFIXES.values() if n.endswith(s)]
@@ -404,11 +412,11 @@ def test_a_run_keeps_its_final_weights_and_they_give_its_recorded_test_accuracy(
     record = json.loads(path.read_text())
     assert not (results / "checkpoints" / "tiny" / f"{path.stem}.pt").exists()
     weights = store.load_weights(store.weights_path(results, "tiny", path.stem), path.stem)
-    _, runs = plan(argparse_namespace(profile(tmp_path), "sam"))
-    ctx = harness.prepare(runs[0], load_dataset("synthetic"))
+    _, runs = plan(profile(tmp_path), "sam")
+    ctx = harness.context(runs[0], load_dataset("synthetic"))
     model = harness.make_model(runs[0].train, ctx.dataset, ctx.device)
     model.load_state_dict(weights)
-    loss, acc = harness.evaluate(model, ctx.test, ctx.augment, runs[0].train, ctx.device)
+    loss, acc = harness.evaluate(model, ctx.test_split, ctx.augment, runs[0].train, ctx.device)
     last = record["epochs"][-1]
     assert acc == last["test_acc"] == record["metrics"]["test_acc"] and loss == pytest.approx(last["test_loss"])
     with pytest.raises(store.StoreError, match="does not belong to run"):

@@ -52,7 +52,7 @@ def test_every_optimizer_runs_in_two_processes_and_the_replicas_agree(tmp_path):
 
 def one_process(name: str, train: TrainConfig, **hp) -> list[torch.Tensor]:
     single = dataclasses.replace(train, replicas=1)
-    _, state = harness.train(config(name, single, **hp), dataset(), progress=False)
+    _, state = harness.fit(config(name, single, **hp), dataset(), progress=False)
     return [p.detach().clone() for p in state.model.parameters()]
 
 
@@ -176,10 +176,11 @@ def test_a_fisher_score_larger_than_the_batch_is_one_line_before_anything_runs(t
                        'batch_size = 8\ndevice = "cpu"\n')
     refused_in_one_line(capsys, ["run", "--profile", str(profile)],
                         "fisher_samples=16 scores more examples than the batch's 8", tmp_path / "out")
-    from suite.cli import UsageError, _check_fisher_batch
+    from suite.config import ConfigError
+    from suite.sweep import check_fisher_batch
 
-    with pytest.raises(UsageError, match="than each of 2 processes' 8; lower it or set fisher_data"):
-        _check_fisher_batch(config("sgd"), {"mask": "fisher", "fisher_data": "batch", "fisher_samples": 16})
+    with pytest.raises(ConfigError, match="than each of 2 processes' 8; lower it or set fisher_data"):
+        check_fisher_batch(config("sgd"), {"mask": "fisher", "fisher_data": "batch", "fisher_samples": 16})
 
 
 def test_replicas_is_not_a_profile_setting(tmp_path, capsys):
@@ -192,7 +193,7 @@ def test_replicas_is_not_a_profile_setting(tmp_path, capsys):
 
 def test_a_run_planned_for_two_processes_refuses_to_run_in_one():
     with pytest.raises(ValueError, match="configured for 2 processes .* but runs in 1"):
-        harness.train(config("sgd"), dataset(), progress=False)
+        harness.fit(config("sgd"), dataset(), progress=False)
 
 
 def test_one_process_records_are_unchanged_by_the_replicas_setting():

@@ -58,14 +58,13 @@ def test_the_presets_are_the_papers_settings_on_each_data_set_and_model():
 def test_a_preset_starts_a_few_steps_on_the_cpu(name):
     """Each preset's model and SAM settings, two steps on 8 generated images (its own data needs a GPU's
     time and a download)."""
-    from suite import harness
-    from suite.cli import profile_hparams
+    from suite import harness, registry
     from suite.data import load_dataset
 
     profile = load_profile(name)
     train = dataclasses.replace(profile.train, dataset="synthetic", device="cpu", batch_size=4, train_subset=8,
                                 test_subset=8, eval_batch_size=8, epochs=1, flop_steps=1, streaming=False)
-    config = run_config("sam", train, profile=name, **profile_hparams(profile, "sam"))
+    config = run_config("sam", train, profile=name, **profile.overrides_for(("sam", *registry.get("sam").aliases)))
     record = harness.run(config, load_dataset("synthetic", None, False), progress=False)
     assert record["metrics"]["status"] == "finished" and record["metrics"]["steps"] == 2
     assert record["optimizer"]["hparams"]["rho"] == profile.hparams["sam*"]["rho"]

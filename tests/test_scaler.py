@@ -106,12 +106,12 @@ def test_the_scale_is_checkpointed_with_the_run(tmp_path):
 
     from suite.config import TrainConfig
     from suite.data import load_dataset
-    from suite.harness import RunState, prepare
+    from suite.harness import RunState, context
 
     dataset = load_dataset("synthetic", None, False)
     config = run_config("sam", TrainConfig(dataset="synthetic", model="resnet8", batch_size=8, train_subset=16,
                                            test_subset=8, precision="fp16", device="cpu"))
-    ctx = prepare(config, dataset)
+    ctx = context(config, dataset)
     state = RunState(ctx, {"steps": 2})
     assert state.scaler is not None
     state.scaler.scale(torch.ones(()))  # the scale exists from the first scaled loss on

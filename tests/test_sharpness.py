@@ -337,12 +337,12 @@ def test_a_bad_sharpness_table_is_one_line_before_anything_runs(tmp_path, capsys
 
 
 def test_every_shipped_profile_says_how_its_runs_are_measured():
-    from suite.cli import sharpness_setup
     from suite.config import available_profiles, load_profile
+    from suite.sharpness import settings_for
 
     for name in available_profiles():
-        settings, rho = sharpness_setup(load_profile(name))
+        settings, rho = settings_for(load_profile(name))
         assert settings.examples >= 1 and rho >= 0
-    cpu, _ = sharpness_setup(load_profile("cpu"))
+    cpu, _ = settings_for(load_profile("cpu"))
     assert cpu.examples == 128 == cpu.batch_size  # one batch: what docs/sharpness.md costs
-    assert sharpness_setup(load_profile("cpu-noise"))[1] == 0.1  # its SAM rho
+    assert settings_for(load_profile("cpu-noise"))[1] == 0.1  # its SAM rho

@@ -118,7 +118,7 @@ def test_two_processes_stream_their_slices_of_the_batches_one_process_reads(fold
     monkeypatch.setenv("SUITE_TEST_FOLDER", str(folder))
     train = dataclasses.replace(TRAIN, model="tiny-nobn", replicas=2, loader_workers=0)  # workers: tested above
     two = spawn([run_config("sgd", train)], tmp_path)[0]["sgd"]
-    _, state = harness.train(run_config("sgd", dataclasses.replace(train, replicas=1)), load(folder), progress=False)
+    _, state = harness.fit(run_config("sgd", dataclasses.replace(train, replicas=1)), load(folder), progress=False)
     assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(two["params"], state.model.parameters()))
     assert two["record"]["metrics"]["forward_samples_per_step"] == 8.0
 

@@ -34,7 +34,7 @@ TRAIN = TrainConfig(dataset="synthetic", model="resnet8", epochs=1, batch_size=1
 def _harness():
     dataset = synthetic_dataset(n_train=STEPS * TRAIN.batch_size, n_test=10)
     config = RunConfig("bench", "sgd", 0, TRAIN, (("lr", 0.05), ("momentum", 0.9), ("weight_decay", 5e-4)))
-    ctx = harness.prepare(config, dataset)
+    ctx = harness.context(config, dataset)
     state = harness.RunState(ctx, budget.plan("epochs", 10_000, ctx.steps_per_epoch))
     state.untimed = 0  # the FLOP-counted first step is a run's one-off: leave it out of both loops
 
@@ -52,9 +52,9 @@ def _bare(ctx):
     order, aug = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
 
     def epoch() -> None:
-        for idx in epoch_batches(len(ctx.train), TRAIN.batch_size, order):
-            x = harness.to_device(ctx.augment(ctx.train.images[idx], aug), ctx.device, TRAIN)
-            y = ctx.train.labels[idx]
+        for idx in epoch_batches(len(ctx.train_split), TRAIN.batch_size, order):
+            x = harness.to_device(ctx.augment(ctx.train_split.images[idx], aug), ctx.device, TRAIN)
+            y = ctx.train_split.labels[idx]
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x), y)
             loss.backward()
