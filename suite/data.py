@@ -54,6 +54,7 @@ import torch
 
 from baselines.core import check_int
 from suite.store import atomic_write
+from suite.streaming import name_bytes  # the one way a file name is hashed (streaming fingerprints too)
 
 STATS = {  # published per-channel mean and std of the training images
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -459,16 +460,6 @@ def _hash_entry(digest: Any, name: str, raw: bytes) -> None:
     """A name, the length of its bytes, the bytes: no two different listings hash the same stream."""
     digest.update(name_bytes(name) + b"\0" + len(raw).to_bytes(8, "little"))
     digest.update(raw)
-
-
-def name_bytes(name: str) -> bytes:
-    """A file name as hashed: its UTF-8, as always; a name that is not UTF-8 on disk (an old archive's
-    Latin-1 ``café.jpg``, listed with its undecodable bytes as surrogate escapes) as its bytes on disk,
-    which are never valid UTF-8, so no two names hash alike and every other name hashes as before."""
-    try:
-        return name.encode()
-    except UnicodeEncodeError:
-        return os.fsencode(name)
 
 
 def _one_line(text: str) -> str:

@@ -377,12 +377,8 @@ def measure_results(results_dir, request: Request) -> int:
     unreadable = [str(p) for p, r in found if r is None]
     if unreadable:
         raise ConfigError(f"unreadable record {unreadable[0]}: re-run it or remove it")
-    setups = {}  # per profile: (settings, rho, where its data is unless the command line says)
-    for name in dict.fromkeys(r["config"]["profile"] for _, r in found):
-        profile = given.get(name) or (load_profile(name) if name in available_profiles() else None)
-        settings, rho = settings_for(profile, request.examples, request.iterations)
-        data_dir = request.data_dir or (Path(profile.data_dir).expanduser() if profile and profile.data_dir else None)
-        setups[name] = settings, request.rho if request.rho is not None else rho, data_dir
+    setups = {name: _setup(given.get(name) or (load_profile(name) if name in available_profiles() else None), request)
+              for name in dict.fromkeys(r["config"]["profile"] for _, r in found)}
     from_records = reference_rho([r for _, r in found])
     chosen = [(p, r) for p, r in found if not request.optimizers or any(
         fnmatch.fnmatchcase(r["optimizer"]["name"], g) for g in request.optimizers)]
@@ -416,6 +412,13 @@ def measure_results(results_dir, request: Request) -> int:
         store.write_record(path, measure_into(record, weights[path], datasets[key], settings, rho))
         bar.write(summary_line(record), file=sys.stderr)
     return len(todo)
+
+
+def _setup(profile, request: Request) -> tuple[Settings, float | None, Path | None]:
+    """How one profile's runs are measured: settings, rho and where its data is, the command line first."""
+    settings, rho = settings_for(profile, request.examples, request.iterations)
+    data_dir = request.data_dir or (Path(profile.data_dir).expanduser() if profile and profile.data_dir else None)
+    return settings, request.rho if request.rho is not None else rho, data_dir
 
 
 def _named_profiles(given: list[str] | None) -> tuple[list[str], dict]:

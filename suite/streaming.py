@@ -127,11 +127,19 @@ def streamed(images) -> bool:
     return isinstance(images, FolderImages)
 
 
+def name_bytes(name: str) -> bytes:
+    """A file name as hashed: its UTF-8, as always; a name that is not UTF-8 on disk (an old archive's
+    Latin-1 ``café.jpg``, listed with its undecodable bytes as surrogate escapes) as its bytes on disk,
+    which are never valid UTF-8, so no two names hash alike and every other name hashes as before."""
+    try:
+        return name.encode()
+    except UnicodeEncodeError:
+        return os.fsencode(name)
+
+
 def fingerprint(root: Path, samples: dict[str, list[tuple[str, int]]]) -> str:
     """Relative path, size and label of every file: a file added, removed, renamed or resized changes it.
     A path is hashed as ``suite.data`` hashes one (a name that is not UTF-8 as its bytes on disk)."""
-    from suite.data import name_bytes
-
     digest, prefix = hashlib.sha256(), len(str(root)) + 1
     for split in ("train", "test"):
         for path, label in samples[split]:
