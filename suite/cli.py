@@ -96,8 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    ls = sub.add_parser("list", help="the registered optimizers, or with --profiles the shipped profiles")
+    ls = sub.add_parser("list", help="the registered optimizers; --profile NAME: what each runs with there; "
+                                     "--profiles: the shipped profiles")
     ls.add_argument("--profiles", action="store_true", help="the shipped profiles and what each is for")
+    ls.add_argument("--profile", metavar="NAME", help="the values each optimizer of this profile (a name or a .toml "
+                                                      "path) runs with")
     ls.set_defaults(func=cmd_list)
 
     run = sub.add_parser("run", help="run a profile's sweep and write one record per run",
@@ -183,26 +186,60 @@ def _version() -> str:
 
 
 # ----- the commands ----------------------------------------------------------------------------------------
+WIDTH = 100  # a terminal's lines: the listings wrap to it
+NAME_WIDTH = 28  # a longer name stands on its own line
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     if args.profiles:
-        width = max(len(n) for n in available_profiles())
-        for name in available_profiles():
-            lines = textwrap.wrap(load_profile(name).description or "(no description)", 98 - width)
-            print(f"{name:<{width}}  {lines[0]}")
-            for line in lines[1:]:
-                print(f"{'':<{width}}  {line}")
-        return 0
-    width = max(len(n) for n in registry.names(include_aliases=True))
-    origin = max(len(o) for o in registry.ORIGINS.values())
-    for name in registry.names():
-        info = registry.get(name)
-        shown = {k: v for k, v in info.defaults().items()  # the name already says what the entry changes
-                 if k not in info.changes and v is not None and v is not False}
-        defaults = " ".join(f"{k}={v}" for k, v in shown.items())
-        aliases = f"  (also: {', '.join(info.aliases)})" if info.aliases else ""
-        print(f"{name:<{width}}  {info.provenance:<{origin}}  {info.passes_per_step} passes/step  "
-              f"{info.description}" + (f"  [{defaults}]" if defaults else "") + aliases)
+        names = available_profiles()
+        rows = [(name, load_profile(name).description or "(no description)") for name in names]
+    elif args.profile:
+        rows = _profile_rows(load_profile(args.profile))
+    else:
+        rows = [(name, f"{registry.get(name).provenance}; {registry.get(name).passes_per_step} passes/step; "
+                       f"{registry.get(name).description}"
+                       + (f" (also: {', '.join(registry.get(name).aliases)})" if registry.get(name).aliases else ""))
+                for name in registry.names()]
+        rows.append(("", "the values a profile runs each with: list --profile NAME"))
+    width = min(max(len(name) for name, _ in rows), NAME_WIDTH)
+    for name, text in rows:
+        lines = textwrap.wrap(text, WIDTH - 2 - width) or [""]
+        if len(name) > width:  # a long name on a line of its own, its text below
+            print(name)
+            name = ""
+        print(f"{name:<{width}}  {lines[0]}".rstrip())
+        for line in lines[1:]:
+            print(f"{'':<{width}}  {line}")
     return 0
+
+
+def _profile_rows(profile) -> list[tuple[str, str]]:
+    """What each optimizer of ``profile`` is built with: the common settings once, then per optimizer what
+    its name does not already say (the registry's class defaults under the profile's values)."""
+    from suite.config import COMMON_HPARAMS
+
+    common = ", ".join(f"{k} {getattr(profile.train, k)}" for k in COMMON_HPARAMS)
+    rows = [(f"profile {profile.name}", f"{common} for every optimizer that takes them; SSAM's sparsity 0.5 (N:M: "
+                                         "1 - n/m) and a mask refresh per epoch unless shown; then:")]
+    for name in profile.optimizers or registry.names():
+        info = registry.get(name)
+        own = info.defaults() if info.cls.__module__.split(".")[0] in ("baselines", "ssam") else {}
+        values = {**own, **profile.hparams_for(info)}
+        overridden = profile.overrides_for((info.name, *info.aliases))
+        shown = {k: v for k, v in values.items() if k not in COMMON_HPARAMS and v is not None and v is not False
+                 and (k not in info.changes or k in overridden) and _applies(k, v, values)}
+        rows.append((info.name, " ".join(f"{k}={v}" for k, v in shown.items()) or "-"))
+    return rows
+
+
+def _applies(key: str, value, values: dict) -> bool:
+    """Whether a setting means anything for this variant (SSAM-D's drop rate nothing to SSAM-F; N:M's n and m
+    nothing to another pattern; the whole batch's ascent is every optimizer's default)."""
+    mask = values.get("mask")
+    return not ((key == "ascent_fraction" and value == 1.0) or (key in ("n", "m") and values.get("pattern") != "nm")
+                or (mask == "fisher" and key in ("drop_rate", "growth"))
+                or (mask == "dynamic" and key.startswith("fisher_")))
 
 
 def _runs(args: argparse.Namespace, check_device: bool = True):

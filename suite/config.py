@@ -27,7 +27,8 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # Settings added after records were published: at these values they are left out of a run's identity (its
 # record and run_id), so that the runs recorded before them stay the same runs; any other value is recorded.
-LATER_DEFAULTS = {"accumulate": 1, "precision": "fp32", "replicas": 1, "streaming": False, "loader_workers": 4}
+LATER_DEFAULTS = {"accumulate": 1, "precision": "fp32", "replicas": 1, "streaming": False, "loader_workers": 4,
+                  "min_steps": 0}
 BUDGETS = ("epochs", "flops", "time")
 COMMON_HPARAMS = ("lr", "momentum", "weight_decay", "nesterov")
 REFERENCES = ("sgd", "sam")  # what the report compares every optimizer with, unless the profile says
@@ -85,6 +86,14 @@ class TrainConfig:
     # ``budget_reference`` spends in ``epochs`` epochs (then each optimizer runs as many steps as fit).
     budget: str = "epochs"
     budget_reference: str = "sgd"
+    # at least this many steps: a small data set (your own, with few steps per epoch) trains for more than
+    # ``epochs`` epochs, as many as reach it (``epochs_for``); 0: ``epochs`` as given
+    min_steps: int = 0
+
+    def epochs_for(self, steps_per_epoch: int) -> int:
+        """The epochs a run trains (or, under a flops/time budget, the reference spends) at this many steps
+        per epoch: ``epochs``, or more where ``min_steps`` asks for more."""
+        return max(self.epochs, -(-self.min_steps // steps_per_epoch))
 
     def __post_init__(self) -> None:
         _checked(self._check)
@@ -103,7 +112,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "flop_steps", "accumulate", "replicas"):
             check_int(name, getattr(self, name), minimum=1)
         check_bool("streaming", self.streaming)
-        for name in ("train_subset", "test_subset", "crop_padding", "cutout", "image_size", "loader_workers"):
+        for name in ("train_subset", "test_subset", "crop_padding", "cutout", "image_size", "loader_workers",
+                     "min_steps"):
             check_int(name, getattr(self, name), minimum=0)
         if self.accumulate > self.batch_size:
             raise ValueError(f"accumulate must be at most batch_size ({self.batch_size}): micro-batches of at least "
@@ -288,7 +298,8 @@ def parse_profile(name: str, raw: dict[str, Any]) -> Profile:
 
 
 def _parse_profile(name: str, raw: dict[str, Any]) -> Profile:
-    _check_keys("profile", raw, {f.name for f in dataclasses.fields(Profile)} - {"name"})
+    # extends was read (and removed) before this: it is allowed, and the message lists it
+    _check_keys("profile", raw, {f.name for f in dataclasses.fields(Profile)} - {"name"} | {"extends"})
     # replicas: torchrun's number of processes, not a profile's
     _check_keys("[train]", raw.get("train", {}), {f.name for f in dataclasses.fields(TrainConfig)} - {"replicas"})
     train = TrainConfig(**raw.get("train", {}))

@@ -110,7 +110,7 @@ def build(config: RunConfig, dataset: Dataset, train_split: Split, device: torch
 def inputs_for(model: nn.Module, steps_per_epoch: int, cfg: TrainConfig, seed: int,
                total_steps: int | None = None, sample: Callable | None = None) -> dict[str, Any]:
     """What the harness may hand an optimizer at construction (``registry.INPUTS``)."""
-    return {"model": model, "total_steps": total_steps or steps_per_epoch * cfg.epochs,
+    return {"model": model, "total_steps": total_steps or steps_per_epoch * cfg.epochs_for(steps_per_epoch),
             "steps_per_epoch": steps_per_epoch, "seed": seed, "sample_examples": sample}
 
 
@@ -284,8 +284,8 @@ def reference_config(config: RunConfig) -> RunConfig:
 def plan_budget(config: RunConfig, dataset: Dataset, steps_per_epoch: int) -> dict[str, Any]:
     cfg = config.train
     if cfg.budget == "epochs":
-        return budget.plan("epochs", cfg.epochs, steps_per_epoch)
-    return budget.plan(cfg.budget, cfg.epochs, steps_per_epoch, reference=cfg.budget_reference,
+        return budget.plan("epochs", cfg.epochs_for(steps_per_epoch), steps_per_epoch)
+    return budget.plan(cfg.budget, cfg.epochs_for(steps_per_epoch), steps_per_epoch, reference=cfg.budget_reference,
                        reference_cost=step_cost(reference_config(config), dataset, cfg.budget),
                        own_cost=step_cost(config, dataset, cfg.budget))
 

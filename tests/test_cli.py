@@ -136,6 +136,7 @@ BAD_TYPES = {  # case: (top-level values, [train] values, expected message)
     "budgets as a string": ({"budgets": '"flops"'}, {}, "budgets must be a list"),
     "unknown budget in the list": ({"budgets": '["epochs", "watts"]'}, {}, "unknown budget 'watts'"),
     "unknown top-level key": ({"seed": "3"}, {}, "unknown key 'seed' in profile"),
+    "the allowed keys name extends": ({"extend": '"cpu"'}, {}, "allowed: budgets, data_dir, description, extends,"),
     "flop_steps as a float": ({}, {"flop_steps": "1.5"}, "flop_steps must be an integer >= 1, got 1.5"),
     "flip as a string": ({}, {"flip": '"yes"'}, "flip must be true or false, got 'yes'"),
     "negative subset": ({}, {"train_subset": "-1"}, "train_subset must be an integer >= 0, got -1"),
@@ -456,3 +457,18 @@ def test_help_is_whole_sentences_and_names_the_command_the_user_typed(tmp_path):
     if script:  # installed (tox, the dev venv): the console script calls itself by its name
         done = subprocess.run([script, "--help"], capture_output=True, text=True, env=env)
         assert done.stdout.startswith("usage: sharpness-suite ")
+
+
+def test_list_fits_a_terminal_and_shows_what_a_profile_runs(capsys):
+    """`list` no longer prints constructor defaults (SGD's lr=0.001) in 300-character lines; `list --profile`
+    shows the profile's own values (cpu-noise's SAM rho 0.1, its SSAM-F Fisher examples)."""
+    assert run_cli("list") == 0
+    out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= 100 and "lr=0.001" not in out
+    assert run_cli("list", "--profile", "cpu-noise") == 0
+    out = capsys.readouterr().out
+    assert max(map(len, out.splitlines())) <= 100
+    rows = {line.split()[0]: line for line in out.splitlines() if line and not line.startswith(" ")}
+    assert "rho=0.1" in rows["sam"] and "fisher_samples=128" in out and "lr 0.05" in out
+    assert "drop_rate" not in rows["ssam-f-unstructured-explicit"]
+    assert run_cli("list", "--profile", "nope") == 2

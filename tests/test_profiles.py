@@ -77,3 +77,38 @@ def test_the_imagenet_preset_streams_resnet50_with_the_recipes_values():
     assert (p.train.batch_size, p.train.lr, p.train.weight_decay) == (256, 0.1, 1e-4)
     assert p.hparams["sam*"]["rho"] == p.hparams["ssam-*"]["rho"] == 0.05
     assert p.hparams["ssam-f*"]["fisher_samples"] == 128  # the README's SSAM settings, from paper-cifar10
+
+
+def test_the_own_data_profile_sizes_training_by_the_data(digits_dir, tmp_path):
+    """On a small set of one's own (scikit-learn's digits: 8x8 grayscale, 7 classes) the cpu profile's 3
+    epochs are ~50 steps and near chance; own-data trains the whole set for at least its min_steps, and
+    learns. The README names this profile where it explains --dataset."""
+    import json
+    from pathlib import Path
+
+    from suite.cli import main
+
+    profile = load_profile("own-data")
+    assert profile.train.min_steps > 0 and (profile.train.train_subset, profile.train.test_subset) == (0, 0)
+    assert "--profile own-data" in (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    out, child = tmp_path / "out", tmp_path / "own.toml"
+    child.write_text('extends = "own-data"\n[train]\nmin_steps = 200\n')  # its settings, a third of its steps
+    profile = load_profile(str(child))
+    assert main(["run", "--profile", str(child), "--dataset", "digits", "--data-dir", str(digits_dir),
+                 "--optimizer", "sgd", "--seeds", "1", "--results-dir", str(out), "--no-progress",
+                 "--no-report"]) == 0
+    (record,) = [json.loads(p.read_text()) for p in (out / "runs" / "own").glob("*.json")]
+    steps_per_epoch = record["data"]["train_size"] // profile.train.batch_size
+    assert record["metrics"]["steps"] == steps_per_epoch * -(-profile.train.min_steps // steps_per_epoch)
+    assert record["metrics"]["steps"] >= profile.train.min_steps > profile.train.epochs * steps_per_epoch
+    assert record["metrics"]["test_acc"] > 0.5  # chance is 1/7
+
+
+def test_min_steps_leaves_a_large_set_at_its_epochs():
+    from suite.config import TrainConfig
+
+    assert TrainConfig(epochs=3, min_steps=600).epochs_for(steps_per_epoch=50) == 12
+    assert TrainConfig(epochs=3, min_steps=600).epochs_for(steps_per_epoch=400) == 3
+    assert TrainConfig(epochs=3).epochs_for(steps_per_epoch=1) == 3
+    with pytest.raises(ConfigError, match="min_steps must be an integer >= 0"):
+        TrainConfig(min_steps=-1)
