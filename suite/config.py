@@ -22,6 +22,7 @@ else:  # pragma: no cover
 from baselines.core import check_bool, check_choice, check_int, check_number
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
+ROOT = Path(__file__).resolve().parent.parent  # the suite's checkout: a record names the files under it relative to it
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -141,6 +142,28 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ProfileSource:
+    """What a profile said and where it was read: its name, the sha256 of its resolved content (the merged TOML
+    after ``extends``, as canonical JSON: the same profile hashes the same whichever files say it) and the TOML
+    files read (resolved paths, the profile's own first, then each it extends). Recorded with every run, and
+    the files are what the run's provenance vouches for (``measure.environment``); not part of a run's identity."""
+
+    name: str
+    sha256: str
+    files: tuple[Path, ...] = ()
+
+    @classmethod
+    def of(cls, name: str, raw: dict[str, Any], files: tuple[Path, ...] = ()) -> ProfileSource:
+        blob = json.dumps(raw, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        return cls(name, hashlib.sha256(blob.encode()).hexdigest(), files)
+
+    def as_record(self) -> dict[str, Any]:
+        """As a record holds it: the files under the suite's checkout relative to it, any other by its full path."""
+        shown = [str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in self.files]
+        return {"name": self.name, "sha256": self.sha256, "files": shown}
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """One run: a profile's training settings, one optimizer with its hyper-parameters, one seed."""
 
@@ -154,6 +177,9 @@ class RunConfig:
     # the budget reference's hyper-parameters as the profile resolves them (flops/time budgets price a step of
     # it); empty: its registered defaults. Part of the plan, not of the run's identity (the budget is recorded)
     reference_hparams: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
+    # the profile it was planned from (its content's hash, its files): recorded, and what the run's git state is
+    # checked for (measure.environment); not part of the run (nor of its run_id: as_dict leaves it out)
+    source: ProfileSource | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -215,6 +241,7 @@ class Profile:
     sharpness: SharpnessSettings = field(default_factory=SharpnessSettings)  # how its runs are measured
     sharpness_at_end: bool = False  # measure each run's final model as the run ends (the sweep's switch)
     sharpness_rho: float | None = None  # the ball of m-sharpness; None: the profile's SAM rho
+    source: ProfileSource | None = field(default=None, compare=False)  # its content's hash and the files read
 
     def overrides_for(self, names: tuple[str, ...] | list[str]) -> dict[str, Any]:
         """The profile's hyper-parameters for the optimizer called ``names`` (its name, then its aliases):
@@ -252,7 +279,10 @@ def load_profile(name_or_path: str) -> Profile:
     from another (``extends = "NAME"`` or a path, relative to its own file): the other's keys, with this
     one's on top, table by table (``[train]``, ``[hparams."GLOB"]``, ``[sharpness]`` merge key by key)."""
     path = _profile_path(name_or_path)
-    return parse_profile(path.stem, _raw_profile(path, ()))
+    read: list[Path] = []
+    raw = _raw_profile(path, (), read)
+    source = ProfileSource.of(path.stem, raw, tuple(read))  # hashed before parsing can touch it
+    return dataclasses.replace(parse_profile(path.stem, raw), source=source)
 
 
 def _profile_path(name_or_path: str, relative_to: Path | None = None) -> Path:
@@ -269,20 +299,22 @@ def _profile_path(name_or_path: str, relative_to: Path | None = None) -> Path:
     return path
 
 
-def _raw_profile(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
-    """The profile's TOML as a dict, with what it extends merged under it."""
+def _raw_profile(path: Path, chain: tuple[Path, ...], read: list[Path] | None = None) -> dict[str, Any]:
+    """The profile's TOML as a dict, with what it extends merged under it; each file read is appended to ``read``."""
     if path.resolve() in chain:
         raise ConfigError(f"profile {str(path)!r} extends itself (through {' -> '.join(p.stem for p in chain)})")
     try:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"profile {str(path)!r} is not valid TOML: {exc}") from None
+    if read is not None:
+        read.append(path.resolve())
     base = raw.pop("extends", None)
     if base is None:
         return raw
     if not (isinstance(base, str) and base):
         raise ConfigError(f"extends must name a profile or a .toml path, got {base!r}")
-    return _merged(_raw_profile(_profile_path(base, path.parent), (*chain, path.resolve())), raw)
+    return _merged(_raw_profile(_profile_path(base, path.parent), (*chain, path.resolve()), read), raw)
 
 
 def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
@@ -294,7 +326,8 @@ def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_profile(name: str, raw: dict[str, Any]) -> Profile:
-    return _checked(_parse_profile, name, raw)
+    """A profile from its resolved TOML (read from no file: its ``source`` has its hash and no files)."""
+    return dataclasses.replace(_checked(_parse_profile, name, raw), source=ProfileSource.of(name, raw))
 
 
 def _parse_profile(name: str, raw: dict[str, Any]) -> Profile:

@@ -226,9 +226,10 @@ def measure_profile(profile, runs: list[RunConfig], repeats: int, out: Path, com
     store.check_writable(out, "--out")
     first = (runs[0].seed, runs[0].train.budget)
     runs = [r for r in runs if (r.seed, r.train.budget) == first]  # one probe per optimizer
-    env = environment(harness.resolve_device(runs[0].train.device))
+    source = runs[0].source  # the profile's files: the commit must hold them too
+    env = environment(harness.resolve_device(runs[0].train.device), source.files if source is not None else ())
     if must_be_clean and not store.clean_commit({"env": env}):
-        raise ConfigError(f"--out {out}: the tree is not a clean commit ({env.get('git_commit')}); commit first, or "
+        raise ConfigError(f"--out {out}: the tree is not a clean commit ({store.provenance(env)}); commit first, or "
                           "pass --allow-uncommitted")
     dataset = sweep.load_data(profile, runs[0].train, data_dir, download)
     sweep.check_constructs(runs, dataset)

@@ -321,9 +321,11 @@ def context(config: RunConfig, dataset: Dataset, world: World = ONE_PROCESS) -> 
     train, test = subsets(dataset, cfg)
     check_batch(cfg, train)
     check_replicas(cfg, world.size)
-    # the environment before training: the commit that starts the run is the one that ran
+    # the environment before training: the commit that starts the run is the one that ran, checked for the
+    # profile files it was configured from too
+    env = environment(device, config.source.files if config.source is not None else ())
     return RunContext(config, registry.get(config.optimizer), dataset, device, train, test,
-                      make_augment(cfg, dataset), len(train) // cfg.batch_size, environment(device), world)
+                      make_augment(cfg, dataset), len(train) // cfg.batch_size, env, world)
 
 
 def check_batch(cfg: TrainConfig, train_split: Split) -> None:
@@ -474,6 +476,8 @@ def make_record(ctx: RunContext, state: RunState) -> dict[str, Any]:
         "run_id": config.run_id,
         "config": config.as_dict(),
         "references": list(config.references),
+        # what the profile said (its resolved content's sha256) and which files said it: not the run's identity
+        "profile": config.source.as_record() if config.source is not None else None,
         "optimizer": {"name": info.name, "description": info.description, "origin": info.provenance,
                       "passes_per_step": info.passes_per_step,
                       "hparams": _jsonable(state.optimizer.defaults)},

@@ -142,9 +142,12 @@ class PeakMemory:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def environment(device: torch.device) -> dict[str, Any]:
-    """What made a record: versions, machine, git commit."""
+def environment(device: torch.device, read: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """What made a record: versions, machine, git commit and what the run read that the commit does not hold
+    (``git_state``; ``read``: the profile files the run was configured from)."""
     import torchvision
+
+    commit, dirty = git_state(read=read)
 
     env = {
         "python": sys.version.split()[0],
@@ -156,7 +159,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
-        "git_commit": git_commit(),
+        "git_commit": commit,
+        "git_dirty_files": dirty,
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
@@ -173,22 +177,76 @@ def _cpu_name() -> str:
     return platform.processor()
 
 
-@functools.cache
+CODE = ("suite", "baselines", "ssam", "tools")  # where the python code a run imports lives, in the checkout
+OUTPUTS = "results"  # the sweep's own outputs: changing them changes no run
+
+
 def git_commit() -> str | None:
-    """HEAD of the checkout the suite runs from (the package's, else the working directory's), read once
-    per process: the code a sweep runs is the code it imported, so a checkout that moves on mid-sweep
-    must not relabel its later runs (it did: cpu-noise runs of a sweep started at da3f78c say 3875c93)."""
-    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+    """HEAD of the checkout the suite runs from, ``-dirty`` if its code is not that commit's (``git_state``)."""
+    return git_state()[0]
+
+
+def git_state(root: Path | None = None, read: tuple[Path, ...] | list[Path] = ()) -> tuple[str | None, dict[str, str]]:
+    """(commit, what is not that commit's) for a run that read the files ``read`` (its profile's TOML files)
+    from the checkout at ``root`` (None: the package's, else the working directory's). The commit is HEAD,
+    ``-dirty`` when the second is not empty; that maps each path (relative to the checkout; a file outside
+    it by its full path) to why:
+
+    - a tracked file changed since HEAD (staged or not; ``git describe --dirty``'s rule), but under
+      ``results/``, the sweep's own outputs;
+    - an untracked ``.py`` file under the code's folders (``CODE``): code a run may import that no commit
+      holds; git-ignored files are left out (caches), and so is any other untracked file (notes, data,
+      outputs), which a run does not read;
+    - a file of ``read`` that HEAD does not hold (untracked or git-ignored);
+    - a file of ``read`` outside the checkout: no commit holds it, so the record cannot vouch for it from git.
+      It is marked rather than trusted to its hash (the record's ``profile.sha256``): a published record
+      must be reproducible from its commit alone, and a hash says what a profile was, not where to find it.
+
+    Read once per process for each ``read``: the code a sweep runs is the code it imported, so a checkout
+    that moves on mid-sweep must not relabel its later runs (it did: cpu-noise runs of a sweep started at
+    da3f78c say 3875c93)."""
+    files = tuple(Path(p).resolve() for p in read)
+    commit, dirty = _git_state(root, files)
+    return commit, dict(dirty)
+
+
+@functools.cache
+def _git_state(root: Path | None, read: tuple[Path, ...]) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    for where in [root] if root is not None else [Path(__file__).resolve().parent.parent, Path.cwd()]:
         try:
-            head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
-            if head.returncode != 0:
+            top, head = _git(where, "rev-parse", "--show-toplevel"), _git(where, "rev-parse", "HEAD")
+            if top is None or head is None:
                 continue
-            dirty = subprocess.run(
-                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", ".",
-                 ":(exclude)results"],  # the sweep's own outputs are not code
-                capture_output=True, text=True,
-            )
-        except OSError:
+            dirty = _not_committed(Path(top.strip()).resolve(), read)
+        except OSError:  # no git
             break
-        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    return None
+        return head.strip() + ("-dirty" if dirty else ""), tuple(sorted(dirty.items()))
+    return None, ()
+
+
+def _git(where: Path, *args: str) -> str | None:
+    done = subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True)
+    return done.stdout if done.returncode == 0 else None
+
+
+def _not_committed(top: Path, read: tuple[Path, ...]) -> dict[str, str]:
+    """``git_state``'s second half, in the checkout whose top folder is ``top``."""
+    inside = {p.relative_to(top).as_posix() for p in read if p.is_relative_to(top)}
+    dirty = {str(p): "outside the checkout" for p in read if not p.is_relative_to(top)}
+    entries = iter((_git(top, "status", "--porcelain=v1", "-z", "--untracked-files=no") or "").split("\0"))
+    for entry in entries:
+        if not entry:
+            continue
+        state, path = entry[:2], entry[3:]
+        if "R" in state or "C" in state:
+            next(entries, None)  # a rename's or copy's source follows it
+        if path in inside or not path.startswith(f"{OUTPUTS}/"):
+            dirty[path] = "deleted" if "D" in state else "added, not committed" if "A" in state else "modified"
+    for path in (_git(top, "ls-files", "-z", "--others", "--exclude-standard", "--", *CODE) or "").split("\0"):
+        if path.endswith(".py"):
+            dirty[path] = "untracked"
+    if inside:
+        held = set((_git(top, "ls-tree", "-r", "-z", "--name-only", "HEAD", "--", *sorted(inside)) or "").split("\0"))
+        for path in sorted(inside - held):
+            dirty.setdefault(path, "untracked")
+    return dirty

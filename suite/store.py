@@ -278,9 +278,18 @@ def check_writable(directory: Path, what: str) -> None:
 
 # ----- publishing: a user's records of a profile replace the published ones ------------------------------
 def clean_commit(record: dict[str, Any]) -> bool:
-    """Whether the record was made from a clean commit (its code is that commit's)."""
-    commit = record.get("env", {}).get("git_commit")
-    return bool(commit) and not commit.endswith("-dirty")
+    """Whether the record was made from a clean commit: its code and the profile files it read are that commit's
+    (a commit, not ``-dirty``, nothing in ``env["git_dirty_files"]``: ``measure.git_state``)."""
+    env = record.get("env", {})
+    commit = env.get("git_commit")
+    return bool(commit) and not commit.endswith("-dirty") and not env.get("git_dirty_files")
+
+
+def provenance(env: dict[str, Any]) -> str:
+    """The commit of ``env`` and what of the run was not that commit's, for a message (a few files)."""
+    dirty = [f"{path} {why}" for path, why in (env.get("git_dirty_files") or {}).items()]
+    more = f" and {len(dirty) - 3} more" if len(dirty) > 3 else ""
+    return f"{env.get('git_commit')}" + (f": {', '.join(dirty[:3])}{more}" if dirty else "")
 
 
 def publish(source: Path, target: Path, profiles: list[str], allow_uncommitted: bool = False) -> list[str]:
@@ -299,7 +308,7 @@ def publish(source: Path, target: Path, profiles: list[str], allow_uncommitted: 
         unreadable = [str(p) for p, r in found if r is None]
         if unreadable:
             raise StoreError(f"unreadable record {unreadable[0]}: re-run it or remove it before publishing")
-        unclean = [(p, r["env"].get("git_commit")) for p, r in found if not clean_commit(r)]
+        unclean = [(p, provenance(r.get("env", {}))) for p, r in found if not clean_commit(r)]
         if unclean and not allow_uncommitted:
             raise StoreError(f"{len(unclean)} records of {profile!r} were not made from a clean commit (e.g. "
                              f"{unclean[0][0].name}: {unclean[0][1]}); commit and re-run, or pass "

@@ -54,7 +54,7 @@ def runs_for(profile: Profile, *, optimizers: list[str] | None = None, seeds: in
         tuple(sorted(profile.hparams_for(registry.get(settings.budget_reference), settings).items()))
     return [
         RunConfig(profile.name, name, seed, dataclasses.replace(settings, budget=kind), tuple(sorted(hparams.items())),
-                  references, reference)
+                  references, reference, profile.source)
         for kind in kinds
         for seed in range(seeds or profile.seeds)
         for name, hparams in resolved.items()

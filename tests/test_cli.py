@@ -373,7 +373,8 @@ def _records_from_commit(tmp_path: Path, commit: str | None) -> Path:
                    "--no-report") == 0
     for path in (src / "runs" / "tiny").glob("*.json"):
         record = json.loads(path.read_text())
-        record["env"]["git_commit"] = commit  # as if made at that commit
+        record["env"]["git_commit"] = commit  # as if made at that commit, from a tree holding everything it read
+        record["env"]["git_dirty_files"] = {}
         path.write_text(json.dumps(record))
     return src
 

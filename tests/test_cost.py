@@ -129,7 +129,7 @@ def test_publishing_from_an_uncommitted_tree_is_refused(tmp_path, capsys, monkey
     from suite import measure
 
     real = measure.environment
-    monkeypatch.setattr(measure, "environment", lambda device: {**real(device), "git_commit": "abc-dirty"})
+    monkeypatch.setattr(measure, "environment", lambda *args: {**real(*args), "git_commit": "abc-dirty"})
     monkeypatch.chdir(tmp_path)
     assert run_cli("cost", "--profile", profile(tmp_path), "--out", "results") == 2
     assert "not a clean commit" in capsys.readouterr().err and not (tmp_path / "results").exists()
