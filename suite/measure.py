@@ -22,25 +22,43 @@ def sync(device: torch.device) -> None:
 
 
 class StepClock:
-    """Wall-clock of optimizer steps. Steps marked untimed (warm-up, FLOP counting) are left out."""
+    """Wall-clock of optimizer steps. Steps marked untimed (warm-up, FLOP counting) are left out.
+
+    Over the timed steps it also measures what the run could see of its machine, so that a time taken while
+    another program used the cores is known as such (``contended``): the process's CPU seconds (all its
+    threads: ``time.process_time``) and, on Linux, the seconds its threads waited in the run queue for a
+    core (``/proc/self/task/*/schedstat``), read outside the timed span; the 1-minute load average when
+    the run's clock was made (``load_start``)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.timed_seconds = 0.0
         self.timed_steps = 0
         self.all_seconds = 0.0
+        self.cpu_seconds: float | None = 0.0  # None: not measured over every timed step (an older checkpoint)
+        self.wait_seconds: float | None = 0.0 if run_queue_waits() is not None else None
+        self.load_start = load_average()
 
     def start(self) -> None:
+        self._waits = run_queue_waits() if self.wait_seconds is not None else None
         sync(self.device)
+        self._cpu0 = time.process_time()
         self._t0 = time.perf_counter()
 
     def stop(self, timed: bool) -> float:
         sync(self.device)
         dt = time.perf_counter() - self._t0
+        cpu = time.process_time() - self._cpu0
         self.all_seconds += dt
         if timed:
             self.timed_seconds += dt
             self.timed_steps += 1
+            if self.cpu_seconds is not None:
+                self.cpu_seconds += cpu
+            if self.wait_seconds is not None and self._waits is not None:
+                after = run_queue_waits() or {}
+                # threads alive at both reads (a thread that ended in between takes its wait with it)
+                self.wait_seconds += sum(max(after[t] - w, 0.0) for t, w in self._waits.items() if t in after)
         return dt
 
     @property
@@ -50,11 +68,92 @@ class StepClock:
     def samples_per_s(self, batch_size: int) -> float | None:
         return batch_size * self.timed_steps / self.timed_seconds if self.timed_steps else None
 
+    @property
+    def cpu_share(self) -> float | None:
+        """The process's CPU seconds over the timed steps per wall second and thread it may use (torch's
+        threads, at most the usable cores): near 1 it had its cores; it is lower when another program took
+        them, and also when the threads had too little parallel work to stay busy (a small model)."""
+        if not self.timed_steps or self.cpu_seconds is None or self.timed_seconds <= 0:
+            return None
+        return self.cpu_seconds / (self.timed_seconds * min(torch.get_num_threads(), usable_cores()))
+
+    @property
+    def wait_share(self) -> float | None:
+        """Of the time the process's threads were ready to run in the timed steps, the share they waited for a
+        core (run-queue wait / (wait + CPU)): about 0 with the cores to itself, whatever its parallel
+        efficiency; None where the kernel does not say (not Linux)."""
+        if self.wait_seconds is None or self.cpu_seconds is None or self.wait_seconds + self.cpu_seconds <= 0:
+            return None
+        return self.wait_seconds / (self.wait_seconds + self.cpu_seconds)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"timed_seconds": self.timed_seconds, "timed_steps": self.timed_steps, "all_seconds": self.all_seconds}
+        return {"timed_seconds": self.timed_seconds, "timed_steps": self.timed_steps, "all_seconds": self.all_seconds,
+                "cpu_seconds": self.cpu_seconds, "wait_seconds": self.wait_seconds, "load_start": self.load_start}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.timed_seconds, self.timed_steps, self.all_seconds = (state[k] for k in self.state_dict())
+        self.timed_seconds, self.timed_steps, self.all_seconds = (state[k] for k in
+                                                                  ("timed_seconds", "timed_steps", "all_seconds"))
+        # a checkpoint written before these were measured: unknown for the whole run, not low
+        self.cpu_seconds, self.wait_seconds = state.get("cpu_seconds"), state.get("wait_seconds")
+        self.load_start = state.get("load_start")
+
+
+# When a run's time figures count as taken under contention (``contended``): its threads waited for a core
+# for at least this share of the time they were ready to run (where the kernel says: Linux) ...
+CONTENDED_WAIT_SHARE = 0.10
+# ... else, on a CPU device, its CPU share fell below this, or the load average at its start or end
+# exceeded the usable cores by this factor
+CONTENDED_CPU_SHARE = 0.8
+CONTENDED_LOAD_PER_CORE = 1.25
+
+
+def contended(clock: StepClock, load_end: float | None) -> bool | None:
+    """Whether the run's time figures were taken under contention; None where nothing could tell (no timed
+    step). The run-queue wait is the direct measure and, where it exists, the only one: the CPU share also
+    falls when a small model leaves threads idle, and a container's load average can be its host's."""
+    if clock.wait_share is not None:
+        return clock.wait_share >= CONTENDED_WAIT_SHARE
+    signs = []
+    if clock.device.type == "cpu" and clock.cpu_share is not None:  # on a GPU the CPU mostly waits for it
+        signs.append(clock.cpu_share < CONTENDED_CPU_SHARE)
+    loads = [x for x in (clock.load_start, load_end) if x is not None]
+    if loads:
+        signs.append(max(loads) > CONTENDED_LOAD_PER_CORE * usable_cores())
+    return any(signs) if signs else None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the platform says, else the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (runnable tasks, on Linux also those in uninterruptible sleep); None where the
+    platform has none."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def run_queue_waits() -> dict[str, float] | None:
+    """Per thread of this process, the seconds it has waited in a run queue for a core (Linux schedstat,
+    second field, in ns); None where it cannot be read."""
+    waits = {}
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat") as f:
+                waits[tid] = int(f.read().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that ended between the listing and the read
+    return waits or None
 
 
 class FlopMeter:

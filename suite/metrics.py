@@ -34,6 +34,7 @@ class Metric:
     table: str = "summary"  # the report's table with its column: "summary" (the main one) or "sharpness"
     spread_fmt: str | None = None  # format of its ± half-widths (None: ``fmt``)
     diff_fmt: str | None = None  # format of its paired differences (None: ``fmt``, signed)
+    timing: bool = False  # a time figure: the report marks it, and its ratios, where taken under contention
 
 
 class Finished:
@@ -56,6 +57,25 @@ class Finished:
 
     def per_step(self, total: float) -> float:
         return total / self.state.step
+
+    @cached_property
+    def load_end(self) -> float | None:
+        from suite.measure import load_average
+
+        return load_average()
+
+    def machine(self, what: str) -> Any:
+        """What the run saw of its machine at its end: ``torch_threads``, ``usable_cores``, or whether its time
+        figures were taken under contention (``contended``, ``suite.measure.contended``)."""
+        import torch
+
+        from suite import measure
+
+        if what == "torch_threads":
+            return torch.get_num_threads()
+        if what == "usable_cores":
+            return measure.usable_cores()
+        return measure.contended(self.state.clock, self.load_end)
 
     @property
     def replicas(self) -> int:
@@ -84,7 +104,7 @@ METRICS: list[Metric] = [
     _budget("epochs_run", label="epochs"),
     Metric("test_acc", lambda r: r.last["test_acc"], "test acc %", scale=100, interval=True),
     Metric("time_per_step_s", lambda r: r.state.clock.per_step, "ms/step", "{:.1f}", 1e3, ratios="time",
-           varies=True),
+           varies=True, timing=True),
     Metric("flops_per_step", lambda r: r.state.flops.per_step, "GFLOP/step", scale=1e-9, ratios="FLOPs"),
     _budget("train_flops", label="train TFLOP", scale=1e-12),
     _budget("spent_ratio", label="budget spent %", fmt="{:.0f}", scale=100),
@@ -111,6 +131,19 @@ METRICS: list[Metric] = [
     Metric("data_seconds", lambda r: r.state.data_seconds, varies=True),
     Metric("data_share", lambda r: r.state.data_seconds / (r.state.data_seconds + r.state.clock.all_seconds)
            if r.state.data_seconds + r.state.clock.all_seconds > 0 else None, varies=True),
+    # what the run could see of its machine over its timed steps (``suite.measure.StepClock``): its CPU seconds
+    # and their share of wall seconds x threads, its threads' wait for a core (Linux), the load average, the
+    # threads and cores; from them whether its time figures were taken under contention (``time_contended``:
+    # None where nothing could tell; absent from records made before it was measured: unknown, not contended)
+    Metric("cpu_seconds", lambda r: r.state.clock.cpu_seconds, varies=True),
+    Metric("cpu_share", lambda r: r.state.clock.cpu_share, varies=True),
+    Metric("cpu_wait_seconds", lambda r: r.state.clock.wait_seconds, varies=True),
+    Metric("cpu_wait_share", lambda r: r.state.clock.wait_share, varies=True),
+    Metric("load_average_start", lambda r: r.state.clock.load_start, varies=True),
+    Metric("load_average_end", lambda r: r.load_end, varies=True),
+    Metric("torch_threads", lambda r: r.machine("torch_threads"), varies=True),
+    Metric("usable_cores", lambda r: r.machine("usable_cores"), varies=True),
+    Metric("time_contended", lambda r: r.machine("contended"), varies=True),
     Metric("forward_samples_per_step", lambda r: r.per_step(r.state.passes.forward_samples) * r.replicas),
     Metric("backward_samples_per_step", lambda r: r.per_step(r.state.passes.backward_samples) * r.replicas),
     Metric("peak_memory_kind", lambda r: r.state.memory.kind),

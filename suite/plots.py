@@ -33,8 +33,10 @@ from suite.registry import ASCENT_FRACTIONS
 from suite.stats import pareto_front
 from suite.store import atomic_write
 
-COST_PANELS = (("budget_train_flops", 1e12, "training TFLOP"),
-               ("budget_train_seconds_at_timed_rate", 1.0, "training seconds (at the timed rate)"))
+# (cost, scale, axis label, whether it is a time: its points taken under contention are marked)
+COST_PANELS = (("budget_train_flops", 1e12, "training TFLOP", False),
+               ("budget_train_seconds_at_timed_rate", 1.0, "training seconds (at the timed rate)", True))
+CONTENDED_MARK = "†"  # beside a time taken under contention, as in the tables
 # (title, whether an entry belongs: its class and its changes but the ascent fraction), in the panels' order
 FAMILIES: tuple[tuple[str, Callable[[Any, Mapping[str, Any]], bool]], ...] = (
     ("SAM and ESAM", lambda cls, changes: cls in (SAM, ESAM) and not changes),
@@ -102,15 +104,29 @@ def family(name: str) -> str:
 
 
 def panels(names: list[str], references: tuple[str, ...]) -> list[Panel]:
-    """(title, optimizers) per panel: each family that is present, with the references beside it."""
+    """(title, optimizers) per panel: each family that is present, with the references beside it; the title
+    names what the panel draws (``panel_title``)."""
     present = [n for n in names if n not in references]
     order = [t for t, _ in FAMILIES] + ["others"]
     out = []
     for title in order:
         members = [n for n in present if family(n) == title]
         if members or (title == order[0] and not present):
-            out.append((title, [r for r in references if r in names] + members))
+            drawn = [r for r in references if r in names] + members
+            out.append((panel_title(title, drawn), drawn))
     return out
+
+
+def panel_title(key: str, drawn: list[str]) -> str:
+    """A family's panel titled by what it draws: "SAM and ESAM" only where both are drawn (a sweep without
+    ESAM gets "SAM"); a panel of the references alone is titled by their names."""
+    mine = [n for n in drawn if family(n) == key]
+    if not mine:
+        return " and ".join(drawn)
+    if key != FAMILIES[0][0]:
+        return key
+    classes = {entry[0] for entry in (_entry(n.split(" [")[0]) for n in mine) if entry}
+    return " and ".join(name for name, cls in (("SAM", SAM), ("ESAM", ESAM)) if cls in classes)
 
 
 # ----- the table of figures -----------------------------------------------------------------------------------
@@ -163,27 +179,33 @@ def _cost_figure(shown: Shown) -> Any:
     cols = panels(names, shown.references)
     rows = [(b, c) for b in budgets for c in COST_PANELS]
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(5.2 * len(cols), 4.2 * len(rows)), squeeze=False)
-    for row, (budget, (x, scale, label)) in zip(axes, rows):
+    for row, (budget, (x, scale, label, timed)) in zip(axes, rows):
         g = t[t["budget"] == budget]
         ok = g[g[f"{x}_mean"].notna() & g["test_acc_mean"].notna()]
+        marked = set(ok.loc[ok["time_contended"] > 0, "optimizer"]) if timed and "time_contended" in ok else set()
         # one step of the budget is its rounding: costs closer than that are equal
         steps = ok["budget_steps_run_mean"].min() if "budget_steps_run_mean" in ok else math.nan
         front = set(ok["optimizer"].iloc[pareto_front(ok[f"{x}_mean"], ok["test_acc_mean"],
                                                       tolerance=1.5 / steps if steps and steps > 0 else 0.0)])
         for ax, (panel, members) in zip(row, cols):
-            _cost_panel(ax, ok[ok["optimizer"].isin(members)], x, scale, front)
+            _cost_panel(ax, ok[ok["optimizer"].isin(members)], x, scale, front, marked)
+            ax.xaxis.set_major_locator(readable_ticks())  # an equal-FLOPs row spans a few thousandths
             ax.set_xlabel(label)
             ax.set_ylabel("final test accuracy (%)")
             ax.set_title(f"{panel} — budget {budget}", fontsize="medium")
         _share_limits(row)
     fig.tight_layout()
+    contended = "time_contended" in t and bool((t["time_contended"] > 0).any())
     _legends(fig, axes, cols, f"{shown.title}: final test accuracy against cost ({_seeds_note(t, 'bars')})",
              extra="ringed: on the Pareto front of the whole table (costs within one step of the budget count "
-                   "as equal)")
+                   "as equal)" + (f". {CONTENDED_MARK}: training seconds taken under contention (another program "
+                                  "used the machine in at least one seed; summary.md says the threshold): not to "
+                                  "be trusted" if contended else ""))
     return fig
 
 
-def _cost_panel(ax: Any, g: pd.DataFrame, x: str, scale: float, front: set[str]) -> None:
+def _cost_panel(ax: Any, g: pd.DataFrame, x: str, scale: float, front: set[str],
+                marked: set[str] = frozenset()) -> None:
     for r in g.itertuples():
         d = r._asdict()
         colour, marker, filled = style(r.optimizer)
@@ -195,6 +217,9 @@ def _cost_panel(ax: Any, g: pd.DataFrame, x: str, scale: float, front: set[str])
         if r.optimizer in front:
             ax.scatter(d[f"{x}_mean"] / scale, 100 * r.test_acc_mean, s=260, facecolors="none",
                        edgecolors="black", linewidths=1, zorder=3)
+        if r.optimizer in marked:
+            ax.annotate(CONTENDED_MARK, (d[f"{x}_mean"] / scale, 100 * r.test_acc_mean), xytext=(7, 5),
+                        textcoords="offset points", color=colour, fontsize="large", fontweight="bold")
 
 
 def _family_grid(frame: pd.DataFrame, draw: Any, xlabel: str, ylabel: str, references: tuple[str, ...],
@@ -399,6 +424,45 @@ def _legends(fig: Any, axes: Any, cols: list[Panel], title: str, extra: str = ""
 def _title(fig: Any, title: str, above_inches: float = 0.1) -> None:
     """The figure's title, ``above_inches`` above the panels (room for a note between them)."""
     fig.suptitle(title, y=1.0 + above_inches / fig.get_size_inches()[1], va="bottom")
+
+
+def readable_ticks() -> Any:
+    """matplotlib's own ticks, fewer where their labels would touch. Its automatic count assumes labels about
+    three characters wide: an equal-FLOPs row spans a few thousandths of a TFLOP, and its ticks every 0.0025
+    ("1.4075", "1.4100", …) ran together into one string."""
+    from matplotlib import rcParams
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import text_to_path
+    from matplotlib.ticker import MaxNLocator
+
+    class ReadableTicks(MaxNLocator):
+        def __call__(self) -> Any:
+            vmin, vmax = self.axis.get_view_interval()
+            self.set_params(nbins="auto")
+            ticks = self.tick_values(vmin, vmax)
+            for nbins in range(len(ticks) - 1, 0, -1):
+                if self._fits(ticks, vmin, vmax):
+                    break
+                self.set_params(nbins=nbins)
+                ticks = self.tick_values(vmin, vmax)
+            return self.raise_if_exceeds(ticks)
+
+        def _fits(self, ticks: Any, vmin: float, vmax: float) -> bool:
+            """Whether neighbouring labels, centred on their ticks, stay half an em apart on the axis."""
+            low, high = sorted((vmin, vmax))
+            shown = [t for t in ticks if low <= t <= high]
+            if len(shown) < 2 or high <= low:
+                return True
+            prop = FontProperties(size=rcParams[f"{self.axis.axis_name}tick.labelsize"])
+            px = self.axis.get_figure(root=True).dpi / 72
+            widths = [text_to_path.get_text_width_height_descent(label, prop, ismath=False)[0] * px
+                      for label in self.axis.get_major_formatter().format_ticks(shown)]
+            span = self.axis.axes.bbox.width if self.axis.axis_name == "x" else self.axis.axes.bbox.height
+            at = [(t - low) / (high - low) * span for t in shown]
+            gap = 0.5 * prop.get_size_in_points() * px
+            return all(b - a >= (wa + wb) / 2 + gap for a, b, wa, wb in zip(at, at[1:], widths, widths[1:]))
+
+    return ReadableTicks(nbins="auto", steps=[1, 2, 2.5, 5, 10])
 
 
 def _plain_log_axis(axis: Any) -> None:

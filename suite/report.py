@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -62,9 +63,9 @@ def label_tables(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     records = [dict(r) for r in records]
     for group in _grouped(records, lambda r: r["config"]["profile"]).values():
         settings = [_setting(r) for r in group]
-        differ = _differing(settings)
+        differ = _readable(_differing(settings), settings)
         for r, s in zip(group, settings):
-            r["_setting"] = ", ".join(f"{k}={s.get(k)}" for k in differ)
+            r["_setting"] = ", ".join(f"{k}={_shown(k, s.get(k))}" for k in differ)
     for group in _grouped(records, lambda r: (r["config"]["profile"], r["_setting"], r["config"]["train"]["budget"],
                                               r["config"]["optimizer"])).values():
         differ = _differing([r["config"].get("hparams", {}) for r in group])
@@ -73,6 +74,26 @@ def label_tables(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             r["_label"] = r["config"]["optimizer"] + (f" [{', '.join(f'{k}={h.get(k)}' for k in differ)}]"
                                                       if differ else "")
     return records
+
+
+def _readable(differ: list[str], settings: list[dict[str, Any]]) -> list[str]:
+    """The differing settings a table is named by, the data set's name first; the data's fingerprint (a
+    hash) only where the other settings do not already tell the data apart (two copies of one data set,
+    then named by the data set and the hash)."""
+    rest = [k for k in differ if k != "data"]
+    if "data" in differ and rest:
+        fingerprints: dict[tuple, set] = {}
+        for s in settings:
+            fingerprints.setdefault(tuple(repr(s.get(k)) for k in rest), set()).add(s.get("data"))
+        if all(len(f) == 1 for f in fingerprints.values()):
+            differ = rest
+    if "data" in differ and "dataset" not in differ:
+        differ = [*differ, "dataset"]  # the copies of a data set: named by it, then told apart by the hash
+    return sorted(differ, key=lambda k: (k != "dataset", k == "data", k))
+
+
+def _shown(key: str, value: Any) -> Any:
+    return value[:8] if key == "data" and isinstance(value, str) else value  # a tie-breaker, not a name
 
 
 def _grouped(records: list[dict[str, Any]], key: Any) -> dict[Any, list[dict[str, Any]]]:
@@ -174,6 +195,11 @@ def _summary_row(g: pd.DataFrame, finished: pd.DataFrame, numeric: list[str], re
             row.update({f"diff_{ref}_{m.key}_seeds": n, f"diff_{ref}_{m.key}_mean": mean,
                         f"diff_{ref}_{m.key}_ci95": half,
                         f"diff_{ref}_{m.key}_distinguishable": distinguishable(n, mean, half)})
+    # the finished seeds whose time figures were taken under contention, and those that did not measure it
+    # (records made before it was measured: unknown, not contended)
+    flags = ok["time_contended"] if "time_contended" in ok else pd.Series([None] * len(ok), dtype=object)
+    row["time_contended"] = int(sum(v is True for v in flags))
+    row["time_unmeasured"] = int(sum(not isinstance(v, bool) for v in flags))
     return row
 
 
@@ -205,7 +231,8 @@ def to_markdown(table: pd.DataFrame, refs: dict[str, tuple[str, ...]] | None = N
     parts = []
     for (profile, setting, budget), g in table.groupby(TABLE, sort=False):
         ref_names = (refs or {}).get(profile, REFERENCES)
-        display = pd.DataFrame([_display_row(r, ref_names) for _, r in g.iterrows()])
+        contended = {r.optimizer for r in g.itertuples() if getattr(r, "time_contended", 0) > 0}
+        display = pd.DataFrame([_display_row(r, ref_names, contended) for _, r in g.iterrows()])
         where = f"Profile `{profile}`" + (f" with {setting}" if setting else "")
         lines = [f"### {where}, budget `{budget}`: {BUDGET_TITLES.get(budget, budget)}", "",
                  display.to_markdown(index=False, disable_numparse=True,
@@ -214,12 +241,45 @@ def to_markdown(table: pd.DataFrame, refs: dict[str, tuple[str, ...]] | None = N
         if diverged:
             lines += ["", "Diverged runs (loss NaN/inf; not in the means):", *diverged]
         lines += ["", "Δ: mean over seeds of (this optimizer − the reference), same seed = same initial weights and "
-                  "batch order; **bold** where the 95% interval excludes 0. × REF: the ratio of the means."]
+                  "batch order; **bold** where the 95% interval excludes 0. × REF: the ratio of the means.",
+                  "", time_note(g)]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
 
-def _display_row(r: pd.Series, refs: tuple[str, ...]) -> dict[str, str]:
+CONTENDED_MARK = plots.CONTENDED_MARK  # one mark in the tables and the figures
+
+
+def time_note(g: pd.DataFrame) -> str:
+    """Which time figures of a table to trust: those taken under contention are marked (``CONTENDED_MARK``),
+    what the mark means and its thresholds (``suite.measure``); runs that did not measure it are unknown."""
+    from suite import measure
+
+    runs = int((g["seeds"]).sum())
+    unmeasured = int(g["time_unmeasured"].sum()) if "time_unmeasured" in g else runs
+    contended = sorted(r.optimizer for r in g.itertuples() if getattr(r, "time_contended", 0) > 0)
+    rule = (f"a run's threads waited for a core for {measure.CONTENDED_WAIT_SHARE:.0%} or more of the time they "
+            f"were ready to run (where the kernel does not say: its process had under "
+            f"{measure.CONTENDED_CPU_SHARE:.0%} of its threads' CPU time, or the load average exceeded "
+            f"{measure.CONTENDED_LOAD_PER_CORE:g} × its cores)")
+    authority = "The interleaved repeats of `python -m suite cost` are the authority for time."
+    if not contended and unmeasured >= runs:
+        return ("Time: these runs were recorded before the suite measured contention (unknown, not contended): "
+                f"their times and time ratios are unchecked. {authority}")
+    if contended:
+        text = (f"{CONTENDED_MARK}: time taken under contention — another program was using the machine: {rule} in "
+                f"at least one seed ({', '.join(contended)}). Such an ms/step, and every time ratio marked "
+                f"{CONTENDED_MARK} (its optimizer's or its reference's), is not to be trusted; the time ratios "
+                f"without {CONTENDED_MARK} are.")
+    else:
+        text = f"Time: no measured run was taken under contention ({rule} in none), so the time ratios hold."
+    if unmeasured:
+        text += (f" {unmeasured} of the {runs} runs were recorded before the suite measured contention: theirs "
+                 "are unknown.")
+    return f"{text} {authority}"
+
+
+def _display_row(r: pd.Series, refs: tuple[str, ...], contended: set[str] = frozenset()) -> dict[str, str]:
     row = {"optimizer": r["optimizer"], "seeds": f"{r['seeds']}" + (f" ({r['diverged']} diverged)"
                                                                     if r["diverged"] else "")}
     intervals = [m for m in columns() if m.interval]
@@ -231,10 +291,16 @@ def _display_row(r: pd.Series, refs: tuple[str, ...]) -> dict[str, str]:
             for ref in refs:
                 row[f"{prefix}Δ vs {ref.upper()} (paired, 95% CI)"] = _diff(m, r, ref)
         else:
-            row[m.label] = _value(m, r, "mean")
+            row[m.label] = _value(m, r, "mean") + _mark(m, r["optimizer"] in contended)
         for ref in refs if m.ratios else ():
-            row[f"{m.ratios} × {ref.upper()}"] = _num(r.get(f"{m.key}_ratio_{ref}"), "{:.2f}")
+            ratio = _num(r.get(f"{m.key}_ratio_{ref}"), "{:.2f}")
+            flagged = ratio != "–" and r["optimizer"] != ref and bool({r["optimizer"], ref} & contended)
+            row[f"{m.ratios} × {ref.upper()}"] = ratio + _mark(m, flagged)
     return row
+
+
+def _mark(m: Metric, contended: bool) -> str:
+    return f" {CONTENDED_MARK}" if m.timing and contended else ""
 
 
 def _value(m: Metric, r: pd.Series, stat: str, fmt: str | None = None) -> str:
@@ -354,24 +420,62 @@ def write_report(results_dir: Path) -> tuple[list[Path], list[Path], list[Path]]
     body = to_markdown(table, refs) if not table.empty else "No records.\n"
     sharp = sharpness_markdown(records, refs, table) if not table.empty else ""
     _atomic_write(written[1], header + body + ("\n" + sharp if sharp else ""))
-    if not table.empty:
-        written += write_figures(results_dir, table, records, refs)
-    return written, skipped, [path_of[id(r)] for r in superseded]
+    figures = write_figures(results_dir, table, records, refs) if not table.empty else []
+    remove_stale_figures(results_dir, figures, {r["config"]["profile"] for r in records})
+    return written + figures, skipped, [path_of[id(r)] for r in superseded]
 
 
 def write_figures(results_dir: Path, table: pd.DataFrame, records: list[dict[str, Any]],
                   refs: dict[str, tuple[str, ...]]) -> list[Path]:
     """Per table of the summary (a profile, or one setting of it), each figure of ``plots.FIGURES`` whose
-    data the table has, as ``<profile>[-<setting>]-<figure>.png``."""
+    data the table has, as ``<profile>[-<setting>]-<figure>.png`` (``figure_stem``)."""
     epochs, surfaces = epoch_rows(records), surface_rows(records)
     written = []
-    for (profile, setting), t in table.groupby(["profile", "setting"], sort=False):
-        name = profile + (f"-{re.sub(r'[^A-Za-z0-9.]+', '-', setting).strip('-')}" if setting else "")
+    tables = list(table.groupby(["profile", "setting"], sort=False))
+    stems = figure_stems([key for key, _ in tables])
+    for (profile, setting), t in tables:
         shown = plots.Shown(f"{profile}" + (f" ({setting})" if setting else ""), t, _of(epochs, profile, setting),
                             _of(surfaces, profile, setting), refs[profile])
-        written += [figure.write(results_dir / f"{name}-{figure.name}.png", shown) for figure in plots.FIGURES
-                    if figure.needs(shown)]
+        written += [figure.write(results_dir / f"{stems[profile, setting]}-{figure.name}.png", shown)
+                    for figure in plots.FIGURES if figure.needs(shown)]
     return written
+
+
+def figure_stems(tables: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Per (profile, setting), the start of its figures' names: the profile, then the setting as a person
+    reads it — the data set by its name (``cpu-cifar10``), any other setting as ``key-value``
+    (``cpu-epochs-2``); a short hash of the setting only where two tables would otherwise share a name."""
+    def stem(profile: str, setting: str) -> str:
+        words = re.sub(r"(^|, )dataset=", r"\1", setting)
+        return profile + (f"-{re.sub(r'[^A-Za-z0-9.]+', '-', words).strip('-')}" if setting else "")
+
+    stems = {key: stem(*key) for key in tables}
+    tied = {s for s in stems.values() if list(stems.values()).count(s) > 1}
+    return {key: s + (f"-{zlib.crc32(key[1].encode()):08x}" if s in tied else "") for key, s in stems.items()}
+
+
+FIGURE_MANIFEST = ".report-figures"  # the figures the last report wrote into a results directory
+
+
+def remove_stale_figures(results_dir: Path, written: list[Path], profiles: set[str]) -> list[Path]:
+    """Remove the figures this report no longer makes (a table renamed when a second data set joined its
+    profile, a profile whose records are gone) — only files the report itself writes: those the last report
+    listed in ``FIGURE_MANIFEST``, and a present profile's figures under the name a profile without settings
+    gets (``<profile>-<figure>.png``, written before the manifest existed). Any other file stays. Returns
+    the removed ones; ``FIGURE_MANIFEST`` then lists ``written``."""
+    manifest = results_dir / FIGURE_MANIFEST
+    listed = set(manifest.read_text().split("\n")) - {""} if manifest.is_file() else set()
+    ours = listed | {f"{p}-{figure.name}.png" for p in profiles for figure in plots.FIGURES}
+    keep = {p.name for p in written}
+    removed = []
+    for name in sorted(ours - keep):
+        path = results_dir / name
+        if "/" not in name and path.suffix == ".png" and path.is_file():
+            path.unlink()
+            removed.append(path)
+    if written or manifest.exists():
+        _atomic_write(manifest, "".join(f"{name}\n" for name in sorted(keep)))
+    return removed
 
 
 def _of(rows: pd.DataFrame, profile: str, setting: str) -> pd.DataFrame:

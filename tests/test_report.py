@@ -254,11 +254,11 @@ def test_an_optimizer_has_one_style_in_every_figure_and_families_get_panels():
     assert style(cheap)[0] == style("ssam-d-unstructured-explicit")[0] and style(cheap) != style(cheap[:-15])
     refs = ("sgd", "sam")
     assert panels(["sgd", "sam", "sam-quarter-ascent", cheap], refs) == [
-        ("SAM and ESAM", ["sgd", "sam", "sam-quarter-ascent"]), ("SSAM-D", ["sgd", "sam", cheap])]
+        ("SAM", ["sgd", "sam", "sam-quarter-ascent"]), ("SSAM-D", ["sgd", "sam", cheap])]
     fifths = "ssam-f-unstructured-explicit-two-fifths-ascent"  # another fraction: the same colour, another marker
     assert style(fifths)[0] == style("ssam-f-unstructured-explicit")[0]
     assert style(fifths)[1] not in {style("ssam-f-unstructured-explicit")[1], style(cheap)[1]}
-    assert [t for t, _ in panels(["sgd", "sam", "sam-two-fifths-ascent", fifths], refs)] == ["SAM and ESAM", "SSAM-F"]
+    assert [t for t, _ in panels(["sgd", "sam", "sam-two-fifths-ascent", fifths], refs)] == ["SAM", "SSAM-F"]
     names = ["sgd", "sam", "esam", "ssam-f-nm-explicit", "ssam-d-nm-implicit", "linf-sam"]
     assert panels(names, refs) == [
         ("SAM and ESAM", ["sgd", "sam", "esam"]), ("SSAM-F", ["sgd", "sam", "ssam-f-nm-explicit"]),

@@ -1,0 +1,141 @@
+"""The figures as a reader meets them: tick labels that can be read, panel titles that name what is drawn,
+file names a person reads, and no figure left behind that the report no longer makes."""
+
+from __future__ import annotations
+
+import matplotlib
+import pandas as pd
+import pytest
+
+from suite import plots, report
+from suite.store import SCHEMA, record_path, write_record
+
+matplotlib.use("Agg")
+
+
+def record(optimizer, seed, acc, tflop, budget="flops", profile="p", dataset="cifar10", fingerprint="88ebae7912848140",
+           **metrics):
+    return {
+        "schema": SCHEMA,
+        "config": {"profile": profile, "optimizer": optimizer, "seed": seed,
+                   "train": {"budget": budget, "dataset": dataset}},
+        "data": {"name": dataset, "fingerprint": fingerprint},
+        "references": ["sgd", "sam"],
+        "started_at": f"2026-01-01T00:00:0{seed}",
+        "metrics": {"status": "finished", "test_acc": acc, "time_per_step_s": 0.1, "flops_per_step": 1e9,
+                    "budget_train_flops": tflop * 1e12, "budget_train_seconds_at_timed_rate": 14.0 + seed,
+                    "budget_steps_run": 100, "budget_epochs_run": 3.0, **metrics},
+        "epochs": [{"epoch": 1, "epochs_done": 1, "test_acc": acc, "train_seconds": 1.0}],
+    }
+
+
+def shown(records: list[dict]) -> plots.Shown:
+    records = report.label_tables(records)
+    return plots.Shown("p", report.summarize(records), report.epoch_rows(records), pd.DataFrame(), ("sgd", "sam"))
+
+
+def overlapping_tick_labels(fig) -> list[tuple[str, list[str]]]:
+    """Per panel, the x tick labels (those inside the axis) whose rendered boxes touch a neighbour's."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    bad = []
+    for ax in fig.axes:
+        low, high = sorted(ax.get_xlim())
+        labels = [t for t, at in zip(ax.get_xticklabels(), ax.get_xticks()) if low <= at <= high and t.get_text()]
+        boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+        if any(a.x1 + 2 > b.x0 for a, b in zip(boxes, boxes[1:])):
+            bad.append((ax.get_title(), [t.get_text() for t in labels]))
+    return bad
+
+
+@pytest.mark.parametrize("span", [0.002, 0.01, 0.03])
+def test_the_tflop_tick_labels_of_an_equal_flops_row_do_not_run_together(span):
+    """The issue's case: every run of a flops budget spends about the same TFLOP, and ticks every 0.0025
+    ("1.40751.41001.4125…") ran together; at a span of 0.01 they did before the fix."""
+    import matplotlib.pyplot as plt
+
+    names = ("sgd", "sam", "sam-quarter-ascent")
+    records = [record(name, seed, 0.4 - 0.03 * k, 1.40 + span * k) for seed in range(2)
+               for k, name in enumerate(names)]
+    plots._theme()
+    fig = plots._cost_figure(shown(records))
+    try:
+        assert overlapping_tick_labels(fig) == []
+        for ax in fig.axes:
+            labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+            assert len(labels) == len(set(labels)) >= 3, labels  # distinct, and still a scale to read
+    finally:
+        plt.close(fig)
+
+
+def test_a_panel_is_titled_by_what_it_draws():
+    """ESAM not run: the panel of the SAM family says SAM, not "SAM and ESAM"; with ESAM it says both."""
+    refs = ("sgd", "sam")
+    assert plots.panels(["sgd", "sam", "sam-quarter-ascent", "ssam-f-nm-explicit"], refs) == [
+        ("SAM", ["sgd", "sam", "sam-quarter-ascent"]), ("SSAM-F", ["sgd", "sam", "ssam-f-nm-explicit"])]
+    assert plots.panels(["sgd", "sam", "esam"], refs)[0][0] == "SAM and ESAM"
+    assert plots.panels(["sgd", "esam", "ssam-f-nm-explicit"], refs)[0] == ("ESAM", ["sgd", "esam"])
+    assert plots.panels(["sgd", "sam"], refs) == [("SAM", ["sgd", "sam"])]
+    assert plots.panels(["sgd"], ("sgd",)) == [("sgd", ["sgd"])]  # the references alone: their names
+    # the drawn figure's panels say it too
+    import matplotlib.pyplot as plt
+
+    plots._theme()
+    fig = plots._cost_figure(shown([record(n, 0, 0.4, 1.4) for n in ("sgd", "sam", "sam-quarter-ascent")]))
+    try:
+        assert {ax.get_title() for ax in fig.axes} == {"SAM — budget flops"}
+    finally:
+        plt.close(fig)
+
+
+def write(results, records) -> None:
+    for r in records:
+        c = r["config"]
+        write_record(record_path(results, c["profile"], f"{c['optimizer']}-{r['data']['fingerprint']}-s{c['seed']}"), r)
+
+
+def test_two_data_sets_under_one_profile_have_names_a_person_reads_and_old_figures_go(tmp_path):
+    """The issue's case: CIFAR-10 first, then a second data set under the same profile. The tables and figures
+    are named by the data sets (no hash), the CIFAR figures of the first report are removed, a file the
+    report did not write is kept."""
+    cifar = [record(n, s, 0.4, 1.4, budget="epochs") for n in ("sgd", "sam") for s in range(2)]
+    write(tmp_path, cifar)
+    first = {p.name for p in report.write_report(tmp_path)[0]}
+    assert {"p-comparison.png", "p-curves.png"} <= first
+    (tmp_path / "notes.png").write_bytes(b"mine")  # a user's own files, one named like the report's
+    (tmp_path / "p-mine.png").write_bytes(b"mine")
+    write(tmp_path, [record(n, s, 0.9, 0.1, budget="epochs", dataset="digits", fingerprint="0123456789abcdef")
+                     for n in ("sgd", "sam") for s in range(2)])
+    written = {p.name for p in report.write_report(tmp_path)[0] if p.suffix == ".png"}
+    assert {"p-cifar10-comparison.png", "p-cifar10-curves.png", "p-digits-comparison.png",
+            "p-digits-curves.png"} <= written
+    pngs = {p.name for p in tmp_path.glob("*.png")}
+    assert "p-comparison.png" not in pngs and "p-curves.png" not in pngs  # the report no longer makes them
+    assert {"notes.png", "p-mine.png"} <= pngs and (tmp_path / "notes.png").read_bytes() == b"mine"
+    assert pngs == written | {"notes.png", "p-mine.png"}
+    md = (tmp_path / "summary.md").read_text()
+    assert "### Profile `p` with dataset=cifar10, budget `epochs`" in md
+    assert "### Profile `p` with dataset=digits, budget `epochs`" in md
+    assert "88ebae79" not in md and "0123456789" not in md
+    # the digits records gone: their figures go too, the rest stay
+    for path in (tmp_path / "runs" / "p").glob("*0123456789abcdef*"):
+        path.unlink()
+    assert {p.name for p in report.write_report(tmp_path)[0] if p.suffix == ".png"} == {"p-comparison.png",
+                                                                                          "p-curves.png"}
+    assert {p.name for p in tmp_path.glob("*.png")} == {"p-comparison.png", "p-curves.png", "notes.png", "p-mine.png"}
+
+
+def test_a_hash_names_a_table_only_to_break_a_real_tie(tmp_path):
+    """Two copies of one data set (same name, different files) under one profile: the fingerprint tells them
+    apart, shortened; the data set's name comes first."""
+    write(tmp_path, [record(n, 0, 0.4, 1.4, budget="epochs", fingerprint=fp) for n in ("sgd", "sam")
+                     for fp in ("88ebae7912848140", "0123456789abcdef")])
+    written = {p.name for p in report.write_report(tmp_path)[0]}
+    assert {"p-cifar10-data-88ebae79-comparison.png", "p-cifar10-data-01234567-comparison.png"} <= written
+    md = (tmp_path / "summary.md").read_text()
+    assert "### Profile `p` with dataset=cifar10, data=88ebae79, budget" in md
+    assert "88ebae7912848140" not in md
+    assert report.figure_stems([("p", "epochs=1"), ("p", "epochs=1.0"), ("p", "a=b c"), ("p", "a=b-c")]) == {
+        ("p", "epochs=1"): "p-epochs-1", ("p", "epochs=1.0"): "p-epochs-1.0",
+        ("p", "a=b c"): "p-a-b-c-" + format(__import__("zlib").crc32(b"a=b c"), "08x"),
+        ("p", "a=b-c"): "p-a-b-c-" + format(__import__("zlib").crc32(b"a=b-c"), "08x")}
