@@ -86,6 +86,11 @@ def _optimizers(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", action="append", metavar="NAME", help="only these (repeatable)")
 
 
+def _claims(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--claims", type=Path, metavar="FILE",
+                   help="a TOML file of your own [[claims]], judged beside the declared ones (suite/claims.py)")
+
+
 def _report(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                    help="write the summary tables and plots afterwards (default: yes)")
@@ -131,11 +136,12 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_sharpness_parser(sub)
 
-    rep = sub.add_parser("report", help="records -> summary.csv, summary.md and plots",
-                         parents=[_options(_results_dir)])
+    rep = sub.add_parser("report", help="records -> summary.csv, summary.md (verdicts first) and plots",
+                         parents=[_options(_results_dir, _claims)])
     rep.set_defaults(func=cmd_report)
 
-    pub = sub.add_parser("publish", help=f"copy a profile's records into {PUBLISHED}/ and rebuild its report")
+    pub = sub.add_parser("publish", help=f"copy a profile's records into {PUBLISHED}/, rebuild its report and the "
+                                         "README's findings", parents=[_options(_claims)])
     pub.add_argument("--profile", action="append", required=True, metavar="NAME",
                      help="the profile whose records to publish (repeatable); its published records are replaced")
     pub.add_argument("--from", dest="source", type=Path, default=MY_RESULTS, help=f"default: ./{MY_RESULTS}")
@@ -201,7 +207,6 @@ def cmd_list(args: argparse.Namespace) -> int:
                        f"{registry.get(name).description}"
                        + (f" (also: {', '.join(registry.get(name).aliases)})" if registry.get(name).aliases else ""))
                 for name in registry.names()]
-        rows.append(("", "the values a profile runs each with: list --profile NAME"))
     width = min(max(len(name) for name, _ in rows), NAME_WIDTH)
     for name, text in rows:
         lines = textwrap.wrap(text, WIDTH - 2 - width) or [""]
@@ -290,7 +295,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if not (args.results_dir / "runs").is_dir():
         raise UsageError(f"no records in {str(args.results_dir)!r}: expected {args.results_dir}/runs/<profile>/*.json")
-    written, skipped, superseded = write_report(args.results_dir)
+    written, skipped, superseded = write_report(args.results_dir, _user_claims(args))
     for path in skipped:
         print(f"warning: skipped unreadable record {path}", file=sys.stderr)
     for path in superseded:
@@ -301,11 +306,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_claims(args: argparse.Namespace) -> tuple:
+    """The claims of ``--claims FILE`` (none without it); a bad file is one line."""
+    if getattr(args, "claims", None) is None:
+        return ()
+    from suite.claims import load_claims
+
+    try:
+        return load_claims(args.claims)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     """Replace the published records of each named profile with the user's, then rebuild the report."""
+    from suite.report import update_readme
+
+    _user_claims(args)  # a bad claims file is one line before anything is replaced
     for line in store.publish(args.source, args.results_dir, args.profile, args.allow_uncommitted):
         print(line, file=sys.stderr)
-    return cmd_report(args)
+    code = cmd_report(args)
+    readme = args.results_dir.resolve().parent / "README.md"
+    if code == 0 and update_readme(readme, args.results_dir):
+        print(f"wrote the findings of {readme}", file=sys.stderr)
+    return code
 
 
 def cmd_sharpness(args: argparse.Namespace) -> int:
