@@ -185,8 +185,10 @@ def _cost_figure(shown: Shown) -> Any:
         marked = set(ok.loc[ok["time_contended"] > 0, "optimizer"]) if timed and "time_contended" in ok else set()
         # one step of the budget is its rounding: costs closer than that are equal
         steps = ok["budget_steps_run_mean"].min() if "budget_steps_run_mean" in ok else math.nan
-        front = set(ok["optimizer"].iloc[pareto_front(ok[f"{x}_mean"], ok["test_acc_mean"],
-                                                      tolerance=1.5 / steps if steps and steps > 0 else 0.0)])
+        # a front only where the cost is exact (FLOPs are counted): run times are not interleaved, and a drift
+        # of the machine would ring what it favoured (python -m suite cost interleaves; its table is for time)
+        front = set() if timed else set(ok["optimizer"].iloc[pareto_front(
+            ok[f"{x}_mean"], ok["test_acc_mean"], tolerance=1.5 / steps if steps and steps > 0 else 0.0)])
         for ax, (panel, members) in zip(row, cols):
             _cost_panel(ax, ok[ok["optimizer"].isin(members)], x, scale, front, marked)
             ax.xaxis.set_major_locator(readable_ticks())  # an equal-FLOPs row spans a few thousandths
@@ -197,10 +199,12 @@ def _cost_figure(shown: Shown) -> Any:
     fig.tight_layout()
     contended = "time_contended" in t and bool((t["time_contended"] > 0).any())
     _legends(fig, axes, cols, f"{shown.title}: final test accuracy against cost ({_seeds_note(t, 'bars')})",
-             extra="ringed: on the Pareto front of the whole table (costs within one step of the budget count "
-                   "as equal)" + (f". {CONTENDED_MARK}: training seconds taken under contention (another program "
-                                  "used the machine in at least one seed; summary.md says the threshold): not to "
-                                  "be trusted" if contended else ""))
+             extra="ringed: on the Pareto front of the whole table in FLOPs, which are counted exactly (costs "
+                   "within one step of the budget count as equal); none in seconds, which are not interleaved "
+                   "between optimizers (python -m suite cost is the measure of time)"
+                   + (f". {CONTENDED_MARK}: training seconds taken under contention (another program used the "
+                      "machine in at least one seed; summary.md says the threshold): not to be trusted"
+                      if contended else ""))
     return fig
 
 

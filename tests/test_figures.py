@@ -139,3 +139,28 @@ def test_a_hash_names_a_table_only_to_break_a_real_tie(tmp_path):
         ("p", "epochs=1"): "p-epochs-1", ("p", "epochs=1.0"): "p-epochs-1.0",
         ("p", "a=b c"): "p-a-b-c-" + format(__import__("zlib").crc32(b"a=b c"), "08x"),
         ("p", "a=b-c"): "p-a-b-c-" + format(__import__("zlib").crc32(b"a=b-c"), "08x")}
+
+
+def test_a_pareto_front_is_ringed_on_exact_flops_only(monkeypatch):
+    """Run times are not interleaved between optimizers, so a drift of the machine would ring what it
+    favoured: the seconds panels ring nothing; the FLOPs panels (counted exactly) ring the front."""
+    from pathlib import Path
+
+    from suite.store import iter_records
+
+    calls = []
+    real = plots._cost_panel
+
+    def spy(ax, g, x, scale, front, marked=frozenset()):
+        calls.append((x, set(front)))
+        return real(ax, g, x, scale, front, marked)
+
+    monkeypatch.setattr(plots, "_cost_panel", spy)
+    results = Path(__file__).resolve().parent.parent / "results"
+    kept, _ = report.latest_per_seed(report.label_tables([r for _, r in iter_records(results, "cpu-noise") if r]))
+    refs = report.references(kept)
+    shown = plots.Shown("cpu-noise", report.summarize(kept, refs=refs), report.epoch_rows(kept), pd.DataFrame(),
+                        refs["cpu-noise"])
+    plots._cost_figure(shown)
+    assert any(front for x, front in calls if x == "budget_train_flops")
+    assert calls and all(not front for x, front in calls if x != "budget_train_flops")
