@@ -55,6 +55,9 @@ class OptimizerInfo:
     # optimizer; the harness counts FLOPs over that many whole steps.
     flop_window: Callable[[torch.optim.Optimizer], int] | None = None
     invalid: tuple[Mapping[str, Any], ...] = ()  # hyper-parameters it must refuse with ValueError
+    # Valid configurations other than the default (as torch's optim_db optim_inputs_func): each is built over
+    # the entry's changes, and every generated contract test runs on the default and on each of them.
+    samples: tuple[Mapping[str, Any], ...] = ()
     aliases: tuple[str, ...] = ()  # other names that select this entry
     # "paper": as in the method's paper's code; "extension": this suite's own variant; "reference": a
     # plain baseline; "": not said (an out-of-tree entry unless it says)
@@ -63,6 +66,7 @@ class OptimizerInfo:
     def __post_init__(self) -> None:
         object.__setattr__(self, "changes", MappingProxyType(dict(self.changes)))
         object.__setattr__(self, "inputs", frozenset(self.inputs))
+        object.__setattr__(self, "samples", tuple(MappingProxyType(dict(s)) for s in self.samples))
         if self.inputs - INPUTS:
             raise ValueError(f"{self.name}: unknown inputs {sorted(self.inputs - INPUTS)}; known: {sorted(INPUTS)}")
         if self.origin not in ORIGINS:
@@ -126,6 +130,28 @@ SSAM_DENSITY_INVALID = {"unstructured": ({"sparsity": 1.5}, {"sparsity": -0.1}),
                         "structured-top": ({"sparsity": 1.5}, {"sparsity": -0.1}),
                         "nm": ({"m": 5}, {"n": 5}, {"n": 0}, {"sparsity": 0.3})}
 
+# ----- sample configurations, declared once per family: valid settings other than the defaults, each run by
+# every generated contract test (tiny models: they must build and step there) --------------------------------
+SGD_SAMPLES = ({"nesterov": True, "weight_decay": 1e-3}, {"momentum": 0.0, "weight_decay": 0.0})
+TWO_PASS_SAMPLES = ({"adaptive": True, "rho": 0.5}, {"rho": 0.2, "nesterov": True}, {"ascent_fraction": 0.5})
+ESAM_SAMPLES = ({"beta": 1.0, "gamma": 1.0}, {"beta": 0.3, "swp": "element", "adaptive": True, "rho": 0.5},
+                {"gamma": 1.0, "ascent_fraction": 0.5, "rho": 0.2})
+SSAM_DENSITY_SAMPLES = {"unstructured": {"sparsity": 0.9}, "structured": {"sparsity": 0.25},
+                        "structured-top": {"sparsity": 0.75}, "nm": {"n": 1, "m": 2}}
+SSAM_MASK_SAMPLES = {
+    "fisher": ({"fisher_impl": "loop", "fisher_samples": 4, "fisher_bn": "running"},
+               {"fisher_data": "train", "refresh_timing": "paper"}),
+    "dynamic": ({"drop_rate": 0.9, "growth": "gradient"}, {"refresh_timing": "paper", "update_every": 1}),
+}
+
+
+def _ssam_samples(mask: str, pattern: str, form: str, normalise: str) -> tuple[dict[str, Any], ...]:
+    """Another density (and, where the form allows both, the other normalisation), a larger adaptive rho with
+    a longer refresh period, and the mask kind's own settings."""
+    other = {"normalise": "paper" if normalise == "masked" else "masked"} if form != "implicit" else {}
+    return ({**SSAM_DENSITY_SAMPLES[pattern], **other}, {"rho": 0.2, "adaptive": True, "update_every": 3},
+            *SSAM_MASK_SAMPLES[mask])
+
 
 # Cheaper first passes (issue 12): the ascent gradient from a fraction of the batch (the skeleton's
 # ascent_fraction), every example still in the descent. A step costs about (1 + f)x SGD's FLOPs. A quarter
@@ -153,31 +179,33 @@ def _ssam(mask: str, pattern: str, form: str, aliases: tuple[str, ...] = (), asc
     what = {"explicit": "explicit (masked e)", "implicit": "implicit (masked backward, dense e)",
             "implicit-masked": "masked backward and masked e"}[form]
     suffix, ascent_words, ascent_changes = _ascent(ascent)
+    changes = {"mask": mask, "pattern": pattern, "form": form, **ascent_changes, **(changes or {})}
     return OptimizerInfo(
         f"ssam-{letter}-{pattern}-{form}{suffix}", SSAM,
         f"SSAM-{letter.upper()} (Mi et al. 2023): {pattern}, {what}{ascent_words}{words}",
         origin=origin,
-        changes={"mask": mask, "pattern": pattern, "form": form, **ascent_changes, **(changes or {})},
+        changes=changes,
         inputs=inputs,
         passes_per_step=2,
         flop_window=lambda opt: opt.defaults["update_every"],  # a mask refresh per period
         invalid=(*SSAM_INVALID, *SSAM_DENSITY_INVALID[pattern]), aliases=aliases,
+        samples=_ssam_samples(mask, pattern, form, changes.get("normalise", "paper")),
     )
 
 
 def _sam(ascent: str) -> OptimizerInfo:
     suffix, words, changes = _ascent(ascent)
     return OptimizerInfo("sam" + suffix, SAM, "SAM (Foret et al. 2021)" + words, changes=changes,
-                         passes_per_step=2, invalid=TWO_PASS_INVALID, origin="extension")
+                         passes_per_step=2, invalid=TWO_PASS_INVALID, samples=TWO_PASS_SAMPLES, origin="extension")
 
 
 OPTIMIZERS: list[OptimizerInfo] = [
     OptimizerInfo("sgd", torch.optim.SGD, "SGD with momentum (torch.optim.SGD): one forward/backward pass per step",
-                  invalid=SGD_INVALID, origin="reference"),
+                  invalid=SGD_INVALID, samples=SGD_SAMPLES, origin="reference"),
     OptimizerInfo("sam", SAM, "SAM (Foret et al. 2021): SGD step with the gradient at w + rho*g/||g||",
-                  passes_per_step=2, invalid=TWO_PASS_INVALID, origin="paper"),
+                  passes_per_step=2, invalid=TWO_PASS_INVALID, samples=TWO_PASS_SAMPLES, origin="paper"),
     OptimizerInfo("esam", ESAM, "ESAM (Du et al. 2022): SAM on random weights (SWP) and the sharpest samples (SDS)",
-                  inputs={"seed"}, passes_per_step=2, invalid=ESAM_INVALID, origin="paper",
+                  inputs={"seed"}, passes_per_step=2, invalid=ESAM_INVALID, samples=ESAM_SAMPLES, origin="paper",
                   # which tensors are drawn changes a step's cost: count FLOPs over enough steps to average it
                   flop_window=lambda opt: 16 if any(g["beta"] < 1 for g in opt.param_groups) else 1),
     _ssam("fisher", "unstructured", "explicit", aliases=("ssam-f",)),
