@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SHARE
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -17,6 +18,20 @@ def pytest_configure(config: pytest.Config) -> None:
         registry.names()
     except registry.PluginError as exc:
         pytest.exit(str(exc), returncode=2)
+    # Under pytest-xdist (tox -e test: -n auto) the cores are shared out among the workers: torch's
+    # default of a thread per core in every worker oversubscribes them, and tiny tensors then spend most
+    # of their time waiting for threads (a toy-problem test: 0.1 s with one thread, seconds with two on a
+    # busy 2-core machine). The processes its tests start get the same share (OMP_NUM_THREADS, unless set),
+    # so a result computed here and one from a subprocess ran with the same threads; one that must run with
+    # the machine's own (re-running published records bit for bit) takes helpers.machine_threads_env().
+    # Without xdist (tox -e bench) nothing changes.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        import torch
+
+        if "OMP_NUM_THREADS" not in os.environ:
+            os.environ["OMP_NUM_THREADS"] = os.environ[SHARE] = str(max(1, (os.cpu_count() or 1) // workers))
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture
@@ -32,9 +47,13 @@ def cifar_dir() -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Decoded-image caches go to a per-session temporary directory unless a test sets its own."""
+    """Decoded-image caches go to a per-session temporary directory unless a test sets its own; under
+    pytest-xdist one shared by every worker (cache files are written atomically), so that a data set is
+    decoded once per session, not once per worker."""
     if "SUITE_CACHE_DIR" not in os.environ:
-        monkeypatch.setenv("SUITE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+        base = tmp_path_factory.getbasetemp()
+        session = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+        monkeypatch.setenv("SUITE_CACHE_DIR", str(session / "cache"))
 
 
 def tiny_images(n_per_class: int, classes: list[str], seed: int) -> list[tuple[np.ndarray, int]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
@@ -19,6 +21,19 @@ class TinyNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.relu(self.bn(self.conv(x))).flatten(1))
+
+
+# Set, with OMP_NUM_THREADS, where tests/conftest.py gave a pytest-xdist worker its share of the cores.
+SHARE = "SUITE_TEST_THREAD_SHARE"
+
+
+def machine_threads_env() -> dict[str, str]:
+    """The environment for a subprocess that must run with the threads a user's process would have (a
+    published record's, to reproduce it bit for bit), not the share of an xdist worker."""
+    env = dict(os.environ)
+    if env.pop(SHARE, None) is not None:
+        env.pop("OMP_NUM_THREADS", None)
+    return env
 
 
 def toy_batch(n: int = 16, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from helpers import squash
+from helpers import machine_threads_env, squash
 
 from suite.cli import main
 from suite.data import load_dataset
@@ -60,6 +60,6 @@ def test_published_runs_reproduce(cifar_dir):
 
     root = Path(__file__).resolve().parent.parent
     out = subprocess.run([sys.executable, str(root / "tools" / "check_reproduction.py"), "--data-dir",
-                          str(cifar_dir)], capture_output=True, text=True, cwd=root)
+                          str(cifar_dir)], capture_output=True, text=True, cwd=root, env=machine_threads_env())
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "10 of 10 runs reproduce their published records" in out.stdout

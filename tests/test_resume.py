@@ -212,6 +212,8 @@ def wait_for_checkpoints(count: int, results: Path, proc: subprocess.Popen, time
         time.sleep(0.002)
 
 
+# The two below start, kill and restart whole command-line runs (tens of seconds each): tox -e e2e runs them.
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", ["sgd", "sam", "ssam-d-unstructured-explicit"])
 def test_sigkill_at_a_random_moment_then_the_same_command_resumes_bit_identically(name, tmp_path):
     profile = write_profile(tmp_path, [name])
@@ -241,6 +243,7 @@ def test_sigkill_at_a_random_moment_then_the_same_command_resumes_bit_identicall
     assert not list((results / "claims").rglob("*.claim"))
 
 
+@pytest.mark.e2e
 def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path):
     profile = write_profile(tmp_path, ["sam"])
     results = tmp_path / "out"

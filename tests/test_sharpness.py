@@ -346,3 +346,23 @@ def test_every_shipped_profile_says_how_its_runs_are_measured():
     cpu, _ = settings_for(load_profile("cpu"))
     assert cpu.examples == 128 == cpu.batch_size  # one batch: what docs/sharpness.md costs
     assert settings_for(load_profile("cpu-noise"))[1] == 0.1  # its SAM rho
+
+
+def test_the_smoke_profile_measures_a_run_in_a_few_passes():
+    """`python -m suite sharpness` on smoke runs takes seconds: its [sharpness] table looks at few examples
+    with few iterations and surface points. Counted in examples through the model (smoke's ResNet-8), not
+    timed: 384 (16 examples; three iterations, ascent steps, surface points), where the cpu profile's
+    settings send about 90 times as many."""
+    from suite.config import load_profile
+    from suite.models import build_model
+
+    settings = load_profile("smoke").sharpness
+    model = build_model("resnet8", 10)
+    seen = []
+    model.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+    g = torch.Generator().manual_seed(0)
+    n = settings.examples
+    x, y = torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
+    metrics, details = sharpness.measure_model(model, x, y, 0.05, settings, run_seed=0)
+    assert all(math.isfinite(metrics[k]) for k in sharpness.METRIC_KEYS)
+    assert sum(seen) <= 500, sum(seen)
