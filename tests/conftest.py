@@ -41,7 +41,8 @@ def cifar_dir() -> Path:
     if not path or not (Path(path) / "train").is_dir():
         if os.environ.get("CI"):  # CI must run them: a silent skip there would hide a broken data path
             pytest.fail("CI is set but SUITE_TEST_CIFAR does not name an unpacked CIFAR-10 copy")
-        pytest.skip("SUITE_TEST_CIFAR does not name an unpacked CIFAR-10 copy (.ci/run sets it)")
+        pytest.skip("end-to-end: set SUITE_TEST_CIFAR to an unpacked CIFAR-10 ImageFolder (tar -xzf "
+                    "cifar10-jpeg.tar.gz -C DIR) and run tox -e e2e")
     return Path(path)
 
 
