@@ -233,6 +233,7 @@ class Profile:
     description: str
     train: TrainConfig
     seeds: int = 1
+    optimizer_seeds: dict[str, int] = field(default_factory=dict)  # more (or fewer) seeds for these optimizers
     optimizers: tuple[str, ...] | None = None  # None: every registered optimizer
     budgets: tuple[str, ...] = ("epochs",)  # the sweep runs once under each
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-optimizer overrides
@@ -242,6 +243,13 @@ class Profile:
     sharpness_at_end: bool = False  # measure each run's final model as the run ends (the sweep's switch)
     sharpness_rho: float | None = None  # the ball of m-sharpness; None: the profile's SAM rho
     source: ProfileSource | None = field(default=None, compare=False)  # its content's hash and the files read
+
+    def seeds_of(self, name: str, aliases: tuple[str, ...] = ()) -> int:
+        """How many seeds ``name`` runs: its ``[optimizer_seeds]`` entry (by name or alias), else ``seeds``."""
+        for key in (name, *aliases):
+            if key in self.optimizer_seeds:
+                return self.optimizer_seeds[key]
+        return self.seeds
 
     def overrides_for(self, names: tuple[str, ...] | list[str]) -> dict[str, Any]:
         """The profile's hyper-parameters for the optimizer called ``names`` (its name, then its aliases):
@@ -359,9 +367,15 @@ def _parse_profile(name: str, raw: dict[str, Any]) -> Profile:
     rho = table.pop("rho", None)
     if rho is not None:
         check_number("[sharpness] rho", rho, low=0)
+    optimizer_seeds = raw.get("optimizer_seeds", {})
+    if not isinstance(optimizer_seeds, dict):
+        raise ValueError("[optimizer_seeds] must be a table of optimizer = seeds, e.g. sam = 8, "
+                         f"got {optimizer_seeds!r}")
+    for optimizer, count in optimizer_seeds.items():
+        check_int(f"[optimizer_seeds] {optimizer}", count, minimum=1)
     return Profile(
         name=name, description=str(raw.get("description", "")), train=train,
-        seeds=check_int("seeds", raw.get("seeds", 1), minimum=1),
+        seeds=check_int("seeds", raw.get("seeds", 1), minimum=1), optimizer_seeds=dict(optimizer_seeds),
         optimizers=None if optimizers == "all" else tuple(optimizers), budgets=tuple(dict.fromkeys(budgets)),
         hparams=hparams, references=tuple(dict.fromkeys(references)), data_dir=data_dir,
         sharpness=SharpnessSettings(**table), sharpness_at_end=at_end, sharpness_rho=rho,

@@ -35,8 +35,6 @@ def runs_for(profile: Profile, *, optimizers: list[str] | None = None, seeds: in
     for flag, value, most in (("seeds", seeds, MAX_SEEDS), ("epochs", epochs, MAX_EPOCHS)):
         if value is not None and not 1 <= value <= most:
             raise ConfigError(f"--{flag} must be between 1 and {most}, got {value}")
-    if profile.seeds > MAX_SEEDS:
-        raise ConfigError(f"profile {profile.name}: seeds must be at most {MAX_SEEDS}, got {profile.seeds}")
     settings = with_overrides(profile.train, epochs=epochs, device=device, dataset=dataset)
     _check_model_and_device(settings, check_device)
     names = [canonical(n) for n in optimizers or profile.optimizers or registry.names()]
@@ -49,6 +47,7 @@ def runs_for(profile: Profile, *, optimizers: list[str] | None = None, seeds: in
             raise ConfigError(f"[hparams.{pattern}] matches no optimizer (unknown optimizer {pattern!r}); "
                               f"known: {', '.join(known)}")
     resolved = {name: profile.hparams_for(registry.get(name), settings) for name in dict.fromkeys(names)}
+    counts = _seed_counts(profile, list(resolved), seeds)
     references = tuple(canonical(r) for r in profile.references)  # an unknown name is one line
     reference = () if all(b == "epochs" for b in kinds) else \
         tuple(sorted(profile.hparams_for(registry.get(settings.budget_reference), settings).items()))
@@ -56,9 +55,24 @@ def runs_for(profile: Profile, *, optimizers: list[str] | None = None, seeds: in
         RunConfig(profile.name, name, seed, dataclasses.replace(settings, budget=kind), tuple(sorted(hparams.items())),
                   references, reference, profile.source)
         for kind in kinds
-        for seed in range(seeds or profile.seeds)
-        for name, hparams in resolved.items()
+        for seed in range(max(counts.values(), default=0))
+        for name, hparams in resolved.items() if seed < counts[name]
     ]
+
+
+def _seed_counts(profile: Profile, names: list[str], seeds: int | None) -> dict[str, int]:
+    """How many seeds each of ``names`` runs: ``--seeds`` for all, else the profile's ``seeds`` or its
+    ``[optimizer_seeds]`` entry for that optimizer."""
+    extra = ((f"[optimizer_seeds] {k}", v) for k, v in profile.optimizer_seeds.items())
+    for what, count in (("seeds", profile.seeds), *extra):
+        if count > MAX_SEEDS:
+            raise ConfigError(f"profile {profile.name}: {what} must be at most {MAX_SEEDS}, got {count}")
+    runs = {canonical(n) for n in profile.optimizers or registry.names()}
+    for extra in profile.optimizer_seeds:  # a misspelt name would silently run the default count
+        if canonical(extra) not in runs:
+            raise ConfigError(f"[optimizer_seeds] names {extra!r}, which profile {profile.name} does not run; "
+                              f"it runs: {', '.join(sorted(runs))}")
+    return {name: seeds or profile.seeds_of(name, registry.get(name).aliases) for name in names}
 
 
 def canonical(name: str) -> str:

@@ -42,6 +42,17 @@ def plan(profile_path: str, optimizer: str | None = None):
     return profile, runs_for(profile, optimizers=[optimizer] if optimizer else None, check_device=False)
 
 
+def test_optimizer_seeds_give_some_optimizers_more_seeds_seed_major(tmp_path):
+    """[optimizer_seeds] (issue 23): the optimizers whose verdict hinges run more seeds; the runs stay
+    seed-major, so a drifting machine touches every optimizer alike, and --seeds still sets every count."""
+    path = profile(tmp_path, top={"optimizer_seeds": "{ ssam-f = 3 }", "optimizers": '["sgd", "ssam-f", "sam"]'})
+    _, runs = plan(path)
+    assert [(r.optimizer, r.seed) for r in runs] == [
+        ("sgd", 0), ("ssam-f-unstructured-explicit", 0), ("sam", 0),
+        ("ssam-f-unstructured-explicit", 1), ("ssam-f-unstructured-explicit", 2)]  # an alias names it too
+    assert len(runs_for(load_profile(path), seeds=2, check_device=False)) == 6
+
+
 def test_list_prints_one_line_per_optimizer(capsys):
     assert run_cli("list") == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -147,6 +158,16 @@ BAD_TYPES = {  # case: (top-level values, [train] values, expected message)
     "unknown reference": ({"references": '["sgd", "adam"]'}, {}, "unknown optimizer 'adam'"),
     "references as a string": ({"references": '"sgd"'}, {}, "references must be a list of optimizer names"),
     "data_dir as a number": ({"data_dir": "3"}, {}, "data_dir must be a directory path, got 3"),
+    "optimizer seeds zero": ({"optimizer_seeds": "{ sam = 0 }"}, {},
+                             "[optimizer_seeds] sam must be an integer >= 1, got 0"),
+    "optimizer seeds as a list": ({"optimizer_seeds": "[8]"}, {},
+                                  "[optimizer_seeds] must be a table of optimizer = seeds"),
+    "optimizer seeds misspelt": ({"optimizer_seeds": "{ samm = 8 }"}, {}, "unknown optimizer 'samm'"),
+    "optimizer seeds of one not run": ({"optimizer_seeds": "{ esam = 8 }"}, {},
+                                       "[optimizer_seeds] names 'esam', which profile tiny does not run; "
+                                       "it runs: sam, sgd"),
+    "optimizer seeds too many": ({"optimizer_seeds": "{ sam = 1001 }"}, {},
+                                 "[optimizer_seeds] sam must be at most 1000"),
 }
 
 
@@ -308,7 +329,8 @@ def test_module_entry_point_exit_code_for_a_bad_name(tmp_path):
 def test_every_shipped_profile_resolves(name):
     """Each profile in suite/profiles parses, names known optimizers/models, and its optimizers build."""
     profile, runs = plan(name)
-    assert runs and len(runs) == len(profile.budgets) * profile.seeds * len({r.optimizer for r in runs})
+    seeds = sum(profile.seeds_of(o) for o in {r.optimizer for r in runs})
+    assert runs and len(runs) == len(profile.budgets) * seeds
     check_constructs(runs, synthetic_dataset(n_train=20, n_test=10))  # every optimizer builds on its model
     assert [r.train.budget for r in runs[:: len(runs) // len(profile.budgets)]] == list(profile.budgets)
 
