@@ -292,6 +292,11 @@ def _resize(img: Any, side: int) -> Any:
     return img if img.size == (side, side) else img.resize((side, side), Image.Resampling.BILINEAR)
 
 
+def _save(blob: dict, tmp: str) -> None:
+    with open(tmp, "wb") as f:  # through a Python file: a full disk is then an OSError store.atomic_write names
+        torch.save(blob, f)
+
+
 def _from_image_folder(
     name: str, root: Path, side: int | None, published: tuple[tuple[float, ...], tuple[float, ...]] | None
 ) -> Dataset:
@@ -303,7 +308,7 @@ def _from_image_folder(
         blob = torch.load(cache, weights_only=True)
     else:
         blob = _decode_folder(root, samples, side)
-        atomic_write(cache, lambda tmp: torch.save(blob, tmp))
+        atomic_write(cache, lambda tmp: _save(blob, tmp))
     train, test = (Split(*blob[s]) for s in ("train", "test"))
     channels = int(train.images.shape[1])
     if published is not None and channels != len(published[0]):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,17 +21,79 @@ def record_path(results_dir: Path, profile: str, run_id: str) -> Path:
 def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     """``write(tmp)`` fills a temporary file in ``path``'s directory, which is then renamed onto
     ``path``: readers see the old file or the whole new one, never half of it. A failed write
-    leaves no temporary file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    leaves no temporary file behind; one that failed because the disk or the quota is full is a
+    ``StoreError`` that says so (the previous file is left as it was)."""
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         write(tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        full = _disk_full(exc)
+        if full is None:
+            raise
+        _remove(tmp)  # first, so that the message counts the space it held as free
+        raise StoreError(_full_message(path, full)) from None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _remove(tmp)
     return path
+
+
+_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+def _disk_full(exc: BaseException) -> int | None:
+    """``errno.ENOSPC`` or ``errno.EDQUOT`` if ``exc`` is a write that ran out of disk or quota, else None.
+
+    Judged by the errno along the exception chain, never by a message or by the free space: torch.save
+    into an open Python file (every torch.save of the suite) raises the file's ``OSError``, or from its zip
+    writer a ``RuntimeError`` ("[enforce fail at inline_container.cc] unexpected pos ...") whose context is
+    that ``OSError`` (torch 2.14), so a full disk is recognised whichever write hit it, a quota too (which
+    the free space does not show), and an unrelated ``RuntimeError`` is never taken for a full disk. (Given
+    a path, torch.save writes through a C++ stream whose error, "basic_ios::clear: iostream error", carries
+    no errno: write through a Python file.)"""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError) and cause.errno in _FULL:
+            return cause.errno
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _full_message(path: Path, full: int) -> str:
+    if full == errno.ENOSPC:
+        free = _free(path.parent)
+        why = "no space left on its disk" + ("" if free is None else f" ({_size(free)} free)")
+    else:
+        why = "the disk quota is exceeded"
+    return (f"could not write {path}: {why}; nothing was half-written. Free some space there, or give the "
+            "command another place to write (--results-dir for runs), then run the same command again: it goes on "
+            "from what was saved")
+
+
+def _free(directory: Path) -> int | None:
+    """Bytes free to this user on the disk that holds ``directory`` (or its nearest existing parent)."""
+    existing = next((p for p in [directory, *directory.parents] if p.exists()), None)
+    try:
+        return None if existing is None else shutil.disk_usage(existing).free
+    except OSError:
+        return None
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _remove(tmp: str | None) -> None:
+    if tmp is not None and os.path.exists(tmp):
+        os.unlink(tmp)
 
 
 def write_record(path: Path, record: dict[str, Any]) -> None:
@@ -145,6 +209,15 @@ class Claim:
         self._text = ""  # what this process wrote: refresh and release touch the claim only if it is ours
 
     def acquire(self) -> bool:
+        try:
+            return self._acquire()
+        except OSError as exc:  # a full disk is one line, as for every other file of the store
+            full = _disk_full(exc)
+            if full is None:
+                raise
+            raise StoreError(_full_message(self.path, full)) from None
+
+    def _acquire(self) -> bool:
         import socket
         import time
 
