@@ -111,15 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a profile's sweep and write one record per run",
                          parents=[_options(_optimizers, _results_dir, _dataset, _data, _device, _report, _progress)])
     run.add_argument("--profile", default="cpu", help=f"a name ({', '.join(available_profiles())}) or a .toml path")
-    run.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the profile's)")
-    run.add_argument("--epochs", type=int, help="override the profile's epoch count")
-    run.add_argument("--budget", action="append", choices=BUDGETS,
-                     help="what every optimizer gets the same of (repeatable; default: the profile's budgets): "
-                          "epochs, or the training FLOPs / seconds the reference (sgd) spends in those epochs")
+    _selection(run)
     run.add_argument("--force", action="store_true", help="re-run runs that already have a record")
     run.add_argument("--sharpness", action=argparse.BooleanOptionalAction, default=None,
                      help="measure each run's final model as it ends, as `suite sharpness` does (default: the "
                           "profile's [sharpness] at_end; off in the shipped CPU profiles, see docs/sharpness.md)")
+    _launch_options(run)
     run.set_defaults(func=cmd_run)
 
     cost = sub.add_parser("cost", help="FLOPs and time per step of a profile's optimizers, no training -> "
@@ -135,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     cost.set_defaults(func=cmd_cost)
 
     _add_sharpness_parser(sub)
+    _add_status_parser(sub)
 
     rep = sub.add_parser("report", help="records -> summary.csv, summary.md (verdicts first) and plots",
                          parents=[_options(_results_dir, _claims)])
@@ -150,6 +148,23 @@ def _parser() -> argparse.ArgumentParser:
                      help="publish records whose code was not a clean commit (say why in results/README.md)")
     pub.set_defaults(func=cmd_publish)
     return p
+
+
+def _selection(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", type=int, help="seeds 0..N-1 (default: the profile's)")
+    p.add_argument("--epochs", type=int, help="override the profile's epoch count")
+    p.add_argument("--budget", action="append", choices=BUDGETS,
+                   help="what every optimizer gets the same of (repeatable; default: the profile's budgets): "
+                        "epochs, or the training FLOPs / seconds the reference (sgd) spends in those epochs")
+
+
+def _add_status_parser(sub: argparse._SubParsersAction) -> None:
+    st = sub.add_parser("status", help="where a sweep stands, local or Slurm: each run done, running (job, host, "
+                                       "last checkpoint), failed (its traceback's end), interrupted, queued or "
+                                       "pending", parents=[_options(_optimizers, _results_dir)])
+    st.add_argument("--profile", default="cpu", help="the profile, as given to run (with the same --seeds/--epochs)")
+    _selection(st)
+    st.set_defaults(func=cmd_status)
 
 
 def _add_sharpness_parser(sub: argparse._SubParsersAction) -> None:
@@ -201,7 +216,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         names = available_profiles()
         rows = [(name, load_profile(name).description or "(no description)") for name in names]
     elif args.profile:
-        rows = _profile_rows(load_profile(args.profile))
+        rows = load_profile(args.profile).settings_rows()
     else:
         rows = [(name, f"{registry.get(name).provenance}; {registry.get(name).passes_per_step} passes/step; "
                        f"{registry.get(name).description}"
@@ -219,41 +234,31 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _profile_rows(profile) -> list[tuple[str, str]]:
-    """What each optimizer of ``profile`` is built with: the common settings once, then per optimizer what
-    its name does not already say (the registry's class defaults under the profile's values)."""
-    from suite.config import COMMON_HPARAMS
-
-    common = ", ".join(f"{k} {getattr(profile.train, k)}" for k in COMMON_HPARAMS)
-    rows = [(f"profile {profile.name}", f"{common} for every optimizer that takes them; SSAM's sparsity 0.5 (N:M: "
-                                         "1 - n/m) and a mask refresh per epoch unless shown; then:")]
-    for name in profile.optimizers or registry.names():
-        info = registry.get(name)
-        own = info.defaults() if info.cls.__module__.split(".")[0] in ("baselines", "ssam") else {}
-        values = {**own, **profile.hparams_for(info)}
-        overridden = profile.overrides_for((info.name, *info.aliases))
-        shown = {k: v for k, v in values.items() if k not in COMMON_HPARAMS and v is not None and v is not False
-                 and (k not in info.changes or k in overridden) and _applies(k, v, values)}
-        rows.append((info.name, " ".join(f"{k}={v}" for k, v in shown.items()) or "-"))
-    return rows
-
-
-def _applies(key: str, value, values: dict) -> bool:
-    """Whether a setting means anything for this variant (SSAM-D's drop rate nothing to SSAM-F; N:M's n and m
-    nothing to another pattern; the whole batch's ascent is every optimizer's default)."""
-    mask = values.get("mask")
-    return not ((key == "ascent_fraction" and value == 1.0) or (key in ("n", "m") and values.get("pattern") != "nm")
-                or (mask == "fisher" and key in ("drop_rate", "growth"))
-                or (mask == "dynamic" and key.startswith("fisher_")))
-
-
 def _runs(args: argparse.Namespace, check_device: bool = True):
     from suite import sweep
 
     profile = load_profile(args.profile)
     return profile, sweep.runs_for(profile, optimizers=args.optimizer, seeds=getattr(args, "seeds", None),
                                    epochs=getattr(args, "epochs", None), budgets=getattr(args, "budget", None),
-                                   device=args.device, dataset=args.dataset, check_device=check_device)
+                                   device=getattr(args, "device", None), dataset=getattr(args, "dataset", None),
+                                   check_device=check_device)
+
+
+def _launch_options(run: argparse.ArgumentParser) -> None:
+    g = run.add_argument_group("several runs at once (docs/launch.md)")
+    g.add_argument("--workers", type=int, default=1, help="runs at once on this machine, the cores shared out")
+    g.add_argument("--threads", type=int, default=0, help="torch threads per run (default: cores / workers)")
+    g.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                   help="slurm: one array task per run through submitit (settings: the flags below, else the "
+                        "profile's [slurm] table)")
+    for flag, kind, text in (
+            ("--partition", str, "Slurm partition (default: the cluster's)"),
+            ("--gpus-per-run", int, "GPUs per run (more than 1: one process per GPU, DDP)"),
+            ("--cpus-per-run", int, "CPUs per run (default 2; its torch threads)"),
+            ("--time-min", int, "each task's time limit in minutes (default 60; requeued at it)"),
+            ("--at-once", int, "most tasks running at once (default: no limit)")):
+        g.add_argument(flag, type=kind, help=text)
+    g.add_argument("--wait", action="store_true", help="wait for the Slurm tasks to end (then write the report)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -261,6 +266,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from suite.distributed import World
 
     profile, runs = _runs(args)
+    if args.threads < 0 or args.workers < 1:
+        raise UsageError(f"--workers must be >= 1 and --threads >= 0, got {args.workers} and {args.threads}")
+    if args.launcher == "slurm" or args.workers > 1:
+        return _launch(args, profile, runs)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     # under torchrun (docs/harness.md, "Several processes"): every process runs this command, rank 0 alone writes
     world = World.from_env(runs[0].train.device if runs else "auto")
     try:
@@ -271,6 +284,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         return code
     finally:
         world.leave()
+
+
+def _launch(args: argparse.Namespace, profile, runs) -> int:
+    from suite import launch, sweep
+
+    if args.force:
+        raise UsageError("--force runs one run at a time: drop --workers/--launcher to re-run recorded runs")
+    slurm = None
+    if args.launcher == "slurm":
+        slurm = launch.SlurmSettings.of(profile.slurm, partition=args.partition, gpus_per_run=args.gpus_per_run,
+                                        cpus_per_run=args.cpus_per_run, time_min=args.time_min,
+                                        at_once=args.at_once)
+    engine = sweep.Sweep(args.results_dir, progress=False)
+    code = launch.launch(profile, runs, engine, data_dir=args.data_dir, download=args.download,
+                         sharpness_at_end=args.sharpness, launcher=args.launcher, workers=args.workers,
+                         threads=args.threads, slurm=slurm, wait=args.wait)
+    if code == 0 and args.report and (args.launcher == "local" or args.wait):
+        return cmd_report(args)
+    return code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from suite import launch
+
+    _, runs = _runs(args, check_device=False)
+    for line in launch.status_lines(launch.run_states(runs, args.results_dir)):
+        print(line)
+    return 0
 
 
 def cmd_cost(args: argparse.Namespace) -> int:

@@ -242,6 +242,7 @@ class Profile:
     sharpness: SharpnessSettings = field(default_factory=SharpnessSettings)  # how its runs are measured
     sharpness_at_end: bool = False  # measure each run's final model as the run ends (the sweep's switch)
     sharpness_rho: float | None = None  # the ball of m-sharpness; None: the profile's SAM rho
+    slurm: dict[str, Any] = field(default_factory=dict)  # what --launcher slurm asks for (launch.SlurmSettings)
     source: ProfileSource | None = field(default=None, compare=False)  # its content's hash and the files read
 
     def seeds_of(self, name: str, aliases: tuple[str, ...] = ()) -> int:
@@ -250,6 +251,24 @@ class Profile:
             if key in self.optimizer_seeds:
                 return self.optimizer_seeds[key]
         return self.seeds
+
+    def settings_rows(self) -> list[tuple[str, str]]:
+        """What each optimizer of this profile is built with: the common settings once, then per optimizer what
+        its name does not already say (the registry's class defaults under the profile's values)."""
+        from suite import registry  # the registry imports the optimizers (torch): only when asked
+
+        common = ", ".join(f"{k} {getattr(self.train, k)}" for k in COMMON_HPARAMS)
+        rows = [(f"profile {self.name}", f"{common} for every optimizer that takes them; SSAM's sparsity 0.5 (N:M: "
+                                             "1 - n/m) and a mask refresh per epoch unless shown; then:")]
+        for name in self.optimizers or registry.names():
+            info = registry.get(name)
+            own = info.defaults() if info.cls.__module__.split(".")[0] in ("baselines", "ssam") else {}
+            values = {**own, **self.hparams_for(info)}
+            overridden = self.overrides_for((info.name, *info.aliases))
+            shown = {k: v for k, v in values.items() if k not in COMMON_HPARAMS and v is not None and v is not False
+                     and (k not in info.changes or k in overridden) and _applies(k, v, values)}
+            rows.append((info.name, " ".join(f"{k}={v}" for k, v in shown.items()) or "-"))
+        return rows
 
     def overrides_for(self, names: tuple[str, ...] | list[str]) -> dict[str, Any]:
         """The profile's hyper-parameters for the optimizer called ``names`` (its name, then its aliases):
@@ -276,6 +295,15 @@ class Profile:
 
         sam = registry.get("sam")
         return float(self.hparams_for(sam).get("rho", sam.defaults().get("rho", 0.05)))
+
+
+def _applies(key: str, value, values: dict) -> bool:
+    """Whether a setting means anything for this variant (SSAM-D's drop rate nothing to SSAM-F; N:M's n and m
+    nothing to another pattern; the whole batch's ascent is every optimizer's default)."""
+    mask = values.get("mask")
+    return not ((key == "ascent_fraction" and value == 1.0) or (key in ("n", "m") and values.get("pattern") != "nm")
+                or (mask == "fisher" and key in ("drop_rate", "growth"))
+                or (mask == "dynamic" and key.startswith("fisher_")))
 
 
 def available_profiles() -> list[str]:
@@ -379,6 +407,7 @@ def _parse_profile(name: str, raw: dict[str, Any]) -> Profile:
         optimizers=None if optimizers == "all" else tuple(optimizers), budgets=tuple(dict.fromkeys(budgets)),
         hparams=hparams, references=tuple(dict.fromkeys(references)), data_dir=data_dir,
         sharpness=SharpnessSettings(**table), sharpness_at_end=at_end, sharpness_rho=rho,
+        slurm=_table("[slurm]", raw.get("slurm", {})),
     )
 
 
@@ -402,6 +431,12 @@ def _named(value: Any) -> Any:
     if isinstance(value, type) or callable(value):
         return f"{value.__module__}.{value.__qualname__}"
     return value
+
+
+def _table(where: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be a table, got {value!r}")
+    return dict(value)
 
 
 def _names(value: Any) -> bool:

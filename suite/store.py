@@ -224,7 +224,7 @@ class Claim:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         pid = os.getpid()
         mine = {"pid": pid, "host": socket.gethostname(), "pid_ns": _pid_namespace(),
-                "process_start": _process_start(pid), "since": time.time()}
+                "process_start": _process_start(pid), "since": time.time(), "job": slurm_job()}
         self._text = json.dumps(mine)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         try:
@@ -268,9 +268,20 @@ class Claim:
     def holder(self) -> str:
         try:
             info = json.loads(self.path.read_text())
-            return f"pid {info['pid']} on {info['host']}"
+            where = f"pid {info['pid']} on {info['host']}"
+            return f"Slurm job {info['job']} ({where})" if info.get("job") else where
         except (OSError, ValueError, KeyError, TypeError):
             return "another process"
+
+    def info(self) -> dict[str, Any] | None:
+        """What the claim says (pid, host, job, since) while a live process holds it; None otherwise."""
+        if not self.path.exists() or self._stale() is not None:
+            return None
+        try:
+            info = json.loads(self.path.read_text())
+            return info if isinstance(info, dict) else None
+        except (OSError, ValueError):
+            return None
 
     def _stale(self) -> str | None:
         """The text of the claim if it is stale, else None."""
@@ -321,6 +332,38 @@ class Claim:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def slurm_job() -> str | None:
+    """The Slurm job this process runs in (``ARRAY_TASK`` for an array task), None outside Slurm."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+
+
+def failure_path(results_dir: Path, profile: str, run_id: str) -> Path:
+    """Why a run's last attempt failed: ``DIR/claims/<profile>/<run_id>.failed`` (JSON), until one starts again."""
+    return results_dir / "claims" / profile / f"{run_id}.failed"
+
+
+def write_failure(path: Path, error: str) -> None:
+    """Say that a run failed, and the end of its traceback (``suite status`` shows it)."""
+    import socket
+    import time
+
+    tail = error.strip().splitlines()[-20:]
+    info = {"error": "\n".join(tail), "host": socket.gethostname(), "pid": os.getpid(), "job": slurm_job(),
+            "when": time.time()}
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(info)))
+
+
+def read_failure(path: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads(path.read_text())
+        return info if isinstance(info, dict) else None
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"error": f"(unreadable {path.name})"}
 
 
 def _process_start(pid: int) -> int | None:

@@ -13,6 +13,7 @@ import dataclasses
 import fnmatch
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -254,8 +255,17 @@ def run_one(sweep: Sweep, config: RunConfig, dataset, claim: store.Claim | None 
     if broadcast_object(finished):
         return None
     weights = store.weights_path(results, config.profile, config.run_id)
-    record = harness.run(config, dataset, progress=sweep.progress, checkpoint=ckpt,
-                         on_checkpoint=claim.refresh if claim is not None else None, weights=weights, world=world)
+    failure = store.failure_path(results, config.profile, config.run_id)
+    if world.main:
+        failure.unlink(missing_ok=True)  # this attempt is the one `suite status` reports from now on
+    try:
+        record = harness.run(config, dataset, progress=sweep.progress, checkpoint=ckpt,
+                             on_checkpoint=claim.refresh if claim is not None else None, weights=weights, world=world)
+    except Exception:
+        if world.main:
+            with contextlib.suppress(store.StoreError):  # a disk too full for the note too: the first error stands
+                store.write_failure(failure, traceback.format_exc())
+        raise
     if not world.main:
         return record
     if sweep.measuring is not None and record["metrics"].get("status") == "finished":
@@ -268,16 +278,14 @@ def run_one(sweep: Sweep, config: RunConfig, dataset, claim: store.Claim | None 
     return record
 
 
-def run_profile(profile: Profile, runs: list[RunConfig], sweep: Sweep, data_dir: Path | None = None,
-                download: bool | None = None, sharpness_at_end: bool | None = None) -> int:
-    """Run a profile's planned runs into ``sweep.results_dir``: the data loaded (by rank 0 first under
-    torchrun, which fills the cache), every optimizer built once as a check, what is recorded skipped, the
-    rest run. ``sharpness_at_end`` None: the profile's ``[sharpness] at_end``. Returns an exit status."""
+def prepare(profile: Profile, runs: list[RunConfig], sweep: Sweep, data_dir: Path | None = None,
+            download: bool | None = None) -> tuple[list[RunConfig], Any]:
+    """What ``run_profile`` and the launchers do before running: the runs still to do and the data set
+    (loaded by rank 0 first under torchrun, which fills the cache), every optimizer built once as a check.
+    Says how many there are."""
     from suite import harness
 
     world = sweep.world
-    if world.distributed:  # the runs are the same runs with their number of processes in their identity
-        runs = [dataclasses.replace(r, train=with_overrides(r.train, replicas=world.size)) for r in runs]
     todo = [runs[k] for k in from_rank_0(world, lambda: [runs.index(r) for r in to_do(sweep.results_dir, runs,
                                                                                         sweep.force)])]
     dataset = None
@@ -294,11 +302,28 @@ def run_profile(profile: Profile, runs: list[RunConfig], sweep: Sweep, data_dir:
     sweep.say(f"profile {profile.name}: {len(runs)} runs ({len(runs) - len(todo)} already recorded, "
               f"{len(todo)} to run, {resuming} of them from a checkpoint) -> {sweep.results_dir}"
               + (f"; {world.size} processes" if world.distributed else ""))
+    return todo, dataset
+
+
+def measuring_for(profile: Profile, sharpness_at_end: bool | None) -> tuple | None:
+    """What each run's final model is measured with as it ends (None: not measured); ``sharpness_at_end``
+    None: the profile's ``[sharpness] at_end``."""
+    at_end = profile.sharpness_at_end if sharpness_at_end is None else sharpness_at_end
+    return (profile.sharpness, profile.sam_rho()) if at_end else None
+
+
+def run_profile(profile: Profile, runs: list[RunConfig], sweep: Sweep, data_dir: Path | None = None,
+                download: bool | None = None, sharpness_at_end: bool | None = None) -> int:
+    """Run a profile's planned runs into ``sweep.results_dir``, one after another: what is recorded
+    skipped, the rest run (``prepare``, then ``Sweep.run``). Returns an exit status."""
+    from suite import harness
+
+    if sweep.world.distributed:  # the runs are the same runs with their number of processes in their identity
+        runs = [dataclasses.replace(r, train=with_overrides(r.train, replicas=sweep.world.size)) for r in runs]
+    todo, dataset = prepare(profile, runs, sweep, data_dir, download)
     if todo:
         harness.warm_up(todo[0], dataset)
-    at_end = profile.sharpness_at_end if sharpness_at_end is None else sharpness_at_end
-    if at_end:
-        sweep.measuring = (profile.sharpness, profile.sam_rho())
+    sweep.measuring = measuring_for(profile, sharpness_at_end)
     return sweep.run(todo, dataset)
 
 

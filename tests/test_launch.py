@@ -1,0 +1,146 @@
+"""Launchers without a cluster (suite/launch.py): --workers N lands the records the one-at-a-time sweep lands
+with the same threads; a run that fails is reported while the others go on; `suite status` reads each run's
+state from the results directory; bad launcher settings are one line. The Slurm path through a real Slurm is
+tests/test_slurm.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from suite import harness, launch, store
+from suite.cli import main
+from suite.config import ConfigError, load_profile
+from suite.metrics import EPOCH_VARIES, varying_keys
+from suite.sweep import runs_for
+
+TINY = """seeds = 2
+optimizers = ["sgd", "sam"]
+[train]
+dataset = "synthetic"
+model = "resnet8"
+epochs = 1
+batch_size = 32
+train_subset = 64
+test_subset = 32
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def run(*args) -> int:
+    return main(["run", "--no-progress", "--no-report", *map(str, args)])
+
+
+def comparable(record: dict) -> tuple[dict, list[dict]]:
+    metrics = {k: v for k, v in record["metrics"].items() if k not in varying_keys() | {"checkpoints"}}
+    return metrics, [{k: v for k, v in e.items() if k not in EPOCH_VARIES} for e in record["epochs"]]
+
+
+def records(results: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted((results / "runs" / "tiny").glob("*.json"))}
+
+
+def test_two_workers_land_the_records_of_one_at_a_time_with_the_same_threads(tiny, tmp_path, capsys):
+    assert run("--profile", tiny, "--results-dir", tmp_path / "one", "--threads", "1") == 0
+    assert run("--profile", tiny, "--results-dir", tmp_path / "two", "--workers", "2") == 0
+    err = capsys.readouterr().err
+    assert "4 runs on 2 workers, 1 torch threads each" in err and err.count("[4/4]") == 2
+    one, two = records(tmp_path / "one"), records(tmp_path / "two")
+    assert sorted(one) == sorted(two) and len(one) == 4
+    for name in one:
+        assert comparable(two[name]) == comparable(one[name]), name
+        assert two[name]["env"]["torch_threads"] == 1
+    assert not list((tmp_path / "two").rglob("*.claim")) and not list((tmp_path / "two").rglob("*.ckpt"))
+    assert run("--profile", tiny, "--results-dir", tmp_path / "two", "--workers", "2") == 0
+    assert "4 already recorded, 0 to run" in capsys.readouterr().err
+
+
+def test_a_failed_run_is_reported_and_kept_for_status_while_the_others_go_on(tiny, tmp_path, monkeypatch, capsys):
+    """Locally (run_one, as every launcher calls it): the failure and its traceback's end are kept for
+    `suite status`; the next attempt clears them."""
+    real = harness.run
+
+    def failing(config, *args, **kwargs):
+        if config.optimizer == "sam" and config.seed == 1:
+            raise FloatingPointError("the loss became a complex number")
+        return real(config, *args, **kwargs)
+
+    monkeypatch.setattr(harness, "run", failing)
+    with pytest.raises(FloatingPointError):
+        run("--profile", tiny, "--results-dir", tmp_path)
+    capsys.readouterr()
+    assert main(["status", "--profile", str(tiny), "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    failed = [line for line in out if line.startswith("failed")]
+    assert failed == ["failed      sam seed 1 (epochs): FloatingPointError: the loss became a complex number"]
+    assert any("raise FloatingPointError" in line for line in out)  # the traceback's end, indented
+    assert out[-1] == "4 runs: 3 done, 1 failed"
+    monkeypatch.setattr(harness, "run", real)
+    assert run("--profile", tiny, "--results-dir", tmp_path) == 0
+    assert not list(tmp_path.rglob("*.failed"))
+
+
+def test_status_reads_done_running_interrupted_and_pending_from_the_results_directory(tiny, tmp_path):
+    runs = runs_for(load_profile(str(tiny)), check_device=False)
+    done, running, interrupted, pending = runs
+    store.write_record(store.record_path(tmp_path, "tiny", done.run_id),
+                       {"schema": store.SCHEMA, "metrics": {"status": "finished", "test_acc": 0.25}})
+    claim = store.Claim(store.claim_path(tmp_path, "tiny", running.run_id))
+    assert claim.acquire()  # this process holds it: a live claim
+    ckpt = store.checkpoint_path(tmp_path, "tiny", interrupted.run_id)
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.write_bytes(b"x")
+    os.utime(ckpt, (time.time() - 300, time.time() - 300))
+    rows = launch.run_states(runs, tmp_path)
+    assert [r["state"] for r in rows] == ["done", "running", "interrupted", "pending"]
+    assert rows[0]["detail"] == "finished, test acc 0.2500"
+    assert rows[1]["detail"].startswith(f"pid {os.getpid()} on ") and "no checkpoint yet" in rows[1]["detail"]
+    assert rows[2]["detail"] == "resumes from its checkpoint 5 min ago"
+    claim.release()
+    assert launch.status_lines(rows)[-1] == "4 runs: 1 done, 1 running, 1 interrupted, 1 pending"
+
+
+def test_launcher_slurm_without_slurm_is_one_line_exit_2_and_nothing_written(tiny, tmp_path, monkeypatch, capsys):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    assert run("--profile", tiny, "--results-dir", tmp_path / "out", "--launcher", "slurm") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --launcher slurm: no Slurm here") and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("flags", "table", "message"), [
+    (["--workers", "0"], "", "--workers must be >= 1"),
+    (["--workers", "2", "--force"], "", "--force runs one run at a time"),
+    (["--launcher", "slurm", "--time-min", "0"], "", "slurm time_min must be an integer >= 1, got 0"),
+    (["--launcher", "slurm"], "[slurm]\nqueue = \"a\"\n", "unknown key 'queue' in [slurm]; allowed: at_once,"),
+    (["--launcher", "slurm", "--time-min", "1"], "[slurm]\nsignal_s = 90\n",
+     "slurm signal_s (90) must be shorter than the time limit (1 min)"),
+    (["--launcher", "slurm"], "slurm = 3\n", "[slurm] must be a table, got 3"),
+])
+def test_bad_launcher_settings_are_one_line_exit_2(tmp_path, capsys, flags, table, message):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.replace("[train]", table + "[train]") if table.startswith("slurm") else TINY + table)
+    assert run("--profile", path, "--results-dir", tmp_path / "out", *flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_slurm_settings_take_the_flags_over_the_profile_table():
+    settings = launch.SlurmSettings.of({"cpus_per_run": 4, "time_min": 30}, time_min=90, partition=None)
+    assert (settings.cpus_per_run, settings.time_min, settings.partition) == (4, 90, None)
+    assert launch.SlurmSettings(gpus_per_run=4).processes == 4 and launch.SlurmSettings().processes == 1
+    with pytest.raises(ConfigError, match="gpus_per_run must be an integer >= 0"):
+        launch.SlurmSettings(gpus_per_run=True)

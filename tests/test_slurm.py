@@ -1,0 +1,218 @@
+"""The Slurm launcher against a real Slurm (tools/slurm-single-node.sh; .ci/run starts one): a sweep
+submitted through submitit lands the records a local sweep lands; a finished sweep submits nothing; a task
+cancelled mid-run and resubmitted, and one requeued at its time limit, end bit-identical to an
+uninterrupted run. Marker ``slurm`` (tox -e slurm): skipped where no Slurm answers, unless
+SUITE_SLURM=required (CI), where that is a failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from suite import launch, store
+from suite.cli import main
+from suite.config import load_profile
+from suite.metrics import EPOCH_VARIES, varying_keys
+from suite.sweep import runs_for
+
+pytestmark = pytest.mark.slurm
+
+TIMING = varying_keys() | {"checkpoints"}
+
+
+def _slurm_answers() -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=30).returncode == 0
+
+
+if not _slurm_answers():
+    if os.environ.get("SUITE_SLURM") == "required":
+        pytest.fail("SUITE_SLURM=required but no Slurm answers (start one: tools/slurm-single-node.sh)",
+                    pytrace=False)
+    pytest.skip("no Slurm here: start a single-node one with `sudo tools/slurm-single-node.sh`, then "
+                "tox -e slurm", allow_module_level=True)
+
+SHORT = """seeds = 1
+optimizers = ["sgd", "sam"]
+[train]
+dataset = "synthetic"
+model = "resnet8"
+epochs = 2
+batch_size = 32
+train_subset = 96
+test_subset = 50
+"""
+
+# one run of about a minute on one thread, checkpointed every epoch (a few seconds)
+LONG = """seeds = 1
+optimizers = ["sgd"]
+[train]
+dataset = "synthetic"
+model = "resnet8"
+epochs = 16
+batch_size = 64
+train_subset = 2048
+test_subset = 64
+[slurm]
+cpus_per_run = 1
+time_min = 2
+signal_s = 60
+requeues = 6
+"""
+
+
+def comparable(record: dict) -> tuple[dict, list[dict]]:
+    metrics = {k: v for k, v in record["metrics"].items() if k not in TIMING}
+    return metrics, [{k: v for k, v in e.items() if k not in EPOCH_VARIES} for e in record["epochs"]]
+
+
+def records(results: Path, profile: str) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted((results / "runs" / profile).glob("*.json"))}
+
+
+def run(*args: str) -> int:
+    return main(["run", "--no-progress", "--no-report", *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def short(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("short") / "short.toml"
+    path.write_text(SHORT)
+    return path
+
+
+@pytest.fixture(scope="module")
+def long_reference(tmp_path_factory) -> tuple[Path, dict]:
+    """The long run, uninterrupted, locally on one thread (a Slurm task's threads are its CPUs)."""
+    root = tmp_path_factory.mktemp("long")
+    path = root / "long.toml"
+    path.write_text(LONG)
+    assert run("--profile", path, "--results-dir", root / "local", "--threads", "1") == 0
+    (record,) = records(root / "local", "long").values()
+    return path, record
+
+
+def test_a_slurm_sweep_lands_the_records_of_a_local_sweep(short, tmp_path, capsys):
+    assert run("--profile", short, "--results-dir", tmp_path / "local", "--threads", "1") == 0
+    assert run("--profile", short, "--results-dir", tmp_path / "slurm", "--launcher", "slurm",
+               "--cpus-per-run", "1", "--time-min", "5", "--wait") == 0
+    local, slurm = records(tmp_path / "local", "short"), records(tmp_path / "slurm", "short")
+    assert sorted(local) == sorted(slurm) and len(local) == 2
+    for name in local:
+        assert comparable(slurm[name]) == comparable(local[name]), name
+        assert slurm[name]["env"]["torch_threads"] == 1
+    err = capsys.readouterr().err
+    assert "submitted 2 runs as Slurm array job" in err and err.count(": finished, test acc") == 4  # 2 local, 2 tasks
+    # a finished sweep submits nothing, and writes nothing new
+    jobs = (tmp_path / "slurm" / "slurm" / "short" / "jobs.json").read_text()
+    assert run("--profile", short, "--results-dir", tmp_path / "slurm", "--launcher", "slurm") == 0
+    assert "nothing to submit" in capsys.readouterr().err
+    assert (tmp_path / "slurm" / "slurm" / "short" / "jobs.json").read_text() == jobs
+
+
+def _wait(condition, timeout: float, what: str, poll: float = 1.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(poll)
+
+
+def _queued(job: str) -> bool:
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", job.split("_")[0]], capture_output=True, text=True)
+    return job in out.stdout.split()
+
+
+def test_a_cancelled_task_resubmitted_resumes_from_its_checkpoint_bit_identical(long_reference, tmp_path, capsys):
+    path, reference = long_reference
+    results = tmp_path / "results"
+    assert run("--profile", path, "--results-dir", results, "--launcher", "slurm", "--time-min", "10") == 0
+    (config,) = runs_for(load_profile(str(path)), check_device=False)
+    ckpt = store.checkpoint_path(results, "long", config.run_id)
+    _wait(lambda: ckpt.exists() and store.load_checkpoint(ckpt, config.run_id)["step"] >= 2 * 32, 120,
+          "the task's second checkpoint")
+    (job,) = json.loads((results / "slurm" / "long" / "jobs.json").read_text()).values()
+    assert [r["state"] for r in launch.run_states([config], results)] == ["running"]
+    subprocess.run(["scancel", job], check=True)
+    _wait(lambda: not _queued(job), 60, "the cancelled task to leave the queue")
+    assert not store.record_path(results, "long", config.run_id).exists()
+    assert [r["state"] for r in launch.run_states([config], results)] == ["interrupted"]
+    capsys.readouterr()
+    assert run("--profile", path, "--results-dir", results, "--launcher", "slurm", "--time-min", "10",
+               "--wait") == 0
+    assert "1 of them from a checkpoint" in capsys.readouterr().err
+    (record,) = records(results, "long").values()
+    assert record["resumed_after_epochs"], "the resubmitted task started over instead of resuming"
+    assert comparable(record) == comparable(reference)
+
+
+def test_a_task_past_its_time_limit_is_requeued_and_finishes_bit_identical(long_reference, tmp_path):
+    """A 2-minute limit with the signal 60 s before it (Slurm sends it up to a minute early): the task is
+    requeued at least once (submitit's checkpoint), resumes, and ends as the uninterrupted run."""
+    path, reference = long_reference
+    results = tmp_path / "results"
+    assert run("--profile", path, "--results-dir", results, "--launcher", "slurm", "--wait") == 0
+    logs = "".join(p.read_text() for p in (results / "slurm" / "long").glob("*_log.out"))
+    assert "Requeued job" in logs, logs[-3000:]
+    (record,) = records(results, "long").values()
+    assert record["resumed_after_epochs"]
+    assert comparable(record) == comparable(reference)
+
+
+TWO = """seeds = 1
+optimizers = ["sgd", "ssam-f-nm-explicit"]
+[hparams."ssam-f*"]
+fisher_samples = 4
+[train]
+dataset = "synthetic"
+model = "resnet8"
+epochs = 2
+batch_size = 16
+train_subset = 48
+test_subset = 16
+eval_batch_size = 16
+device = "cpu"
+[slurm]
+processes_per_run = 2
+cpus_per_run = 2
+time_min = 5
+"""
+
+
+def test_a_run_on_two_processes_in_one_job_is_the_torchrun_run(tmp_path):
+    """processes_per_run = 2 (one per GPU where there are GPUs; gloo here): submitit exports the job's
+    distributed environment to what the torchrun path reads, so the records are torchrun's."""
+    import sys
+
+    path = tmp_path / "two.toml"
+    path.write_text(TWO)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "suite", "run", "--profile",
+           str(path), "--results-dir", str(tmp_path / "torchrun"), "--no-progress", "--no-report"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert run("--profile", path, "--results-dir", tmp_path / "slurm", "--launcher", "slurm", "--wait") == 0
+    local, slurm = records(tmp_path / "torchrun", "two"), records(tmp_path / "slurm", "two")
+    assert sorted(local) == sorted(slurm) and len(local) == 2
+    for name in local:
+        assert slurm[name]["distributed"]["world_size"] == 2
+        assert comparable(slurm[name]) == comparable(local[name]), name
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--partition", "gpu-big"], "--partition gpu-big: no such Slurm partition; known: "),
+    (["--gpus-per-run", "2"], "--gpus-per-run 2: partition "),
+])
+def test_bad_slurm_settings_are_one_line_exit_2_and_nothing_submitted(short, tmp_path, capsys, flags, message):
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    assert run("--profile", short, "--results-dir", tmp_path / "out", "--launcher", "slurm", *flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err, err
+    assert not (tmp_path / "out").exists()
+    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before
