@@ -152,6 +152,25 @@ def test_a_cancelled_task_resubmitted_resumes_from_its_checkpoint_bit_identical(
     assert comparable(record) == comparable(reference)
 
 
+def test_a_task_requeued_by_slurm_as_preemption_does_resumes_bit_identical(long_reference, tmp_path):
+    """`scontrol requeue` is what preemption with PreemptMode=REQUEUE does to a job: killed, queued again.
+    The new attempt runs the same task, which resumes from the run's checkpoint."""
+    path, reference = long_reference
+    results = tmp_path / "results"
+    assert run("--profile", path, "--results-dir", results, "--launcher", "slurm", "--time-min", "10") == 0
+    (config,) = runs_for(load_profile(str(path)), check_device=False)
+    ckpt = store.checkpoint_path(results, "long", config.run_id)
+    _wait(lambda: ckpt.exists() and store.load_checkpoint(ckpt, config.run_id)["step"] >= 2 * 32, 120,
+          "the task's second checkpoint")
+    (job,) = json.loads((results / "slurm" / "long" / "jobs.json").read_text()).values()
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    record = store.record_path(results, "long", config.run_id)
+    _wait(record.exists, 300, "the requeued task's record", poll=2.0)
+    (done,) = records(results, "long").values()
+    assert done["resumed_after_epochs"], "the requeued task started over instead of resuming"
+    assert comparable(done) == comparable(reference)
+
+
 def test_a_task_past_its_time_limit_is_requeued_and_finishes_bit_identical(long_reference, tmp_path):
     """A 2-minute limit with the signal 60 s before it (Slurm sends it up to a minute early): the task is
     requeued at least once (submitit's checkpoint), resumes, and ends as the uninterrupted run."""
