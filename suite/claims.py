@@ -79,6 +79,7 @@ class Claim:
     budget: str = "epochs"  # the table it is judged on (costs_less: the cost command's table)
     # profiles it is not judged on (fnmatch globs): the cost profiles time steps and say no accuracy claim
     not_on: tuple[str, ...] = ("cost", "gpu-cost")
+    on: tuple[str, ...] = ()  # only these profiles (globs); a claim declared in a profile is judged on it alone
     scale: float = 1.0  # for display (test_acc: 100, points)
     unit: str = ""
 
@@ -122,23 +123,28 @@ def load_claims(path: Path | str) -> tuple[Claim, ...]:
         raw = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"claims file {str(path)!r}: {exc}") from None
-    tables = raw.get("claims")
-    if not isinstance(tables, list) or not tables:
-        raise ValueError(f"claims file {str(path)!r}: expected [[claims]] tables")
-    known = set(Claim.__dataclass_fields__)
+    return parse_claims(raw.get("claims"), f"claims file {str(path)!r}")
+
+
+def parse_claims(tables: Any, where: str, on: tuple[str, ...] = ()) -> tuple[Claim, ...]:
+    """``[[claims]]`` tables (from a claims file, or a profile's: then ``on`` names the profile, and they are
+    judged on its tables alone). Bad tables are a ``ValueError`` naming ``where`` and what is wrong."""
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+        raise ValueError(f"{where}: expected [[claims]] tables")
+    known = set(Claim.__dataclass_fields__) - {"on"}
     claims = []
     for t in tables:
         unknown = sorted(set(t) - known)
         if unknown:
-            raise ValueError(f"claims file {str(path)!r}: unknown key {unknown[0]!r}; allowed: "
-                             f"{', '.join(sorted(known))}")
-        t = dict(t, source=t.get("source", "user"), subjects=tuple(t.get("subjects", ())))
+            raise ValueError(f"{where}: unknown key {unknown[0]!r} in [[claims]]; allowed: {', '.join(sorted(known))}")
+        t = dict(t, source=t.get("source", "user"), subjects=tuple(t.get("subjects", ())), on=on)
+        t["not_on"] = tuple(t.get("not_on", () if on else Claim.__dataclass_fields__["not_on"].default))
         margin = t.get("margin", 0.0)
-        t["margin"] = Margin(**margin) if isinstance(margin, dict) else Margin(at_least=float(margin))
         try:
+            t["margin"] = Margin(**margin) if isinstance(margin, dict) else Margin(at_least=float(margin))
             claims.append(Claim(**t))
-        except TypeError as exc:
-            raise ValueError(f"claims file {str(path)!r}: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
     return tuple(claims)
 
 
@@ -288,6 +294,12 @@ def _exact_cost(claim: Claim, rows: pd.DataFrame, subject: str) -> dict[str, Any
             "verdict": "holds" if ratio < 1 else "fails", "seeds_needed": None}
 
 
+def _judged_on(claim: Claim, profile: str) -> bool:
+    if claim.on and not any(fnmatch.fnmatchcase(profile, g) for g in claim.on):
+        return False
+    return not any(fnmatch.fnmatchcase(profile, g) for g in claim.not_on)
+
+
 def verdicts(runs: pd.DataFrame, cost: dict[str, pd.DataFrame] | None = None,
              claims: Iterable[Claim] = CLAIMS, alpha: float = ALPHA) -> pd.DataFrame:
     """Every claim on every table it applies to. ``runs``: one row per run (``report.run_rows`` of the
@@ -299,12 +311,12 @@ def verdicts(runs: pd.DataFrame, cost: dict[str, pd.DataFrame] | None = None,
         finished = runs[runs.get("status", "finished") == "finished"] if "status" in runs else runs
         for (profile, setting, budget), table in finished.groupby(["profile", "setting", "budget"], sort=False):
             for claim in claims:
-                if claim.budget == budget and not any(fnmatch.fnmatchcase(profile, g) for g in claim.not_on):
+                if claim.budget == budget and _judged_on(claim, profile):
                     rows += [{"table": profile, "setting": setting, **v} for v in judge(claim, table, alpha)]
     for name, repeats in (cost or {}).items():
         table = repeats.rename(columns={"repeat": "seed"})
         for claim in claims:
-            if claim.budget == "cost":
+            if claim.budget == "cost" and (not claim.on or any(fnmatch.fnmatchcase(name, g) for g in claim.on)):
                 rows += [{"table": name, "setting": "", **v} for v in judge(claim, table, alpha)]
     return pd.DataFrame(rows)
 

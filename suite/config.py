@@ -243,6 +243,7 @@ class Profile:
     sharpness_at_end: bool = False  # measure each run's final model as the run ends (the sweep's switch)
     sharpness_rho: float | None = None  # the ball of m-sharpness; None: the profile's SAM rho
     slurm: dict[str, Any] = field(default_factory=dict)  # what --launcher slurm asks for (launch.SlurmSettings)
+    claims: tuple = ()  # its own [[claims]] (suite.claims.Claim), judged on its tables alone
     source: ProfileSource | None = field(default=None, compare=False)  # its content's hash and the files read
 
     def seeds_of(self, name: str, aliases: tuple[str, ...] = ()) -> int:
@@ -407,7 +408,7 @@ def _parse_profile(name: str, raw: dict[str, Any]) -> Profile:
         optimizers=None if optimizers == "all" else tuple(optimizers), budgets=tuple(dict.fromkeys(budgets)),
         hparams=hparams, references=tuple(dict.fromkeys(references)), data_dir=data_dir,
         sharpness=SharpnessSettings(**table), sharpness_at_end=at_end, sharpness_rho=rho,
-        slurm=_table("[slurm]", raw.get("slurm", {})),
+        slurm=_table("[slurm]", raw.get("slurm", {})), claims=_claims(name, raw.get("claims")),
     )
 
 
@@ -431,6 +432,14 @@ def _named(value: Any) -> Any:
     if isinstance(value, type) or callable(value):
         return f"{value.__module__}.{value.__qualname__}"
     return value
+
+
+def _claims(name: str, tables: Any) -> tuple:
+    if tables is None:
+        return ()
+    from suite.claims import parse_claims  # pandas: only for a profile that declares claims
+
+    return parse_claims(tables, f"profile {name}", on=(name,))
 
 
 def _table(where: str, value: Any) -> dict[str, Any]:

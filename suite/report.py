@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import sys
 import zlib
 from collections.abc import Iterable
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from suite import metrics, plots
-from suite.config import BUDGETS, REFERENCES, TrainConfig
+from suite.config import BUDGETS, REFERENCES, ConfigError, TrainConfig
 from suite.metrics import Metric, columns
 from suite.stats import distinguishable, interval, paired_difference
 from suite.store import atomic_write, iter_records
@@ -432,13 +433,33 @@ def verdicts(results_dir: Path, records: list[dict[str, Any]], extra: Iterable[A
     under ``results_dir``: each ``cost-repeats.csv``, named by its folder)."""
     from suite import claims
 
-    declared = [*claims.CLAIMS, *(extra or ())]
+    declared = [*claims.CLAIMS, *(extra or ()), *profile_claims(records)]
     cost = {}
     for path in sorted(Path(results_dir).rglob("cost-repeats.csv")):
         folder = path.parent.relative_to(results_dir)
         if "runs" not in folder.parts:
             cost["cost" if str(folder) == "." else str(folder)] = pd.read_csv(path)
     return declared, claims.verdicts(run_rows(records), cost, declared)
+
+
+def profile_claims(records: Iterable[dict[str, Any]]) -> list[Any]:
+    """The ``[[claims]]`` the records' profiles declare, each judged on its own profile's tables: read from
+    the profile's file as the records name it (a shipped profile by its name), as it says now."""
+    from suite.config import ROOT, available_profiles, load_profile
+
+    found, shipped = [], set(available_profiles())
+    named = {r["config"]["profile"]: tuple((r.get("profile") or {}).get("files") or ()) for r in records}
+    for name, files in named.items():
+        path = Path(files[0]) if files else None
+        path = ROOT / path if path is not None and not path.is_absolute() else path
+        try:
+            if path is not None and path.is_file():
+                found += load_profile(str(path)).claims
+            elif name in shipped:
+                found += load_profile(name).claims
+        except ConfigError as exc:
+            print(f"warning: the claims of profile {name} were not read: {exc}", file=sys.stderr)
+    return found
 
 
 def verdict_markdown(results_dir: Path, records: list[dict[str, Any]], extra: Iterable[Any] | None = None) -> str:

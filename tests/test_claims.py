@@ -132,6 +132,50 @@ def test_report_takes_a_claims_file_and_a_bad_one_is_one_line(tmp_path, capsys):
     assert err.startswith("error: claims file") and "\n" not in err
 
 
+MY_CLAIM = ('[[claims]]\nname = "nm-keeps-sam"\nstatement = "my N:M SSAM keeps SAM\'s accuracy"\n'
+            'metric = "test_acc"\ntest = "keeps"\nsubjects = ["ssam-f-nm-explicit"]\nreference = "sam"\n'
+            'margin = 0.02\n')
+
+
+def test_a_claim_declared_in_a_profile_is_judged_on_that_profiles_tables_alone(tmp_path):
+    from suite.config import load_profile
+
+    path = tmp_path / "mine.toml"
+    path.write_text('seeds = 2\noptimizers = ["sam", "ssam-f-nm-explicit"]\n' + MY_CLAIM
+                    + '[train]\ndataset = "synthetic"\nmodel = "resnet8"\n')
+    (claim,) = load_profile(str(path)).claims
+    assert claim.on == ("mine",) and claim.not_on == () and claim.source == "user"
+    accuracy = {"sam": [0.40, 0.42, 0.41], "ssam-f-nm-explicit": [0.405, 0.421, 0.409]}
+    rows = pd.concat([table(accuracy, "mine"), table(accuracy, "other")])
+    v = claims.verdicts(rows, claims=[claim])
+    assert list(v["table"]) == ["mine"] and list(v["verdict"]) == ["holds"]
+
+
+def test_a_profile_whose_claims_are_bad_is_one_line_exit_2(tmp_path, capsys):
+    from suite.cli import main
+
+    path = tmp_path / "mine.toml"
+    path.write_text('seeds = 1\noptimizers = ["sam"]\n' + MY_CLAIM.replace('test = "keeps"', 'test = "wins"')
+                    + '[train]\ndataset = "synthetic"\nmodel = "resnet8"\n')
+    assert main(["run", "--profile", str(path), "--results-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "profile mine: claim nm-keeps-sam: test must be" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_report_reads_the_claims_of_the_records_profiles(tmp_path):
+    """A run's profile file, as its records name it, is read again by the report: its claims get verdicts."""
+    from suite.cli import main
+
+    path = tmp_path / "mine.toml"
+    path.write_text('seeds = 2\noptimizers = ["sam", "ssam-f-nm-explicit"]\n' + MY_CLAIM
+                    + '[train]\ndataset = "synthetic"\nmodel = "resnet8"\nepochs = 1\nbatch_size = 32\n'
+                    'train_subset = 64\ntest_subset = 32\n')
+    assert main(["run", "--profile", str(path), "--results-dir", str(tmp_path / "out"), "--no-progress"]) == 0
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "### Verdicts — `mine`" in summary and "`nm-keeps-sam`" in summary
+
+
 def test_the_readmes_findings_are_what_the_published_records_say():
     """Every number in the README's findings block is generated from results/ (python -m suite publish
     rewrites it); a stale block fails here."""
