@@ -311,8 +311,12 @@ def launch(profile: Profile, runs: list[RunConfig], sweep: Sweep, *, data_dir: P
         runs = [dataclasses.replace(r, train=with_overrides(r.train, replicas=slurm.processes)) for r in runs]
     todo, _ = prepare(profile, runs, sweep, data_dir, download)
     running = [r for r in todo if store.Claim(store.claim_path(sweep.results_dir, r.profile, r.run_id)).info()]
+    if launcher == "slurm":  # and those waiting in Slurm's queue from an earlier submission
+        jobs = _job_map(sweep.results_dir, profile.name)
+        queued = _queued({j.split("_")[0] for j in jobs.values()}) if jobs else set()
+        running += [r for r in todo if r not in running and jobs.get(r.run_id) in queued]
     if running:
-        sweep.say(f"{len(running)} of them are running elsewhere (e.g. {running[0].optimizer} seed "
+        sweep.say(f"{len(running)} of them are running or queued elsewhere (e.g. {running[0].optimizer} seed "
                   f"{running[0].seed}) and are left to it")
     measuring = measuring_for(profile, sharpness_at_end)
     tasks = [Task(profile, r, sweep.results_dir, data_dir.resolve() if data_dir else None, download, measuring,

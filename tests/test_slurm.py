@@ -110,7 +110,7 @@ def test_a_slurm_sweep_lands_the_records_of_a_local_sweep(short, tmp_path, capsy
         assert slurm[name]["env"]["torch_threads"] == 1
     err = capsys.readouterr().err
     assert "submitted 2 runs as Slurm array job" in err and err.count(": finished, test acc") == 4  # 2 local, 2 tasks
-    # a finished sweep submits nothing, and writes nothing new
+    # a finished sweep submits nothing, and writes nothing new (test_a_sweep_submitted_twice_... : nor a queued one)
     jobs = (tmp_path / "slurm" / "slurm" / "short" / "jobs.json").read_text()
     assert run("--profile", short, "--results-dir", tmp_path / "slurm", "--launcher", "slurm") == 0
     assert "nothing to submit" in capsys.readouterr().err
@@ -235,3 +235,18 @@ def test_bad_slurm_settings_are_one_line_exit_2_and_nothing_submitted(short, tmp
     assert err.startswith("error: ") and "\n" not in err and message in err, err
     assert not (tmp_path / "out").exists()
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before
+
+
+def test_a_sweep_submitted_twice_runs_each_run_once(short, tmp_path, capsys):
+    """The second submission finds the runs queued or running (the job map, squeue, the claims) and submits
+    nothing; each run is recorded once."""
+    results = tmp_path / "results"
+    assert run("--profile", short, "--results-dir", results, "--launcher", "slurm", "--cpus-per-run", "1") == 0
+    assert run("--profile", short, "--results-dir", results, "--launcher", "slurm", "--cpus-per-run", "1") == 0
+    err = capsys.readouterr().err
+    assert err.count("submitted 2 runs") == 1 and "2 of them are running or queued elsewhere" in err
+    assert "nothing to submit" in err
+    jobs = json.loads((results / "slurm" / "short" / "jobs.json").read_text()).values()
+    assert len(jobs) == 2 and len({j.split("_")[0] for j in jobs}) == 1  # one array, submitted once
+    _wait(lambda: not any(_queued(j) for j in jobs), 120, "the tasks to end")
+    assert len(records(results, "short")) == 2
