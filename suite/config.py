@@ -369,7 +369,7 @@ def parse_profile(name: str, raw: dict[str, Any]) -> Profile:
 
 def _parse_profile(name: str, raw: dict[str, Any]) -> Profile:
     # extends was read (and removed) before this: it is allowed, and the message lists it
-    _check_keys("profile", raw, {f.name for f in dataclasses.fields(Profile)} - {"name"} | {"extends"})
+    _check_keys("profile", raw, {f.name for f in dataclasses.fields(Profile)} - {"name", "source"} | {"extends"})
     # replicas: torchrun's number of processes, not a profile's
     _check_keys("[train]", raw.get("train", {}), {f.name for f in dataclasses.fields(TrainConfig)} - {"replicas"})
     train = TrainConfig(**raw.get("train", {}))

@@ -147,7 +147,7 @@ BAD_TYPES = {  # case: (top-level values, [train] values, expected message)
     "budgets as a string": ({"budgets": '"flops"'}, {}, "budgets must be a list"),
     "unknown budget in the list": ({"budgets": '["epochs", "watts"]'}, {}, "unknown budget 'watts'"),
     "unknown top-level key": ({"seed": "3"}, {}, "unknown key 'seed' in profile"),
-    "the allowed keys name extends": ({"extend": '"cpu"'}, {}, "allowed: budgets, data_dir, description, extends,"),
+    "the allowed keys name extends": ({"extend": '"cpu"'}, {}, "allowed: budgets, claims, data_dir, description, extends,"),
     "flop_steps as a float": ({}, {"flop_steps": "1.5"}, "flop_steps must be an integer >= 1, got 1.5"),
     "flip as a string": ({}, {"flip": '"yes"'}, "flip must be true or false, got 'yes'"),
     "negative subset": ({}, {"train_subset": "-1"}, "train_subset must be an integer >= 0, got -1"),
