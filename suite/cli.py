@@ -159,11 +159,13 @@ def _selection(p: argparse.ArgumentParser) -> None:
 
 
 def _add_status_parser(sub: argparse._SubParsersAction) -> None:
-    st = sub.add_parser("status", help="where a sweep stands, local or Slurm: each run done, running (job, host, "
-                                       "last checkpoint), failed (its traceback's end), interrupted, queued or "
-                                       "pending", parents=[_options(_optimizers, _results_dir)])
+    st = sub.add_parser("status", help="where a sweep stands, local or Slurm: each run done, running, failed (its "
+                        "traceback's end), interrupted, queued or pending", parents=[_options(
+                            _optimizers, _results_dir, _dataset, _device)])
     st.add_argument("--profile", default="cpu", help="the profile, as given to run (with the same --seeds/--epochs)")
     _selection(st)
+    st.add_argument("--launcher", choices=("local", "slurm"), default="local", help="as given to run")
+    st.add_argument("--gpus-per-run", type=int, help="as given to run (several processes per run change its id)")
     st.set_defaults(func=cmd_status)
 
 
@@ -251,13 +253,11 @@ def _launch_options(run: argparse.ArgumentParser) -> None:
     g.add_argument("--launcher", choices=("local", "slurm"), default="local",
                    help="slurm: one array task per run through submitit (settings: the flags below, else the "
                         "profile's [slurm] table)")
-    for flag, kind, text in (
-            ("--partition", str, "Slurm partition (default: the cluster's)"),
-            ("--gpus-per-run", int, "GPUs per run (more than 1: one process per GPU, DDP)"),
-            ("--cpus-per-run", int, "CPUs per run (default 2; its torch threads)"),
-            ("--time-min", int, "each task's time limit in minutes (default 60; requeued at it)"),
-            ("--at-once", int, "most tasks running at once (default: no limit)")):
-        g.add_argument(flag, type=kind, help=text)
+    g.add_argument("--partition", help="Slurm partition (default: the cluster's)")
+    g.add_argument("--gpus-per-run", type=int, help="GPUs per run (more than 1: one process per GPU, DDP)")
+    g.add_argument("--cpus-per-run", type=int, help="CPUs per run (default 2; its torch threads)")
+    g.add_argument("--time-min", type=int, help="each task's time limit in minutes (default 60; requeued at it)")
+    g.add_argument("--at-once", type=int, help="most tasks running at once (default: no limit)")
     g.add_argument("--wait", action="store_true", help="wait for the Slurm tasks to end (then write the report)")
 
 
@@ -265,9 +265,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from suite import sweep
     from suite.distributed import World
 
-    profile, runs = _runs(args)
-    if args.threads < 0 or args.workers < 1:
-        raise UsageError(f"--workers must be >= 1 and --threads >= 0, got {args.workers} and {args.threads}")
+    profile, runs = _runs(args, check_device=args.launcher != "slurm")  # tasks run where the GPUs are
+    _check_launch_flags(args)
     if args.launcher == "slurm" or args.workers > 1:
         return _launch(args, profile, runs)
     if args.threads:
@@ -286,16 +285,33 @@ def cmd_run(args: argparse.Namespace) -> int:
         world.leave()
 
 
+def _check_launch_flags(args: argparse.Namespace) -> None:
+    flags = ("partition", "gpus_per_run", "cpus_per_run", "time_min", "at_once", "wait")
+    slurm_only = [f for f in flags if getattr(args, f) not in (None, False)]
+    if args.threads < 0 or args.workers < 1:
+        raise UsageError(f"--workers must be >= 1 and --threads >= 0, got {args.workers} and {args.threads}")
+    if args.launcher == "local" and slurm_only:
+        raise UsageError(f"--{slurm_only[0].replace('_', '-')} is a Slurm setting: add --launcher slurm")
+    if args.launcher == "slurm" and (args.threads or args.workers > 1):
+        raise UsageError("--threads/--workers are for this machine: a Slurm run's threads are its --cpus-per-run")
+    if (args.launcher == "slurm" or args.workers > 1) and (args.force or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        raise UsageError("--workers/--launcher run whole runs at once: not with --force (re-run recorded runs one "
+                         "at a time) nor under torchrun")
+
+
+def _slurm(args: argparse.Namespace, profile):
+    from suite import launch
+
+    if getattr(args, "launcher", "local") != "slurm":
+        return None
+    flags = {f: getattr(args, f, None) for f in ("partition", "gpus_per_run", "cpus_per_run", "time_min", "at_once")}
+    return launch.SlurmSettings.of(profile.slurm, **flags)
+
+
 def _launch(args: argparse.Namespace, profile, runs) -> int:
     from suite import launch, sweep
 
-    if args.force:
-        raise UsageError("--force runs one run at a time: drop --workers/--launcher to re-run recorded runs")
-    slurm = None
-    if args.launcher == "slurm":
-        slurm = launch.SlurmSettings.of(profile.slurm, partition=args.partition, gpus_per_run=args.gpus_per_run,
-                                        cpus_per_run=args.cpus_per_run, time_min=args.time_min,
-                                        at_once=args.at_once)
+    slurm = _slurm(args, profile)
     engine = sweep.Sweep(args.results_dir, progress=False)
     code = launch.launch(profile, runs, engine, data_dir=args.data_dir, download=args.download,
                          sharpness_at_end=args.sharpness, launcher=args.launcher, workers=args.workers,
@@ -308,7 +324,8 @@ def _launch(args: argparse.Namespace, profile, runs) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from suite import launch
 
-    _, runs = _runs(args, check_device=False)
+    profile, runs = _runs(args, check_device=False)
+    runs = launch.launched_runs(runs, _slurm(args, profile))
     for line in launch.status_lines(launch.run_states(runs, args.results_dir)):
         print(line)
     return 0

@@ -53,6 +53,9 @@ class SlurmSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ConfigError(f"slurm {name} must be an integer >= {low}, got {value!r}")
+        if self.gpus_per_run and self.processes_per_run not in (0, self.gpus_per_run):
+            raise ConfigError(f"slurm processes_per_run must be 0 or gpus_per_run ({self.gpus_per_run}) with GPUs: one "
+                              f"process per GPU, got {self.processes_per_run}")
         if self.signal_s >= self.time_min * 60:
             raise ConfigError(f"slurm signal_s ({self.signal_s}) must be shorter than the time limit "
                               f"({self.time_min} min)")
@@ -125,6 +128,15 @@ class SlurmTask(submitit.helpers.Checkpointable):
             world = World.from_env(self.task.config.train.device)
         try:
             outcome = run_task(self.task, world)
+        except Exception:  # a data set not mounted on the node, a bad unpickle: for `suite status` too
+            if world.main:
+                import traceback
+
+                c = self.task.config
+                with contextlib.suppress(store.StoreError):
+                    store.write_failure(store.failure_path(self.task.results_dir, c.profile, c.run_id),
+                                        traceback.format_exc())
+            raise
         finally:
             world.leave()
         print(outcome, file=sys.stderr)
@@ -136,9 +148,11 @@ def check_slurm(settings: SlurmSettings) -> None:
     if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
         raise ConfigError("--launcher slurm: no Slurm here (sbatch and sinfo are not on PATH); run on a cluster's "
                           "login node, or start a single-node one with tools/slurm-single-node.sh")
-    rows = _sinfo("%P %G")
-    partitions = {p.rstrip("*"): gres for p, gres in (r.split(" ", 1) for r in rows)}
-    default = next((p.rstrip("*") for p in (r.split(" ", 1)[0] for r in rows) if p.endswith("*")), None)
+    rows = [r.split(" ", 1) for r in _sinfo("%P %G")]
+    partitions: dict[str, str] = {}
+    for p, gres in rows:  # a partition's nodes may differ: one row each
+        partitions[p.rstrip("*")] = ",".join(filter(None, (partitions.get(p.rstrip("*")), gres)))
+    default = next((p.rstrip("*") for p, _ in rows if p.endswith("*")), None)
     partition = settings.partition or default
     if partition is None or partition not in partitions:
         raise ConfigError(f"--partition {settings.partition or '(default)'}: no such Slurm partition; known: "
@@ -178,8 +192,17 @@ def submit_slurm(tasks: list[Task], settings: SlurmSettings, say=print) -> list[
         job_name=f"suite-{first.config.profile}", partition=settings.partition, time=settings.time_min,
         nodes=1, ntasks_per_node=processes, gpus_per_node=gpus or None, cpus_per_task=threads,
         signal_delay_s=settings.signal_s, array_parallelism=settings.at_once or len(tasks), stderr_to_stdout=True)
-    with executor.batch():
-        jobs = [executor.submit(SlurmTask(dataclasses.replace(t, threads=threads))) for t in tasks]
+    before = set(folder.iterdir()) if folder.is_dir() else set()
+    try:
+        with executor.batch():
+            jobs = [executor.submit(SlurmTask(dataclasses.replace(t, threads=threads))) for t in tasks]
+    except submitit.core.utils.FailedJobError as exc:  # sbatch refused (time limit, account, resources...)
+        for leftover in set(folder.iterdir()) - before:
+            leftover.unlink(missing_ok=True)
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        errors = [line.strip() for line in lines if "error" in line.lower()] or lines or ["no message"]
+        refusal = errors[-1]
+        raise ConfigError(f"--launcher slurm: sbatch refused the job: {refusal}") from None
     job_map = _job_map(first.results_dir, first.config.profile)  # for `suite status`: which job runs which run
     job_map.update({t.config.run_id: job.job_id for t, job in zip(tasks, jobs, strict=True)})
     store.atomic_write(folder / "jobs.json", lambda tmp: Path(tmp).write_text(json.dumps(job_map, indent=1)))
@@ -193,9 +216,17 @@ def wait_slurm(jobs: list[Any], say=print, poll_s: float = 2.0) -> int:
     """Wait for ``jobs``; say how each ended. Returns 0 when every one finished without an error. Done is
     read from the result file submitit writes and from ``squeue`` (not submitit's ``sacct`` polling: a
     cluster without accounting has no sacct)."""
-    pending, failed = list(jobs), 0
+    pending, failed, misses = list(jobs), 0, 0
     while pending:
-        queued = _queued({job.job_id.split("_")[0] for job in pending})
+        try:
+            queued = _queued()
+            misses = 0
+        except ConfigError:
+            misses += 1
+            if misses > 30:  # a minute of squeue failing: say so rather than wait for ever
+                raise
+            time.sleep(poll_s)
+            continue
         for job in [j for j in pending if _finished(j) or j.job_id not in queued]:
             pending.remove(job)
             if not _finished(job):
@@ -219,11 +250,17 @@ def _finished(job: Any) -> bool:
     return all(job.task(k).paths.result_pickle.exists() for k in range(job.num_tasks))
 
 
-def _queued(arrays: set[str]) -> set[str]:
-    """The array tasks of ``arrays`` Slurm still has (pending, running, requeued), as ``ARRAY_TASK``."""
-    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(sorted(arrays))], capture_output=True,
-                         text=True, timeout=60)
-    return set(out.stdout.split()) if out.returncode == 0 else set()
+def _queued() -> set[str]:
+    """The jobs Slurm still has (pending, running, requeued), an array's as ``ARRAY_TASK``. squeue failing is
+    a ``ConfigError``: an empty answer would read as every job gone."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"squeue failed ({exc}); is slurmctld reachable?") from None
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no message"])[-1]
+        raise ConfigError(f"squeue failed: {last}")
+    return set(out.stdout.split())
 
 
 # ----- several runs at once on this machine ------------------------------------------------------------
@@ -256,6 +293,7 @@ def run_workers(tasks: list[Task], workers: int, say=print) -> int:
     the others go on; returns 1 if any failed, 130 on Ctrl-C."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     if not tasks:
         return 0
@@ -270,10 +308,19 @@ def run_workers(tasks: list[Task], workers: int, say=print) -> int:
             task = futures[future]
             try:
                 outcome = future.result()
+            except (store.StoreError, ConfigError):  # a full disk, a missing data set: every run would fail alike
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            except BrokenProcessPool:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise ConfigError("a worker process died (killed by the system: out of memory?); finished runs are "
+                                  "recorded, the others keep their checkpoints: run the same command again, perhaps "
+                                  "with fewer --workers") from None
             except Exception as exc:  # noqa: BLE001 - one failed run is reported; the others go on
                 failed += 1
-                outcome = (f"{task.config.optimizer} seed {task.config.seed}: failed ({type(exc).__name__}: {exc}); "
-                           "`python -m suite status` shows its traceback")
+                note = store.failure_path(task.results_dir, task.config.profile, task.config.run_id).exists()
+                outcome = (f"{task.config.optimizer} seed {task.config.seed}: failed ({type(exc).__name__}: {exc})"
+                           + ("; `python -m suite status` shows its traceback" if note else ""))
             left = (time.monotonic() - t0) / k * (len(tasks) - k)
             say(f"[{k}/{len(tasks)}] {outcome} (about {left / 60:.1f} min left)")
     except KeyboardInterrupt:
@@ -301,20 +348,21 @@ def launch(profile: Profile, runs: list[RunConfig], sweep: Sweep, *, data_dir: P
 
     if launcher not in LAUNCHERS:
         raise ConfigError(f"unknown launcher {launcher!r}; known: {', '.join(LAUNCHERS)}")
+    queued = None
     if launcher == "slurm":
         slurm = slurm or SlurmSettings()
         check_slurm(slurm)  # before anything is written
+        if slurm.gpus_per_run == 0 and any(r.train.device == "cuda" for r in runs):
+            raise ConfigError("the profile trains on cuda: ask for GPUs with --gpus-per-run (or [slurm] gpus_per_run)")
+        queued = _queued()
     elif workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     sweep = dataclasses.replace(sweep, results_dir=sweep.results_dir.resolve())
-    if launcher == "slurm" and slurm.processes > 1:  # its processes are part of a run's identity, as under torchrun
-        runs = [dataclasses.replace(r, train=with_overrides(r.train, replicas=slurm.processes)) for r in runs]
+    runs = launched_runs(runs, slurm if launcher == "slurm" else None)
     todo, _ = prepare(profile, runs, sweep, data_dir, download)
-    running = [r for r in todo if store.Claim(store.claim_path(sweep.results_dir, r.profile, r.run_id)).info()]
-    if launcher == "slurm":  # and those waiting in Slurm's queue from an earlier submission
-        jobs = _job_map(sweep.results_dir, profile.name)
-        queued = _queued({j.split("_")[0] for j in jobs.values()}) if jobs else set()
-        running += [r for r in todo if r not in running and jobs.get(r.run_id) in queued]
+    jobs = _job_map(sweep.results_dir, profile.name) if queued is not None else {}
+    running = [r for r in todo if jobs.get(r.run_id) in (queued or ()) or store.Claim(
+        store.claim_path(sweep.results_dir, r.profile, r.run_id), slurm_jobs=queued).info()]
     if running:
         sweep.say(f"{len(running)} of them are running or queued elsewhere (e.g. {running[0].optimizer} seed "
                   f"{running[0].seed}) and are left to it")
@@ -332,53 +380,79 @@ def launch(profile: Profile, runs: list[RunConfig], sweep: Sweep, *, data_dir: P
     return 0
 
 
+def launched_runs(runs: list[RunConfig], slurm: SlurmSettings | None) -> list[RunConfig]:
+    """The runs as a launcher runs them: a Slurm run on several processes has them in its identity, as
+    under torchrun (``replicas``)."""
+    if slurm is None or slurm.processes == 1:
+        return runs
+    return [dataclasses.replace(r, train=with_overrides(r.train, replicas=slurm.processes)) for r in runs]
+
+
 # ----- where a sweep stands ------------------------------------------------------------------------------
 STATES = ("done", "running", "failed", "interrupted", "queued", "pending")
 
 
 def run_states(runs: list[RunConfig], results_dir: Path) -> list[dict[str, Any]]:
-    """Each run's state, read from the results directory alone (records, claims, failure notes,
-    checkpoints, the Slurm job map): the same for local and Slurm sweeps."""
+    """Each run's state, read from the results directory (records, claims, failure notes, checkpoints, the
+    Slurm job map) and, where there is one, squeue: the same for local and Slurm sweeps."""
     results_dir = Path(results_dir)
     jobs: dict[str, str] = {}
     for profile in {r.profile for r in runs}:
         jobs.update(_job_map(results_dir, profile))
-    queued = _queued({j.split("_")[0] for j in jobs.values()}) if jobs and shutil.which("squeue") else set()
-    now, rows = time.time(), []
-    for r in runs:
-        row = {"optimizer": r.optimizer, "seed": r.seed, "budget": r.train.budget, "run_id": r.run_id}
-        try:
-            record = store.read_record(store.record_path(results_dir, r.profile, r.run_id))
-        except store.StoreError:
-            record = {"metrics": {"status": "unreadable record", "test_acc": float("nan")}}
-        ckpt = store.checkpoint_path(results_dir, r.profile, r.run_id)
-        claim = store.Claim(store.claim_path(results_dir, r.profile, r.run_id)).info()
-        failure = store.read_failure(store.failure_path(results_dir, r.profile, r.run_id))
-        saved = f"checkpoint {_ago(now - ckpt.stat().st_mtime)}" if ckpt.exists() else "no checkpoint yet"
-        if record is not None:
-            m = record["metrics"]
-            row.update(state="done", detail=f"{m['status']}, test acc {m['test_acc']:.4f}")
-        elif claim is not None:
-            where = f"job {claim['job']} on {claim['host']}" if claim.get("job") else \
-                f"pid {claim['pid']} on {claim['host']}"
-            row.update(state="running", detail=f"{where} for {_ago(now - claim['since'], '')}, {saved}")
-        elif failure is not None:
-            log = _log(results_dir, r.profile, failure.get("job"))
-            row.update(state="failed", detail=f"{failure['error'].splitlines()[-1] if failure['error'] else '?'}"
-                       + (f" (log: {log})" if log else ""), error=failure["error"])
-        elif jobs.get(r.run_id) in queued:
-            row.update(state="queued", detail=f"Slurm job {jobs[r.run_id]}, " + saved)
-        elif ckpt.exists():
-            row.update(state="interrupted", detail=f"resumes from its {saved}")
-        else:
-            row.update(state="pending", detail="")
-        rows.append(row)
-    return rows
+    queued = None
+    if shutil.which("squeue"):
+        with contextlib.suppress(ConfigError):  # no answer: claims are judged as without Slurm
+            queued = _queued()
+    return [{"optimizer": r.optimizer, "seed": r.seed, "budget": r.train.budget, "run_id": r.run_id,
+             **_state(r, results_dir, jobs.get(r.run_id), queued)} for r in runs]
+
+
+def _state(r: RunConfig, results_dir: Path, job: str | None, queued: set[str] | None) -> dict[str, Any]:
+    now = time.time()
+    try:
+        record = store.read_record(store.record_path(results_dir, r.profile, r.run_id))
+    except store.StoreError as exc:
+        return {"state": "failed", "detail": str(exc), "error": str(exc)}
+    if record is not None:
+        m = record["metrics"]
+        return {"state": "done", "detail": f"{m['status']}, test acc {m['test_acc']:.4f}"}
+    saved = _saved(store.checkpoint_path(results_dir, r.profile, r.run_id), now)
+    claim = store.Claim(store.claim_path(results_dir, r.profile, r.run_id), slurm_jobs=queued).info()
+    if claim is not None:
+        who = f"job {claim['job']}" if claim.get("job") else f"pid {claim['pid']}"
+        return {"state": "running", "detail": f"{who} on {claim['host']} for {_ago(now - claim['since'], '')}, "
+                                              f"{saved or 'no checkpoint yet'}"}
+    if job is not None and queued is not None and job in queued:
+        return {"state": "queued", "detail": f"Slurm job {job}, {saved or 'no checkpoint yet'}"}
+    failure = store.read_failure(store.failure_path(results_dir, r.profile, r.run_id))
+    log = _log(results_dir, r.profile, failure.get("job") if failure else job)
+    if failure is not None:
+        last = (failure["error"].splitlines() or ["?"])[-1]
+        return {"state": "failed", "detail": last + (f" (log: {log})" if log else ""), "error": failure["error"]}
+    ended = f"; its Slurm job {job} ended, its log's last line: {_last_line(log)}" if log else ""
+    if saved:
+        return {"state": "interrupted", "detail": f"resumes from its {saved}{ended}"}
+    return {"state": "pending", "detail": ended.lstrip("; ")}
+
+
+def _saved(ckpt: Path, now: float) -> str:
+    try:
+        return f"checkpoint {_ago(now - ckpt.stat().st_mtime)}"
+    except FileNotFoundError:  # none, or removed as its run finished a moment ago
+        return ""
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "(unreadable)"
+    return lines[-1][:200] if lines else "(empty)"
 
 
 def status_lines(rows: list[dict[str, Any]], tail: int = 5) -> list[str]:
-    """``suite status``'s table: a line per run not done (every run with ``tail`` 0 and few runs), the end of
-    each failed run's traceback, and the counts."""
+    """``suite status``'s table: a line per run (only those not done, past 20 runs), the last ``tail`` lines
+    of each failed run's traceback, and the counts."""
     lines = []
     for row in rows:
         if row["state"] != "done" or len(rows) <= 20:
@@ -399,6 +473,7 @@ def _job_map(results_dir: Path, profile: str) -> dict[str, str]:
 
 
 def _log(results_dir: Path, profile: str, job: str | None) -> Path | None:
+    """submitit's log of process 0 of ``job`` (``ARRAY_TASK`` or a plain job id)."""
     if not job:
         return None
     path = slurm_folder(results_dir, profile) / f"{job}_0_log.out"

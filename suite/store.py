@@ -201,8 +201,10 @@ class Claim:
     container restart does not keep a dead claim alive); elsewhere, when it was not refreshed for
     ``stale_after`` seconds — the holder refreshes it at every checkpoint."""
 
-    def __init__(self, path: Path, stale_after: float | None = None) -> None:
+    def __init__(self, path: Path, stale_after: float | None = None, slurm_jobs: set[str] | None = None) -> None:
         self.path = path
+        # the Slurm jobs squeue still has, where the caller asked it: a claim naming another job is stale
+        self.slurm_jobs = slurm_jobs
         self.stale_after = stale_after if stale_after is not None else float(
             os.environ.get("SUITE_CLAIM_STALE_SECONDS", 6 * 3600))
         self.held = False
@@ -224,7 +226,8 @@ class Claim:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         pid = os.getpid()
         mine = {"pid": pid, "host": socket.gethostname(), "pid_ns": _pid_namespace(),
-                "process_start": _process_start(pid), "since": time.time(), "job": slurm_job()}
+                "process_start": _process_start(pid), "since": time.time(), "job": slurm_job(),
+                "step": os.environ.get("SLURM_STEP_ID")}
         self._text = json.dumps(mine)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         try:
@@ -298,6 +301,13 @@ class Claim:
             pid, host = int(info["pid"]), info["host"]
         except (ValueError, KeyError, TypeError):
             return text  # a claim nobody can read protects nothing
+        job = info.get("job")
+        # Slurm runs one attempt of a job at a time: a claim of this very job step is an earlier attempt's, killed
+        # (preempted, requeued) without releasing it, perhaps on another node; so is one of a job Slurm no
+        # longer has
+        this_step = job == slurm_job() and info.get("step") == os.environ.get("SLURM_STEP_ID")
+        if job and (this_step or (self.slurm_jobs is not None and job not in self.slurm_jobs)):
+            return text
         if host == socket.gethostname() and info.get("pid_ns") == _pid_namespace():
             try:
                 os.kill(pid, 0)

@@ -60,7 +60,8 @@ def test_two_workers_land_the_records_of_one_at_a_time_with_the_same_threads(tin
     for name in one:
         assert comparable(two[name]) == comparable(one[name]), name
         assert two[name]["env"]["torch_threads"] == 1
-    assert not list((tmp_path / "two").rglob("*.claim")) and not list((tmp_path / "two").rglob("*.ckpt"))
+    assert not list((tmp_path / "two").rglob("*.claim"))
+    assert not list((tmp_path / "two" / "checkpoints").rglob("*.pt"))
     assert run("--profile", tiny, "--results-dir", tmp_path / "two", "--workers", "2") == 0
     assert "4 already recorded, 0 to run" in capsys.readouterr().err
 
@@ -122,7 +123,7 @@ def test_launcher_slurm_without_slurm_is_one_line_exit_2_and_nothing_written(tin
 
 @pytest.mark.parametrize(("flags", "table", "message"), [
     (["--workers", "0"], "", "--workers must be >= 1"),
-    (["--workers", "2", "--force"], "", "--force runs one run at a time"),
+    (["--workers", "2", "--force"], "", "not with --force (re-run recorded runs one at a time)"),
     (["--launcher", "slurm", "--time-min", "0"], "", "slurm time_min must be an integer >= 1, got 0"),
     (["--launcher", "slurm"], "[slurm]\nqueue = \"a\"\n", "unknown key 'queue' in [slurm]; allowed: at_once,"),
     (["--launcher", "slurm", "--time-min", "1"], "[slurm]\nsignal_s = 90\n",
@@ -144,3 +145,64 @@ def test_slurm_settings_take_the_flags_over_the_profile_table():
     assert launch.SlurmSettings(gpus_per_run=4).processes == 4 and launch.SlurmSettings().processes == 1
     with pytest.raises(ConfigError, match="gpus_per_run must be an integer >= 0"):
         launch.SlurmSettings(gpus_per_run=True)
+    with pytest.raises(ConfigError, match="processes_per_run must be 0 or gpus_per_run"):
+        launch.SlurmSettings(gpus_per_run=2, processes_per_run=4)
+
+
+def test_a_claim_of_this_slurm_job_step_or_of_a_job_slurm_no_longer_has_is_stale(tmp_path, monkeypatch):
+    """A preempted or requeued task is SIGKILLed (submitit ignores SIGTERM) and its claim stays; its next
+    attempt may land on another node, where the pid cannot be checked: the job step names it."""
+    path = tmp_path / "run.claim"
+
+    def held_by(job: str, step: str) -> None:
+        path.write_text(json.dumps({"pid": 1, "host": "node07", "job": job, "step": step, "since": time.time()}))
+
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "41")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    monkeypatch.setenv("SLURM_STEP_ID", "0")
+    held_by("41_3", "0")  # this task's earlier attempt
+    claim = store.Claim(path)
+    assert claim.acquire() and json.loads(path.read_text())["job"] == "41_3"
+    claim.release()
+    held_by("41_3", "1")  # another step of this job, running on node07 now
+    assert not store.Claim(path).acquire()
+    held_by("41_2", "0")  # another task, fresh
+    assert not store.Claim(path).acquire() and store.Claim(path).info() is not None
+    assert store.Claim(path, slurm_jobs={"41_3"}).info() is None  # ... which squeue no longer has
+
+
+def test_status_says_queued_before_failed_an_unreadable_record_and_how_a_gone_jobs_log_ends(tiny, tmp_path,
+                                                                                           monkeypatch):
+    runs = runs_for(load_profile(str(tiny)), check_device=False)
+    broken, gone, queued, _ = runs
+    path = store.record_path(tmp_path, "tiny", broken.run_id)
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    folder = launch.slurm_folder(tmp_path, "tiny")
+    folder.mkdir(parents=True)
+    (folder / "jobs.json").write_text(json.dumps({gone.run_id: "41_1", queued.run_id: "41_2"}))
+    (folder / "41_1_0_log.out").write_text("training...\nslurmstepd: error: Detected 1 oom_kill event\n\n")
+    store.write_failure(store.failure_path(tmp_path, "tiny", queued.run_id), "Traceback\nValueError: earlier")
+    monkeypatch.setattr(launch, "_queued", lambda: {"41_2"})
+    monkeypatch.setattr(launch.shutil, "which", lambda name: "/usr/bin/" + name)
+    rows = launch.run_states(runs, tmp_path)
+    assert [r["state"] for r in rows] == ["failed", "pending", "queued", "pending"]
+    assert "is unreadable" in rows[0]["detail"]
+    assert rows[1]["detail"] == ("its Slurm job 41_1 ended, its log's last line: slurmstepd: error: Detected 1 "
+                                 "oom_kill event")
+
+
+@pytest.mark.parametrize(("flags", "env", "message"), [
+    (["--partition", "gpu"], {}, "--partition is a Slurm setting: add --launcher slurm"),
+    (["--wait"], {}, "--wait is a Slurm setting"),
+    (["--launcher", "slurm", "--workers", "2"], {}, "--threads/--workers are for this machine"),
+    (["--workers", "2"], {"WORLD_SIZE": "2"}, "nor under torchrun"),
+])
+def test_launcher_flags_that_do_not_go_together_are_one_line(tiny, tmp_path, monkeypatch, capsys, flags, env,
+                                                             message):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert run("--profile", tiny, "--results-dir", tmp_path / "out", *flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err, err
+    assert not (tmp_path / "out").exists()

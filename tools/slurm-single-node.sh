@@ -48,6 +48,7 @@ SchedulerType=sched/backfill
 MpiDefault=none
 ReturnToService=2
 JobRequeue=1
+EnforcePartLimits=ALL
 KillWait=10
 MinJobAge=600
 StateSaveLocation=/var/spool/slurmctld
