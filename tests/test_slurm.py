@@ -129,15 +129,21 @@ def _queued(job: str) -> bool:
     return job in out.stdout.split()
 
 
-def test_a_cancelled_task_resubmitted_resumes_from_its_checkpoint_bit_identical(long_reference, tmp_path, capsys):
-    path, reference = long_reference
-    results = tmp_path / "results"
+def _submitted_and_checkpointed(path: Path, results: Path):
+    """The long run submitted (without waiting), once its task has saved two epochs: its config and job."""
     assert run("--profile", path, "--results-dir", results, "--launcher", "slurm", "--time-min", "10") == 0
     (config,) = runs_for(load_profile(str(path)), check_device=False)
     ckpt = store.checkpoint_path(results, "long", config.run_id)
     _wait(lambda: ckpt.exists() and store.load_checkpoint(ckpt, config.run_id)["step"] >= 2 * 32, 120,
           "the task's second checkpoint")
     (job,) = json.loads((results / "slurm" / "long" / "jobs.json").read_text()).values()
+    return config, job
+
+
+def test_a_cancelled_task_resubmitted_resumes_from_its_checkpoint_bit_identical(long_reference, tmp_path, capsys):
+    path, reference = long_reference
+    results = tmp_path / "results"
+    config, job = _submitted_and_checkpointed(path, results)
     assert [r["state"] for r in launch.run_states([config], results)] == ["running"]
     subprocess.run(["scancel", job], check=True)
     _wait(lambda: not _queued(job), 60, "the cancelled task to leave the queue")
@@ -157,12 +163,7 @@ def test_a_task_requeued_by_slurm_as_preemption_does_resumes_bit_identical(long_
     The new attempt runs the same task, which resumes from the run's checkpoint."""
     path, reference = long_reference
     results = tmp_path / "results"
-    assert run("--profile", path, "--results-dir", results, "--launcher", "slurm", "--time-min", "10") == 0
-    (config,) = runs_for(load_profile(str(path)), check_device=False)
-    ckpt = store.checkpoint_path(results, "long", config.run_id)
-    _wait(lambda: ckpt.exists() and store.load_checkpoint(ckpt, config.run_id)["step"] >= 2 * 32, 120,
-          "the task's second checkpoint")
-    (job,) = json.loads((results / "slurm" / "long" / "jobs.json").read_text()).values()
+    config, job = _submitted_and_checkpointed(path, results)
     subprocess.run(["scontrol", "requeue", job], check=True)
     record = store.record_path(results, "long", config.run_id)
     _wait(record.exists, 300, "the requeued task's record", poll=2.0)
