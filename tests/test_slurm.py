@@ -50,20 +50,22 @@ train_subset = 96
 test_subset = 50
 """
 
-# one run of about a minute on one thread, checkpointed every epoch (a few seconds)
+# one run of about a minute on one thread, checkpointed every epoch (a few seconds). Slurm checks time
+# limits periodically and sends the signal up to about 30 s before it is due: with a 2-minute limit and
+# signal_s 75 it comes 15-45 s into a task, before the run can end
 LONG = """seeds = 1
 optimizers = ["sgd"]
 [train]
 dataset = "synthetic"
 model = "resnet8"
-epochs = 16
+epochs = 20
 batch_size = 64
 train_subset = 2048
 test_subset = 64
 [slurm]
 cpus_per_run = 1
 time_min = 2
-signal_s = 60
+signal_s = 75
 requeues = 6
 """
 
@@ -173,8 +175,8 @@ def test_a_task_requeued_by_slurm_as_preemption_does_resumes_bit_identical(long_
 
 
 def test_a_task_past_its_time_limit_is_requeued_and_finishes_bit_identical(long_reference, tmp_path):
-    """A 2-minute limit with the signal 60 s before it (Slurm sends it up to a minute early): the task is
-    requeued at least once (submitit's checkpoint), resumes, and ends as the uninterrupted run."""
+    """A 2-minute limit with the signal 75 s before it (see LONG): the task is requeued at least once
+    (submitit's checkpoint), resumes, and ends as the uninterrupted run."""
     path, reference = long_reference
     results = tmp_path / "results"
     assert run("--profile", path, "--results-dir", results, "--launcher", "slurm", "--wait") == 0
