@@ -32,19 +32,19 @@ SWP = ("tensor", "element")
 
 class ESAM(TwoPassOptimizer):
     """``ESAM(params, base_optimizer=torch.optim.SGD, rho=0.05, beta=0.6, gamma=0.5, swp="tensor",
-    seed=0, adaptive=False, ascent_fraction=1.0, **base_kwargs)``. Data selection (``gamma < 1``) needs a
-    closure that takes ``per_sample``, ``subset`` and ``backward`` (``baselines.ModelClosure``)."""
+    seed=0, adaptive=False, ascent_fraction=1.0, sam_every=1, **base_kwargs)``. Data selection (``gamma < 1``)
+    needs a closure that takes ``per_sample``, ``subset`` and ``backward`` (``baselines.ModelClosure``)."""
 
-    shared_hparams = ("gamma", "ascent_fraction")
+    shared_hparams = ("gamma", "ascent_fraction", "sam_every")
 
     def __init__(
         self, params: Iterable[Any], base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
         rho: float = 0.05, beta: float = 0.6, gamma: float = 0.5, swp: str = "tensor", seed: int = 0,
-        adaptive: bool = False, ascent_fraction: float = 1.0, **base_kwargs: Any,
+        adaptive: bool = False, ascent_fraction: float = 1.0, sam_every: int = 1, **base_kwargs: Any,
     ) -> None:
         extra = dict(beta=beta, gamma=gamma, swp=swp)
         super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, extra_defaults=extra,
-                         ascent_fraction=ascent_fraction, **base_kwargs)
+                         ascent_fraction=ascent_fraction, sam_every=sam_every, **base_kwargs)
         self.generator = torch.Generator().manual_seed(seed)
         self._before: torch.Tensor | None = None  # per-sample losses of the first pass
         self._frozen: list[torch.Tensor] = []  # this step's drawn-out tensors (swp="tensor")

@@ -23,7 +23,9 @@ class SAM(TwoPassOptimizer):
     ``base_kwargs`` (lr, momentum, weight_decay, ...) go to the base optimizer. ``step`` needs a
     closure that zeroes gradients, runs forward and backward and returns the loss. ``rho`` and
     ``adaptive`` may differ per parameter group. ``ascent_fraction < 1`` takes g from that fraction of
-    the batch (``core/two_pass.py``; needs a ``ModelClosure``).
+    the batch (``core/two_pass.py``; needs a ``ModelClosure``). ``sam_every = k > 1`` runs the second pass
+    on every k-th step only (steps 0, k, 2k, ...), plain base steps between (periodic SAM, as Composer's
+    ``SAM(interval=k)``).
     """
 
     def __init__(
@@ -33,7 +35,8 @@ class SAM(TwoPassOptimizer):
         rho: float = 0.05,
         adaptive: bool = False,
         ascent_fraction: float = 1.0,
+        sam_every: int = 1,
         **base_kwargs: Any,
     ) -> None:
         super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive, ascent_fraction=ascent_fraction,
-                         **base_kwargs)
+                         sam_every=sam_every, **base_kwargs)

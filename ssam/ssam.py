@@ -112,6 +112,9 @@ class SSAM(TwoPassOptimizer):
         check_int("fisher_samples", group["fisher_samples"])
         if group["mask"] == "dynamic":
             check_int("total_steps (SSAM-D's drop-rate schedule)", group["total_steps"])
+        if group["sam_every"] != 1:  # its refresh period and SSAM-D's schedule count the steps that perturb
+            raise ValueError(f"SSAM perturbs every step (sam_every={group['sam_every']} is not supported: its mask "
+                             "refresh and drop-rate schedule count perturbed steps only)")
         if group["form"] == "implicit" and group["normalise"] == "masked":
             raise ValueError("normalise='masked' is for the explicit form: the implicit form's perturbation "
                              "is dense, normalised by the norm of the masked-backward gradient")

@@ -300,9 +300,11 @@ class Profile:
 
 def _applies(key: str, value, values: dict) -> bool:
     """Whether a setting means anything for this variant (SSAM-D's drop rate nothing to SSAM-F; N:M's n and m
-    nothing to another pattern; the whole batch's ascent is every optimizer's default)."""
+    nothing to another pattern; the whole batch's ascent and a second pass every step are every optimizer's
+    default)."""
     mask = values.get("mask")
-    return not ((key == "ascent_fraction" and value == 1.0) or (key in ("n", "m") and values.get("pattern") != "nm")
+    return not ((key == "ascent_fraction" and value == 1.0) or (key == "sam_every" and value == 1)
+                or (key in ("n", "m") and values.get("pattern") != "nm")
                 or (mask == "fisher" and key in ("drop_rate", "growth"))
                 or (mask == "dynamic" and key.startswith("fisher_")))
 

@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 
-from baselines import ESAM, SAM
+from baselines import ESAM, GSAM, MSAM, RST, SAM, LookSAM
 from ssam import SSAM
 
 ORIGINS = {"paper": "as in the paper's code", "extension": "extension of this suite",
-           "reference": "reference baseline", "": "not stated"}
+           "published": "published method", "reference": "reference baseline", "": "not stated"}
 # The Sparse SAM variants the paper's official code has (Mi et al.'s repositories): SSAM-F explicit in
 # every pattern, SSAM-F implicit for structured and N:M masks, SSAM-D unstructured and explicit only.
 PAPER_SSAM = {("fisher", "unstructured", "explicit"), ("fisher", "structured", "explicit"),
@@ -121,6 +121,11 @@ def _accepts(fn: Callable[..., Any], key: str, base: Any = None, depth: int = 0)
 SGD_INVALID = ({"lr": -1.0}, {"momentum": -0.5}, {"weight_decay": -1e-4})
 TWO_PASS_INVALID = (*SGD_INVALID, {"rho": -0.1}, {"rho": float("inf")}, {"adaptive": "yes"}, {"ascent_fraction": 0},
                     {"ascent_fraction": 1.5})
+PERIODIC_INVALID = (*TWO_PASS_INVALID, {"sam_every": 0}, {"sam_every": 2.5})
+LOOKSAM_INVALID = (*PERIODIC_INVALID, {"alpha": -0.7})
+GSAM_INVALID = (*TWO_PASS_INVALID, {"alpha": -0.1}, {"rho_min": -0.01}, {"rho_min": 1.0})
+RST_INVALID = (*TWO_PASS_INVALID, {"probability": 1.5}, {"probability": -0.2})
+MSAM_INVALID = (*SGD_INVALID, {"rho": -0.1}, {"adaptive": "yes"}, {"momentum": 0.0})
 ESAM_INVALID = (*TWO_PASS_INVALID, {"beta": 0}, {"beta": 1.5}, {"gamma": 0.0}, {"gamma": 1.5}, {"swp": "layer"})
 SSAM_INVALID = (*TWO_PASS_INVALID, {"drop_rate": -0.5}, {"update_every": 0}, {"fisher_samples": 0},
                 {"growth": "best"}, {"normalise": "l1"}, {"fisher_impl": "jit"}, {"fisher_bn": "none"},
@@ -136,6 +141,12 @@ SGD_SAMPLES = ({"nesterov": True, "weight_decay": 1e-3}, {"momentum": 0.0, "weig
 TWO_PASS_SAMPLES = ({"adaptive": True, "rho": 0.5}, {"rho": 0.2, "nesterov": True}, {"ascent_fraction": 0.5})
 ESAM_SAMPLES = ({"beta": 1.0, "gamma": 1.0}, {"beta": 0.3, "swp": "element", "adaptive": True, "rho": 0.5},
                 {"gamma": 1.0, "ascent_fraction": 0.5, "rho": 0.2})
+PERIODIC_SAMPLES = ({"sam_every": 2, "adaptive": True, "rho": 0.5}, {"sam_every": 3, "ascent_fraction": 0.5})
+LOOKSAM_SAMPLES = ({"sam_every": 2, "alpha": 0.2, "nesterov": True}, {"adaptive": True, "rho": 0.5, "sam_every": 3})
+GSAM_SAMPLES = ({"alpha": 0.0, "rho_min": 0.01}, {"adaptive": True, "rho": 0.5, "alpha": 0.4},
+                {"ascent_fraction": 0.5, "nesterov": True})
+RST_SAMPLES = ({"probability": 0.2, "adaptive": True, "rho": 0.5}, {"probability": 0.7, "ascent_fraction": 0.5})
+MSAM_SAMPLES = ({"adaptive": True, "rho": 0.3}, {"rho": 0.1, "nesterov": True, "weight_decay": 0.0})
 SSAM_DENSITY_SAMPLES = {"unstructured": {"sparsity": 0.9}, "structured": {"sparsity": 0.25},
                         "structured-top": {"sparsity": 0.75}, "nm": {"n": 1, "m": 2}}
 SSAM_MASK_SAMPLES = {
@@ -199,6 +210,30 @@ def _sam(ascent: str) -> OptimizerInfo:
                          passes_per_step=2, invalid=TWO_PASS_INVALID, samples=TWO_PASS_SAMPLES, origin="extension")
 
 
+# The efficient-SAM field (issue 25): a second pass on some steps only (periodic SAM, LookSAM, RST), none
+# (Momentum-SAM), or a changed descent direction (GSAM); ASAM is SAM's adaptive setting at its paper's radius.
+PEERS = [
+    OptimizerInfo("asam", SAM, "ASAM (Kwon et al. 2021): SAM in the weight-scaled ball T_w = |w|",
+                  changes={"adaptive": True, "rho": 0.5}, passes_per_step=2, invalid=TWO_PASS_INVALID,
+                  samples=({"rho": 1.0, "nesterov": True}, {"ascent_fraction": 0.5}), origin="published"),
+    OptimizerInfo("periodic-sam", SAM, "periodic SAM (Composer's SAM(interval=5)): SAM every 5th step, SGD's between",
+                  changes={"sam_every": 5}, passes_per_step=1, invalid=PERIODIC_INVALID, samples=PERIODIC_SAMPLES,
+                  flop_window=lambda opt: opt.defaults["sam_every"], origin="published"),
+    OptimizerInfo("looksam", LookSAM, "LookSAM (Liu et al. 2022): SAM every 5th step; the steps between reuse "
+                  "its gradient's part orthogonal to g", passes_per_step=1, invalid=LOOKSAM_INVALID,
+                  samples=LOOKSAM_SAMPLES, flop_window=lambda opt: opt.defaults["sam_every"], origin="published"),
+    OptimizerInfo("rst", RST, "RST (Zhao et al. 2022): a SAM step with probability 0.5, SGD's otherwise",
+                  inputs={"seed"}, passes_per_step=1, invalid=RST_INVALID, samples=RST_SAMPLES,
+                  # which steps are SAM's is drawn: count FLOPs over enough steps to average it
+                  flop_window=lambda opt: 40, origin="published"),
+    OptimizerInfo("gsam", GSAM, "GSAM (Zhuang et al. 2022): SAM's gradient minus alpha times g's part orthogonal "
+                  "to it; rho follows the learning rate", passes_per_step=2, invalid=GSAM_INVALID,
+                  samples=GSAM_SAMPLES, origin="published"),
+    OptimizerInfo("msam", MSAM, "Momentum-SAM (Becker et al. 2024): the gradient at w - rho*v/||v||, v the "
+                  "momentum: one pass", passes_per_step=1, invalid=MSAM_INVALID, samples=MSAM_SAMPLES,
+                  origin="published"),
+]
+
 OPTIMIZERS: list[OptimizerInfo] = [
     OptimizerInfo("sgd", torch.optim.SGD, "SGD with momentum (torch.optim.SGD): one forward/backward pass per step",
                   invalid=SGD_INVALID, samples=SGD_SAMPLES, origin="reference"),
@@ -234,6 +269,9 @@ OPTIMIZERS: list[OptimizerInfo] = [
     # the first backward computes no dW below them and stops at the lowest (SSAM.not_perturbed).
     _ssam("fisher", "structured-top", "explicit", changes={"normalise": "masked"},
           words="; norm over the perturbed weights, so the first backward stops below them"),
+    # The cheaper sharpness-aware methods a user would weigh against Sparse SAM (issue 25), each as its paper
+    # (and its code, where there is one) defines it; docs/peers.md gives the sources and what differs.
+    *PEERS,
 ]
 
 _plugins_loaded = False

@@ -145,6 +145,8 @@ def two_groups(model: torch.nn.Module, **second) -> list[dict]:
 def moved_by_the_perturbation(name: str, **second) -> list[bool]:
     model = tiny_model()
     opt = build(name, model, two_groups(model, **second))
+    for i in range(2):  # Momentum-SAM perturbs along the momentum, which the first step makes
+        step(opt, model, i)
     x, y = toy_batch()
     before = [p.detach().clone() for p in model.parameters()]
     opt.first_pass(ModelClosure(model, x, y))
@@ -170,7 +172,8 @@ ALTERNATIVES = {"sparsity": (0.25, 0.75), "gamma": (0.75, 0.25), "mask": ("fishe
                 "drop_rate": (0.25, 0.75), "growth": ("gradient", "random"), "normalise": ("masked", "paper"),
                 "total_steps": (99, 98), "fisher_bn": ("running", "batch"),
                 "fisher_data": ("train", "batch"), "refresh_timing": ("paper", "suite"),
-                "ascent_fraction": (0.5, 1.0)}
+                "ascent_fraction": (0.5, 1.0), "sam_every": (3, 1),
+                "probability": (0.25, 0.75)}
 
 
 @pytest.mark.parametrize(("name", "key"), [(n, k) for n in NAMES if is_two_pass(n)

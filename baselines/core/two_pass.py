@@ -8,7 +8,16 @@
     w <- base_step(w, g')
 
 A variant overrides a hook (``prepare``, ``grad_norm``, ``perturbation``, ``first_pass``,
-``second_pass``, ``not_perturbed``), never ``step``.
+``second_pass``, ``not_perturbed``, ``descent``), never ``step``.
+
+Not every step needs the second pass. ``two_passes()`` decides per step (by default every ``sam_every``-th
+step of the optimizer's own count, from step 0, is a sharpness-aware one: Composer's ``SAM(interval=k)``);
+on the others ``one_pass(closure)`` takes the gradient at w (synchronised, BatchNorm statistics moving, the
+whole batch), ``reuse()`` may change it (LookSAM adds its stored direction), and the base optimizer steps:
+
+    g = grad L(w)                      one_pass(closure)      (Momentum-SAM: at w + e from its momentum)
+    reuse()                            LookSAM: g + alpha * ||g|| / ||g_v|| * g_v
+    w <- base_step(w, g)
 
 Two ways the first (ascent) pass can cost less, for every variant:
 
@@ -41,7 +50,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from .checks import check_bool, check_number
+from .checks import check_bool, check_int, check_number
 from .closure import BACKWARD, BATCH, SCALER, SUBSET, SYNC, call_closure, has_features, several_processes
 
 Closure = Callable[..., torch.Tensor]
@@ -51,7 +60,7 @@ class TwoPassOptimizer(torch.optim.Optimizer):
     """Skeleton with SAM's hooks as the defaults (Foret et al., 2021; ASAM with ``adaptive=True``)."""
 
     # one value for all groups: the step cannot honour it per group
-    shared_hparams: tuple[str, ...] = ("ascent_fraction",)
+    shared_hparams: tuple[str, ...] = ("ascent_fraction", "sam_every")
 
     def __init__(
         self,
@@ -61,9 +70,11 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         adaptive: bool = False,
         extra_defaults: dict[str, Any] | None = None,
         ascent_fraction: float = 1.0,
+        sam_every: int = 1,
         **base_kwargs: Any,
     ) -> None:
-        defaults = dict(rho=rho, adaptive=adaptive, ascent_fraction=ascent_fraction, **(extra_defaults or {}))
+        defaults = dict(rho=rho, adaptive=adaptive, ascent_fraction=ascent_fraction, sam_every=sam_every,
+                        **(extra_defaults or {}))
         super().__init__(params, defaults)
         # The base optimizer adopts the wrapper's group dicts, so both read the same lr, rho, ...
         self.base_optimizer = base_optimizer(self.param_groups, **base_kwargs)
@@ -72,6 +83,7 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         # w before the perturbation, reused across steps; _perturbed lists what this step moved.
         self._anchors: dict[torch.Tensor, torch.Tensor] = {}
         self._perturbed: list[torch.Tensor] = []
+        self.steps_taken = 0  # every step, with one pass or two: what the periodic schedules count
 
     # ----- hyper-parameters: checked per group -------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -87,6 +99,7 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         check_number("rho", group["rho"], low=0)
         check_bool("adaptive", group["adaptive"])
         check_number("ascent_fraction", group["ascent_fraction"], 0, 1, low_open=True)
+        check_int("sam_every", group["sam_every"])
 
     def shared(self, key: str) -> Any:
         """The value of a ``shared_hparams`` entry; refused if a group was given another one since."""
@@ -114,6 +127,10 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         if closure is None:
             raise RuntimeError(f"{type(self).__name__}.step needs a closure that recomputes the loss")
         scaler = closure.scaler if has_features(closure, SCALER) else None
+        two = self.two_passes()
+        self.steps_taken += 1
+        if not two:
+            return self._one_pass_step(closure, scaler)
         with torch.enable_grad():
             loss = self.first_pass(closure)
         if scaler is not None and not self._unscaled(scaler, self):
@@ -125,6 +142,18 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         self.restore()
         if scaler is not None and not self._unscaled(scaler, self.base_optimizer):
             return loss
+        self.descent()
+        self.base_optimizer.step()
+        return loss
+
+    def _one_pass_step(self, closure: Closure, scaler: Any) -> torch.Tensor:
+        """A step without the second pass: the gradient of ``one_pass``, what ``reuse`` makes of it, the base step
+        (under fp16 an overflow skips it, as in a two-pass step)."""
+        with torch.enable_grad():
+            loss = self.one_pass(closure)
+        if scaler is not None and not self._unscaled(scaler, self.base_optimizer):
+            return loss
+        self.reuse()
         self.base_optimizer.step()
         return loss
 
@@ -152,7 +181,7 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             scale = group["rho"] / (norm + 1e-12)
             for p in group["params"]:
-                if p.grad is None:
+                if self.direction(p) is None:
                     continue
                 e = self.perturbation(p, group, scale)
                 if e is None:
@@ -212,6 +241,26 @@ class TwoPassOptimizer(torch.optim.Optimizer):
             return call_closure(closure, **options)
 
     # ----- hooks --------------------------------------------------------------------------------
+    def two_passes(self) -> bool:
+        """Whether this step (``self.steps_taken``, from 0) runs both passes: every ``sam_every``-th does."""
+        return self.steps_taken % self.shared("sam_every") == 0
+
+    def one_pass(self, closure: Closure) -> torch.Tensor:
+        """The gradient at w on a step without the second pass: the whole batch, synchronised across replicas,
+        BatchNorm statistics moving, as SGD's pass."""
+        return call_closure(closure)
+
+    def reuse(self) -> None:
+        """On a one-pass step, after its gradient and before the base step (LookSAM adds a stored direction)."""
+
+    def descent(self) -> None:
+        """On a two-pass step, after the weights are restored and before the base step, with ``p.grad`` the
+        gradient at w + e (GSAM subtracts part of the first-pass gradient)."""
+
+    def direction(self, p: torch.Tensor) -> torch.Tensor | None:
+        """What the perturbation follows for ``p``: its gradient (Momentum-SAM: its momentum); None: not perturbed."""
+        return p.grad
+
     def first_pass(self, closure: Closure) -> torch.Tensor:
         """Gradient at w; the only pass that updates BatchNorm running statistics."""
         return self.ascent_call(closure)
@@ -230,10 +279,10 @@ class TwoPassOptimizer(torch.optim.Optimizer):
     def grad_norm(self) -> torch.Tensor:
         """||g||, or ASAM's ||T_w g|| with T_w = |w|, over all parameters of all groups."""
         norms = [
-            ((p.abs() * p.grad) if group["adaptive"] else p.grad).norm(p=2)
+            ((p.abs() * d) if group["adaptive"] else d).norm(p=2)
             for group in self.param_groups
             for p in group["params"]
-            if p.grad is not None
+            if (d := self.direction(p)) is not None
         ]
         if not norms:
             return torch.tensor(0.0)
@@ -242,18 +291,20 @@ class TwoPassOptimizer(torch.optim.Optimizer):
 
     def perturbation(self, p: torch.Tensor, group: dict[str, Any], scale: torch.Tensor) -> torch.Tensor | None:
         """e for one parameter: ``scale * g`` (ASAM: ``scale * w^2 * g``); None leaves p unperturbed."""
-        e = p.grad * scale.to(p.device)
+        e = self.direction(p) * scale.to(p.device)
         return e * p.square() if group["adaptive"] else e
 
     # ----- state: the base optimizer's (momentum buffers) travels with the wrapper's (masks) -----
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["base"] = self.base_optimizer.state_dict()
+        state["two_pass"] = {"steps": self.steps_taken}
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         base = state_dict.pop("base")
+        self.steps_taken = state_dict.pop("two_pass", {}).get("steps", 0)  # absent from checkpoints before it
         super().load_state_dict(state_dict)
         self.base_optimizer.load_state_dict(base)
         self.param_groups = self.base_optimizer.param_groups  # re-share after torch rebuilt both

@@ -1,0 +1,300 @@
+"""The efficient-SAM peers against transcriptions of their papers' update rules (and the reference code's,
+where there is one), written here on plain tensors: a few steps on identical tensors must agree.
+
+Each reference below is written from the method's paper/code description, independently of the optimizer
+files: flat lists of tensors, torch's SGD rule written out (d = g + wd * w; b = mu * b + d, b = d at first;
+w -= lr * b), no skeleton. The model has no BatchNorm, so the passes are pure functions of the weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import toy_batch
+from torch import nn
+
+from baselines import GSAM, MSAM, RST, SAM, LookSAM, ModelClosure, TwoPassOptimizer
+from baselines.core import Meter
+
+LR, MU, WD = 0.1, 0.9, 5e-4
+STEPS = 7
+
+
+def mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(48, 8), nn.Tanh(), nn.Linear(8, 3))
+
+
+def grad_at(model: nn.Module, weights: list[torch.Tensor], i: int) -> list[torch.Tensor]:
+    """The gradient of step i's batch loss at ``weights`` (the model's own weights are left as they were)."""
+    x, y = toy_batch(seed=i)
+    params = dict(zip([n for n, _ in model.named_parameters()], [w.detach().requires_grad_() for w in weights]))
+    loss = nn.functional.cross_entropy(torch.func.functional_call(model, params, (x,)), y)
+    return list(torch.autograd.grad(loss, list(params.values())))
+
+
+def norm(ts: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([t.norm() for t in ts]).norm()
+
+
+def dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+    return sum((x * y).sum() for x, y in zip(a, b))
+
+
+class SGDRule:
+    """torch.optim.SGD's update with momentum and weight decay, written out."""
+
+    def __init__(self) -> None:
+        self.buf: list[torch.Tensor] | None = None
+
+    def __call__(self, w: list[torch.Tensor], g: list[torch.Tensor], lr: float = LR) -> list[torch.Tensor]:
+        d = [gi + WD * wi for gi, wi in zip(g, w)]
+        self.buf = d if self.buf is None else [MU * b + di for b, di in zip(self.buf, d)]
+        return [wi - lr * b for wi, b in zip(w, self.buf)]
+
+
+def run_optimizer(opt_cls, steps: int = STEPS, scheduler=None, **kwargs) -> tuple[list[torch.Tensor], list[int]]:
+    """The optimizer's weights after ``steps`` steps on batches 0, 1, ..., and its passes per step."""
+    model = mlp()
+    opt = opt_cls(model.parameters(), lr=LR, momentum=MU, weight_decay=WD, **kwargs)
+    sched = scheduler(opt) if scheduler else None
+    passes = []
+    for i in range(steps):
+        meter = Meter()
+        x, y = toy_batch(seed=i)
+        opt.step(ModelClosure(model, x, y, meter=meter))
+        passes.append(meter.backward_passes)
+        if sched:
+            sched.step()
+    return [p.detach().clone() for p in model.parameters()], passes
+
+
+def initial() -> tuple[nn.Module, list[torch.Tensor]]:
+    model = mlp()
+    return model, [p.detach().clone() for p in model.parameters()]
+
+
+def sam_gradient(model, w, i, rho) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(g at w, g at w + rho * g / ||g||)."""
+    g = grad_at(model, w, i)
+    scale = rho / (norm(g) + 1e-12)
+    return g, grad_at(model, [wi + scale * gi for wi, gi in zip(w, g)], i)
+
+
+def assert_close(ours: list[torch.Tensor], ref: list[torch.Tensor]) -> None:
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_periodic_sam_is_sam_every_kth_step_and_sgd_between():
+    ours, passes = run_optimizer(SAM, rho=0.05, sam_every=3)
+    model, w = initial()
+    sgd = SGDRule()
+    for i in range(STEPS):
+        g = sam_gradient(model, w, i, 0.05)[1] if i % 3 == 0 else grad_at(model, w, i)
+        w = sgd(w, g)
+    assert passes == [2 if i % 3 == 0 else 1 for i in range(STEPS)]
+    assert_close(ours, w)
+
+
+def test_looksam_follows_the_papers_algorithm():
+    """Liu et al. 2022, Algorithm 1: every k-th step g_v = g_s - ||g_s|| cos(g, g_s) g / ||g||; between, the
+    gradient g + alpha * ||g|| / ||g_v|| * g_v."""
+    k, alpha, rho = 3, 0.7, 0.05
+    ours, passes = run_optimizer(LookSAM, rho=rho, alpha=alpha, sam_every=k)
+    model, w = initial()
+    sgd, g_v = SGDRule(), None
+    for i in range(STEPS):
+        if i % k == 0:
+            g, g_s = sam_gradient(model, w, i, rho)
+            cos = dot(g, g_s) / (norm(g) * norm(g_s))
+            g_v = [s - norm(g_s) * cos * gi / norm(g) for s, gi in zip(g_s, g)]
+            step = g_s
+        else:
+            g = grad_at(model, w, i)
+            step = [gi + alpha * norm(g) / norm(g_v) * v for gi, v in zip(g, g_v)]
+        w = sgd(w, step)
+    assert passes == [2 if i % k == 0 else 1 for i in range(STEPS)]
+    assert_close(ours, w)
+
+
+def test_gsam_follows_the_reference_codes_decomposition_and_radius_schedule():
+    """Zhuang et al. 2022 (and their code's gradient_decompose): the first-pass g split along g_s,
+    d = g_s - alpha * (g - <g, g_s> / ||g_s||^2 * g_s); rho_t linear in the learning rate between rho_min
+    (lr 0) and rho (the initial lr)."""
+    alpha, rho, rho_min = 0.3, 0.1, 0.02
+    decay = 0.8  # the learning rate shrinks each step, so the radius moves
+    ours, passes = run_optimizer(GSAM, rho=rho, rho_min=rho_min, alpha=alpha,
+                                 scheduler=lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda t: decay ** t))
+    model, w = initial()
+    sgd = SGDRule()
+    for i in range(STEPS):
+        lr = LR * decay ** i
+        rho_t = rho_min + (rho - rho_min) * lr / LR
+        g, g_s = sam_gradient(model, w, i, rho_t)
+        cos = dot(g, g_s) / (norm(g) * norm(g_s))
+        vertical = [gi - cos * norm(g) * s / norm(g_s) for gi, s in zip(g, g_s)]
+        w = sgd(w, [s - alpha * v for s, v in zip(g_s, vertical)], lr=lr)
+    assert passes == [2] * STEPS
+    assert_close(ours, w)
+
+
+def test_gsam_without_alpha_and_schedule_is_sam():
+    model_a, model_b = mlp(), mlp()
+    a = GSAM(model_a.parameters(), rho=0.05, alpha=0.0, lr=LR, momentum=MU)
+    b = SAM(model_b.parameters(), rho=0.05, lr=LR, momentum=MU)
+    for i in range(4):
+        x, y = toy_batch(seed=i)
+        a.step(ModelClosure(model_a, x, y))
+        b.step(ModelClosure(model_b, x, y))
+    for p, q in zip(model_a.parameters(), model_b.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_momentum_sam_takes_the_gradient_at_w_minus_rho_times_the_normalised_momentum():
+    """Becker et al. 2024 and their code: one gradient per step, at w - rho * v / ||v|| (v the momentum buffer,
+    which holds the weight decay as torch's SGD keeps it); the update starts from w. Step 0 has no momentum:
+    a plain step."""
+    rho = 0.3
+    ours, passes = run_optimizer(MSAM, rho=rho)
+    model, w = initial()
+    sgd = SGDRule()
+    for i in range(STEPS):
+        if sgd.buf is None:
+            g = grad_at(model, w, i)
+        else:
+            scale = rho / (norm(sgd.buf) + 1e-12)
+            g = grad_at(model, [wi - scale * b for wi, b in zip(w, sgd.buf)], i)
+        w = sgd(w, g)
+    assert passes == [1] * STEPS
+    assert_close(ours, w)
+
+
+def test_momentum_sam_agrees_with_the_reference_codes_lazy_form():
+    """The reference code holds u = w - rho * v / ||v|| between steps: each step takes the gradient at u, adds
+    the old perturbation back, steps SGD, subtracts the new one (its norm factor starts at 0). Moved back at the
+    end (``move_back_from_momentumAscent``) it must be our w. One difference, left out here (weight decay 0):
+    the reference adds weight decay at u, the perturbed weights; ours (torch's SGD as the base) at w."""
+    rho = 0.3
+    model = mlp()
+    opt = MSAM(model.parameters(), rho=rho, lr=LR, momentum=MU, weight_decay=0.0)
+    for i in range(STEPS):
+        x, y = toy_batch(seed=i)
+        opt.step(ModelClosure(model, x, y))
+    _, u = initial()
+    buf, inv = [torch.zeros_like(t) for t in u], 0.0
+    for i in range(STEPS):
+        g = grad_at(model, u, i)
+        u = [ui + rho * inv * b for ui, b in zip(u, buf)]
+        buf = [MU * b + gi for b, gi in zip(buf, g)] if i else g
+        u = [ui - LR * b for ui, b in zip(u, buf)]
+        inv = 1 / (float(norm(buf)) + 1e-12)
+        u = [ui - rho * inv * b for ui, b in zip(u, buf)]
+    w = [ui + rho * inv * b for ui, b in zip(u, buf)]
+    assert_close([p.detach() for p in model.parameters()], w)
+
+
+def test_momentum_sam_leaves_the_weights_unperturbed_between_steps():
+    """The reference code keeps w + e between steps (and asks its users to move back before evaluating);
+    here evaluation and the saved model see w, the weights the base optimizer stepped."""
+    model = mlp()
+    opt = MSAM(model.parameters(), rho=0.3, lr=LR, momentum=MU)
+    for i in range(3):
+        x, y = toy_batch(seed=i)
+        before = [p.detach().clone() for p in model.parameters()]
+        opt.step(ModelClosure(model, x, y))
+        buf = [opt.base_optimizer.state[p]["momentum_buffer"] for p in model.parameters()]
+        for p, b, v in zip(model.parameters(), before, buf):  # w_{t+1} = w_t - lr * v exactly: no e left
+            torch.testing.assert_close(p.detach(), b - LR * v, rtol=0, atol=1e-7)
+
+
+def test_rst_draws_a_sam_step_with_the_given_probability():
+    p, seed = 0.4, 3
+    ours, passes = run_optimizer(RST, rho=0.05, probability=p, seed=seed, steps=STEPS)
+    model, w = initial()
+    sgd, draws = SGDRule(), torch.Generator().manual_seed(seed)
+    sam_steps = []
+    for i in range(STEPS):
+        sam = bool(torch.rand((), generator=draws) < p)
+        sam_steps.append(sam)
+        w = sgd(w, sam_gradient(model, w, i, 0.05)[1] if sam else grad_at(model, w, i))
+    assert passes == [2 if s else 1 for s in sam_steps]
+    assert 0 < sum(sam_steps) < STEPS, "the draws must include both kinds of step to test anything"
+    assert_close(ours, w)
+
+
+def test_rst_share_of_sam_steps_matches_the_probability():
+    model = mlp()
+    opt = RST(model.parameters(), probability=0.2, seed=0, lr=0.0)
+    picks = []
+    for _ in range(2000):
+        picks.append(opt.two_passes())
+    assert abs(sum(picks) / len(picks) - 0.2) < 0.03  # binomial sd 0.009
+
+
+@pytest.mark.parametrize("cls", [LookSAM, RST])
+def test_a_one_pass_step_runs_on_the_whole_batch_and_synchronised(cls):
+    """ascent_fraction shrinks the ascent pass only: a step without a second pass uses every example."""
+    model = mlp()
+    kwargs = {"probability": 0.0} if cls is RST else {"sam_every": 2}
+    opt = cls(model.parameters(), ascent_fraction=0.25, lr=LR, **kwargs)
+    x, y = toy_batch(n=16, seed=0)
+    meter = Meter()
+    opt.step(ModelClosure(model, x, y, meter=meter))
+    if cls is LookSAM:  # step 0 was a SAM step: the ascent on 4 examples, the descent on 16
+        assert (meter.backward_passes, meter.backward_samples) == (2, 20)
+        meter.reset()
+        opt.step(ModelClosure(model, x, y, meter=meter))
+    assert (meter.backward_passes, meter.backward_samples) == (1, 16)
+
+
+def test_the_step_count_survives_a_restart():
+    """sam_every counts the optimizer's own steps, saved with its state: a restart at step 4 of a period of 3
+    makes step 6 the next SAM step, not step 4 + 0."""
+    model = mlp()
+    opt = SAM(model.parameters(), sam_every=3, lr=LR)
+    for i in range(4):
+        x, y = toy_batch(seed=i)
+        opt.step(ModelClosure(model, x, y))
+    opt2 = SAM(model.parameters(), sam_every=3, lr=LR)
+    opt2.load_state_dict(opt.state_dict())
+    passes = []
+    for i in range(4, 7):
+        meter = Meter()
+        x, y = toy_batch(seed=i)
+        opt2.step(ModelClosure(model, x, y, meter=meter))
+        passes.append(meter.backward_passes)
+    assert passes == [1, 1, 2]
+
+
+def test_an_old_checkpoint_without_the_step_count_loads():
+    model = mlp()
+    opt = SAM(model.parameters(), lr=LR)
+    state = opt.state_dict()
+    del state["two_pass"]
+    SAM(model.parameters(), lr=LR).load_state_dict(state)
+
+
+@pytest.mark.parametrize(("cls", "bad", "words"), [
+    (MSAM, {"momentum": 0.0}, "momentum must be > 0"),
+    (MSAM, {"momentum": 0.9, "ascent_fraction": 0.5}, "no ascent pass"),
+    (RST, {"sam_every": 2}, "sam_every=2"),
+])
+def test_a_setting_a_method_cannot_honour_is_one_line(cls, bad, words):
+    model = mlp()
+    params = [{"params": list(model.parameters()), **bad}]
+    kwargs = {"momentum": 0.9} if cls is MSAM and "momentum" not in bad else {}
+    with pytest.raises(ValueError, match=words):
+        cls(params, lr=LR, **kwargs)
+
+
+def test_ssam_refuses_a_periodic_schedule():
+    from ssam import SSAM
+
+    model = mlp()
+    with pytest.raises(ValueError, match="sam_every=3"):
+        SSAM([{"params": list(model.parameters()), "sam_every": 3}], lr=LR, steps_per_epoch=5)
+
+
+def test_every_peer_is_a_skeleton_variant():
+    for cls in (GSAM, MSAM, RST, LookSAM):
+        assert issubclass(cls, TwoPassOptimizer)
