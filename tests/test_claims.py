@@ -81,11 +81,24 @@ def test_the_paper_claims_find_the_paper_form_variants_and_skip_what_is_not_meas
     rows = table({"sgd": [0.3, 0.31], "sam": [0.4, 0.41], "ssam-f-nm-implicit": [0.4, 0.4],
                   "ssam-d-unstructured-implicit": [0.4, 0.4]})  # the second is this suite's extension
     out = claims.verdicts(rows)
-    assert set(out["claim"]) == {"sam-beats-sgd", "ssam-keeps-sam-accuracy"}  # no sharpness measured here
+    assert set(out["claim"]) == {"sam-beats-sgd", "ssam-keeps-sam-accuracy",  # no sharpness measured here
+                                 "extensions-keep-sam-accuracy"}
     keep = out[out["claim"] == "ssam-keeps-sam-accuracy"]
     assert list(keep["subject"]) == ["ssam-f-nm-implicit"]
+    assert list(out[out["claim"] == "extensions-keep-sam-accuracy"]["subject"]) == ["ssam-d-unstructured-implicit"]
     assert keep["margin"].iloc[0] == pytest.approx(0.5 * 0.1)  # half of SAM's 10-point gain over SGD
     assert claims.verdicts(table({"sgd": [0.3], "sam": [0.4]}, profile="gpu-cost")).empty  # no accuracy claim
+
+
+def test_the_field_claims_take_esam_and_the_published_methods_each_family_corrected_alone():
+    rows = table({"sgd": [0.30, 0.31, 0.29], "sam": [0.40, 0.42, 0.41], "esam": [0.40, 0.41, 0.41],
+                  "looksam": [0.39, 0.42, 0.40], "msam": [0.30, 0.33, 0.31], "sam-quarter-ascent": [0.40, 0.41, 0.42]})
+    out = claims.verdicts(rows)
+    field = out[out["claim"] == "field-keeps-sam-accuracy"]
+    assert list(field["subject"]) == ["esam", "looksam", "msam"]
+    assert set(field["family"]) == {3}
+    assert field.set_index("subject").loc["msam", "verdict"] == "fails"  # 10 points below SAM, margin 5
+    assert list(out[out["claim"] == "extensions-keep-sam-accuracy"]["subject"]) == ["sam-quarter-ascent"]
 
 
 def test_the_table_says_n_the_correction_and_what_a_bound_is():
