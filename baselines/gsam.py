@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from .core.checks import check_number
-from .core.two_pass import TwoPassOptimizer
+from .core.two_pass import TwoPassOptimizer, average_over_replicas
 
 
 class GSAM(TwoPassOptimizer):
@@ -79,3 +79,6 @@ class GSAM(TwoPassOptimizer):
         for p, g in zip(params, firsts):
             perp = g - coef * p.grad
             p.grad.sub_(perp, alpha=alphas[id(p)])
+        # g is each replica's own under several processes: the mean direction on all (the reference code
+        # all-reduces the final gradients too, summing them)
+        average_over_replicas([p.grad for p in params])

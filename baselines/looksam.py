@@ -10,7 +10,8 @@ reuse the part of SAM's gradient that is orthogonal to the plain gradient.
 
 Norms and inner products run over all parameters at once, as the paper writes them (its layer-wise
 variant, Look-LayerSAM, is for large-batch training with LAMB and is not this). Before the first
-sharpness-aware step nothing is stored, and a step is the base optimizer's. There is no official code;
+sharpness-aware step nothing is stored, and a step is the base optimizer's. Under several processes g is
+each replica's own (the ascent pass is not all-reduced) and g_v their mean. There is no official code;
 ``tests/test_peers.py`` checks the rule against a transcription of the paper's algorithm.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 from .core.checks import check_number
-from .core.two_pass import TwoPassOptimizer
+from .core.two_pass import TwoPassOptimizer, average_over_replicas
 
 
 class LookSAM(TwoPassOptimizer):
@@ -63,6 +64,8 @@ class LookSAM(TwoPassOptimizer):
         coef = inner / g_sq.clamp_min(1e-24)
         for p, g in zip(params, firsts):
             self.state[p]["g_v"] = p.grad - coef * g
+        # g is each replica's own under several processes: one g_v for all, or their weights would part
+        average_over_replicas([self.state[p]["g_v"] for p in params])
 
     @torch.no_grad()
     def reuse(self) -> None:

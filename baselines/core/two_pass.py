@@ -320,3 +320,16 @@ def _agree_on_overflow(grads: list[torch.Tensor]) -> None:
     dist.all_reduce(finite, op=dist.ReduceOp.MIN)
     if not bool(finite):
         grads[0].fill_(float("inf"))
+
+
+def average_over_replicas(tensors: list[torch.Tensor]) -> None:
+    """Under several processes, each tensor replaced in place by its mean over the replicas (one all-reduce of
+    them all): for what a variant computes from the first pass's gradient, which is each replica's own (the
+    ascent pass is not all-reduced), and which must be the same on every replica lest their weights part."""
+    if not tensors or not several_processes():
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for t, part in zip(tensors, flat.split([t.numel() for t in tensors])):
+        t.copy_(part.view_as(t))
