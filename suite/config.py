@@ -304,6 +304,7 @@ def _applies(key: str, value, values: dict) -> bool:
     default)."""
     mask = values.get("mask")
     return not ((key == "ascent_fraction" and value == 1.0) or (key == "sam_every" and value == 1)
+                or (key == "eta" and not values.get("adaptive"))
                 or (key in ("n", "m") and values.get("pattern") != "nm")
                 or (mask == "fisher" and key in ("drop_rate", "growth"))
                 or (mask == "dynamic" and key.startswith("fisher_")))

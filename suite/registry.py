@@ -213,8 +213,9 @@ def _sam(ascent: str) -> OptimizerInfo:
 # The efficient-SAM field (issue 25): a second pass on some steps only (periodic SAM, LookSAM, RST), none
 # (Momentum-SAM), or a changed descent direction (GSAM); ASAM is SAM's adaptive setting at its paper's radius.
 PEERS = [
-    OptimizerInfo("asam", SAM, "ASAM (Kwon et al. 2021): SAM in the weight-scaled ball T_w = |w|",
-                  changes={"adaptive": True, "rho": 0.5}, passes_per_step=2, invalid=TWO_PASS_INVALID,
+    OptimizerInfo("asam", SAM, "ASAM (Kwon et al. 2021): SAM in the weight-scaled ball T_w = |w| + 0.01",
+                  changes={"adaptive": True, "rho": 0.5, "eta": 0.01}, passes_per_step=2,
+                  invalid=(*TWO_PASS_INVALID, {"eta": -0.01}),
                   samples=({"rho": 1.0, "nesterov": True}, {"ascent_fraction": 0.5}), origin="published"),
     OptimizerInfo("periodic-sam", SAM, "periodic SAM (Composer's SAM(interval=5)): SAM every 5th step, SGD's between",
                   changes={"sam_every": 5}, passes_per_step=1, invalid=PERIODIC_INVALID, samples=PERIODIC_SAMPLES,
@@ -225,7 +226,7 @@ PEERS = [
     OptimizerInfo("rst", RST, "RST (Zhao et al. 2022): a SAM step with probability 0.5, SGD's otherwise",
                   inputs={"seed"}, passes_per_step=1, invalid=RST_INVALID, samples=RST_SAMPLES,
                   # which steps are SAM's is drawn: count FLOPs over enough steps to average it
-                  flop_window=lambda opt: 40, origin="published"),
+                  flop_window=lambda opt: 16, origin="published"),
     OptimizerInfo("gsam", GSAM, "GSAM (Zhuang et al. 2022): SAM's gradient minus alpha times g's part orthogonal "
                   "to it; rho follows the learning rate", passes_per_step=2, invalid=GSAM_INVALID,
                   samples=GSAM_SAMPLES, origin="published"),

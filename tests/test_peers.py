@@ -85,6 +85,26 @@ def assert_close(ours: list[torch.Tensor], ref: list[torch.Tensor]) -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_asam_follows_its_codes_rule_on_weights():
+    """Kwon et al. 2021 and their code (asam.py, ascent_step): T_w = |w| + eta on every weight, the norm of
+    T_w * g, e = rho * T_w^2 * g / ||T_w g||; the code's biases keep T = 1, so the model here has none."""
+    rho, eta = 0.5, 0.01
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 8, bias=False), nn.Tanh(), nn.Linear(8, 3, bias=False))
+    w = [p.detach().clone() for p in model.parameters()]
+    opt = SAM(model.parameters(), rho=rho, adaptive=True, eta=eta, lr=LR, momentum=MU, weight_decay=WD)
+    sgd = SGDRule()
+    for i in range(STEPS):
+        x, y = toy_batch(seed=i)
+        opt.step(ModelClosure(model, x, y))
+        g = grad_at(model, w, i)
+        t = [wi.abs() + eta for wi in w]
+        tg = [ti * gi for ti, gi in zip(t, g)]
+        e = [rho * ti * v / (norm(tg) + 1e-16) for ti, v in zip(t, tg)]
+        w = sgd(w, grad_at(model, [wi + ei for wi, ei in zip(w, e)], i))
+    assert_close([p.detach() for p in model.parameters()], w)
+
+
 def test_periodic_sam_is_sam_every_kth_step_and_sgd_between():
     ours, passes = run_optimizer(SAM, rho=0.05, sam_every=3)
     model, w = initial()

@@ -279,7 +279,7 @@ class TwoPassOptimizer(torch.optim.Optimizer):
     def grad_norm(self) -> torch.Tensor:
         """||g||, or ASAM's ||T_w g|| with T_w = |w|, over all parameters of all groups."""
         norms = [
-            ((p.abs() * d) if group["adaptive"] else d).norm(p=2)
+            ((self.weight_scale(p, group) * d) if group["adaptive"] else d).norm(p=2)
             for group in self.param_groups
             for p in group["params"]
             if (d := self.direction(p)) is not None
@@ -292,7 +292,11 @@ class TwoPassOptimizer(torch.optim.Optimizer):
     def perturbation(self, p: torch.Tensor, group: dict[str, Any], scale: torch.Tensor) -> torch.Tensor | None:
         """e for one parameter: ``scale * g`` (ASAM: ``scale * w^2 * g``); None leaves p unperturbed."""
         e = self.direction(p) * scale.to(p.device)
-        return e * p.square() if group["adaptive"] else e
+        return e * self.weight_scale(p, group).square() if group["adaptive"] else e
+
+    def weight_scale(self, p: torch.Tensor, group: dict[str, Any]) -> torch.Tensor:
+        """ASAM's T_w for ``p`` in a group with ``adaptive=True``: |w| (``SAM``'s ``eta`` adds a constant)."""
+        return p.abs()
 
     # ----- state: the base optimizer's (momentum buffers) travels with the wrapper's (masks) -----
     def state_dict(self) -> dict[str, Any]:
