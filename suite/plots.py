@@ -8,7 +8,10 @@ summary (the report writes each one whose data a table has, as ``<name>-<figure>
 - where the runs' final models were measured (``python -m suite sharpness``): ``sharpness``, per budget,
   final test accuracy against the Hessian's top eigenvalue, one panel per family; ``surfaces``, per budget,
   the training loss along one filter-normalised random direction (seed 0's, shared by every optimizer), one
-  panel per family; ``surfaces-2d``, per budget, every optimizer's loss over two such directions, on one scale.
+  panel per family; ``surfaces-2d``, per budget, every optimizer's loss over two such directions, on one scale;
+- where the table has "keeps SAM's accuracy" verdicts (``suite.claims``): ``frontier``, the user's question at a
+  glance: final test accuracy against FLOPs per step as a multiple of SGD's (exact), one point per optimizer,
+  SAM's mean and the margin below it drawn, the verdict of each marked.
 
 An optimizer has one colour and marker in every figure (``style``), whatever else is drawn, read from what
 its registry entry changes (its class, SSAM's mask, pattern and form, the ascent fraction). Error bars and
@@ -20,14 +23,14 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from baselines import ESAM, SAM
+from baselines import ESAM, GSAM, MSAM, RST, SAM, LookSAM
 from suite import registry
 from suite.registry import ASCENT_FRACTIONS
 from suite.stats import pareto_front
@@ -42,6 +45,8 @@ FAMILIES: tuple[tuple[str, Callable[[Any, Mapping[str, Any]], bool]], ...] = (
     ("SAM and ESAM", lambda cls, changes: cls in (SAM, ESAM) and not changes),
     ("SSAM-F", lambda cls, changes: changes.get("mask") == "fisher"),
     ("SSAM-D", lambda cls, changes: changes.get("mask") == "dynamic"),
+    ("published efficient SAMs", lambda cls, changes: cls in (LookSAM, GSAM, MSAM, RST)
+     or (cls is SAM and ("adaptive" in changes or "sam_every" in changes))),
 )
 # the baselines, as the registry builds their classes without changes
 BASELINE_STYLE = {torch.optim.SGD: ("#222222", "o", True), SAM: ("#d62728", "D", True), ESAM: ("#ff7f0e", "v", True)}
@@ -56,6 +61,9 @@ SSAM_FORMS = ("explicit", "implicit", "implicit-masked")
 # a cheaper-ascent variant keeps its base's colour, with its own marker per fraction: a plus for a quarter,
 # a star for two fifths (a fraction added to the registry without a marker fails here, at import)
 CHEAP_MARKERS = {fraction: marker for fraction, marker in zip(ASCENT_FRACTIONS.values(), ("P", "*"), strict=True)}
+# the published efficient SAMs (issue 25): a colour and marker each, by class (ASAM and periodic SAM by setting)
+PEER_STYLE = {LookSAM: ("#9467bd", "<", True), GSAM: ("#8c564b", ">", True), MSAM: ("#e377c2", "h", True),
+              RST: ("#7f7f7f", "d", True), "adaptive": ("#bcbd22", "H", True), "sam_every": ("#e6550d", "8", True)}
 BIG_MARKERS = {"*": 1.5}  # a star reads smaller than a disc of the same size
 OTHER_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 OTHER_MARKERS = "PXh*p<>"
@@ -76,6 +84,10 @@ def _entry(name: str) -> tuple[Any, dict[str, Any], float | None] | None:
 def _base_style(cls: Any, changes: Mapping[str, Any]) -> tuple[str, str, bool] | None:
     if not changes and cls in BASELINE_STYLE:
         return BASELINE_STYLE[cls]
+    if cls in PEER_STYLE:
+        return PEER_STYLE[cls]
+    if cls is SAM and any(k in changes for k in ("adaptive", "sam_every")):
+        return PEER_STYLE["adaptive" if "adaptive" in changes else "sam_every"]
     mask, pattern, form = (changes.get(k) for k in ("mask", "pattern", "form"))
     if mask in SSAM_COLOURS and pattern in SSAM_MARKERS and form in SSAM_FORMS:
         return SSAM_COLOURS[mask][pattern], "X" if form == "implicit-masked" else SSAM_MARKERS[pattern], \
@@ -139,6 +151,8 @@ class Shown:
     epochs: pd.DataFrame  # its per-epoch rows (``report.epoch_rows``)
     surfaces: pd.DataFrame  # its runs' measured loss surfaces (``report.surface_rows``; empty where none)
     references: tuple[str, ...]  # the optimizers beside every family's panel (the profile's)
+    # its claims' verdicts (``suite.claims.verdicts``, this table's rows; empty where none were judged)
+    verdicts: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 @dataclass(frozen=True)
@@ -380,12 +394,74 @@ def _surveyed(shown: Shown) -> bool:
 
 # What the report draws for each table, in this order. Add a figure: one entry whose ``draw`` returns a
 # matplotlib figure of the table (``Shown``) and, where it needs data not every table has, a ``needs``.
+KEEPS_SAM = "keep"  # the "keeps SAM's accuracy" claims: names with "keep", reference sam, metric test_acc
+VERDICT_MARKS = {"holds": ("black", "kept SAM's accuracy (holds)"),
+                 "fails": ("#d62728", "lost more than the margin (fails)"),
+                 "inconclusive": ("#bbbbbb", "inconclusive at these seeds")}
+
+
+def _keeps_verdicts(shown: Shown) -> pd.DataFrame:
+    v = shown.verdicts
+    if v.empty or "claim" not in v:
+        return v
+    return v[v["claim"].str.contains(KEEPS_SAM) & (v["reference"] == "sam") & (v["metric"] == "test_acc")]
+
+
+def _frontier_figure(shown: Shown) -> Any:
+    """Accuracy against FLOPs per step (× SGD's, counted exactly) at the epochs budget: SAM's mean and the
+    non-inferiority margin below it as a band, every optimizer a point, its keeps-SAM verdict as a ring."""
+    import matplotlib.pyplot as plt
+
+    t = shown.summary[shown.summary["budget"] == "epochs"]
+    t = t[t["flops_per_step_mean"].notna() & t["test_acc_mean"].notna()]
+    sgd = t.loc[t["optimizer"] == "sgd", "flops_per_step_mean"]
+    keeps = _keeps_verdicts(shown)
+    verdict = dict(zip(keeps["subject"], keeps["verdict"]))
+    fig, ax = plt.subplots(figsize=(13, 6.5))
+    base = float(sgd.iloc[0]) if len(sgd) else float(t["flops_per_step_mean"].min())
+    sam = t[t["optimizer"] == "sam"]
+    if len(sam):
+        mean, margin = 100 * float(sam["test_acc_mean"].iloc[0]), 100 * float(keeps["margin"].iloc[0])
+        ax.axhspan(mean - margin, mean, color="#d62728", alpha=0.08, zorder=0)
+        ax.axhline(mean, color="#d62728", linewidth=1, linestyle="--", zorder=0)
+    ax.axvline(1.2, color="#555555", linewidth=1, linestyle=":", zorder=0)
+    handles = []
+    for r in t.itertuples():
+        colour, marker, filled = style(r.optimizer)
+        x, y, yerr = r.flops_per_step_mean / base, 100 * r.test_acc_mean, 100 * r.test_acc_std
+        ax.errorbar(x, y, yerr=0 if math.isnan(yerr) else yerr, fmt=marker, capsize=3, color=colour,
+                    markersize=8 * BIG_MARKERS.get(marker, 1), markerfacecolor=colour if filled else "white",
+                    markeredgewidth=1.5)
+        if r.optimizer in verdict:
+            ax.scatter(x, y, s=300, facecolors="none", edgecolors=VERDICT_MARKS[verdict[r.optimizer]][0],
+                       linewidths=1.6, zorder=3)
+        handles.append(plt.Line2D([], [], color=colour, marker=marker, linestyle="", markersize=7,
+                                  markerfacecolor=colour if filled else "white", label=r.optimizer))
+    rings = [plt.Line2D([], [], marker="o", linestyle="", markersize=13, markerfacecolor="none",
+                        markeredgecolor=c, label=words) for c, words in VERDICT_MARKS.values()]
+    ax.legend(handles=handles + rings, fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              ncol=1 + len(handles) // 24)
+    ax.set_xlabel("FLOPs per step (× SGD's; counted exactly)")
+    ax.set_ylabel("final test accuracy (%)")
+    n = f"{_seeds_note(t, 'bars')}"
+    margin_note = (f"; shaded: SAM's mean (dashed) down to the margin δ = {margin:.2f} points, within which a "
+                   "method keeps SAM's accuracy" if len(sam) else "")
+    import textwrap
+
+    fig.tight_layout()
+    note = textwrap.wrap(f"{n}{margin_note}; ring: the Holm-corrected keeps-SAM verdict; dotted: 1.2× SGD's FLOPs", 110)
+    fig.text(0.5, 1.0, "\n".join(note), ha="center", va="bottom", fontsize="small")
+    _title(fig, f"{shown.title}: accuracy against cost per step", above_inches=0.2 * len(note) + 0.1)
+    return fig
+
+
 FIGURES: list[Figure] = [
     Figure("comparison", _cost_figure),
     Figure("curves", _curve_figure),
     Figure("sharpness", _sharpness_figure, needs=_measured),
     Figure("surfaces", _surface_figure, needs=_surveyed),
     Figure("surfaces-2d", _plane_figure, needs=_surveyed),
+    Figure("frontier", _frontier_figure, needs=lambda shown: not _keeps_verdicts(shown).empty),
 ]
 
 

@@ -164,3 +164,35 @@ def test_a_pareto_front_is_ringed_on_exact_flops_only(monkeypatch):
     plots._cost_figure(shown)
     assert any(front for x, front in calls if x == "budget_train_flops")
     assert calls and all(not front for x, front in calls if x != "budget_train_flops")
+
+
+def test_the_frontier_draws_every_optimizer_and_rings_each_by_its_keeps_sam_verdict():
+    """Every registered optimizer a point and a legend entry; a ring per keeps-SAM verdict in its colour; SAM's
+    band; drawn only where a table has such verdicts."""
+    import dataclasses
+
+    import numpy as np
+    from matplotlib.colors import to_hex
+
+    from suite import claims, registry
+
+    names = registry.names()
+    noise = np.random.default_rng(0).normal(0, 0.002, (len(names), 3))
+    # SGD 40%, SAM 44% (a margin of 2 points), the others level with SAM or 6 points below it, by turns
+    level = {n: 0.40 if n == "sgd" else 0.44 if n == "sam" or i % 2 else 0.38 for i, n in enumerate(names)}
+    records = [record(n, s, level[n] + noise[i, s], 1.0, budget="epochs", flops_per_step=1e9 * (1 + i / 20))
+               for i, n in enumerate(names) for s in range(3)]
+    base = shown(records)
+    assert not plots.FIGURES[-1].needs(base)  # no verdicts, no figure
+    judged = claims.verdicts(report.run_rows(report.label_tables(records)))
+    keeps = judged[judged["claim"].str.contains("keep")]
+    assert {"holds", "fails"} <= set(keeps["verdict"])
+    fig = plots._frontier_figure(dataclasses.replace(base, verdicts=judged))
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert set(names) <= set(labels)
+    rings = [to_hex(c.get_edgecolor()[0]) for c in ax.collections
+             if hasattr(c, "get_sizes") and c.get_sizes().size and c.get_sizes()[0] == 300]
+    expected = [to_hex(plots.VERDICT_MARKS[v][0]) for v in keeps["verdict"]]
+    assert sorted(rings) == sorted(expected)
+    assert any(type(p).__name__ == "Polygon" or p.get_alpha() == 0.08 for p in ax.patches)  # SAM's band

@@ -292,11 +292,12 @@ def test_style_and_family_come_from_the_registry_entry_not_the_name(monkeypatch)
     entries = [registry.OptimizerInfo("dense-fisher-nm", SSAM, "x", changes={"mask": "fisher", "pattern": "nm",
                                                                                "form": "explicit", "sparsity": 0.5}),
                registry.OptimizerInfo("sam-half", registry.SAM, "x", changes={"ascent_fraction": 0.4}),
-               registry.OptimizerInfo("asam", registry.SAM, "x", changes={"adaptive": True})]
+               registry.OptimizerInfo("sam-wide", registry.SAM, "x", changes={"rho": 0.3})]
     monkeypatch.setattr(registry, "OPTIMIZERS", [*registry.OPTIMIZERS, *entries])
     assert style("dense-fisher-nm") == style("ssam-f-nm-explicit") and family("dense-fisher-nm") == "SSAM-F"
     assert style("sam-half") == style("sam-two-fifths-ascent") and family("sam-half") == "SAM and ESAM"
-    assert style("asam") not in {style("sam"), style("sgd")} and family("asam") == "others"
+    assert style("sam-wide") not in {style("sam"), style("sgd")} and family("sam-wide") == "others"
+    assert family("asam") == family("looksam") == "published efficient SAMs"
     # a row with hyper-parameters of its own: another optimizer's style, its optimizer's panel
     assert style("ssam-d-nm-explicit [rho=0.1]") != style("ssam-d-nm-explicit")
     assert family("ssam-d-nm-explicit [rho=0.1]") == "SSAM-D"
