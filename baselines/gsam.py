@@ -24,14 +24,15 @@ from .core.two_pass import TwoPassOptimizer, average_over_replicas
 
 
 class GSAM(TwoPassOptimizer):
-    """``GSAM(params, base_optimizer=torch.optim.SGD, rho=0.05, rho_min=None, alpha=0.1, adaptive=False,
+    """``GSAM(params, base_optimizer=torch.optim.SGD, rho=0.05, rho_min=None, alpha=0.2, adaptive=False,
     ascent_fraction=1.0, sam_every=1, **base_kwargs)``: ``rho`` is the radius at the initial learning rate
     (the paper's rho_max), ``rho_min`` the radius the schedule reaches at learning rate 0 (None: ``rho``, a
-    constant radius); both and ``alpha`` may differ per group."""
+    constant radius, as the reference code's CIFAR example, whose alpha is 0.2); both and ``alpha`` may differ
+    per group."""
 
     def __init__(
         self, params: Iterable[Any], base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
-        rho: float = 0.05, rho_min: float | None = None, alpha: float = 0.1, adaptive: bool = False,
+        rho: float = 0.05, rho_min: float | None = None, alpha: float = 0.2, adaptive: bool = False,
         ascent_fraction: float = 1.0, sam_every: int = 1, **base_kwargs: Any,
     ) -> None:
         super().__init__(params, base_optimizer, rho=rho, adaptive=adaptive,

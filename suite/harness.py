@@ -252,8 +252,9 @@ def _probe_steps(config: RunConfig, dataset: Dataset, kind: str, steps: int) -> 
 def probe_cost(probe: Probe, kind: str, steps: int = 0) -> float:
     """Step ``probe``'s optimizer and price a step: FLOPs amortised over its window, or seconds."""
     optimizer, window = probe.optimizer, probe.window
-    if not steps:
-        steps = min(window, PROBE_FLOP_STEPS) if kind == "flops" else PROBE_TIME_STEPS + 1
+    if not steps:  # time: at least the FLOP count's steps of a period, so a drawn schedule (RST) is priced alike
+        steps = min(window, PROBE_FLOP_STEPS) if kind == "flops" else max(PROBE_TIME_STEPS + 1,
+                                                                          min(window, PROBE_FLOP_STEPS))
     clock, costs = StepClock(probe.device), []
     for closure in probe.closures(steps):
         if kind == "flops":
