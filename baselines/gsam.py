@@ -27,8 +27,8 @@ class GSAM(TwoPassOptimizer):
     """``GSAM(params, base_optimizer=torch.optim.SGD, rho=0.05, rho_min=None, alpha=0.2, adaptive=False,
     ascent_fraction=1.0, sam_every=1, **base_kwargs)``: ``rho`` is the radius at the initial learning rate
     (the paper's rho_max), ``rho_min`` the radius the schedule reaches at learning rate 0 (None: ``rho``, a
-    constant radius, as the reference code's CIFAR example, whose alpha is 0.2); both and ``alpha`` may differ
-    per group."""
+    constant radius, as the reference code's CIFAR example, whose alpha was 0.2 and is 0.4 now: docs/peers.md);
+    both and ``alpha`` may differ per group."""
 
     def __init__(
         self, params: Iterable[Any], base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
