@@ -134,3 +134,19 @@ def test_publishing_from_an_uncommitted_tree_is_refused(tmp_path, capsys, monkey
     assert run_cli("cost", "--profile", profile(tmp_path), "--out", "results") == 2
     assert "not a clean commit" in capsys.readouterr().err and not (tmp_path / "results").exists()
 
+
+
+def test_every_ratio_the_results_readme_quotes_from_the_cost_table_is_in_it():
+    """The prose about the published cost table (results/README.md, from its heading to "Other measurements")
+    quotes ratios; each must be one the table says, so a table re-measured without the prose fails here."""
+    import re
+    from pathlib import Path
+
+    results = Path(__file__).resolve().parent.parent / "results"
+    readme = (results / "README.md").read_text()
+    start = readme.index("# Cost per step: `cost.md`")
+    section = readme[start:readme.index("Other measurements, not in the records", start)]
+    table = (results / "cost.md").read_text()
+    quoted = set(re.findall(r"(?<![\d.])\d\.\d\d(?![\d])", section))
+    assert len(quoted) > 10
+    assert sorted(q for q in quoted if q not in table) == []
