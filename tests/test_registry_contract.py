@@ -258,3 +258,13 @@ def test_list_shows_the_origin_of_each_entry(capsys):
     assert "as in the paper's code" in lines["ssam-f-nm-implicit"]
     assert "extension of this suite" in lines["ssam-d-nm-implicit"]
     assert "reference baseline" in lines["sgd"]
+
+
+def test_the_readme_counts_the_registered_optimizers():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    said = int(re.search(r"every registered optimizer \((\d+)\)", readme).group(1))
+    builtin = [i for i in registry.OPTIMIZERS if i.cls.__module__.split(".")[0] in ("torch", "baselines", "ssam")]
+    assert said == len(builtin)  # out-of-tree entries (SUITE_OPTIMIZER_MODULES) are not the README's
