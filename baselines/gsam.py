@@ -57,24 +57,12 @@ class GSAM(TwoPassOptimizer):
         e = super().perturbation(p, group, scale)  # scale = rho / ||g||
         return e if group["rho"] == 0 else e * (self.radius(group) / group["rho"])
 
-    def _params(self) -> list[torch.Tensor]:
-        return [p for group in self.param_groups for p in group["params"]]
-
-    def prepare(self) -> None:
-        """Keep g, the first-pass gradient, for the decomposition after the second pass."""
-        for p in self._params():
-            if p.grad is not None:
-                self.state[p]["g"] = p.grad.detach().clone()
+    keeps_first_gradient = True  # g, for the decomposition after the second pass
 
     @torch.no_grad()
     def descent(self) -> None:
         """p.grad <- g_s - alpha * (g - (<g, g_s> / ||g_s||^2) g_s)."""
-        params = [p for p in self._params() if p.grad is not None and "g" in self.state[p]]
-        if not params:
-            return
-        firsts = [self.state[p].pop("g") for p in params]
-        inner = torch.stack([(p.grad * g).sum() for p, g in zip(params, firsts)]).sum()
-        s_sq = torch.stack([p.grad.square().sum() for p in params]).sum()
+        params, firsts, inner, _, s_sq = self.both_gradients()
         coef = inner / s_sq.clamp_min(1e-24)
         alphas = {id(p): group["alpha"] for group in self.param_groups for p in group["params"]}
         for p, g in zip(params, firsts):

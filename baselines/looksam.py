@@ -43,24 +43,12 @@ class LookSAM(TwoPassOptimizer):
         super().check_group(group)
         check_number("alpha", group["alpha"], low=0)
 
-    def _params(self) -> list[torch.Tensor]:
-        return [p for group in self.param_groups for p in group["params"]]
-
-    def prepare(self) -> None:
-        """Keep g, the first-pass gradient, for the decomposition after the second pass."""
-        for p in self._params():
-            if p.grad is not None:
-                self.state[p]["g"] = p.grad.detach().clone()
+    keeps_first_gradient = True  # g, for the decomposition after the second pass
 
     @torch.no_grad()
     def descent(self) -> None:
         """g_v = g_s - (<g_s, g> / ||g||^2) g, stored for the steps until the next second pass."""
-        params = [p for p in self._params() if p.grad is not None and "g" in self.state[p]]
-        if not params:
-            return
-        firsts = [self.state[p].pop("g") for p in params]
-        inner = torch.stack([(p.grad * g).sum() for p, g in zip(params, firsts)]).sum()
-        g_sq = torch.stack([g.square().sum() for g in firsts]).sum()
+        params, firsts, inner, g_sq, _ = self.both_gradients()
         coef = inner / g_sq.clamp_min(1e-24)
         for p, g in zip(params, firsts):
             self.state[p]["g_v"] = p.grad - coef * g
@@ -70,7 +58,7 @@ class LookSAM(TwoPassOptimizer):
     @torch.no_grad()
     def reuse(self) -> None:
         """g <- g + alpha * ||g|| / ||g_v|| * g_v, with this step's g and the stored g_v."""
-        params = [p for p in self._params() if p.grad is not None and "g_v" in self.state[p]]
+        params = [p for p in self.all_params() if p.grad is not None and "g_v" in self.state[p]]
         if not params:
             return  # no sharpness-aware step yet: the base optimizer's step
         g_norm = torch.stack([p.grad.norm() for p in params]).norm()

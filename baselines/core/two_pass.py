@@ -114,6 +114,9 @@ class TwoPassOptimizer(torch.optim.Optimizer):
                 f"{self.param_groups[0][key]!r}): it is not applied per group")
 
     # ----- the step ---------------------------------------------------------------------------
+    # keep g (``keep_first_gradient``) after ``prepare``, for a ``descent`` that reads both passes' gradients
+    keeps_first_gradient = False
+
     # reads the closure's GradScaler itself (the harness then calls scaler.update() after the step)
     unscales_itself = True
 
@@ -136,6 +139,8 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         if scaler is not None and not self._unscaled(scaler, self):
             return loss
         self.prepare()
+        if self.keeps_first_gradient:
+            self.keep_first_gradient()
         self.perturb()
         with torch.enable_grad():
             self.second_pass(closure, loss)
@@ -256,6 +261,28 @@ class TwoPassOptimizer(torch.optim.Optimizer):
     def descent(self) -> None:
         """On a two-pass step, after the weights are restored and before the base step, with ``p.grad`` the
         gradient at w + e (GSAM subtracts part of the first-pass gradient)."""
+
+    # ----- for a descent() that combines both passes' gradients (GSAM, LookSAM) ---------------------------------
+    def all_params(self) -> list[torch.Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def keep_first_gradient(self) -> None:
+        """Copy each parameter's first-pass gradient g into ``state[p]["g"]`` (from ``prepare``)."""
+        for p in self.all_params():
+            if p.grad is not None:
+                self.state[p]["g"] = p.grad.detach().clone()
+
+    def both_gradients(self) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """In ``descent``: the parameters with both gradients (``p.grad`` the second pass's g_s), their kept g
+        (taken out of the state), and over all of them <g, g_s>, ||g||^2 and ||g_s||^2 (zeros where none)."""
+        params = [p for p in self.all_params() if p.grad is not None and "g" in self.state[p]]
+        firsts = [self.state[p].pop("g") for p in params]
+        if not params:
+            return [], [], *(torch.zeros(()),) * 3
+        sums = [torch.stack(t).sum() for t in ([(p.grad * g).sum() for p, g in zip(params, firsts)],
+                                               [g.square().sum() for g in firsts],
+                                               [p.grad.square().sum() for p in params])]
+        return params, firsts, *sums
 
     def direction(self, p: torch.Tensor) -> torch.Tensor | None:
         """What the perturbation follows for ``p``: its gradient (Momentum-SAM: its momentum); None: not perturbed."""
