@@ -28,6 +28,7 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
+        os.chmod(tmp, _file_mode())
         write(tmp)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:
@@ -39,6 +40,15 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     finally:
         _remove(tmp)
     return path
+
+
+def _file_mode() -> int:
+    """The mode ``open`` would give a new file (0o666 less the umask). ``mkstemp`` makes its file 0o600, which
+    would leave records, tables and claims unreadable to the rest of a group sharing a results directory
+    on a cluster. The umask can only be read by setting it, so it is set straight back."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 _FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
@@ -231,6 +241,7 @@ class Claim:
         self._text = json.dumps(mine)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         try:
+            os.chmod(tmp, _file_mode())
             with os.fdopen(fd, "w") as f:
                 f.write(self._text)
             for _ in range(2):

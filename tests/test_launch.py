@@ -206,3 +206,21 @@ def test_launcher_flags_that_do_not_go_together_are_one_line(tiny, tmp_path, mon
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and message in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_records_and_claims_are_written_with_the_umasks_mode_for_a_group_sharing_the_directory(tmp_path, umask,
+                                                                                               mode):
+    """A results directory on a cluster is shared: a record or claim gets the mode ``open`` would give it,
+    not ``mkstemp``'s 0o600."""
+    before = os.umask(umask)
+    try:
+        record = store.atomic_write(tmp_path / "runs" / "r.json", lambda tmp: Path(tmp).write_text("{}"))
+        claim = store.Claim(tmp_path / "claims" / "r.claim")
+        assert claim.acquire()
+        claimed = claim.path.stat().st_mode & 0o777
+        claim.release()
+    finally:
+        os.umask(before)
+    assert record.stat().st_mode & 0o777 == mode
+    assert claimed == mode
