@@ -196,3 +196,17 @@ def test_the_frontier_draws_every_optimizer_and_rings_each_by_its_keeps_sam_verd
     expected = [to_hex(plots.VERDICT_MARKS[v][0]) for v in keeps["verdict"]]
     assert sorted(rings) == sorted(expected)
     assert any(type(p).__name__ == "Polygon" or p.get_alpha() == 0.08 for p in ax.patches)  # SAM's band
+
+
+def test_the_frontier_spreads_points_of_equal_cost_apart_around_their_cost_and_leaves_lone_points_alone():
+    from suite.plots import spread_sideways
+
+    xs = [1.0, 2.0, 2.0, 2.0, 2.05, 1.2, 1.201, 1.5]
+    out = spread_sideways(xs, step=0.01)
+    assert out[0] == 1.0 and out[7] == 1.5  # nothing near them: exactly where they were
+    ordered = sorted(out)
+    assert min(b - a for a, b in zip(ordered, ordered[1:])) >= 0.01 - 1e-9
+    assert out[1] < out[2] < out[3]  # within a group, the table's order
+    assert abs(sum(out[1:4]) / 3 - 2.0) < 1e-9 and out[4] == 2.05  # 2.05 is a step and more from 2.01
+    assert abs((out[5] + out[6]) / 2 - 1.2005) < 1e-9
+    assert spread_sideways([]) == [] and spread_sideways([3.0]) == [3.0]
