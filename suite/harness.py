@@ -168,7 +168,7 @@ def evaluate(model: nn.Module, split: Split, augment: Augment, cfg: TrainConfig,
              device: torch.device) -> tuple[float, float]:
     """(mean loss, accuracy) on ``split``, in eval mode; the model is left in training mode."""
     model.eval()
-    loss_sum, correct, size = 0.0, 0, cfg.eval_batch_size
+    sums, size = [], cfg.eval_batch_size
     chunks = (split.images.batches(size, cfg.loader_workers) if streamed(split.images)  # read by workers
               else (split.images[i : i + size] for i in range(0, len(split), size)))
     for i, images in zip(range(0, len(split), size), chunks):
@@ -176,9 +176,13 @@ def evaluate(model: nn.Module, split: Split, augment: Augment, cfg: TrainConfig,
         y = split.labels[i : i + size].to(device)
         with autocast(cfg, device):
             out = model(x)
-        loss_sum += torch.nn.functional.cross_entropy(out.float(), y, reduction="sum").item()
-        correct += (out.argmax(1) == y).sum().item()
+        # kept on the device and read once below: a read per batch would wait for each batch's forward
+        sums.append(torch.stack([torch.nn.functional.cross_entropy(out.float(), y, reduction="sum"),
+                                 (out.argmax(1) == y).sum().float()]))
     model.train()
+    # summed on the host in batch order, in double precision, as the per-batch reads did (the same figures)
+    per_batch = torch.stack(sums).tolist() if sums else []
+    loss_sum, correct = sum(b[0] for b in per_batch), sum(int(b[1]) for b in per_batch)
     return loss_sum / len(split), correct / len(split)
 
 
@@ -408,7 +412,7 @@ class RunState:
 
 def train_epoch(ctx: RunContext, state: RunState, epoch: int, n_epochs: int, progress: bool) -> dict[str, Any]:
     """One epoch's steps (fewer where the budget ends); returns the epoch's training figures."""
-    cfg, seconds, loss_sum, finite = ctx.config.train, 0.0, 0.0, 0
+    cfg, seconds, first, losses = ctx.config.train, 0.0, state.step, []
     batches = epoch_batches(len(ctx.train_split), cfg.batch_size, state.order_gen)[: state.plan["steps"] - state.step]
     bar = tqdm(batches, desc=f"{ctx.config.optimizer} seed {ctx.config.seed} epoch {epoch}/{n_epochs}",
                unit="step", leave=False, disable=None if progress else True)
@@ -427,14 +431,25 @@ def train_epoch(ctx: RunContext, state: RunState, epoch: int, n_epochs: int, pro
         state.scheduler.step()
         state.passes += meter
         state.step += 1
-        value = float(mean_of(loss))  # the global batch's loss: every replica stops at the same step
-        if not math.isfinite(value):
-            state.status, state.diverged_at = "diverged", state.step
-            break
-        state.last_finite, loss_sum, finite = value, loss_sum + value, finite + 1
-        bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+        losses.append(loss.detach().float())  # not read here: a read would wait for the step to finish
     bar.close()
-    return {"train_loss": loss_sum / finite if finite else None, "train_seconds": seconds}
+    return {"train_loss": read_losses(state, first, losses), "train_seconds": seconds}
+
+
+def read_losses(state: RunState, first: int, losses: list[torch.Tensor]) -> float | None:
+    """The epoch's mean training loss over its finite steps, read from the device once per epoch (one
+    all-reduce under torchrun: the global batches' losses, so every replica takes the same decision).
+    A loss that is NaN or inf marks the run diverged at that step, with the loss before it as its last
+    finite one: the figures a read after every step gave. The steps after it in the same epoch have run
+    (on weights that are no longer finite) and are counted as run; the run stops at the epoch's end."""
+    values = mean_of(torch.stack(losses)).tolist() if losses else []
+    bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), len(values))
+    if bad < len(values):
+        state.status, state.diverged_at = "diverged", first + bad + 1
+    if bad:
+        state.last_finite = values[bad - 1]
+    # summed in step order from 0.0, as the per-step reads were: the same float
+    return sum(values[:bad], 0.0) / bad if bad else None
 
 
 def device_batches(ctx: RunContext, state: RunState, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, ...]]:

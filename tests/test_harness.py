@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
+import torch
 from helpers import run_config
 
 from suite import harness
@@ -84,6 +87,58 @@ def test_flop_window_declared_by_a_spec_is_honoured(dataset, monkeypatch):
 def test_divergence_is_recorded_not_raised(dataset):
     m = harness.run(config("sgd", lr=1e12), dataset, progress=False)["metrics"]
     assert m["status"] == "diverged" and m["diverged_at_step"] >= 1
+
+
+def reading_every_step(monkeypatch):
+    """What the loop read before it read once per epoch: each step's loss, as a float after the step (a spy
+    on ``optimizer_step``), and how often it reads the epoch's losses (``mean_of``)."""
+    seen, reads = [], []
+    step, mean_of = harness.optimizer_step, harness.mean_of
+    monkeypatch.setattr(harness, "optimizer_step", lambda *a: seen.append(float(step(*a))) or torch.tensor(seen[-1]))
+    monkeypatch.setattr(harness, "mean_of", lambda t: reads.append(t.numel()) or mean_of(t))
+    return seen, reads
+
+
+def test_the_loss_is_read_once_an_epoch_with_the_figures_a_read_each_step_gave(dataset, monkeypatch):
+    """No host synchronisation per step (issue 25): one read of the epoch's losses, and the record's
+    figures are the floats a per-step read gives, summed in step order (equal, not close)."""
+    seen, reads = reading_every_step(monkeypatch)
+    record = harness.run(config("sam"), dataset, progress=False)
+    per_epoch = 160 // 32
+    assert reads == [per_epoch, per_epoch], "one read of all the epoch's losses, each epoch"
+    for e, row in enumerate(record["epochs"]):
+        assert row["train_loss"] == sum(seen[e * per_epoch:(e + 1) * per_epoch], 0.0) / per_epoch
+    assert record["metrics"]["last_finite_loss"] == seen[-1] and record["metrics"]["status"] == "finished"
+
+
+def test_a_diverged_run_names_the_step_a_read_each_step_would_have(dataset, monkeypatch):
+    """Read once an epoch, a diverged run still names its first non-finite step and the loss before it;
+    it stops at that epoch's end, having run (and counted) the epoch's later steps."""
+    seen, _ = reading_every_step(monkeypatch)
+    m = harness.run(config("sgd", lr=1e12), dataset, progress=False)["metrics"]
+    first_bad = next(i for i, v in enumerate(seen) if not math.isfinite(v))
+    assert m["status"] == "diverged" and m["diverged_at_step"] == first_bad + 1
+    assert m["last_finite_loss"] == (seen[first_bad - 1] if first_bad else None)
+    assert len(seen) == 160 // 32 and m["steps"] == len(seen), "the rest of the epoch ran; no second epoch"
+
+
+def test_evaluation_gives_the_figures_of_a_read_each_batch(dataset):
+    """The test loss and accuracy, read once, equal the sums of per-batch reads in batch order."""
+    import dataclasses
+
+    from torch.nn.functional import cross_entropy
+
+    train = dataclasses.replace(TRAIN, eval_batch_size=30)  # 100 test examples: four batches, the last short
+    ctx, state = harness.fit(config("sgd", train=train), dataset, progress=False)
+    loss, correct, model = 0.0, 0, state.model.eval()
+    with torch.no_grad():
+        for i in range(0, len(ctx.test_split), 30):
+            out = model(ctx.augment.normalise(ctx.test_split.images[i:i + 30]))
+            y = ctx.test_split.labels[i:i + 30]
+            loss += cross_entropy(out, y, reduction="sum").item()
+            correct += (out.argmax(1) == y).sum().item()
+    got = harness.evaluate(model, ctx.test_split, ctx.augment, train, torch.device("cpu"))
+    assert got == (loss / len(ctx.test_split), correct / len(ctx.test_split)) and model.training
 
 
 def test_batch_larger_than_the_data_is_refused(dataset):
