@@ -353,7 +353,8 @@ def _fmt(claim: Claim, value: float, ratio: bool) -> str:
     return f"{value * claim.scale:+.2f}" if claim.scale != 1.0 else f"{value:+.3g}"
 
 
-def _row(claim: Claim, v: pd.Series) -> dict[str, str]:
+def verdict_columns(claim: Claim, v: pd.Series) -> dict[str, str]:
+    """One verdict as the verdict table (and the frontier) shows it."""
     ratio = claim.test == "costs_less"
     side = "≥" if (claim.test in ("keeps", "beats")) == (v["bound_side"] == "holds") else "≤"
     bound = _fmt(claim, v["bound"], ratio)
@@ -383,7 +384,7 @@ def markdown(table: pd.DataFrame, claims: Iterable[Claim] = CLAIMS, alpha: float
     for (name, setting), g in table.groupby(["table", "setting"], sort=False):
         where = f"`{name}`" + (f" with {setting}" if setting else "")
         lines += [f"### Verdicts — {where}", "",
-                  pd.DataFrame([_row(by_name[v["claim"]], v) for _, v in g.iterrows()])
+                  pd.DataFrame([verdict_columns(by_name[v["claim"]], v) for _, v in g.iterrows()])
                   .to_markdown(index=False, disable_numparse=True), ""]
     used = [c for c in claims if c.name in set(table["claim"])]
     lines += [f"Each claim is tested on seed-paired runs of one table (n: the seeds both optimizers have; for time, "
@@ -407,10 +408,11 @@ def markdown(table: pd.DataFrame, claims: Iterable[Claim] = CLAIMS, alpha: float
     return "\n".join(lines) + "\n"
 
 
-def findings(table: pd.DataFrame, claims: Iterable[Claim] = CLAIMS) -> str:
+def findings(table: pd.DataFrame, claims: Iterable[Claim] = CLAIMS, after: dict[str, str] | None = None) -> str:
     """The README's findings block: a line per results table, and per claim how many of its comparisons
-    hold, fail and are inconclusive, at which n, with the seeds that would decide the inconclusive ones.
-    Generated from the records by ``publish``; a test compares the README with it."""
+    hold, fail and are inconclusive, at which n, with the seeds that would decide the inconclusive ones;
+    ``after``: a sentence to end a table's line with (the frontier's time goal). Generated from the records
+    by ``publish``; a test compares the README with it."""
     if table is None or not len(table):
         return "No published verdicts yet.\n"
     by_name = {c.name: c for c in claims}
@@ -429,5 +431,5 @@ def findings(table: pd.DataFrame, claims: Iterable[Claim] = CLAIMS) -> str:
             decide = "" if not needed else f"; {min(needed)}" + (f"–{max(needed)}" if max(needed) > min(needed)
                                                                    else "") + " would decide"
             parts.append(f"`{claim_name}` {said} ({n}{margin}{decide})")
-        lines.append(f"- `{name}`: " + "; ".join(parts) + ".")
+        lines.append(f"- `{name}`: " + "; ".join(parts) + "." + (f" {after[name]}" if name in (after or {}) else ""))
     return "\n".join(lines) + "\n"

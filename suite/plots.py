@@ -32,6 +32,7 @@ import torch
 
 from baselines import ESAM, GSAM, MSAM, RST, SAM, LookSAM
 from suite import registry
+from suite.frontier import TIME_GOAL
 from suite.registry import ASCENT_FRACTIONS
 from suite.stats import pareto_front
 from suite.store import atomic_write
@@ -451,7 +452,7 @@ def _frontier_figure(shown: Shown) -> Any:
         mean, margin = 100 * float(sam["test_acc_mean"].iloc[0]), 100 * float(keeps["margin"].iloc[0])
         ax.axhspan(mean - margin, mean, color="#d62728", alpha=0.08, zorder=0)
         ax.axhline(mean, color="#d62728", linewidth=1, linestyle="--", zorder=0)
-    ax.axvline(1.2, color="#555555", linewidth=1, linestyle=":", zorder=0)
+    ax.axvline(TIME_GOAL, color="#555555", linewidth=1, linestyle=":", zorder=0)
     exact = list(t["flops_per_step_mean"] / base)
     handles, xs = [], spread_sideways(exact)
     for r, x in zip(t.itertuples(), xs):
@@ -477,7 +478,8 @@ def _frontier_figure(shown: Shown) -> Any:
     import textwrap
 
     fig.tight_layout()
-    note = textwrap.wrap(f"{n}{margin_note}; ring: the Holm-corrected keeps-SAM verdict; dotted: 1.2× SGD's FLOPs; "
+    note = textwrap.wrap(f"{n}{margin_note}; ring: the Holm-corrected keeps-SAM verdict; dotted: {TIME_GOAL:g}× "
+                         "SGD's FLOPs (the time goal of summary.md's frontier); "
                          f"points of nearly equal cost spread sideways (by at most "
                          f"{max((abs(a - b) for a, b in zip(xs, exact)), default=0):.2f}) so that each shows", 110)
     fig.text(0.5, 1.0, "\n".join(note), ha="center", va="bottom", fontsize="small")

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from suite import metrics, plots
+from suite import frontier, metrics, plots
 from suite.config import BUDGETS, REFERENCES, ConfigError, TrainConfig
 from suite.metrics import Metric, columns
 from suite.stats import distinguishable, interval, paired_difference
@@ -425,7 +425,8 @@ def write_report(results_dir: Path, claims: Iterable[Any] | None = None) -> tupl
 
     declared, judged = verdicts(results_dir, records, claims)
     verdict_text = claim_table.markdown(judged, declared)
-    _atomic_write(written[1], header + (verdict_text + "\n" if verdict_text else "") + body
+    front = frontier.markdown(table, judged, declared, frontier.cost_tables(results_dir)) if not table.empty else ""
+    _atomic_write(written[1], header + "".join(part + "\n" for part in (verdict_text, front) if part) + body
                   + ("\n" + sharp if sharp else ""))
     figures = write_figures(results_dir, table, records, refs, judged) if not table.empty else []
     remove_stale_figures(results_dir, figures, {r["config"]["profile"] for r in records})
@@ -438,12 +439,7 @@ def verdicts(results_dir: Path, records: list[dict[str, Any]], extra: Iterable[A
     from suite import claims
 
     declared = [*claims.CLAIMS, *(extra or ()), *profile_claims(records)]
-    cost = {}
-    for path in sorted(Path(results_dir).rglob("cost-repeats.csv")):
-        folder = path.parent.relative_to(results_dir)
-        if "runs" not in folder.parts:
-            cost["cost" if str(folder) == "." else str(folder)] = pd.read_csv(path)
-    return declared, claims.verdicts(run_rows(records), cost, declared)
+    return declared, claims.verdicts(run_rows(records), frontier.cost_tables(results_dir), declared)
 
 
 def profile_claims(records: Iterable[dict[str, Any]]) -> list[Any]:
@@ -480,9 +476,10 @@ def readme_findings(results_dir: Path, only: str | None = None) -> str:
 
     records, _ = latest_per_seed(label_tables([r for _, r in iter_records(results_dir) if r is not None]))
     declared, table = verdicts(results_dir, records)
+    goals = frontier.goals(summarize(records), table, declared, frontier.cost_tables(results_dir)) if records else {}
     if only is not None and len(table):
         table = table[table["table"] == only]
-    return claims.findings(table, declared)
+    return claims.findings(table, declared, goals)
 
 
 def findings_blocks(text: str) -> list[tuple[str | None, str]]:
