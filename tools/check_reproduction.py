@@ -90,8 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--optimizer", action="append", help=f"default: {', '.join(DEFAULT_OPTIMIZERS)}")
     parser.add_argument("--budget", action="append", help="default: the profile's budgets")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tolerance", type=float, default=0.02,
-                        help="relative and absolute, for floats on another kind of machine (default 0.02)")
+    # Another processor's kernels round differently and training amplifies it: on an Intel Xeon (2026-12-03)
+    # the default 10 runs differed from their AMD EPYC records by up to 0.022 in an accuracy and 3.4% in a
+    # loss (--tolerance 0 lists every difference), so 0.02 failed there; 0.05 leaves room for other kinds.
+    parser.add_argument("--tolerance", type=float, default=0.05,
+                        help="relative and absolute, for floats on another kind of machine (default 0.05)")
     args = parser.parse_args(argv)
     if (args.data_dir is None) == (args.compare is None):
         parser.error("give --data-dir (re-run) or --compare DIR (compare records made elsewhere)")
