@@ -206,12 +206,14 @@ def _summary_row(g: pd.DataFrame, finished: pd.DataFrame, numeric: list[str], re
 
 def _ordered(table: pd.DataFrame, runs: pd.DataFrame, refs: dict[str, tuple[str, ...]]) -> pd.DataFrame:
     """Profiles, then budgets in their declared order, then the references first and the other
-    optimizers in the order the sweep first ran them (the registry's order)."""
-    first_start = runs.groupby("optimizer", sort=False)["started_at"].min()
+    optimizers in the order the profile's sweep first ran them (the registry's order): each profile's own
+    runs decide it, so records published into one table do not reorder another."""
+    first_start = runs.groupby(["profile", "optimizer"], sort=False)["started_at"].min()
 
     def rank(row: pd.Series) -> tuple:
         ref = refs[row["profile"]]
-        return (ref.index(row["optimizer"]) if row["optimizer"] in ref else len(ref), first_start[row["optimizer"]])
+        return (ref.index(row["optimizer"]) if row["optimizer"] in ref else len(ref),
+                first_start[(row["profile"], row["optimizer"])])
 
     budget_rank = {b: i for i, b in enumerate(BUDGETS)}
     order = sorted(table.index, key=lambda i: (table.at[i, "profile"], table.at[i, "setting"],

@@ -57,6 +57,21 @@ def test_summary_statistics_against_hand_computed_values():
     assert list(table.index) == ["sgd", "sam"]
 
 
+def test_row_order_is_each_profiles_own():
+    """Rows follow the order a profile's own sweep first ran its optimizers: runs of another profile (here
+    `b`, which ran `ssam` before `esam`) do not reorder it. Before, the first start over every profile did."""
+    def at(rec, when):
+        return {**rec, "started_at": when}
+
+    a = [at(record(o, 0, 0.5, 0.1, 1e9, profile="a"), f"2026-01-0{i}T00:00:00")
+         for i, o in enumerate(["sgd", "sam", "esam", "ssam"], start=1)]
+    b = [at(record(o, 0, 0.5, 0.1, 1e9, profile="b"), f"2025-01-0{i}T00:00:00")
+         for i, o in enumerate(["sgd", "sam", "ssam", "esam"], start=1)]
+    table = summarize(a + b)
+    assert list(table[table.profile == "a"].optimizer) == ["sgd", "sam", "esam", "ssam"]
+    assert list(table[table.profile == "b"].optimizer) == ["sgd", "sam", "ssam", "esam"]
+
+
 def test_ratios_are_taken_within_a_profile():
     other = [record("sgd", 0, 0.5, 1.0, 4e9, profile="q"), record("sam", 0, 0.5, 3.0, 8e9, profile="q")]
     table = summarize(RECORDS + other)
