@@ -201,6 +201,36 @@ def test_the_readmes_findings_are_what_the_published_records_say():
             assert block.strip() == report.readme_findings(ROOT / "results", table).strip(), (readme, table)
 
 
+def test_every_number_the_results_readme_quotes_about_a_profile_is_in_its_tables():
+    """Prose that stays hand-written (each profile's "What it shows" in results/README.md, below the generated
+    findings) quotes numbers; each must be one that profile's tables in summary.md (its verdicts, frontier,
+    summary and sharpness tables) or its cost tables (results/<profile>-cost/) print, so records published
+    without the prose rewritten fail here. A weak check: a number found anywhere in those tables passes."""
+    import re
+
+    from suite import report
+
+    readme = (ROOT / "results" / "README.md").read_text()
+    summary = re.split(r"^(?=##+ )", (ROOT / "results" / "summary.md").read_text(), flags=re.M)
+    checked = 0
+    for section in re.split(r"^(?=# )", readme, flags=re.M):
+        named = re.match(r"# .*profile `([^`]+)`", section)
+        if not named or "## What it shows" not in section or named.group(1) == "cost":  # cost: test_cost
+            continue
+        name = named.group(1)
+        shows = section.split("## What it shows", 1)[1].split("\n## ", 1)[0]
+        prose = shows.split(report.FINDINGS[1])[-1]
+        tables = "".join(s for s in summary if f"`{name}`" in s.splitlines()[0])
+        tables += "".join(p.read_text() for p in sorted((ROOT / "results").glob(f"{name}-cost/*/cost.md")))
+        tables = tables.replace("−", "-")
+        quoted = re.findall(r"(?<![\w.])[+−-]?\d+\.\d\d(?!\d)", prose)
+        assert quoted, name
+        missing = [q for q in quoted if q.replace("−", "-").lstrip("+") not in tables]
+        assert missing == [], f"results/README.md, profile {name}: numbers its tables do not print: {missing}"
+        checked += 1
+    assert checked >= 3
+
+
 def test_update_readme_rewrites_only_the_block(tmp_path):
     from suite import report
 
