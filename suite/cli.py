@@ -377,16 +377,16 @@ def _user_claims(args: argparse.Namespace) -> tuple:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    """Replace the published records of each named profile with the user's, then rebuild the report."""
+    """Replace each named profile's published records with the user's; rebuild the report and both READMEs."""
     from suite.report import update_readme
 
     _user_claims(args)  # a bad claims file is one line before anything is replaced
     for line in store.publish(args.source, args.results_dir, args.profile, args.allow_uncommitted):
         print(line, file=sys.stderr)
     code = cmd_report(args)
-    readme = args.results_dir.resolve().parent / "README.md"
-    if code == 0 and update_readme(readme, args.results_dir):
-        print(f"wrote the findings of {readme}", file=sys.stderr)
+    for readme in (args.results_dir.resolve().parent / "README.md", args.results_dir.resolve() / "README.md"):
+        if code == 0 and update_readme(readme, args.results_dir):
+            print(f"wrote the findings of {readme}", file=sys.stderr)
     return code
 
 
