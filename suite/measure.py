@@ -255,6 +255,9 @@ def environment(device: torch.device, read: tuple[Path, ...] = ()) -> dict[str, 
         "platform": platform.platform(),
         "machine": platform.machine(),
         "processor": _cpu_name(),
+        # the instruction set torch's CPU kernels use (AVX2, AVX512, ...): a VM's processor name ("AMD EPYC")
+        # does not tell two generations apart, and their kernels round differently
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
