@@ -68,7 +68,7 @@ def test_record_carries_what_made_it(dataset):
     record = harness.run(config("sgd"), dataset, progress=False)
     assert record["config"]["train"]["model"] == "resnet8"
     assert record["config"]["hparams"]["lr"] == TRAIN.lr
-    assert {"torch", "python", "git_commit", "device", "processor"} <= set(record["env"])
+    assert {"torch", "python", "git_commit", "device", "processor", "cpu_capability"} <= set(record["env"])
     assert len(record["epochs"]) == 2 and record["epochs"][-1]["lr"] == pytest.approx(0.0, abs=1e-12)
     assert record["data"]["train_size"] == 160
 
