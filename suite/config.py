@@ -26,10 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent  # the suite's checkout: a record 
 SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
+COMPILE_MODES = ("none", "default", "reduce-overhead")
 # Settings added after records were published: at these values they are left out of a run's identity (its
 # record and run_id), so that the runs recorded before them stay the same runs; any other value is recorded.
 LATER_DEFAULTS = {"accumulate": 1, "precision": "fp32", "replicas": 1, "streaming": False, "loader_workers": 4,
-                  "min_steps": 0}
+                  "min_steps": 0, "compile": "none"}
 BUDGETS = ("epochs", "flops", "time")
 COMMON_HPARAMS = ("lr", "momentum", "weight_decay", "nesterov")
 REFERENCES = ("sgd", "sam")  # what the report compares every optimizer with, unless the profile says
@@ -75,6 +76,10 @@ class TrainConfig:
     # "bf16": the forward passes under torch.autocast(bfloat16), weights kept in fp32; "fp16" (CUDA): the same in
     # float16, with a gradient scaler that every optimizer's passes are unscaled from (docs/harness.md)
     precision: str = "fp32"
+    # "default" / "reduce-overhead": the timed steps' forward (and so its backward) is torch.compile(model, mode=...)
+    # — "reduce-overhead" replays CUDA graphs too; the FLOP-counted steps, evaluation and an optimizer's own
+    # passes (SSAM-F's Fisher) run the module itself, with the same parameters (docs/harness.md)
+    compile: str = "none"
     # processes that share each batch, a slice each (torchrun --nproc_per_node=N: set from its WORLD_SIZE by
     # the run command, never by a profile); part of the run's identity, as its results differ from one process's
     replicas: int = 1
@@ -105,6 +110,7 @@ class TrainConfig:
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("device", self.device, DEVICES)
         check_choice("precision", self.precision, PRECISIONS)
+        check_choice("compile", self.compile, COMPILE_MODES)
         check_choice("budget", self.budget, BUDGETS)
         if not self.budget_reference or not isinstance(self.budget_reference, str):
             raise ValueError(f"budget_reference must be an optimizer name, got {self.budget_reference!r}")

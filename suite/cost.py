@@ -167,6 +167,13 @@ def saving(row: dict[str, Any], references: tuple[str, ...] = REFERENCES) -> str
     return "nothing: the first pass needs every weight's gradient"
 
 
+def mode(header: dict[str, Any]) -> str:
+    """How the steps ran where it is not the default: ", bf16, torch.compile (reduce-overhead)"."""
+    precision, compile_mode = header.get("precision", "fp32"), header.get("compile", "none")
+    return ((f", {precision}" if precision != "fp32" else "")
+            + (f", torch.compile ({compile_mode})" if compile_mode != "none" else ""))
+
+
 def markdown(summary: pd.DataFrame, header: dict[str, Any], references: tuple[str, ...] = REFERENCES) -> str:
     """The table a reader looks at: FLOPs (measured, and a sparse kernel's in theory) and time, as ratios to
     each reference (the sparse kernel's to the first); what each saves against the last (``saving``)."""
@@ -181,7 +188,7 @@ def markdown(summary: pd.DataFrame, header: dict[str, Any], references: tuple[st
 
     lines = [
         f"# Cost per step: profile `{header['profile']}`", "",
-        f"{header['model']}, batch {header['batch_size']}, {header['device']} ({header['machine']}, "
+        f"{header['model']}, batch {header['batch_size']}{mode(header)}, {header['device']} ({header['machine']}, "
         f"{header['threads']} threads), torch {header['torch']}, commit `{header['commit']}`; "
         f"{header['repeats']} repeats, optimizers interleaved. Made with `{header['command']}`.", "",
         "FLOPs are counted over whole steps (forward and backward, a multiply-add = 2), the periodic mask "
@@ -240,6 +247,7 @@ def measure_profile(profile, runs: list[RunConfig], repeats: int, out: Path, com
     summary = summarise(rows, [r.optimizer for r in runs], references)
     settings = runs[0].train
     header = {"profile": profile.name, "model": settings.model, "batch_size": settings.batch_size,
+              "precision": settings.precision, "compile": settings.compile,
               "device": env["device"], "machine": env.get("gpu") or env["processor"], "threads": env["torch_threads"],
               "torch": env["torch"], "commit": env["git_commit"], "repeats": repeats, "command": command}
     return write(out, rows, summary, header, references)

@@ -41,6 +41,7 @@ from suite.streaming import streamed
 SUBSET_SEED = 0  # the data subset is the same for every run of a profile, whatever its seed
 PROBE_FLOP_STEPS = 16  # at most this many steps are FLOP-counted to price a step (see budget.amortised)
 PROBE_TIME_STEPS = 5  # timed steps (after one discarded) to price a step in seconds
+PROBE_COMPILE_STEPS = 4  # throwaway steps before a compiled probe is timed (compilation, CUDA-graph recording)
 _COSTS: dict[tuple, float] = {}  # probed cost per step, per configuration without its seed
 
 
@@ -81,6 +82,15 @@ def make_model(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> nn.M
     """Weights come from torch's global RNG: the caller seeds it."""
     model = build_model(cfg.model, dataset.num_classes, in_channels=dataset.channels).to(device)
     return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+
+
+def compiled(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """What the timed steps' closures call: ``model`` itself, or ``torch.compile(model, mode=cfg.compile)``,
+    which shares its parameters and buffers (the optimizer steps them as before). Dynamo keys its compiled
+    code on the model's class, so a second model of the same class (the next probe, the next run in the
+    process) reuses the first one's kernels; "reduce-overhead" records its CUDA graphs anew for a model whose
+    parameters live elsewhere."""
+    return model if cfg.compile == "none" else torch.compile(model, mode=cfg.compile)
 
 
 def make_augment(cfg: TrainConfig, dataset: Dataset) -> Augment:
@@ -217,7 +227,8 @@ def step_cost(config: RunConfig, dataset: Dataset, kind: str) -> float:
 def fresh_step_cost(config: RunConfig, dataset: Dataset, kind: str) -> float:
     """``step_cost`` measured anew (no cache): the cost command repeats it."""
     if kind == "time":  # one throwaway step first: the timed step 0 then pays its periodic work only
-        _probe_steps(config, dataset, "time", 1)
+        # compiled: a few, so that the shapes an optimizer's passes take (a sub-batch ascent's) are compiled
+        _probe_steps(config, dataset, "time", 1 if config.train.compile == "none" else PROBE_COMPILE_STEPS)
     return _probe_steps(config, dataset, kind, 0)
 
 
@@ -229,7 +240,8 @@ class Probe:
     optimizer: torch.optim.Optimizer
     window: int  # steps over which a step's cost varies periodically
     device: torch.device
-    closures: Callable[[int], Iterator[ModelClosure]]  # n -> the closures of n steps, in order
+    # (n, timed) -> the closures of n steps, in order; timed: they call the compiled model (``compiled``)
+    closures: Callable[..., Iterator[ModelClosure]]
 
 
 def probe_setup(config: RunConfig, dataset: Dataset) -> Probe:
@@ -239,11 +251,12 @@ def probe_setup(config: RunConfig, dataset: Dataset) -> Probe:
     model, optimizer = build(config, dataset, train_split, device, seed=0)
     augment, gen = make_augment(cfg, dataset), seeded_generator(0, 2)
     order = torch.randperm(len(train_split), generator=gen)
+    fast = compiled(model, cfg)
 
-    def closures(n: int) -> Iterator[ModelClosure]:
+    def closures(n: int, timed: bool = False) -> Iterator[ModelClosure]:
         for i in range(n):
             idx = order[(i * cfg.batch_size) % (len(order) - cfg.batch_size + 1):][: cfg.batch_size]
-            yield closure_for(model, to_device(augment(train_split.images[idx], gen), device, cfg),
+            yield closure_for(fast if timed else model, to_device(augment(train_split.images[idx], gen), device, cfg),
                               train_split.labels[idx].to(device), cfg)
 
     return Probe(model, optimizer, flop_window(registry.get(config.optimizer), cfg, optimizer), device, closures)
@@ -260,7 +273,7 @@ def probe_cost(probe: Probe, kind: str, steps: int = 0) -> float:
         steps = min(window, PROBE_FLOP_STEPS) if kind == "flops" else max(PROBE_TIME_STEPS + 1,
                                                                           min(window, PROBE_FLOP_STEPS))
     clock, costs = StepClock(probe.device), []
-    for closure in probe.closures(steps):
+    for closure in probe.closures(steps, timed=kind == "time"):
         if kind == "flops":
             flops = FlopMeter()
             with flops.counting(True):
@@ -363,6 +376,7 @@ class RunState:
         # (rank 0's weights and buffers broadcast to every replica at the start and before every forward)
         self.replica = self.model if not ctx.world.distributed else nn.parallel.DistributedDataParallel(
             self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        self.fast = compiled(self.replica, cfg)  # the timed steps' (the FLOP-counted ones run the module itself)
         schedule = cosine(plan["steps"]) if cfg.schedule == "cosine" else (lambda t: 1.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.order_gen, self.aug_gen = seeded_generator(seed, 0), seeded_generator(seed, 1)
@@ -422,12 +436,13 @@ def train_epoch(ctx: RunContext, state: RunState, epoch: int, n_epochs: int, pro
         waited = time.perf_counter()
         x, y = next(on_device)
         state.data_seconds += time.perf_counter() - waited
-        closure = closure_for(state.replica, x, y, cfg, meter=meter, scaler=state.scaler)
+        timed = state.step >= state.untimed
+        closure = closure_for(state.fast if timed else state.replica, x, y, cfg, meter=meter, scaler=state.scaler)
         meter.reset()
         state.clock.start()
         with state.flops.counting(state.step < state.untimed):
             loss = optimizer_step(state.optimizer, closure, state.scaler)
-        seconds += state.clock.stop(timed=state.step >= state.untimed)
+        seconds += state.clock.stop(timed=timed)
         state.scheduler.step()
         state.passes += meter
         state.step += 1

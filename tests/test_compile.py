@@ -1,0 +1,58 @@
+"""``[train] compile``: the timed steps' forward through ``torch.compile``, everything else as before."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import run_config
+
+from suite import harness
+from suite.config import TrainConfig
+from suite.data import synthetic_dataset
+
+TRAIN = dict(dataset="synthetic", model="tiny-nobn", epochs=2, batch_size=16, train_subset=64, test_subset=32,
+             eval_batch_size=32, device="cpu")
+
+
+def test_compile_is_part_of_a_run_only_where_it_changes_it():
+    plain = run_config("sgd", TrainConfig())
+    assert "compile" not in plain.as_dict()["train"]
+    assert run_config("sgd", TrainConfig(compile="none")).run_id == plain.run_id  # the published records' ids
+    compiled = run_config("sgd", TrainConfig(compile="default"))
+    assert compiled.run_id != plain.run_id and compiled.as_dict()["train"]["compile"] == "default"
+
+
+def test_an_unknown_compile_mode_is_refused_in_one_line():
+    with pytest.raises(ValueError, match="unknown compile 'max-autotune'; known: none, default, reduce-overhead"):
+        TrainConfig(compile="max-autotune")
+
+
+def test_only_the_timed_steps_call_the_compiled_model():
+    """The FLOP-counted steps, the optimizer's construction and evaluation see the module itself; the probe's
+    timed closures and the run's timed steps the compiled one, which shares its parameters."""
+    dataset = synthetic_dataset(n_train=64, n_test=32, size=8)
+    config = run_config("sam", TrainConfig(**TRAIN, compile="default"))
+    probe = harness.probe_setup(config, dataset)
+    assert next(probe.closures(1)).model is probe.model
+    fast = next(probe.closures(1, timed=True)).model
+    assert isinstance(fast, torch._dynamo.eval_frame.OptimizedModule) and fast._orig_mod is probe.model
+    state = harness.RunState(harness.context(config, dataset), {"steps": 4})
+    assert state.fast._orig_mod is state.replica and state.untimed >= 1
+    eager = harness.RunState(harness.context(run_config("sam", TrainConfig(**TRAIN)), dataset), {"steps": 4})
+    assert eager.fast is eager.replica
+
+
+@pytest.mark.e2e  # compiles a (tiny) model on the CPU: tens of seconds
+def test_a_compiled_run_trains_as_the_eager_one_and_counts_the_same_flops():
+    """The same steps on the same batches, compiled: the same FLOPs (counted on the eager steps) and the same
+    curve up to the rounding of fused kernels."""
+    dataset = synthetic_dataset(n_train=64, n_test=32, size=8)
+    eager = harness.run(run_config("sam", TrainConfig(**TRAIN)), dataset, progress=False)
+    fast = harness.run(run_config("sam", TrainConfig(**TRAIN, compile="default")), dataset, progress=False)
+    assert fast["config"]["train"]["compile"] == "default"
+    assert fast["metrics"]["flops_per_step"] == eager["metrics"]["flops_per_step"]
+    assert fast["metrics"]["forward_passes_per_step"] == eager["metrics"]["forward_passes_per_step"] == 2
+    for a, b in zip(eager["epochs"], fast["epochs"]):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+        assert b["test_loss"] == pytest.approx(a["test_loss"], rel=1e-4)
+    assert fast["metrics"]["time_per_step_s"] > 0
