@@ -47,8 +47,13 @@ def test_a_compiled_run_trains_as_the_eager_one_and_counts_the_same_flops():
     """The same steps on the same batches, compiled: the same FLOPs (counted on the eager steps) and the same
     curve up to the rounding of fused kernels."""
     dataset = synthetic_dataset(n_train=64, n_test=32, size=8)
+    from torch._dynamo.utils import counters
+
     eager = harness.run(run_config("sam", TrainConfig(**TRAIN)), dataset, progress=False)
+    torch._dynamo.reset()
+    counters.clear()
     fast = harness.run(run_config("sam", TrainConfig(**TRAIN, compile="default")), dataset, progress=False)
+    assert counters["stats"]["unique_graphs"] >= 1  # dynamo did capture the timed steps' forward
     assert fast["config"]["train"]["compile"] == "default"
     assert fast["metrics"]["flops_per_step"] == eager["metrics"]["flops_per_step"]
     assert fast["metrics"]["forward_passes_per_step"] == eager["metrics"]["forward_passes_per_step"] == 2
