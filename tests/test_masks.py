@@ -86,6 +86,17 @@ def test_nm_conv_mask_differs_from_the_official_transposed_one():
     assert not torch.equal(theirs.reshape(8, -1, 4), best)
 
 
+def test_the_nm_mask_is_2_4_along_the_forward_reduction_not_the_backward_one():
+    """docs/ssam.md ("2:4 kernels and the implicit form"): a linear weight (out, in) is grouped along `in`,
+    the reduction of the forward F.linear(x, W*M); the masked backward dX = dY @ (W*M) reduces over `out`,
+    along which the mask is not 2:4, so a semi-structured kernel cannot serve that product."""
+    mask = mk.project(scores(3, [(16, 32)]), "nm", 0.5, 2, 4)[0]
+    along_in = mask.reshape(16, 8, 4).sum(-1)
+    along_out = mask.t().reshape(32, 4, 4).sum(-1)
+    assert (along_in == 2).all()
+    assert not (along_out <= 2).all()
+
+
 def test_bad_nm_is_refused():
     params = [torch.zeros(4, 3, 3, 3)]
     for n, m, message in [(3, 2, "n <= m, got n=3, m=2"), (0, 4, "n must be an integer >= 1, got 0"),
