@@ -77,8 +77,8 @@ class TrainConfig:
     # float16, with a gradient scaler that every optimizer's passes are unscaled from (docs/harness.md)
     precision: str = "fp32"
     # "default" / "reduce-overhead": the timed steps' forward (and so its backward) is torch.compile(model, mode=...)
-    # — "reduce-overhead" replays CUDA graphs too; the FLOP-counted steps, evaluation and an optimizer's own
-    # passes (SSAM-F's Fisher) run the module itself, with the same parameters (docs/harness.md)
+    # — "reduce-overhead" replays CUDA graphs too; the FLOP-counted steps, evaluation and SSAM-F's vectorised
+    # Fisher run the module itself, with the same parameters (docs/harness.md)
     compile: str = "none"
     # processes that share each batch, a slice each (torchrun --nproc_per_node=N: set from its WORLD_SIZE by
     # the run command, never by a profile); part of the run's identity, as its results differ from one process's
@@ -111,6 +111,9 @@ class TrainConfig:
         check_choice("device", self.device, DEVICES)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("compile", self.compile, COMPILE_MODES)
+        if self.compile == "reduce-overhead" and self.accumulate > 1:
+            raise ValueError("compile 'reduce-overhead' cannot take accumulate > 1: a CUDA graph's replay overwrites "
+                             "the gradient the previous micro-batch left; use compile 'default'")
         check_choice("budget", self.budget, BUDGETS)
         if not self.budget_reference or not isinstance(self.budget_reference, str):
             raise ValueError(f"budget_reference must be an optimizer name, got {self.budget_reference!r}")
@@ -142,6 +145,8 @@ class TrainConfig:
         if self.accumulate > self.batch_size // self.replicas:
             raise ValueError(f"accumulate {self.accumulate} is more than each of {self.replicas} processes' "
                              f"{self.batch_size // self.replicas} examples")
+        if self.compile != "none":  # DDP's no_sync through a compiled wrapper is untested here
+            raise ValueError(f"compile {self.compile!r} cannot run under torchrun yet; use compile 'none'")
         if self.budget == "time":
             raise ValueError("budget 'time' is priced by one process's probe and cannot run under torchrun; use "
                              "epochs or flops")

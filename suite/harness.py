@@ -41,7 +41,8 @@ from suite.streaming import streamed
 SUBSET_SEED = 0  # the data subset is the same for every run of a profile, whatever its seed
 PROBE_FLOP_STEPS = 16  # at most this many steps are FLOP-counted to price a step (see budget.amortised)
 PROBE_TIME_STEPS = 5  # timed steps (after one discarded) to price a step in seconds
-PROBE_COMPILE_STEPS = 4  # throwaway steps before a compiled probe is timed (compilation, CUDA-graph recording)
+PROBE_COMPILE_STEPS = 4  # throwaway steps before a compiled probe or run is timed (compilation, CUDA graphs)
+RECOMPILE_LIMIT = 64  # dynamo's recompilations of the model's forward per process before a compiled run fails
 _COSTS: dict[tuple, float] = {}  # probed cost per step, per configuration without its seed
 
 
@@ -90,7 +91,14 @@ def compiled(model: nn.Module, cfg: TrainConfig) -> nn.Module:
     code on the model's class, so a second model of the same class (the next probe, the next run in the
     process) reuses the first one's kernels; "reduce-overhead" records its CUDA graphs anew for a model whose
     parameters live elsewhere."""
-    return model if cfg.compile == "none" else torch.compile(model, mode=cfg.compile)
+    if cfg.compile == "none":
+        return model
+    # A method that changes what dynamo guards on at every step (ESAM's random choice of trainable tensors)
+    # recompiles every step; past torch's limit of 8 dynamo would run the model eagerly without a word, and
+    # the time would be reported as compiled. The limit is raised to 64 and hitting it is an error.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
+    return torch.compile(model, mode=cfg.compile)
 
 
 def make_augment(cfg: TrainConfig, dataset: Dataset) -> Augment:
@@ -376,11 +384,13 @@ class RunState:
         # (rank 0's weights and buffers broadcast to every replica at the start and before every forward)
         self.replica = self.model if not ctx.world.distributed else nn.parallel.DistributedDataParallel(
             self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-        self.fast = compiled(self.replica, cfg)  # the timed steps' (the FLOP-counted ones run the module itself)
         schedule = cosine(plan["steps"]) if cfg.schedule == "cosine" else (lambda t: 1.0)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.order_gen, self.aug_gen = seeded_generator(seed, 0), seeded_generator(seed, 1)
         self.untimed = min(flop_window(ctx.info, cfg, self.optimizer), max(plan["steps"] - 1, 1))
+        self.fast = compiled(self.replica, cfg)  # the timed steps' (the FLOP-counted ones run the module itself)
+        # compiled steps left untimed after every start or resume: compilation and CUDA-graph recording
+        self.cold = 0 if cfg.compile == "none" else min(PROBE_COMPILE_STEPS, max(plan["steps"] - 1 - self.untimed, 0))
         self.passes, self.clock, self.flops = Meter(), StepClock(ctx.device), FlopMeter(ctx.world.size)
         self.memory = PeakMemory(ctx.device)
         # fp16: the loss scale, checkpointed with the rest (a resumed run continues at the scale it reached)
@@ -436,13 +446,17 @@ def train_epoch(ctx: RunContext, state: RunState, epoch: int, n_epochs: int, pro
         waited = time.perf_counter()
         x, y = next(on_device)
         state.data_seconds += time.perf_counter() - waited
-        timed = state.step >= state.untimed
-        closure = closure_for(state.fast if timed else state.replica, x, y, cfg, meter=meter, scaler=state.scaler)
+        compiled_step = state.step >= state.untimed  # past the FLOP-counted steps: the compiled model, if any
+        timed = compiled_step and not state.cold
+        closure = closure_for(state.fast if compiled_step else state.replica, x, y, cfg, meter=meter,
+                              scaler=state.scaler)
         meter.reset()
         state.clock.start()
         with state.flops.counting(state.step < state.untimed):
             loss = optimizer_step(state.optimizer, closure, state.scaler)
         seconds += state.clock.stop(timed=timed)
+        if compiled_step and state.cold:
+            state.cold -= 1
         state.scheduler.step()
         state.passes += meter
         state.step += 1

@@ -27,6 +27,30 @@ def test_an_unknown_compile_mode_is_refused_in_one_line():
         TrainConfig(compile="max-autotune")
 
 
+def test_settings_compile_cannot_take_are_refused_in_one_line():
+    with pytest.raises(ValueError, match="'reduce-overhead' cannot take accumulate > 1"):
+        TrainConfig(compile="reduce-overhead", accumulate=2)
+    TrainConfig(compile="default", accumulate=2)  # no CUDA graph: the gradients accumulate as eagerly
+    with pytest.raises(ValueError, match="compile 'default' cannot run under torchrun yet"):
+        TrainConfig(compile="default", replicas=2, batch_size=8)
+
+
+def test_passes_that_must_run_eagerly_see_through_the_compiled_wrapper():
+    """SSAM-F's vectorised Fisher takes ``unwrapped(closure.model)``: the module itself, not the compiled one."""
+    from baselines.core.closure import _replicated, unwrapped
+
+    model = torch.nn.Linear(2, 2)
+    assert unwrapped(torch.compile(model)) is model and not _replicated(torch.compile(model))
+
+
+def test_a_compiled_model_fails_loudly_rather_than_fall_back_to_eager():
+    """Past dynamo's recompile limit it would run the model eagerly and say nothing; compiled() makes that an
+    error, at a limit a bounded number of variants (sub-batch shapes, frozen BatchNorm, masked backward) fits."""
+    harness.compiled(torch.nn.Linear(2, 2), TrainConfig(compile="default"))
+    assert torch._dynamo.config.fail_on_recompile_limit_hit
+    assert torch._dynamo.config.recompile_limit >= harness.RECOMPILE_LIMIT
+
+
 def test_only_the_timed_steps_call_the_compiled_model():
     """The FLOP-counted steps, the optimizer's construction and evaluation see the module itself; the probe's
     timed closures and the run's timed steps the compiled one, which shares its parameters."""
@@ -60,4 +84,6 @@ def test_a_compiled_run_trains_as_the_eager_one_and_counts_the_same_flops():
     for a, b in zip(eager["epochs"], fast["epochs"]):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
         assert b["test_loss"] == pytest.approx(a["test_loss"], rel=1e-4)
+    # its first compiled steps (compilation) are left out of the clock, as the FLOP-counted ones are
+    assert fast["metrics"]["timed_steps"] == eager["metrics"]["timed_steps"] - harness.PROBE_COMPILE_STEPS > 0
     assert fast["metrics"]["time_per_step_s"] > 0

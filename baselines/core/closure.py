@@ -170,14 +170,21 @@ def several_processes() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def _inner(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile`` wrapper holds (its ``_orig_mod``), else the model itself."""
+    return getattr(model, "_orig_mod", model)
+
+
 def _replicated(model: nn.Module) -> bool:
-    return isinstance(model, nn.parallel.DistributedDataParallel)
+    return isinstance(_inner(model), nn.parallel.DistributedDataParallel)
 
 
 def unwrapped(model: nn.Module) -> nn.Module:
-    """The module a ``DistributedDataParallel`` wraps (the model itself otherwise): for passes that must not
-    communicate, such as functional per-example gradients."""
-    return model.module if _replicated(model) else model
+    """The module a ``DistributedDataParallel`` or a ``torch.compile`` wrapper holds (the model itself
+    otherwise): for passes that must not communicate, such as functional per-example gradients, and that run
+    eagerly (a compiled model would recompile for them inside a timed step)."""
+    inner = _inner(model)
+    return inner.module if isinstance(inner, nn.parallel.DistributedDataParallel) else inner
 
 
 def has_features(closure: Callable[..., torch.Tensor], *names: str) -> bool:
