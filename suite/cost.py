@@ -1,7 +1,7 @@
 """What a step of each optimizer costs, without training: ``python -m suite cost``.
 
 For every optimizer of a profile, on a throwaway model built as its runs build theirs (seed 0, the first
-batches of the training subset: ``harness.probe_setup``):
+batches of the training subset: ``probe.probe_setup``):
 
 - FLOPs per step, counted over whole steps by the harness's counter and amortised over the optimizer's
   periodic window (SSAM's mask refresh and Fisher pass included), as in every record;
@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from suite import harness, registry
+from suite import build, probe, registry
 from suite.config import REFERENCES, RunConfig
 from suite.data import Dataset
 from suite.store import atomic_write
@@ -91,9 +91,9 @@ def sparse_kernel_flops(optimizer: torch.optim.Optimizer, model: nn.Module, clos
 
 def flops(config: RunConfig, dataset: Dataset) -> tuple[float, float]:
     """(measured FLOPs per step, a sparse kernel's) for one optimizer."""
-    probe = harness.probe_setup(config, dataset)
-    measured = harness.probe_cost(probe, "flops")  # the masks are then the ones the probe ended with
-    return measured, sparse_kernel_flops(probe.optimizer, probe.model, next(probe.closures(1)), measured)
+    trial = probe.probe_setup(config, dataset)
+    measured = probe.probe_cost(trial, "flops")  # the masks are then the ones the probe ended with
+    return measured, sparse_kernel_flops(trial.optimizer, trial.model, next(trial.closures(1)), measured)
 
 
 def measure(runs: list[RunConfig], dataset: Dataset, repeats: int, progress: bool = True) -> pd.DataFrame:
@@ -110,7 +110,7 @@ def measure(runs: list[RunConfig], dataset: Dataset, repeats: int, progress: boo
         for config in runs[shift:] + runs[:shift]:  # a rotated order every repeat
             bar.set_postfix_str(f"repeat {r + 1}: {config.optimizer}", refresh=False)
             with torch.random.fork_rng(devices=[]):
-                seconds = harness.fresh_step_cost(config, dataset, "time")
+                seconds = probe.fresh_step_cost(config, dataset, "time")
             measured, sparse = counted[config.optimizer]
             rows.append({"optimizer": config.optimizer, "repeat": r, "time_per_step_s": seconds,
                          "flops_per_step": measured, "sparse_kernel_flops_per_step": sparse})
@@ -234,14 +234,14 @@ def measure_profile(profile, runs: list[RunConfig], repeats: int, out: Path, com
     first = (runs[0].seed, runs[0].train.budget)
     runs = [r for r in runs if (r.seed, r.train.budget) == first]  # one probe per optimizer
     source = runs[0].source  # the profile's files: the commit must hold them too
-    env = environment(harness.resolve_device(runs[0].train.device), source.files if source is not None else ())
+    env = environment(build.resolve_device(runs[0].train.device), source.files if source is not None else ())
     if must_be_clean and not store.clean_commit({"env": env}):
         raise ConfigError(f"--out {out}: the tree is not a clean commit ({store.provenance(env)}); commit first, or "
                           "pass --allow-uncommitted")
     dataset = sweep.load_data(profile, runs[0].train, data_dir, download)
     sweep.check_constructs(runs, dataset)
     print(f"profile {profile.name}: the cost of {len(runs)} optimizers, {repeats} repeats -> {out}", file=sys.stderr)
-    harness.warm_up(runs[0], dataset)
+    probe.warm_up(runs[0], dataset)
     rows = measure(runs, dataset, repeats, progress)
     references = runs[0].references  # the profile's, resolved to registered names
     summary = summarise(rows, [r.optimizer for r in runs], references)

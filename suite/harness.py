@@ -1,5 +1,5 @@
 """The one training loop. Every optimizer is stepped as ``loss = opt.step(closure)`` and nothing else
-(``optimizer_step``; under fp16 a one-pass optimizer such as SGD takes torch's GradScaler path instead:
+(``suite.build.optimizer_step``; under fp16 a one-pass optimizer such as SGD takes torch's GradScaler path instead:
 the closure, then ``scaler.step`` — the scaler takes no closure).
 
 A run reads top to bottom in ``run``: its context (what it reads and never changes), its state (what
@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,295 +27,32 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from baselines.core import Meter, ModelClosure
-from suite import budget, metrics, registry, store
-from suite.config import RunConfig, TrainConfig, resolve_hparams
-from suite.data import Augment, Dataset, Split, class_balanced_subset, epoch_batches, with_label_noise
+from baselines.core import Meter
+from suite import metrics, registry, store
+from suite.build import (
+    COMPILE_STEPS,
+    build,
+    closure_for,
+    compiled,
+    cosine,
+    evaluate,
+    flop_window,
+    make_augment,
+    optimizer_step,
+    resolve_device,
+    seeded_generator,
+    subsets,
+    to_device,
+)
+from suite.config import RunConfig, TrainConfig
+from suite.data import Augment, Dataset, Split, epoch_batches
 from suite.distributed import ONE_PROCESS, World, mean_of
-from suite.measure import FlopMeter, PeakMemory, StepClock, environment, sync
-from suite.models import build_model
+from suite.measure import FlopMeter, PeakMemory, StepClock, environment
+from suite.probe import plan_budget
 from suite.store import SCHEMA
 from suite.streaming import streamed
 
-SUBSET_SEED = 0  # the data subset is the same for every run of a profile, whatever its seed
-PROBE_FLOP_STEPS = 16  # at most this many steps are FLOP-counted to price a step (see budget.amortised)
-PROBE_TIME_STEPS = 5  # timed steps (after one discarded) to price a step in seconds
-PROBE_COMPILE_STEPS = 4  # throwaway steps before a compiled probe or run is timed (compilation, CUDA graphs)
-RECOMPILE_LIMIT = 64  # dynamo's recompilations of the model's forward per process before a compiled run fails
-_COSTS: dict[tuple, float] = {}  # probed cost per step, per configuration without its seed
 
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for, but torch sees no CUDA device")
-    return torch.device(name)
-
-
-def seeded_generator(seed: int, stream: int) -> torch.Generator:
-    """Independent random streams per purpose (0: batch order, 1: augmentation, 2: probes, 3: examples an
-    optimizer samples)."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + stream)
-
-
-def cosine(total_steps: int) -> Callable[[int], float]:
-    """The closed form of a cosine decay to 0 (torch's ``CosineAnnealingLR`` computes it recursively,
-    which drifts from this in the last bits; ``LambdaLR`` with the closed form keeps runs bit-identical)."""
-    return lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, total_steps) / total_steps))
-
-
-def subsets(dataset: Dataset, train: TrainConfig) -> tuple[Split, Split]:
-    train_split = class_balanced_subset(dataset.train, train.train_subset, SUBSET_SEED)
-    return (
-        with_label_noise(train_split, train.label_noise, dataset.num_classes, SUBSET_SEED),
-        class_balanced_subset(dataset.test, train.test_subset, SUBSET_SEED),
-    )
-
-
-def to_device(x: torch.Tensor, device: torch.device, cfg: TrainConfig) -> torch.Tensor:
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    return x.to(device, non_blocking=True).contiguous(memory_format=fmt)
-
-
-def make_model(cfg: TrainConfig, dataset: Dataset, device: torch.device) -> nn.Module:
-    """Weights come from torch's global RNG: the caller seeds it."""
-    model = build_model(cfg.model, dataset.num_classes, in_channels=dataset.channels).to(device)
-    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
-
-
-def compiled(model: nn.Module, cfg: TrainConfig) -> nn.Module:
-    """What the timed steps' closures call: ``model`` itself, or ``torch.compile(model, mode=cfg.compile)``,
-    which shares its parameters and buffers (the optimizer steps them as before). Dynamo keys its compiled
-    code on the model's class, so a second model of the same class (the next probe, the next run in the
-    process) reuses the first one's kernels; "reduce-overhead" records its CUDA graphs anew for a model whose
-    parameters live elsewhere."""
-    if cfg.compile == "none":
-        return model
-    # A method that changes what dynamo guards on at every step (ESAM's random choice of trainable tensors)
-    # recompiles every step; past torch's limit of 8 dynamo would run the model eagerly without a word, and
-    # the time would be reported as compiled. The limit is raised to 64 and hitting it is an error.
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-    torch._dynamo.config.fail_on_recompile_limit_hit = True
-    return torch.compile(model, mode=cfg.compile)
-
-
-def make_augment(cfg: TrainConfig, dataset: Dataset) -> Augment:
-    return Augment(dataset.mean, dataset.std, cfg.crop_padding, cfg.flip, cfg.cutout, cfg.cutout_p)
-
-
-def build(config: RunConfig, dataset: Dataset, train_split: Split, device: torch.device, seed: int,
-          total_steps: int | None = None,
-          sample_gen: torch.Generator | None = None) -> tuple[nn.Module, torch.optim.Optimizer]:
-    """The model and optimizer of ``config`` — the one way a run, a probe, the sweep's construction check
-    and the cost command build them: torch's RNG seeded with ``seed``, the model built, then the optimizer
-    from its registry entry with the profile's hyper-parameters and the inputs the harness hands it
-    (``registry.INPUTS``; SSAM-F's training examples are drawn from ``sample_gen``, by default the seed's
-    stream 3). ``total_steps`` defaults to the profile's epochs of ``train_split``."""
-    cfg = config.train
-    torch.manual_seed(seed)
-    model = make_model(cfg, dataset, device)
-    sample = example_sampler(train_split, make_augment(cfg, dataset), cfg, device,
-                             sample_gen if sample_gen is not None else seeded_generator(seed, 3))
-    steps_per_epoch = max(1, len(train_split) // cfg.batch_size)
-    optimizer = registry.get(config.optimizer).build(
-        model.parameters(), inputs_for(model, steps_per_epoch, cfg, seed, total_steps, sample=sample),
-        **dict(config.hparams))
-    return model, optimizer
-
-
-def inputs_for(model: nn.Module, steps_per_epoch: int, cfg: TrainConfig, seed: int,
-               total_steps: int | None = None, sample: Callable | None = None) -> dict[str, Any]:
-    """What the harness may hand an optimizer at construction (``registry.INPUTS``)."""
-    return {"model": model, "total_steps": total_steps or steps_per_epoch * cfg.epochs_for(steps_per_epoch),
-            "steps_per_epoch": steps_per_epoch, "seed": seed, "sample_examples": sample}
-
-
-def example_sampler(split: Split, augment: Augment, cfg: TrainConfig, device: torch.device,
-                    gen: torch.Generator) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
-    """``n -> (inputs, targets)``: n distinct random training examples with the run's augmentation, drawn
-    from ``gen`` (its own stream, so batch order and augmentation are untouched). SSAM-F's
-    ``fisher_data="train"`` scores such a draw, as the paper's code does."""
-    def sample(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.randperm(len(split), generator=gen)[:n]
-        return to_device(augment(split.images[idx], gen), device, cfg), split.labels[idx].to(device)
-    return sample
-
-
-AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def closure_for(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-                meter: Meter | None = None, scaler: torch.amp.GradScaler | None = None) -> ModelClosure:
-    """The closure every optimizer is stepped with: the profile's micro-batches and precision (fp16: the
-    run's gradient scaler scales each backward)."""
-    return ModelClosure(model, x, y, meter=meter, accumulate=cfg.accumulate, autocast=AUTOCAST[cfg.precision],
-                        scaler=scaler)
-
-
-def autocast(cfg: TrainConfig, device: torch.device):
-    """The forward's precision outside the closure (evaluation): the run's own."""
-    dtype = AUTOCAST[cfg.precision]
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
-def optimizer_step(optimizer: torch.optim.Optimizer, closure: ModelClosure,
-                   scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
-    """``loss = optimizer.step(closure)``; under fp16 with the scaler around it: a two-pass optimizer unscales
-    each of its passes itself (``unscales_itself``); a one-pass optimizer (SGD) runs the closure, then
-    ``scaler.step`` (torch's GradScaler takes no closure: it must unscale between backward and step). Then
-    ``scaler.update()`` lowers the scale after an overflow, or grows it."""
-    if scaler is None:
-        return optimizer.step(closure)
-    if getattr(optimizer, "unscales_itself", False):
-        loss = optimizer.step(closure)
-    else:
-        loss = closure()
-        scaler.step(optimizer)
-    scaler.update()
-    return loss
-
-
-def flop_window(info: registry.OptimizerInfo, cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> int:
-    return max(cfg.flop_steps, info.flop_window(optimizer) if info.flop_window else 1)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, split: Split, augment: Augment, cfg: TrainConfig,
-             device: torch.device) -> tuple[float, float]:
-    """(mean loss, accuracy) on ``split``, in eval mode; the model is left in training mode."""
-    model.eval()
-    sums, size = [], cfg.eval_batch_size
-    chunks = (split.images.batches(size, cfg.loader_workers) if streamed(split.images)  # read by workers
-              else (split.images[i : i + size] for i in range(0, len(split), size)))
-    for i, images in zip(range(0, len(split), size), chunks):
-        x = augment.normalise(to_device(images, device, cfg))
-        y = split.labels[i : i + size].to(device)
-        with autocast(cfg, device):
-            out = model(x)
-        # kept on the device and read once below: a read per batch would wait for each batch's forward
-        sums.append(torch.stack([torch.nn.functional.cross_entropy(out.float(), y, reduction="sum"),
-                                 (out.argmax(1) == y).sum().float()]))
-    model.train()
-    # summed on the host in batch order, in double precision, as the per-batch reads did (the same figures)
-    per_batch = torch.stack(sums).tolist() if sums else []
-    loss_sum, correct = sum(b[0] for b in per_batch), sum(int(b[1]) for b in per_batch)
-    return loss_sum / len(split), correct / len(split)
-
-
-# ----- budgets: a step's cost, probed before the run ------------------------------------------------------
-def warm_up(config: RunConfig, dataset: Dataset, steps: int = 3) -> None:
-    """A few throwaway forward/backward passes and an evaluation batch at the profile's shapes, so that
-    the first timed run does not pay for the process's one-off costs (kernel selection, allocator growth)."""
-    cfg = config.train
-    device = resolve_device(cfg.device)
-    model = make_model(cfg, dataset, device)
-    augment = make_augment(cfg, dataset)
-    n = min(cfg.batch_size, len(dataset.train))
-    x = to_device(augment(dataset.train.images[:n], torch.Generator().manual_seed(0)), device, cfg)
-    closure = closure_for(model, x, dataset.train.labels[:n].to(device), cfg)
-    for _ in range(steps):
-        closure()
-    evaluate(model, Split(dataset.test.images[: cfg.eval_batch_size], dataset.test.labels[: cfg.eval_batch_size]),
-             augment, cfg, device)
-    sync(device)
-
-
-def step_cost(config: RunConfig, dataset: Dataset, kind: str) -> float:
-    """A step's cost in FLOPs (``kind="flops"``) or seconds (``"time"``), probed on a throwaway model
-    built like the run's, with seed 0, on the first batches of the training subset. Cached per process."""
-    key = (kind, config.optimizer, config.hparams, config.train)
-    if key not in _COSTS:
-        with torch.random.fork_rng(devices=[]):
-            _COSTS[key] = fresh_step_cost(config, dataset, kind)
-    return _COSTS[key]
-
-
-def fresh_step_cost(config: RunConfig, dataset: Dataset, kind: str) -> float:
-    """``step_cost`` measured anew (no cache): the cost command repeats it."""
-    if kind == "time":  # one throwaway step first: the timed step 0 then pays its periodic work only
-        # compiled: a few, so that the shapes an optimizer's passes take (a sub-batch ascent's) are compiled
-        _probe_steps(config, dataset, "time", 1 if config.train.compile == "none" else PROBE_COMPILE_STEPS)
-    return _probe_steps(config, dataset, kind, 0)
-
-
-@dataclass
-class Probe:
-    """A throwaway model and optimizer built like a run's (seed 0), and the closures of its probe steps."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    window: int  # steps over which a step's cost varies periodically
-    device: torch.device
-    # (n, timed) -> the closures of n steps, in order; timed: they call the compiled model (``compiled``)
-    closures: Callable[..., Iterator[ModelClosure]]
-
-
-def probe_setup(config: RunConfig, dataset: Dataset) -> Probe:
-    cfg = config.train
-    device = resolve_device(cfg.device)
-    train_split, _ = subsets(dataset, cfg)
-    model, optimizer = build(config, dataset, train_split, device, seed=0)
-    augment, gen = make_augment(cfg, dataset), seeded_generator(0, 2)
-    order = torch.randperm(len(train_split), generator=gen)
-    fast = compiled(model, cfg)
-
-    def closures(n: int, timed: bool = False) -> Iterator[ModelClosure]:
-        for i in range(n):
-            idx = order[(i * cfg.batch_size) % (len(order) - cfg.batch_size + 1):][: cfg.batch_size]
-            yield closure_for(fast if timed else model, to_device(augment(train_split.images[idx], gen), device, cfg),
-                              train_split.labels[idx].to(device), cfg)
-
-    return Probe(model, optimizer, flop_window(registry.get(config.optimizer), cfg, optimizer), device, closures)
-
-
-def _probe_steps(config: RunConfig, dataset: Dataset, kind: str, steps: int) -> float:
-    return probe_cost(probe_setup(config, dataset), kind, steps)
-
-
-def probe_cost(probe: Probe, kind: str, steps: int = 0) -> float:
-    """Step ``probe``'s optimizer and price a step: FLOPs amortised over its window, or seconds."""
-    optimizer, window = probe.optimizer, probe.window
-    if not steps:  # time: at least the FLOP count's steps of a period, so a drawn schedule (RST) is priced alike
-        steps = min(window, PROBE_FLOP_STEPS) if kind == "flops" else max(PROBE_TIME_STEPS + 1,
-                                                                          min(window, PROBE_FLOP_STEPS))
-    clock, costs = StepClock(probe.device), []
-    for closure in probe.closures(steps, timed=kind == "time"):
-        if kind == "flops":
-            flops = FlopMeter()
-            with flops.counting(True):
-                optimizer.step(closure)
-            costs.append(float(flops.flops))
-        else:
-            clock.start()
-            optimizer.step(closure)
-            costs.append(clock.stop(timed=True))
-    if kind == "flops":
-        return budget.amortised(costs, window)
-    if window > 1:  # the period's extra work (SSAM-F's Fisher pass) is in one of the probed steps
-        return budget.amortised(costs, window)
-    rest = sorted(costs[1:])  # the first step is discarded, the others' median resists noise
-    return rest[len(rest) // 2] if rest else costs[0]
-
-
-def reference_config(config: RunConfig) -> RunConfig:
-    """The budget's reference optimizer on the same training settings, with the hyper-parameters the
-    profile gives it (``RunConfig.reference_hparams``, set by the sweep; else its registered defaults)."""
-    info = registry.get(config.train.budget_reference)
-    hparams = config.reference_hparams or tuple(sorted(resolve_hparams(info, config.train, {}).items()))
-    return RunConfig(config.profile, info.name, config.seed, config.train, hparams)
-
-
-def plan_budget(config: RunConfig, dataset: Dataset, steps_per_epoch: int) -> dict[str, Any]:
-    cfg = config.train
-    if cfg.budget == "epochs":
-        return budget.plan("epochs", cfg.epochs_for(steps_per_epoch), steps_per_epoch)
-    return budget.plan(cfg.budget, cfg.epochs_for(steps_per_epoch), steps_per_epoch, reference=cfg.budget_reference,
-                       reference_cost=step_cost(reference_config(config), dataset, cfg.budget),
-                       own_cost=step_cost(config, dataset, cfg.budget))
-
-
-# ----- one run: its context, its state, its epochs, its record ---------------------------------------------
 @dataclass
 class RunContext:
     """What a run reads and never changes."""
@@ -390,7 +126,8 @@ class RunState:
         self.untimed = min(flop_window(ctx.info, cfg, self.optimizer), max(plan["steps"] - 1, 1))
         self.fast = compiled(self.replica, cfg)  # the timed steps' (the FLOP-counted ones run the module itself)
         # compiled steps left untimed after every start or resume: compilation and CUDA-graph recording
-        self.cold = 0 if cfg.compile == "none" else min(PROBE_COMPILE_STEPS, max(plan["steps"] - 1 - self.untimed, 0))
+        left = max(plan["steps"] - 1 - self.untimed, 0)
+        self.cold = 0 if cfg.compile == "none" else min(COMPILE_STEPS, left)
         self.passes, self.clock, self.flops = Meter(), StepClock(ctx.device), FlopMeter(ctx.world.size)
         self.memory = PeakMemory(ctx.device)
         # fp16: the loss scale, checkpointed with the rest (a resumed run continues at the scale it reached)

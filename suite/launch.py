@@ -26,7 +26,7 @@ from typing import Any
 
 import submitit
 
-from suite import store
+from suite import probe, store
 from suite.config import ConfigError, Profile, RunConfig, with_overrides
 from suite.distributed import ONE_PROCESS, World
 from suite.sweep import Sweep, from_rank_0, load_data, run_one
@@ -276,11 +276,9 @@ def _start_worker(threads: int, task: Task) -> None:
 
 
 def _work(task: Task) -> str:
-    from suite import harness
-
     try:
         if not _WORKER["warm"]:  # as the one-at-a-time sweep does: the first run's first steps are not colder
-            harness.warm_up(task.config, _WORKER["dataset"])
+            probe.warm_up(task.config, _WORKER["dataset"])
             _WORKER["warm"] = True
         return run_task(task, dataset=_WORKER["dataset"])
     except KeyboardInterrupt:

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from suite import metrics
+from suite import build, metrics, registry
 from suite.config import SharpnessSettings, TrainConfig
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -280,17 +280,16 @@ def fixed_examples(dataset, cfg: TrainConfig, settings: Settings,
     """``settings.examples`` training examples of the run's training subset (with its labels, noisy where
     the profile made them so: the loss the run minimised), drawn with ``settings.seed``, normalised, not
     augmented: the same for every run of a profile."""
-    from suite import harness
-
-    train, _ = harness.subsets(dataset, cfg)
+    train, _ = build.subsets(dataset, cfg)
     idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(settings.seed))[: settings.examples]
-    x = harness.make_augment(cfg, dataset).normalise(train.images[idx])
-    return harness.to_device(x, device, cfg), train.labels[idx].to(device)
+    x = build.make_augment(cfg, dataset).normalise(train.images[idx])
+    return build.to_device(x, device, cfg), train.labels[idx].to(device)
 
 
-def reference_rho(records: list[dict], default: float = 0.05) -> dict[str, float]:
+def reference_rho(records: list[dict]) -> dict[str, float]:
     """Per profile, the rho every run of it is measured with: its SAM runs' rho (so every optimizer of
-    a table is measured on the same ball), else SAM's default."""
+    a table is measured on the same ball), else SAM's registered default."""
+    default = float(registry.get("sam").defaults()["rho"])
     out: dict[str, float] = {}
     for r in records:
         if r["optimizer"]["name"] == "sam":
@@ -301,11 +300,9 @@ def reference_rho(records: list[dict], default: float = 0.05) -> dict[str, float
 def measure_record(record: dict, state_dict: dict, dataset, settings: Settings,
                    rho: float) -> tuple[dict[str, float], dict[str, object]]:
     """Rebuild a run's model from its record and final weights, and measure it."""
-    from suite import harness
-
     cfg = train_config(record)
-    device = harness.resolve_device(cfg.device)
-    model = harness.make_model(cfg, dataset, device)
+    device = build.resolve_device(cfg.device)
+    model = build.make_model(cfg, dataset, device)
     model.load_state_dict(state_dict)
     x, y = fixed_examples(dataset, cfg, settings, device)
     return measure_model(model, x, y, rho, settings, int(record["config"]["seed"]))

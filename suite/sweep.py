@@ -19,9 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from suite import registry, store
+import torch
+
+from suite import build, harness, probe, registry, sharpness, store
 from suite.config import ConfigError, Profile, RunConfig, TrainConfig, with_overrides
-from suite.distributed import ONE_PROCESS, World
+from suite.data import DataError, load_dataset
+from suite.distributed import ONE_PROCESS, World, broadcast_object
+from suite.models import check_model_name
 
 MAX_SEEDS = 1000  # seeds 0..N-1: beyond this a sweep is a typo, and planning it would exhaust memory
 MAX_EPOCHS = 100_000
@@ -85,14 +89,10 @@ def canonical(name: str) -> str:
 
 
 def _check_model_and_device(settings: TrainConfig, check_device: bool) -> None:
-    from suite.models import check_model_name
-
     try:
         check_model_name(settings.model)
         if check_device:
-            from suite.harness import resolve_device
-
-            if resolve_device(settings.device).type != "cuda" and settings.precision == "fp16":
+            if build.resolve_device(settings.device).type != "cuda" and settings.precision == "fp16":
                 raise ValueError("precision fp16 needs a CUDA device (float16 with a gradient scaler); on a CPU use "
                                  "bf16")
     except ValueError as exc:
@@ -101,8 +101,6 @@ def _check_model_and_device(settings: TrainConfig, check_device: bool) -> None:
 
 def load_data(profile: Profile, settings: TrainConfig, data_dir: Path | None = None, download: bool | None = None):
     """The data set the runs train on: ``data_dir``, else the profile's data_dir, else $SUITE_DATA_DIR."""
-    from suite.data import DataError, load_dataset
-
     data_dir = data_dir or (Path(profile.data_dir).expanduser() if profile.data_dir else None)
     try:
         return load_dataset(settings.dataset, data_dir, download, image_size=settings.image_size or None,
@@ -112,21 +110,17 @@ def load_data(profile: Profile, settings: TrainConfig, data_dir: Path | None = N
 
 
 def check_constructs(runs: list[RunConfig], dataset) -> None:
-    """Build each optimizer once on the runs' model (on the CPU, as a run builds it: ``harness.build``), so
+    """Build each optimizer once on the runs' model (on the CPU, as a run builds it: ``build.build``), so
     that a bad hyper-parameter (an N:M that does not divide a layer) is one line before anything is
     trained or written."""
-    import torch
-
-    from suite import harness
-
     if not runs:
         return
     settings = runs[0].train
-    split = harness.subsets(dataset, settings)[0]
+    split = build.subsets(dataset, settings)[0]
     with torch.random.fork_rng(devices=[]):  # the caller's random state is not this check's to move
         for config in {r.optimizer: r for r in runs}.values():
             try:
-                _, built = harness.build(config, dataset, split, torch.device("cpu"), seed=0)
+                _, built = build.build(config, dataset, split, torch.device("cpu"), seed=0)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"optimizer {config.optimizer}: {exc}") from None
             check_fisher_batch(config, built.defaults)
@@ -163,8 +157,6 @@ def to_do(results_dir: Path, runs: list[RunConfig], force: bool = False) -> list
 def from_rank_0(world: World, compute: Callable[[], Any], keep: bool = False) -> Any:
     """``compute()`` on rank 0, its result (None with ``keep``: rank 0 keeps it to itself) on every rank; a
     bad input there is the same one-line error on every rank, rather than a rank waiting for ever."""
-    from suite.distributed import broadcast_object
-
     if not world.distributed:
         return compute()
     value, error = None, None
@@ -198,8 +190,6 @@ class Sweep:
     def run(self, todo: list[RunConfig], dataset) -> int:
         """Run what is to do, one claim at a time; Ctrl-C says what is saved and how to go on. Under
         torchrun rank 0 claims, and every rank learns from it whether to run. Returns an exit status."""
-        from suite.distributed import broadcast_object
-
         main = self.world.main
         t0, done, busy, current = time.monotonic(), 0, [], None
         try:
@@ -241,9 +231,6 @@ def run_one(sweep: Sweep, config: RunConfig, dataset, claim: store.Claim | None 
     """One claimed run: trained (or resumed from its checkpoint), its final weights kept (and measured,
     where the sweep says), recorded, its checkpoint removed; None if another sweep finished it since we
     looked. Under torchrun every rank trains; rank 0 alone decides, measures and writes."""
-    from suite import harness
-    from suite.distributed import broadcast_object
-
     world, results = sweep.world, sweep.results_dir
     path = store.record_path(results, config.profile, config.run_id)
     ckpt = store.checkpoint_path(results, config.profile, config.run_id)
@@ -269,8 +256,6 @@ def run_one(sweep: Sweep, config: RunConfig, dataset, claim: store.Claim | None 
     if not world.main:
         return record
     if sweep.measuring is not None and record["metrics"].get("status") == "finished":
-        from suite import sharpness
-
         record = sharpness.measure_into(record, weights, dataset, *sweep.measuring)
         print(f"  {sharpness.summary_line(record)}", file=sys.stderr)
     store.write_record(path, record)
@@ -283,8 +268,6 @@ def prepare(profile: Profile, runs: list[RunConfig], sweep: Sweep, data_dir: Pat
     """What ``run_profile`` and the launchers do before running: the runs still to do and the data set
     (loaded by rank 0 first under torchrun, which fills the cache), every optimizer built once as a check.
     Says how many there are."""
-    from suite import harness
-
     world = sweep.world
     todo = [runs[k] for k in from_rank_0(world, lambda: [runs.index(r) for r in to_do(sweep.results_dir, runs,
                                                                                         sweep.force)])]
@@ -295,7 +278,7 @@ def prepare(profile: Profile, runs: list[RunConfig], sweep: Sweep, data_dir: Pat
             dataset = load_data(profile, runs[0].train, data_dir, download)
         check_constructs(runs, dataset)
         try:
-            harness.check_batch(runs[0].train, harness.subsets(dataset, runs[0].train)[0])
+            harness.check_batch(runs[0].train, build.subsets(dataset, runs[0].train)[0])
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     resuming = sum(store.checkpoint_path(sweep.results_dir, r.profile, r.run_id).exists() for r in todo)
@@ -316,13 +299,11 @@ def run_profile(profile: Profile, runs: list[RunConfig], sweep: Sweep, data_dir:
                 download: bool | None = None, sharpness_at_end: bool | None = None) -> int:
     """Run a profile's planned runs into ``sweep.results_dir``, one after another: what is recorded
     skipped, the rest run (``prepare``, then ``Sweep.run``). Returns an exit status."""
-    from suite import harness
-
     if sweep.world.distributed:  # the runs are the same runs with their number of processes in their identity
         runs = [dataclasses.replace(r, train=with_overrides(r.train, replicas=sweep.world.size)) for r in runs]
     todo, dataset = prepare(profile, runs, sweep, data_dir, download)
     if todo:
-        harness.warm_up(todo[0], dataset)
+        probe.warm_up(todo[0], dataset)
     sweep.measuring = measuring_for(profile, sharpness_at_end)
     return sweep.run(todo, dataset)
 

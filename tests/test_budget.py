@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 from helpers import run_config
 
-from suite import budget, harness
+from suite import budget, harness, probe
 from suite.config import ConfigError, TrainConfig
 from suite.data import synthetic_dataset
 
@@ -79,15 +79,15 @@ def test_flops_budget_with_a_periodic_cost_and_a_partial_epoch(dataset):
 def test_time_budget_converts_probed_seconds_into_steps(dataset, monkeypatch):
     """Seconds are noisy, so the probe is replaced by known costs: 3 s per SGD step, 7 s per SAM step."""
     seconds = {"sgd": 3.0, "sam": 7.0}
-    monkeypatch.setattr(harness, "_COSTS", {})
-    monkeypatch.setattr(harness, "fresh_step_cost", lambda cfg, ds, kind: seconds[cfg.optimizer])
+    monkeypatch.setattr(probe, "_COSTS", {})
+    monkeypatch.setattr(probe, "fresh_step_cost", lambda cfg, ds, kind: seconds[cfg.optimizer])
     m = harness.run(config("sam", "time"), dataset, progress=False)["metrics"]
     assert m["budget_amount"] == 30.0 and m["budget_unit"] == "s"
     assert m["steps"] == 4  # floor(30 / 7)
 
 
 def test_epochs_budget_probes_nothing(dataset, monkeypatch):
-    monkeypatch.setattr(harness, "fresh_step_cost", lambda *a: pytest.fail("an epochs budget needs no probe"))
+    monkeypatch.setattr(probe, "fresh_step_cost", lambda *a: pytest.fail("an epochs budget needs no probe"))
     m = harness.run(config("sam", "epochs"), dataset, progress=False)["metrics"]
     assert m["steps"] == 10 and m["budget_spent_ratio"] == 1.0
 
@@ -98,9 +98,9 @@ def test_a_probe_prices_ssam_f_as_a_whole_period_does_whichever_step_refreshes(d
     refresh step and counted step 1's Fisher pass as every step's, pricing SSAM-F 3% of a SAM step too
     high on the GPU (gpu-paper-short's cost table) and cutting its flops budget by as much."""
     cfg = config("ssam-f", "flops", update_every=20, fisher_samples=32, fisher_data="train", refresh_timing=timing)
-    probed = harness.probe_cost(harness.probe_setup(cfg, dataset), "flops")  # 16 of the period's 20 steps
-    whole = harness.probe_cost(harness.probe_setup(cfg, dataset), "flops", steps=20)
-    assert harness.PROBE_FLOP_STEPS < 20 and probed == pytest.approx(whole, rel=1e-12)
+    probed = probe.probe_cost(probe.probe_setup(cfg, dataset), "flops")  # 16 of the period's 20 steps
+    whole = probe.probe_cost(probe.probe_setup(cfg, dataset), "flops", steps=20)
+    assert probe.FLOP_STEPS < 20 and probed == pytest.approx(whole, rel=1e-12)
 
 
 def test_the_budget_reference_is_priced_with_the_profiles_own_hyper_parameters():
@@ -116,7 +116,7 @@ def test_the_budget_reference_is_priced_with_the_profiles_own_hyper_parameters()
     runs = runs_for(profile, check_device=False)
     sam = next(r for r in runs if r.optimizer == "sam")
     for run in runs:
-        reference = harness.reference_config(run)
+        reference = probe.reference_config(run)
         assert reference.optimizer == "sam" and dict(reference.hparams)["rho"] == 0.3
         assert reference.hparams == sam.hparams
     assert registry.get("sam").defaults()["rho"] != 0.3

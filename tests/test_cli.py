@@ -434,7 +434,7 @@ def test_a_run_keeps_its_final_weights_and_they_give_its_recorded_test_accuracy(
 
     import torch
 
-    from suite import harness, store
+    from suite import build, harness, store
     from suite.data import load_dataset
 
     results = tmp_path / "out"
@@ -446,14 +446,14 @@ def test_a_run_keeps_its_final_weights_and_they_give_its_recorded_test_accuracy(
     weights = store.load_weights(store.weights_path(results, "tiny", path.stem), path.stem)
     _, runs = plan(profile(tmp_path), "sam")
     ctx = harness.context(runs[0], load_dataset("synthetic"))
-    model = harness.make_model(runs[0].train, ctx.dataset, ctx.device)
+    model = build.make_model(runs[0].train, ctx.dataset, ctx.device)
     model.load_state_dict(weights)
-    loss, acc = harness.evaluate(model, ctx.test_split, ctx.augment, runs[0].train, ctx.device)
+    loss, acc = build.evaluate(model, ctx.test_split, ctx.augment, runs[0].train, ctx.device)
     last = record["epochs"][-1]
     assert acc == last["test_acc"] == record["metrics"]["test_acc"] and loss == pytest.approx(last["test_loss"])
     with pytest.raises(store.StoreError, match="does not belong to run"):
         store.load_weights(store.weights_path(results, "tiny", path.stem), "another-run")
-    fresh = harness.make_model(runs[0].train, ctx.dataset, ctx.device).state_dict()
+    fresh = build.make_model(runs[0].train, ctx.dataset, ctx.device).state_dict()
     assert weights.keys() == fresh.keys() and not torch.equal(weights["fc.weight"], fresh["fc.weight"])
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import run_config
 
-from suite import harness
+from suite import build, harness, probe
 from suite.config import TrainConfig
 from suite.data import synthetic_dataset
 
@@ -46,9 +46,9 @@ def test_passes_that_must_run_eagerly_see_through_the_compiled_wrapper():
 def test_a_compiled_model_fails_loudly_rather_than_fall_back_to_eager():
     """Past dynamo's recompile limit it would run the model eagerly and say nothing; compiled() makes that an
     error, at a limit a bounded number of variants (sub-batch shapes, frozen BatchNorm, masked backward) fits."""
-    harness.compiled(torch.nn.Linear(2, 2), TrainConfig(compile="default"))
+    build.compiled(torch.nn.Linear(2, 2), TrainConfig(compile="default"))
     assert torch._dynamo.config.fail_on_recompile_limit_hit
-    assert torch._dynamo.config.recompile_limit >= harness.RECOMPILE_LIMIT
+    assert torch._dynamo.config.recompile_limit >= build.RECOMPILE_LIMIT
 
 
 def test_only_the_timed_steps_call_the_compiled_model():
@@ -56,10 +56,10 @@ def test_only_the_timed_steps_call_the_compiled_model():
     timed closures and the run's timed steps the compiled one, which shares its parameters."""
     dataset = synthetic_dataset(n_train=64, n_test=32, size=8)
     config = run_config("sam", TrainConfig(**TRAIN, compile="default"))
-    probe = harness.probe_setup(config, dataset)
-    assert next(probe.closures(1)).model is probe.model
-    fast = next(probe.closures(1, timed=True)).model
-    assert isinstance(fast, torch._dynamo.eval_frame.OptimizedModule) and fast._orig_mod is probe.model
+    trial = probe.probe_setup(config, dataset)
+    assert next(trial.closures(1)).model is trial.model
+    fast = next(trial.closures(1, timed=True)).model
+    assert isinstance(fast, torch._dynamo.eval_frame.OptimizedModule) and fast._orig_mod is trial.model
     state = harness.RunState(harness.context(config, dataset), {"steps": 4})
     assert state.fast._orig_mod is state.replica and state.untimed >= 1
     eager = harness.RunState(harness.context(run_config("sam", TrainConfig(**TRAIN)), dataset), {"steps": 4})
@@ -85,5 +85,5 @@ def test_a_compiled_run_trains_as_the_eager_one_and_counts_the_same_flops():
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
         assert b["test_loss"] == pytest.approx(a["test_loss"], rel=1e-4)
     # its first compiled steps (compilation) are left out of the clock, as the FLOP-counted ones are
-    assert fast["metrics"]["timed_steps"] == eager["metrics"]["timed_steps"] - harness.PROBE_COMPILE_STEPS > 0
+    assert fast["metrics"]["timed_steps"] == eager["metrics"]["timed_steps"] - build.COMPILE_STEPS > 0
     assert fast["metrics"]["time_per_step_s"] > 0

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from ddp_worker import dataset, spawn
 from helpers import run_config
 
-from suite import harness, registry
+from suite import build, harness, registry
 from suite.config import ConfigError, TrainConfig
 from suite.data import epoch_batches
 from suite.models import build_model
@@ -68,13 +68,13 @@ def sam_by_hand(train: TrainConfig, rho: float, replicas: int) -> list[torch.Ten
     """SAM with per-replica ascent, written out: each replica's e from its own half of the batch, the
     descent gradients at each replica's w + e averaged, then torch's SGD update (momentum, weight decay)."""
     data = dataset()
-    split, _ = harness.subsets(data, train)
+    split, _ = build.subsets(data, train)
     torch.manual_seed(0)
     model = build_model(train.model, data.num_classes, in_channels=data.channels)
     names = [n for n, _ in model.named_parameters()]
     w = [p.detach().clone() for p in model.parameters()]
-    order, aug = harness.seeded_generator(0, 0), harness.seeded_generator(0, 1)
-    augment, steps_per_epoch = harness.make_augment(train, data), len(split) // train.batch_size
+    order, aug = build.seeded_generator(0, 0), build.seeded_generator(0, 1)
+    augment, steps_per_epoch = build.make_augment(train, data), len(split) // train.batch_size
     total, t, buf = steps_per_epoch * train.epochs, 0, None
 
     def grad(weights, x, y):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import run_config
 
-from suite import harness
+from suite import build, harness
 from suite.config import TrainConfig
 from suite.data import synthetic_dataset
 
@@ -93,7 +93,7 @@ def reading_every_step(monkeypatch):
     """What the loop read before it read once per epoch: each step's loss, as a float after the step (a spy
     on ``optimizer_step``), and how often it reads the epoch's losses (``mean_of``)."""
     seen, reads = [], []
-    step, mean_of = harness.optimizer_step, harness.mean_of
+    step, mean_of = build.optimizer_step, harness.mean_of
     monkeypatch.setattr(harness, "optimizer_step", lambda *a: seen.append(float(step(*a))) or torch.tensor(seen[-1]))
     monkeypatch.setattr(harness, "mean_of", lambda t: reads.append(t.numel()) or mean_of(t))
     return seen, reads
@@ -137,7 +137,7 @@ def test_evaluation_gives_the_figures_of_a_read_each_batch(dataset):
             y = ctx.test_split.labels[i:i + 30]
             loss += cross_entropy(out, y, reduction="sum").item()
             correct += (out.argmax(1) == y).sum().item()
-    got = harness.evaluate(model, ctx.test_split, ctx.augment, train, torch.device("cpu"))
+    got = build.evaluate(model, ctx.test_split, ctx.augment, train, torch.device("cpu"))
     assert got == (loss / len(ctx.test_split), correct / len(ctx.test_split)) and model.training
 
 

@@ -131,3 +131,29 @@ def test_the_readmes_own_loop_snippet_runs_as_written(tmp_path):
     script.write_text(code + "\nassert torch.isfinite(loss)\nprint('ran')\n")
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.strip() == "ran", out.stderr[-2000:]
+
+
+def test_the_harness_keeps_the_loop_and_its_neighbours_build_and_probe():
+    """The loop reads in one room: what builds a run is ``suite/build.py``, the step-cost probe and budget
+    planning ``suite/probe.py``; the cost command prices steps through the probe, not the loop."""
+    assert len((ROOT / "suite" / "harness.py").read_text().splitlines()) <= 400
+    cost = {a.name for node in ast.walk(ast.parse((ROOT / "suite" / "cost.py").read_text()))
+            if isinstance(node, ast.ImportFrom) and node.module == "suite" for a in node.names}
+    assert "probe" in cost and "harness" not in cost, cost
+
+
+def test_sams_default_rho_is_written_once():
+    """SAM's rho default stands in ``baselines/sam.py``'s signature; the skeleton has none of its own, and the
+    suite asks the registry for it (profiles' SAM rho, the sharpness ball)."""
+    import inspect
+
+    from baselines import SAM, TwoPassOptimizer
+    from suite import registry, sharpness
+
+    rho = inspect.signature(SAM).parameters["rho"].default
+    assert inspect.signature(TwoPassOptimizer).parameters["rho"].default is inspect.Parameter.empty
+    assert registry.get("sam").defaults()["rho"] == rho
+    record = {"optimizer": {"name": "sgd", "hparams": {}}, "config": {"profile": "p"}}
+    assert sharpness.reference_rho([record]) == {"p": rho}
+    for name in ("config.py", "sharpness.py"):
+        assert f"{rho}" not in (ROOT / "suite" / name).read_text().replace("lr: float = 0.05", ""), name

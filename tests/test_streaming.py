@@ -13,7 +13,7 @@ import torch
 from ddp_worker import spawn
 from helpers import refused_in_one_line, run_config
 
-from suite import harness, streaming
+from suite import build, harness, streaming
 from suite.config import TrainConfig
 from suite.data import DataError, load_dataset
 
@@ -53,7 +53,7 @@ def test_the_folder_stays_on_disk(folder, tmp_path):
     assert data.train.images.shape == (24, 3, SIDE, SIDE) and data.image_size == (SIDE, SIDE)
     assert (data.mean, data.std) == (streaming.IMAGENET_MEAN, streaming.IMAGENET_STD)
     assert data.stats == "imagenet (streaming)"
-    subset = harness.subsets(data, dataclasses.replace(TRAIN, train_subset=9))[0]
+    subset = build.subsets(data, dataclasses.replace(TRAIN, train_subset=9))[0]
     assert isinstance(subset.images, streaming.FolderImages) and subset.labels.bincount().tolist() == [3, 3, 3]
     # the fingerprint: the same folder reads the same, a file more changes it
     other = make_folder(tmp_path / "copy")

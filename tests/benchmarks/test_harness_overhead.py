@@ -19,7 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from suite import budget, harness
+from suite import budget, build, harness
 from suite.config import RunConfig, TrainConfig
 from suite.data import epoch_batches, synthetic_dataset
 
@@ -46,14 +46,14 @@ def _harness():
 
 def _bare(ctx):
     torch.manual_seed(0)
-    model = harness.make_model(TRAIN, ctx.dataset, ctx.device)
+    model = build.make_model(TRAIN, ctx.dataset, ctx.device)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, harness.cosine(10_000 * STEPS))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, build.cosine(10_000 * STEPS))
     order, aug = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
 
     def epoch() -> None:
         for idx in epoch_batches(len(ctx.train_split), TRAIN.batch_size, order):
-            x = harness.to_device(ctx.augment(ctx.train_split.images[idx], aug), ctx.device, TRAIN)
+            x = build.to_device(ctx.augment(ctx.train_split.images[idx], aug), ctx.device, TRAIN)
             y = ctx.train_split.labels[idx]
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x), y)
