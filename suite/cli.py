@@ -189,7 +189,7 @@ def _add_sharpness_parser(sub: argparse._SubParsersAction) -> None:
                          f"else {d.iterations}; each stops earlier at a relative change below its tolerance, "
                          f"{d.tolerance:g} unless the profile says)")
     sh.add_argument("--rho", type=float, help="the ball of m-sharpness (default: the profile's [sharpness] rho, else "
-                                               "its SAM rho, else 0.05)")
+                                               "its SAM rho, else SAM's registered default)")
     sh.set_defaults(func=cmd_sharpness)
 
 

@@ -306,7 +306,7 @@ class Profile:
         from suite import registry  # the registry imports the optimizers (torch): only when asked
 
         sam = registry.get("sam")
-        return float(self.hparams_for(sam).get("rho", sam.defaults().get("rho", 0.05)))
+        return float(self.hparams_for(sam).get("rho", sam.defaults()["rho"]))
 
 
 def _applies(key: str, value, values: dict) -> bool:
@@ -400,7 +400,7 @@ def _parse_profile(name: str, raw: dict[str, Any]) -> Profile:
         raise ValueError(f'references must be a list of optimizer names such as ["sgd", "sam"], got {references!r}')
     hparams = raw.get("hparams", {})
     if not isinstance(hparams, dict) or not all(isinstance(v, dict) for v in hparams.values()):
-        raise ValueError("[hparams] must hold one table per optimizer, e.g. [hparams.sam] rho = 0.05")
+        raise ValueError("[hparams] must hold one table per optimizer, e.g. [hparams.sam] rho = 0.1")
     data_dir = raw.get("data_dir")
     if data_dir is not None and not (isinstance(data_dir, str) and data_dir):
         raise ValueError(f"data_dir must be a directory path, got {data_dir!r}")

@@ -66,7 +66,8 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         self,
         params: Iterable[Any],
         base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
-        rho: float = 0.05,
+        *,
+        rho: float,  # no default here: each optimizer's own signature states its paper's (SAM's is in sam.py)
         adaptive: bool = False,
         extra_defaults: dict[str, Any] | None = None,
         ascent_fraction: float = 1.0,
