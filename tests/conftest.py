@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from helpers import SHARE
 
+pytest_plugins = ["strict_skips"]  # CI fails on a skip whose reason is not declared there
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """Out-of-tree optimizers (SUITE_OPTIMIZER_MODULES) join the registry before the contract tests are

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -22,6 +23,10 @@ class TinyNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.relu(self.bn(self.conv(x))).flatten(1))
 
+
+# The checkout these tests belong to: its results/, README and docs are found from here, never from the suite's
+# own location (under tox the suite is an installed wheel in site-packages, where no results/ is).
+REPO = Path(__file__).resolve().parent.parent
 
 # Set, with OMP_NUM_THREADS, where tests/conftest.py gave a pytest-xdist worker its share of the cores.
 SHARE = "SUITE_TEST_THREAD_SHARE"
