@@ -328,7 +328,8 @@ def available_profiles() -> list[str]:
 def load_profile(name_or_path: str) -> Profile:
     """A profile by name (``suite/profiles/NAME.toml``) or by path to a TOML file. A profile may start
     from another (``extends = "NAME"`` or a path, relative to its own file): the other's keys, with this
-    one's on top, table by table (``[train]``, ``[hparams."GLOB"]``, ``[sharpness]`` merge key by key)."""
+    one's on top, table by table (``[train]``, ``[hparams."GLOB"]``, ``[sharpness]`` merge key by key). A profile
+    that names its own ``optimizers`` names their seeds too: the other's ``[optimizer_seeds]`` is not inherited."""
     path = _profile_path(name_or_path)
     read: list[Path] = []
     raw = _raw_profile(path, (), read)
@@ -365,7 +366,10 @@ def _raw_profile(path: Path, chain: tuple[Path, ...], read: list[Path] | None = 
         return raw
     if not (isinstance(base, str) and base):
         raise ConfigError(f"extends must name a profile or a .toml path, got {base!r}")
-    return _merged(_raw_profile(_profile_path(base, path.parent), (*chain, path.resolve()), read), raw)
+    under = _raw_profile(_profile_path(base, path.parent), (*chain, path.resolve()), read)
+    if "optimizers" in raw:  # the other's seed counts were chosen for its own list of optimizers
+        under.pop("optimizer_seeds", None)
+    return _merged(under, raw)
 
 
 def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
