@@ -15,8 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from suite import registry, store
-from suite.config import BUDGETS, ConfigError, available_profiles, load_profile
+import torch
+
+from suite import cost, estimate, launch, registry, sharpness, store, sweep
+from suite.claims import load_claims
+from suite.config import BUDGETS, ConfigError, SharpnessSettings, available_profiles, load_profile
+from suite.distributed import World
 
 EXIT_USAGE = 2
 MY_RESULTS = Path("my-results")  # a user's own runs: never the published results/ (git-ignored)
@@ -170,8 +174,6 @@ def _add_status_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_sharpness_parser(sub: argparse._SubParsersAction) -> None:
-    from suite.config import SharpnessSettings
-
     d = SharpnessSettings()
     sh = sub.add_parser("sharpness", help="measure each recorded run's final model (Hessian's top eigenvalue and "
                                           "trace, m-sharpness, loss surfaces) into its record",
@@ -215,8 +217,7 @@ NAME_WIDTH = 28  # a longer name stands on its own line
 
 def cmd_list(args: argparse.Namespace) -> int:
     if args.profiles:
-        names = available_profiles()
-        rows = [(name, load_profile(name).description or "(no description)") for name in names]
+        rows = [(name, estimate.described(load_profile(name), PUBLISHED)) for name in available_profiles()]
     elif args.profile:
         rows = load_profile(args.profile).settings_rows()
     else:
@@ -237,8 +238,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace, check_device: bool = True):
-    from suite import sweep
-
     profile = load_profile(args.profile)
     return profile, sweep.runs_for(profile, optimizers=args.optimizer, seeds=getattr(args, "seeds", None),
                                    epochs=getattr(args, "epochs", None), budgets=getattr(args, "budget", None),
@@ -262,16 +261,11 @@ def _launch_options(run: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from suite import sweep
-    from suite.distributed import World
-
     profile, runs = _runs(args, check_device=args.launcher != "slurm")  # tasks run where the GPUs are
     _check_launch_flags(args)
     if args.launcher == "slurm" or args.workers > 1:
         return _launch(args, profile, runs)
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
     # under torchrun (docs/harness.md, "Several processes"): every process runs this command, rank 0 alone writes
     world = World.from_env(runs[0].train.device if runs else "auto")
@@ -300,8 +294,6 @@ def _check_launch_flags(args: argparse.Namespace) -> None:
 
 
 def _slurm(args: argparse.Namespace, profile):
-    from suite import launch
-
     if getattr(args, "launcher", "local") != "slurm":
         return None
     flags = {f: getattr(args, f, None) for f in ("partition", "gpus_per_run", "cpus_per_run", "time_min", "at_once")}
@@ -309,8 +301,6 @@ def _slurm(args: argparse.Namespace, profile):
 
 
 def _launch(args: argparse.Namespace, profile, runs) -> int:
-    from suite import launch, sweep
-
     slurm = _slurm(args, profile)
     engine = sweep.Sweep(args.results_dir, progress=False)
     code = launch.launch(profile, runs, engine, data_dir=args.data_dir, download=args.download,
@@ -322,8 +312,6 @@ def _launch(args: argparse.Namespace, profile, runs) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from suite import launch
-
     profile, runs = _runs(args, check_device=False)
     runs = launch.launched_runs(runs, _slurm(args, profile))
     for line in launch.status_lines(launch.run_states(runs, args.results_dir)):
@@ -333,8 +321,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_cost(args: argparse.Namespace) -> int:
     """FLOPs and time per step of each optimizer of a profile, interleaved over repeats (suite/cost.py)."""
-    from suite import cost
-
     if not 1 <= args.repeats <= MAX_REPEATS:
         raise UsageError(f"--repeats must be between 1 and {MAX_REPEATS}, got {args.repeats}")
     profile, runs = _runs(args)
@@ -349,7 +335,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from suite.report import write_report
+    from suite.report import write_report  # matplotlib and seaborn (1.5 s): only for the commands that draw
 
     if not (args.results_dir / "runs").is_dir():
         raise UsageError(f"no records in {str(args.results_dir)!r}: expected {args.results_dir}/runs/<profile>/*.json")
@@ -368,8 +354,6 @@ def _user_claims(args: argparse.Namespace) -> tuple:
     """The claims of ``--claims FILE`` (none without it); a bad file is one line."""
     if getattr(args, "claims", None) is None:
         return ()
-    from suite.claims import load_claims
-
     try:
         return load_claims(args.claims)
     except ValueError as exc:
@@ -378,7 +362,7 @@ def _user_claims(args: argparse.Namespace) -> tuple:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     """Replace each named profile's published records with the user's; rebuild the report and both READMEs."""
-    from suite.report import update_readme
+    from suite.report import update_readme  # matplotlib and seaborn (1.5 s): only for the commands that draw
 
     _user_claims(args)  # a bad claims file is one line before anything is replaced
     for line in store.publish(args.source, args.results_dir, args.profile, args.allow_uncommitted):
@@ -387,12 +371,13 @@ def cmd_publish(args: argparse.Namespace) -> int:
     for readme in (args.results_dir.resolve().parent / "README.md", args.results_dir.resolve() / "README.md"):
         if code == 0 and update_readme(readme, args.results_dir):
             print(f"wrote the findings of {readme}", file=sys.stderr)
+    readme = args.results_dir.resolve().parent / "README.md"  # the main job's duration beside its command
+    if code == 0 and estimate.update_durations(readme, args.results_dir, load_profile):
+        print(f"wrote the durations of {readme}", file=sys.stderr)
     return code
 
 
 def cmd_sharpness(args: argparse.Namespace) -> int:
-    from suite import sharpness
-
     request = sharpness.Request(profiles=args.profile, optimizers=args.optimizer, force=args.force,
                                 examples=args.examples, iterations=args.iterations, rho=args.rho,
                                 data_dir=args.data_dir, download=args.download, progress=args.progress)

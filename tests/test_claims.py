@@ -190,15 +190,16 @@ def test_the_report_reads_the_claims_of_the_records_profiles(tmp_path):
 
 
 def test_the_readmes_findings_are_what_the_published_records_say():
-    """Every number in the README's findings block is generated from results/ (python -m suite publish
-    rewrites it); a stale block fails here."""
+    """Every number in results/README.md's findings blocks is generated from results/ (python -m suite publish
+    rewrites them); a stale block fails here. The README links them and carries none of its own."""
     from suite import report
 
-    for readme in (ROOT / "README.md", ROOT / "results" / "README.md"):
-        blocks = report.findings_blocks(readme.read_text())
-        assert blocks or readme.parent.name == "results", f"{readme} has no findings block"
-        for table, block in blocks:
-            assert block.strip() == report.readme_findings(ROOT / "results", table).strip(), (readme, table)
+    readme = ROOT / "results" / "README.md"
+    blocks = report.findings_blocks(readme.read_text())
+    assert blocks, f"{readme} has no findings block"
+    for table, block in blocks:
+        assert block.strip() == report.readme_findings(ROOT / "results", table).strip(), (readme, table)
+    assert not report.findings_blocks((ROOT / "README.md").read_text())
 
 
 def test_every_number_the_results_readme_quotes_about_a_profile_is_in_its_tables():
