@@ -435,32 +435,47 @@ def write_report(results_dir: Path, claims: Iterable[Any] | None = None) -> tupl
     return written + figures, skipped, [path_of[id(r)] for r in superseded]
 
 
-def verdicts(results_dir: Path, records: list[dict[str, Any]], extra: Iterable[Any] | None = None):
+def verdicts(results_dir: Path, records: list[dict[str, Any]], extra: Iterable[Any] | None = None,
+             profiles: dict[str, Any] | None = None):
     """(the declared claims with ``extra``, their verdicts on these records and on the cost command's tables
-    under ``results_dir``: each ``cost-repeats.csv``, named by its folder)."""
+    under ``results_dir``: each ``cost-repeats.csv``, named by its folder). ``profiles``: the records'
+    profiles (``record_profiles``); one that declares ``accuracy_claims = false`` (``smoke``: a pipeline
+    check) gets no verdict on an accuracy metric."""
     from suite import claims
 
-    declared = [*claims.CLAIMS, *(extra or ()), *profile_claims(records)]
-    return declared, claims.verdicts(run_rows(records), frontier.cost_tables(results_dir), declared)
+    profiles = record_profiles(records) if profiles is None else profiles
+    declared = [*claims.CLAIMS, *(extra or ()), *(c for p in profiles.values() for c in p.claims)]
+    judged = claims.verdicts(run_rows(records), frontier.cost_tables(results_dir), declared)
+    silent = {name for name, p in profiles.items() if not p.accuracy_claims}
+    if silent and len(judged):
+        said = judged["table"].isin(silent) & judged["metric"].map(on_accuracy)
+        judged = judged[~said].reset_index(drop=True)
+    return declared, judged
 
 
-def profile_claims(records: Iterable[dict[str, Any]]) -> list[Any]:
-    """The ``[[claims]]`` the records' profiles declare, each judged on its own profile's tables: read from
-    the profile's file as the records name it (a shipped profile by its name), as it says now."""
+def on_accuracy(metric: str) -> bool:
+    """Whether a claim's metric is an accuracy (``test_acc``, ``best_test_acc_on_test_set``)."""
+    return "acc" in metric.split("_")
+
+
+def record_profiles(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Per profile the records name, that profile as its file says now: the file its records name (a path
+    relative to the checkout), else the shipped profile of that name; left out where neither can be read
+    (a bad file: a warning says why). Its claims are judged on its tables and its declarations honoured."""
     from suite.config import ROOT, available_profiles, load_profile
 
-    found, shipped = [], set(available_profiles())
+    found, shipped = {}, set(available_profiles())
     named = {r["config"]["profile"]: tuple((r.get("profile") or {}).get("files") or ()) for r in records}
     for name, files in named.items():
         path = Path(files[0]) if files else None
         path = ROOT / path if path is not None and not path.is_absolute() else path
         try:
             if path is not None and path.is_file():
-                found += load_profile(str(path)).claims
+                found[name] = load_profile(str(path))
             elif name in shipped:
-                found += load_profile(name).claims
+                found[name] = load_profile(name)
         except ConfigError as exc:
-            print(f"warning: the claims of profile {name} were not read: {exc}", file=sys.stderr)
+            print(f"warning: profile {name} was not read (its claims are not judged): {exc}", file=sys.stderr)
     return found
 
 

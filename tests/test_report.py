@@ -327,3 +327,25 @@ def test_figure_titles_promise_spread_only_with_seeds(tmp_path):
         write_record(record_path(tmp_path, "p", f"{r['config']['optimizer']}-0"), r)
     names = {p.name for p in write_report(tmp_path)[0]}
     assert {"p-comparison.png", "p-curves.png"} <= names
+
+
+# ----- what a profile declares (issue 36) ------------------------------------------------------------------------
+def test_a_profile_that_says_nothing_about_accuracy_gets_no_accuracy_verdict(tmp_path, capsys):
+    """smoke declares it (``accuracy_claims = false``): a few steps of every optimizer decide nothing about
+    accuracy, so the same runs that give cpu a verdict give smoke none."""
+    from suite.config import ConfigError, load_profile, parse_profile
+    from suite.report import on_accuracy
+
+    assert load_profile("smoke").accuracy_claims is False and load_profile("cpu").accuracy_claims is True
+    with pytest.raises(ConfigError, match="accuracy_claims must be true or false"):
+        parse_profile("mine", {"accuracy_claims": "no"})
+    assert on_accuracy("test_acc") and on_accuracy("best_test_acc_on_test_set")
+    assert not on_accuracy("sharpness_lambda_max") and not on_accuracy("time_per_step_s")
+    for profile in ("smoke", "cpu"):
+        for name, accs in (("sgd", [0.40, 0.41, 0.42]), ("sam", [0.50, 0.52, 0.53])):
+            for seed, acc in enumerate(accs):
+                write_record(record_path(tmp_path, profile, f"{name}-{seed}"),
+                             record(name, seed, acc, 0.1, 1e9, profile=profile))
+    write_report(tmp_path)
+    md = (tmp_path / "summary.md").read_text()
+    assert "### Verdicts — `cpu`" in md and "### Verdicts — `smoke`" not in md
