@@ -25,7 +25,7 @@ import pandas as pd
 from suite import frontier, metrics, plots
 from suite.config import BUDGETS, REFERENCES, ConfigError, TrainConfig
 from suite.metrics import Metric, columns
-from suite.stats import distinguishable, interval, paired_difference
+from suite.stats import interval, paired_difference
 from suite.store import atomic_write, iter_records
 
 KEYS = ["profile", "setting", "budget", "optimizer", "seed"]
@@ -194,8 +194,7 @@ def _summary_row(g: pd.DataFrame, finished: pd.DataFrame, numeric: list[str], re
             r = same[same["optimizer"] == ref]
             n, mean, _, half = paired_difference(values, dict(zip(r["seed"], r[m.key])))
             row.update({f"diff_{ref}_{m.key}_seeds": n, f"diff_{ref}_{m.key}_mean": mean,
-                        f"diff_{ref}_{m.key}_ci95": half,
-                        f"diff_{ref}_{m.key}_distinguishable": distinguishable(n, mean, half)})
+                        f"diff_{ref}_{m.key}_ci95": half})
     # the finished seeds whose time figures were taken under contention, and those that did not measure it
     # (records made before it was measured: unknown, not contended)
     flags = ok["time_contended"] if "time_contended" in ok else pd.Series([None] * len(ok), dtype=object)
@@ -229,13 +228,23 @@ BUDGET_TITLES = {
 }
 
 
-def to_markdown(table: pd.DataFrame, refs: dict[str, tuple[str, ...]] | None = None) -> str:
-    """One Markdown table per profile, setting and budget, its columns from ``suite.metrics``."""
+# the one rule of the Δ cells, said under every table that has them
+DIFF_RULE = ("Δ: mean over seeds of (this optimizer − the reference), same seed = same initial weights and batch "
+             "order, ± the half-width of its two-sided 95% interval (uncorrected: it describes, it decides nothing). "
+             "**Bold**, with the verdict and its bound, where a claim's verdict above decides the comparison: "
+             "one-sided and Holm-corrected, so its bound, not the ± interval, is what decides, and a bold interval "
+             "may include 0; plain where no verdict decides it.")
+
+
+def to_markdown(table: pd.DataFrame, refs: dict[str, tuple[str, ...]] | None = None,
+                verdicts: dict[tuple, list[dict[str, Any]]] | None = None) -> str:
+    """One Markdown table per profile, setting and budget, its columns from ``suite.metrics``; a Δ cell is
+    marked where one of ``verdicts`` (``decided``) decides it."""
     parts = []
     for (profile, setting, budget), g in table.groupby(TABLE, sort=False):
         ref_names = (refs or {}).get(profile, REFERENCES)
         contended = {r.optimizer for r in g.itertuples() if getattr(r, "time_contended", 0) > 0}
-        display = pd.DataFrame([_display_row(r, ref_names, contended) for _, r in g.iterrows()])
+        display = pd.DataFrame([_display_row(r, ref_names, contended, verdicts or {}) for _, r in g.iterrows()])
         where = f"Profile `{profile}`" + (f" with {setting}" if setting else "")
         lines = [f"### {where}, budget `{budget}`: {BUDGET_TITLES.get(budget, budget)}", "",
                  display.to_markdown(index=False, disable_numparse=True,
@@ -243,9 +252,7 @@ def to_markdown(table: pd.DataFrame, refs: dict[str, tuple[str, ...]] | None = N
         diverged = [f"- {r.optimizer}: {r.diverged_runs}" for r in g.itertuples() if r.diverged]
         if diverged:
             lines += ["", "Diverged runs (loss NaN/inf; not in the means):", *diverged]
-        lines += ["", "Δ: mean over seeds of (this optimizer − the reference), same seed = same initial weights and "
-                  "batch order; **bold** where the 95% interval excludes 0. × REF: the ratio of the means.",
-                  "", time_note(g)]
+        lines += ["", f"{DIFF_RULE} × REF: the ratio of the means.", "", time_note(g)]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
@@ -282,7 +289,8 @@ def time_note(g: pd.DataFrame) -> str:
     return f"{text} {authority}"
 
 
-def _display_row(r: pd.Series, refs: tuple[str, ...], contended: set[str] = frozenset()) -> dict[str, str]:
+def _display_row(r: pd.Series, refs: tuple[str, ...], contended: set[str] = frozenset(),
+                 verdicts: dict[tuple, list[dict[str, Any]]] | None = None) -> dict[str, str]:
     row = {"optimizer": r["optimizer"], "seeds": f"{r['seeds']}" + (f" ({r['diverged']} diverged)"
                                                                     if r["diverged"] else "")}
     intervals = [m for m in columns() if m.interval]
@@ -292,7 +300,7 @@ def _display_row(r: pd.Series, refs: tuple[str, ...], contended: set[str] = froz
             row[f"{m.label} (mean ± std)"] = f"{_value(m, r, 'mean')} ± {_spread(m, r, 'std')}"
             row[f"{prefix}95% CI"] = f"± {_spread(m, r, 'ci95')}"
             for ref in refs:
-                row[f"{prefix}Δ vs {ref.upper()} (paired, 95% CI)"] = _diff(m, r, ref)
+                row[f"{prefix}Δ vs {ref.upper()} (paired, 95% CI)"] = _diff(m, r, ref, _deciding(verdicts, r, ref, m))
         else:
             row[m.label] = _value(m, r, "mean") + _mark(m, r["optimizer"] in contended)
         for ref in refs if m.ratios else ():
@@ -316,14 +324,49 @@ def _spread(m: Metric, r: pd.Series, stat: str) -> str:
     return _value(m, r, stat, m.spread_fmt)
 
 
-def _diff(m: Metric, r: pd.Series, ref: str) -> str:
-    """The seed-paired difference to ``ref`` and its 95% half-width, **bold** where it excludes 0."""
+def _diff(m: Metric, r: pd.Series, ref: str, verdicts: list[dict[str, Any]] = ()) -> str:
+    """The seed-paired difference to ``ref`` ± its two-sided 95% half-width, which describes it; **bold**, with
+    each verdict and its bound, where ``verdicts`` (those that decide this comparison: ``decided``) say."""
     n = r.get(f"diff_{ref}_{m.key}_seeds")
     if r["optimizer"] == ref or not n or (isinstance(n, float) and math.isnan(n)):
         return "–"
     mean, half = r[f"diff_{ref}_{m.key}_mean"] * m.scale, r[f"diff_{ref}_{m.key}_ci95"] * m.scale
-    text = f"{_num(mean, m.diff_fmt or m.fmt.replace('{:', '{:+'))} ± {_num(half, m.spread_fmt or m.fmt)}"
-    return f"**{text}**" if r[f"diff_{ref}_{m.key}_distinguishable"] else text
+    text = f"{_num(mean, _signed(m))} ± {_num(half, m.spread_fmt or m.fmt)}"
+    if not verdicts:
+        return text
+    return f"**{text} {'; '.join(_verdict_said(m, v, named=len(verdicts) > 1) for v in verdicts)}**"
+
+
+def _signed(m: Metric) -> str:
+    return m.diff_fmt or m.fmt.replace("{:", "{:+")
+
+
+def _verdict_said(m: Metric, v: dict[str, Any], named: bool) -> str:
+    """A verdict in a Δ cell: "fails (≤ -1.12)" — its one-sided bound, on the side that decided, in the cell's
+    units; the claim named where more than one decides the cell."""
+    lower = (v["test"] in ("keeps", "beats")) != (v["bound_side"] == "fails")
+    bound = _num(v["bound"] * m.scale, _signed(m))
+    return (f"`{v['claim']}` " if named else "") + v["verdict"] + (
+        "" if bound == "–" else f" ({'≥' if lower else '≤'} {bound})")
+
+
+def decided(judged: pd.DataFrame | None, claims: Iterable[Any] = ()) -> dict[tuple, list[dict[str, Any]]]:
+    """The verdicts that decide a comparison (holds or fails) by the cell of the comparison tables they
+    decide: (profile, setting, budget, optimizer, reference, metric); a claim names the budget it is judged
+    on. The tables mark these and nothing else, so a table and the verdicts never disagree."""
+    budget_of = {c.name: c.budget for c in claims}
+    out: dict[tuple, list[dict[str, Any]]] = {}
+    if judged is None or not len(judged):
+        return out
+    for v in judged[judged["verdict"] != "inconclusive"].to_dict("records"):
+        key = (v["table"], v["setting"], budget_of.get(v["claim"]), v["subject"], v["reference"], v["metric"])
+        out.setdefault(key, []).append(v)
+    return out
+
+
+def _deciding(verdicts: dict[tuple, list[dict[str, Any]]] | None, r: pd.Series, ref: str,
+              m: Metric) -> list[dict[str, Any]]:
+    return (verdicts or {}).get((r["profile"], r["setting"], r["budget"], r["optimizer"], ref, m.key), [])
 
 
 def _num(x: Any, fmt: str) -> str:
@@ -332,12 +375,13 @@ def _num(x: Any, fmt: str) -> str:
 
 # ----- sharpness (python -m suite sharpness): a table of its own, where records have the measures ------------
 def sharpness_markdown(records: list[dict[str, Any]], refs: dict[str, tuple[str, ...]],
-                       order: pd.DataFrame | None = None) -> str:
+                       order: pd.DataFrame | None = None,
+                       verdicts: dict[tuple, list[dict[str, Any]]] | None = None) -> str:
     """Per profile, setting and budget whose runs were measured: the summary (``summarize``) of the measured
     runs, each sharpness measure (``columns("sharpness")``) as mean ± 95% interval beside the test accuracy,
     then its seed-paired difference to each reference, and what measuring cost against the runs' training;
     "" where nothing was measured. ``records``: one per seed (``latest_per_seed``), labelled; ``order``: the
-    main summary, whose row order the table keeps."""
+    main summary, whose row order the table keeps; ``verdicts``: as ``to_markdown``'s."""
     measures = columns("sharpness")
     measured = [r for r in records if measures[0].key in r["metrics"] and r["metrics"].get("status") == "finished"]
     if not measured:
@@ -352,9 +396,9 @@ def sharpness_markdown(records: list[dict[str, Any]], refs: dict[str, tuple[str,
         values = pd.DataFrame([{"optimizer": r["optimizer"], "seeds": str(r["seeds"]),
                                 **{m.label: f"{_value(m, r, 'mean')} ± {_spread(m, r, 'ci95')}" for m in shown}}
                                for _, r in g.iterrows()])
-        diffs = pd.DataFrame([{"optimizer": r["optimizer"], **{f"{m.label} Δ {ref.upper()}": _diff(m, r, ref)
-                                                               for m in measures for ref in ref_names}}
-                              for _, r in g.iterrows()])
+        diffs = pd.DataFrame([{"optimizer": r["optimizer"],
+                               **{f"{m.label} Δ {ref.upper()}": _diff(m, r, ref, _deciding(verdicts, r, ref, m))
+                                  for m in measures for ref in ref_names}} for _, r in g.iterrows()])
         where = f"Profile `{profile}`" + (f" with {setting}" if setting else "")
         parts.append("\n".join([f"### Sharpness — {where}, budget `{budget}`", "",
                                  values.to_markdown(index=False, disable_numparse=True), ""]
@@ -362,8 +406,9 @@ def sharpness_markdown(records: list[dict[str, Any]], refs: dict[str, tuple[str,
                                     diffs.to_markdown(index=False, disable_numparse=True)] if ref_names else [])))
     return ("## Sharpness of the final models\n\n`python -m suite sharpness` (docs/sharpness.md): the training "
             "loss's Hessian (top eigenvalue, trace) and m-sharpness on fixed training examples, BatchNorm in eval "
-            "mode; mean ± 95% interval over the measured seeds, Δ paired by seed, **bold** where its interval "
-            "excludes 0. Lower is flatter.\n\n" + _sharpness_cost(measured) + "\n\n" + "\n\n".join(parts) + "\n")
+            "mode; mean ± 95% interval over the measured seeds, Δ paired by seed ± its 95% interval (it describes), "
+            "**bold** with the verdict and its bound where a claim's verdict decides it, as in the tables above. "
+            "Lower is flatter.\n\n" + _sharpness_cost(measured) + "\n\n" + "\n\n".join(parts) + "\n")
 
 
 def _in_order_of(table: pd.DataFrame, order: pd.DataFrame) -> pd.DataFrame:
@@ -420,19 +465,28 @@ def write_report(results_dir: Path, claims: Iterable[Any] | None = None) -> tupl
     table = summarize(records, refs=refs)
     written = [results_dir / "summary.csv", results_dir / "summary.md"]
     _atomic_write(written[0], table.to_csv(index=False))
-    header = "# Summary\n\nGenerated by `python -m suite report` from the records in `runs/`.\n\n"
-    body = to_markdown(table, refs) if not table.empty else "No records.\n"
-    sharp = sharpness_markdown(records, refs, table) if not table.empty else ""
-    from suite import claims as claim_table
-
     declared, judged = verdicts(results_dir, records, claims)
-    verdict_text = claim_table.markdown(judged, declared)
-    front = frontier.markdown(table, judged, declared, frontier.cost_tables(results_dir)) if not table.empty else ""
-    _atomic_write(written[1], header + "".join(part + "\n" for part in (verdict_text, front) if part) + body
-                  + ("\n" + sharp if sharp else ""))
+    _atomic_write(written[1], summary_markdown(results_dir, table, records, refs, declared, judged))
     figures = write_figures(results_dir, table, records, refs, judged) if not table.empty else []
     remove_stale_figures(results_dir, figures, {r["config"]["profile"] for r in records})
     return written + figures, skipped, [path_of[id(r)] for r in superseded]
+
+
+def summary_markdown(results_dir: Path, table: pd.DataFrame, records: list[dict[str, Any]],
+                     refs: dict[str, tuple[str, ...]], declared: list[Any], judged: pd.DataFrame) -> str:
+    """summary.md: the verdicts, the frontier, the comparison tables (their Δ cells marked where a verdict
+    decides them) and the sharpness tables."""
+    from suite import claims
+
+    header = "# Summary\n\nGenerated by `python -m suite report` from the records in `runs/`.\n\n"
+    said = claims.markdown(judged, declared)
+    if table.empty:
+        return header + (said + "\n" if said else "") + "No records.\n"
+    marks = decided(judged, declared)
+    front = frontier.markdown(table, judged, declared, frontier.cost_tables(results_dir))
+    sharp = sharpness_markdown(records, refs, table, marks)
+    return (header + "".join(part + "\n" for part in (said, front) if part) + to_markdown(table, refs, marks)
+            + ("\n" + sharp if sharp else ""))
 
 
 def verdicts(results_dir: Path, records: list[dict[str, Any]], extra: Iterable[Any] | None = None,

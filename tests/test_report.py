@@ -10,7 +10,7 @@ import pytest
 from helpers import squash
 
 from suite.report import references, summarize, to_markdown, write_report
-from suite.stats import distinguishable, interval, paired_difference, pareto_front, t975
+from suite.stats import interval, paired_difference, pareto_front, t975
 from suite.store import SCHEMA, iter_records, record_path, write_record
 
 
@@ -94,8 +94,9 @@ def test_markdown_shows_percentages_and_ratios():
     assert "| sgd | 3 | 2.00 | 52.00 ± 2.00 |" in md
     assert "| sam | 2 (1 diverged) | 2.00 | 61.00 ± 1.41 |" in md
     assert "| 2.00 |" in md
-    # SAM - SGD over the two seeds both finished: +10 and +10 points, std 0 -> an interval of 0: bold
-    assert "| **+10.00 ± 0.00** | – |" in md
+    # SAM - SGD over the two seeds both finished: +10 and +10 points, std 0 -> an interval of 0; no verdict
+    # decides it here (none given), so it is plain: the table marks only what the verdicts decide
+    assert "| +10.00 ± 0.00 | – |" in md and "**+" not in md
     assert "- sam: seed 2 at step 7 (last finite loss 2.500)" in md  # a diverged run is shown, not dropped
     assert "| time × SGD | time × SAM |" in md and "| FLOPs × SGD | FLOPs × SAM |" in md
 
@@ -149,7 +150,7 @@ def test_paired_difference_against_known_numbers():
     n, mean, std, half = paired_difference({0: 0.60, 1: 0.62, 2: 0.55, 3: 0.99}, sgd)  # seed 3 has no pair
     assert n == 3 and mean == pytest.approx(0.07) and std == pytest.approx(math.sqrt(0.0027))
     assert half == pytest.approx(4.302653 * math.sqrt(0.0027) / math.sqrt(3))
-    assert not distinguishable(n, mean, half)
+    assert abs(mean) < half  # the interval includes 0
 
 
 def test_pairing_separates_what_unpaired_intervals_cannot():
@@ -161,7 +162,7 @@ def test_pairing_separates_what_unpaired_intervals_cannot():
     assert m_other - h_other < m_ref + h_ref
     n, mean, _, half = paired_difference(other, ref)
     assert mean == pytest.approx(0.05 / 3) and half == pytest.approx(4.302653 * 0.0057735 / math.sqrt(3), rel=1e-4)
-    assert distinguishable(n, mean, half)
+    assert abs(mean) > half  # the paired interval excludes 0
 
 
 def test_pareto_front():
@@ -230,7 +231,7 @@ def test_one_optimizer_with_other_hyper_parameters_is_its_own_row():
 
 def test_the_same_settings_under_one_profile_stay_one_table():
     table = summarize([_with(r, epochs=2) for r in RECORDS])
-    assert set(table["setting"]) == {""} and "with" not in to_markdown(table)
+    assert set(table["setting"]) == {""} and "`p` with" not in to_markdown(table)
 
 
 def test_a_record_older_than_a_setting_reads_as_its_default():
@@ -332,7 +333,7 @@ def test_figure_titles_promise_spread_only_with_seeds(tmp_path):
 # ----- what a profile declares (issue 36) ------------------------------------------------------------------------
 def test_a_profile_that_says_nothing_about_accuracy_gets_no_accuracy_verdict(tmp_path, capsys):
     """smoke declares it (``accuracy_claims = false``): a few steps of every optimizer decide nothing about
-    accuracy, so the same runs that give cpu a verdict give smoke none."""
+    accuracy, so the same runs that give cpu a verdict give smoke none, and its table marks nothing."""
     from suite.config import ConfigError, load_profile, parse_profile
     from suite.report import on_accuracy
 
@@ -349,3 +350,62 @@ def test_a_profile_that_says_nothing_about_accuracy_gets_no_accuracy_verdict(tmp
     write_report(tmp_path)
     md = (tmp_path / "summary.md").read_text()
     assert "### Verdicts — `cpu`" in md and "### Verdicts — `smoke`" not in md
+    smoke = md.split("### Profile `smoke`")[1]
+    assert "|" in smoke.split("\n\n")[1] and "**" not in smoke.split("\n\n")[1]  # its table
+
+
+# ----- one rule for the table and the verdicts (issue 36) ---------------------------------------------------------
+def _beats(subject: str, reference: str):
+    from suite.claims import Claim
+
+    return Claim(f"{subject}-beats-{reference}", f"{subject} is more accurate than {reference}", "test",
+                 metric="test_acc", test="beats", subjects=(subject,), reference=reference, scale=100.0)
+
+
+def test_the_table_marks_what_the_verdicts_decide_and_nothing_else(tmp_path):
+    """The issue's case: a one-sided verdict that fails (p 0.03 at n = 3) beside a two-sided 95% interval that
+    includes 0 was a plain cell, and a cell no claim judges was bold by its own rule. Now the cell a verdict
+    decides is bold with the verdict and its own bound, every other cell plain, and the line under the table
+    says so."""
+    from scipy import stats
+
+    from suite.report import DIFF_RULE
+
+    base = [0.50, 0.52, 0.54]
+    worse = [b + d for b, d in zip(base, [-0.02, -0.03, -0.05])]  # -3.33 points, t = -3.78
+    better = [b + d for b, d in zip(base, [0.05, 0.06, 0.07])]  # +6 points, its interval excludes 0; no claim
+    for name, accs in (("base", base), ("x", worse), ("y", better)):
+        for seed, acc in enumerate(accs):
+            write_record(record_path(tmp_path, "p", f"{name}-{seed}"), record(name, seed, acc, 0.1, 1e9,
+                                                                              references=("base",)))
+    write_report(tmp_path, [_beats("x", "base")])
+    md = squash((tmp_path / "summary.md").read_text())
+    d = [100 * (w - b) for w, b in zip(worse, base)]
+    se = stats.tstd(d) / math.sqrt(3)
+    half, upper = stats.t.ppf(0.975, 2) * se, sum(d) / 3 + stats.t.ppf(0.95, 2) * se
+    assert half > 100 * 0.0333 > 0 > upper  # the interval includes 0; the verdict's bound excludes it
+    assert "| `x-beats-base` | `x` | `base` | 3 | 1 | -3.33 |" in md and "| **fails** |" in md
+    assert f"| **-3.33 ± {half:.2f} fails (≤ {upper:+.2f})** |" in md
+    assert "| +6.00 ± 2.48 |" in md and md.count("**-") == 1  # no claim: plain, though it excludes 0
+    assert squash(DIFF_RULE) in md
+
+
+def test_a_cell_is_marked_on_its_own_table_alone():
+    """A verdict names its table (profile, setting), its budget (the claim's), optimizer, reference and metric:
+    the same comparison in the flops table stays plain, and so does an inconclusive one."""
+    from suite.report import decided
+
+    judged = pd.DataFrame([{"table": "p", "setting": "", "claim": "x-beats-base", "subject": "x", "reference": "base",
+                            "metric": "test_acc", "test": "beats", "verdict": "holds", "bound": 0.012,
+                            "bound_side": "holds"},
+                           {"table": "p", "setting": "", "claim": "x-beats-base", "subject": "z", "reference": "base",
+                            "metric": "test_acc", "test": "beats", "verdict": "inconclusive", "bound": -0.5,
+                            "bound_side": "holds"}])
+    marks = decided(judged, [_beats("x", "base")])
+    assert list(marks) == [("p", "", "epochs", "x", "base", "test_acc")]  # inconclusive decides nothing
+    rows = [record(o, s, a, 0.1, 1e9, budget=b, references=("base",)) for b in ("epochs", "flops")
+            for o, accs in (("base", [0.5, 0.52]), ("x", [0.53, 0.56]), ("z", [0.4, 0.5])) for s, a in enumerate(accs)]
+    md = squash(to_markdown(summarize(rows), {"p": ("base",)}, marks))
+    epochs, flops = md.split("budget `flops`")
+    assert "| **+3.50 ± 6.35 holds (≥ +1.20)** |" in epochs and "**+" not in flops and "**-" not in flops
+    assert "| -6.00 ± " in epochs  # z: its verdict is inconclusive
