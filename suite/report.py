@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from suite import frontier, metrics, plots
+from suite import frontier, metrics, plots, registry
 from suite.config import BUDGETS, REFERENCES, ConfigError, TrainConfig
 from suite.metrics import Metric, columns
 from suite.stats import interval, paired_difference
@@ -465,9 +465,12 @@ def write_report(results_dir: Path, claims: Iterable[Any] | None = None) -> tupl
     table = summarize(records, refs=refs)
     written = [results_dir / "summary.csv", results_dir / "summary.md"]
     _atomic_write(written[0], table.to_csv(index=False))
-    declared, judged = verdicts(results_dir, records, claims)
-    _atomic_write(written[1], summary_markdown(results_dir, table, records, refs, declared, judged))
-    figures = write_figures(results_dir, table, records, refs, judged) if not table.empty else []
+    profiles = record_profiles(records)
+    declared, judged = verdicts(results_dir, records, claims, profiles)
+    changed = as_run(records, profiles)
+    _atomic_write(written[1], headings_say(summary_markdown(results_dir, table, records, refs, declared, judged),
+                                           changed))
+    figures = write_figures(results_dir, table, records, refs, judged, changed) if not table.empty else []
     remove_stale_figures(results_dir, figures, {r["config"]["profile"] for r in records})
     return written + figures, skipped, [path_of[id(r)] for r in superseded]
 
@@ -515,7 +518,8 @@ def on_accuracy(metric: str) -> bool:
 def record_profiles(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """Per profile the records name, that profile as its file says now: the file its records name (a path
     relative to the checkout), else the shipped profile of that name; left out where neither can be read
-    (a bad file: a warning says why). Its claims are judged on its tables and its declarations honoured."""
+    (a bad file: a warning says why). Its claims are judged on its tables, its declarations honoured, and
+    its tables compared with it (``as_run``)."""
     from suite.config import ROOT, available_profiles, load_profile
 
     found, shipped = {}, set(available_profiles())
@@ -531,6 +535,90 @@ def record_profiles(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
         except ConfigError as exc:
             print(f"warning: profile {name} was not read (its claims are not judged): {exc}", file=sys.stderr)
     return found
+
+
+# ----- the records against their profile as shipped --------------------------------------------------------
+# where and under which budget a run ran: a profile runs under each of its budgets, on any device, under
+# torchrun or not, so these are no change of it
+PLACED = ("budget", "device", "replicas")
+SUBSETS = ("train_subset", "test_subset")  # 0: the whole set
+
+
+def as_run(records: list[dict[str, Any]], profiles: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """Per table (profile, setting) whose runs differ from their profile as shipped (``record_profiles``) — in
+    a training setting, or fewer seeds than it gives an optimizer — how, as the table's headings and figures
+    say it: "shortened: 2 epochs, 2 seeds" where every change is a cut (fewer epochs or seeds, a smaller
+    subset), else "not as shipped: dataset synthetic, 2 seeds". ``records``: labelled (``label_tables``)."""
+    out = {}
+    for (name, setting), group in _grouped(records, lambda r: (r["config"]["profile"], r.get("_setting", ""))).items():
+        if name not in profiles:
+            continue
+        changes = [*_train_changes(group[0], profiles[name].train), *_seed_changes(group, profiles[name])]
+        if changes:
+            word = "shortened" if all(cut for _, cut in changes) else "not as shipped"
+            out[name, setting] = f"{word}: {', '.join(said for said, _ in changes)}"
+    return out
+
+
+def _train_changes(record: dict[str, Any], shipped: TrainConfig) -> list[tuple[str, bool]]:
+    """(a training setting the run changed of its profile's, as said; whether it is a cut), epochs first. The
+    runs of one table share their settings (``label_tables``), so one record speaks for them."""
+    ran = {**TRAIN_DEFAULTS, **record["config"]["train"]}
+    ships = dataclasses.asdict(shipped)
+    keys = sorted((k for k in ships if k not in PLACED and ran.get(k) != ships[k]), key=lambda k: (k != "epochs", k))
+    return [(_counted(ran[k], "epoch") if k == "epochs" else f"{k} {ran.get(k)}", _cut(k, ran.get(k), ships[k]))
+            for k in keys]
+
+
+def _cut(key: str, ran: Any, ships: Any) -> bool:
+    if not (isinstance(ran, int) and isinstance(ships, int)):
+        return False
+    if key in SUBSETS:
+        return ran > 0 and (ships == 0 or ran < ships)
+    return key == "epochs" and ran < ships
+
+
+def _seed_changes(group: list[dict[str, Any]], profile: Any) -> list[tuple[str, bool]]:
+    """"2 seeds" where an optimizer of the table ran fewer seeds than its profile gives it (a cut); more is
+    no change of the experiment, and the table's seeds column says it."""
+    seeds: dict[tuple, set] = {}
+    for r in group:
+        c = r["config"]
+        seeds.setdefault((c["train"]["budget"], r.get("_label", c["optimizer"]), c["optimizer"]), set()).add(c["seed"])
+    short = sorted({len(s) for (_, _, name), s in seeds.items() if len(s) < profile.seeds_of(name, _aliases(name))})
+    if not short:
+        return []
+    return [((f"{short[0]}–{short[-1]} seeds" if len(short) > 1 else _counted(short[0], "seed")), True)]
+
+
+def _aliases(name: str) -> tuple[str, ...]:
+    try:
+        return registry.get(name).aliases
+    except KeyError:  # an optimizer registered when the run was made, not now
+        return ()
+
+
+def _counted(n: Any, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def headings_say(text: str, changed: dict[tuple[str, str], str]) -> str:
+    """Markdown ``text`` whose every heading that names a table ("`cpu`", "`cpu` with epochs=2": the
+    verdicts', the frontier's, the summary's and the sharpness tables' alike) goes on to say how its runs
+    differ from their profile as shipped (``as_run``): "`cpu`, shortened: 2 epochs, 2 seeds"."""
+    if not changed:
+        return text
+    # the table's name, not the start of another's: "`cpu`" is not "`cpu` with ...", nor "`cpu` with
+    # epochs=2" the start of "`cpu` with epochs=2, label_noise=0.4"
+    names = [(re.compile(re.escape(f"`{p}`" + (f" with {s}" if s else "")) + r"(?! with |, [\w.-]+=)"), said)
+             for (p, s), said in changed.items()]
+
+    def heading(line: str) -> str:
+        for name, said in names:
+            line = name.sub(lambda m, said=said: f"{m.group(0)}, {said}", line)
+        return line
+
+    return "\n".join(heading(line) if line.startswith("#") else line for line in text.split("\n"))
 
 
 FINDINGS = ("<!-- findings: generated by `python -m suite publish` from results/; do not edit -->",
@@ -571,9 +659,11 @@ def update_readme(readme: Path, results_dir: Path) -> bool:
 
 
 def write_figures(results_dir: Path, table: pd.DataFrame, records: list[dict[str, Any]],
-                  refs: dict[str, tuple[str, ...]], judged: pd.DataFrame | None = None) -> list[Path]:
+                  refs: dict[str, tuple[str, ...]], judged: pd.DataFrame | None = None,
+                  changed: dict[tuple[str, str], str] | None = None) -> list[Path]:
     """Per table of the summary (a profile, or one setting of it), each figure of ``plots.FIGURES`` whose
-    data the table has, as ``<profile>[-<setting>]-<figure>.png`` (``figure_stem``)."""
+    data the table has, as ``<profile>[-<setting>]-<figure>.png`` (``figure_stem``); its title says how the
+    table's runs differ from their profile as shipped (``changed``: ``as_run``)."""
     epochs, surfaces = epoch_rows(records), surface_rows(records)
     written = []
     tables = list(table.groupby(["profile", "setting"], sort=False))
@@ -581,8 +671,10 @@ def write_figures(results_dir: Path, table: pd.DataFrame, records: list[dict[str
     for (profile, setting), t in tables:
         mine = judged[(judged["table"] == profile) & (judged["setting"] == setting)] \
             if judged is not None and len(judged) else pd.DataFrame()
-        shown = plots.Shown(f"{profile}" + (f" ({setting})" if setting else ""), t, _of(epochs, profile, setting),
-                            _of(surfaces, profile, setting), refs[profile], mine)
+        title = f"{profile}" + (f" ({setting})" if setting else "")
+        title += f", {changed[profile, setting]}" if (profile, setting) in (changed or {}) else ""
+        shown = plots.Shown(title, t, _of(epochs, profile, setting), _of(surfaces, profile, setting), refs[profile],
+                            mine)
         written += [figure.write(results_dir / f"{stems[profile, setting]}-{figure.name}.png", shown)
                     for figure in plots.FIGURES if figure.needs(shown)]
     return written

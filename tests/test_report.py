@@ -409,3 +409,79 @@ def test_a_cell_is_marked_on_its_own_table_alone():
     epochs, flops = md.split("budget `flops`")
     assert "| **+3.50 ± 6.35 holds (≥ +1.20)** |" in epochs and "**+" not in flops and "**-" not in flops
     assert "| -6.00 ± " in epochs  # z: its verdict is inconclusive
+
+
+# ----- shortened runs say so (issue 36) -----------------------------------------------------------------------------
+SHARPNESS = {"sharpness_lambda_max": 100.0, "sharpness_trace": 500.0, "sharpness_m": 0.4, "sharpness_m_adaptive": 0.03}
+
+
+def _of_profile(name: str, optimizer: str, seed: int, acc: float, **train):
+    """A record of a shipped profile's runs, its training settings as the profile ships them but ``train``."""
+    import dataclasses
+
+    from suite.config import load_profile
+
+    r = record(optimizer, seed, acc, 0.1, 1e9, profile=name)
+    r["config"]["train"] = {**dataclasses.asdict(load_profile(name).train), **train}
+    r["metrics"].update(SHARPNESS)
+    return r
+
+
+def test_how_runs_differ_from_their_profile_as_shipped():
+    from suite.config import load_profile
+    from suite.report import as_run, label_tables
+
+    profiles = {name: load_profile(name) for name in ("cpu", "smoke")}
+
+    def said(records):
+        return as_run(label_tables(records), profiles)
+
+    full = [_of_profile("cpu", o, s, 0.4) for o in ("sgd", "sam") for s in range(3)]
+    assert said(full) == {}
+    assert said([*full, _of_profile("cpu", "sgd", 3, 0.4)]) == {}  # more seeds than it gives: no cut
+    assert said([_of_profile("cpu", o, s, 0.4, device="cuda") for o in ("sgd", "sam") for s in range(3)]) == {}
+    short = [_of_profile("cpu", o, s, 0.4, epochs=2) for o in ("sgd", "sam") for s in range(2)]
+    assert said(short) == {("cpu", ""): "shortened: 2 epochs, 2 seeds"}
+    assert said([_of_profile("smoke", "sgd", 0, 0.4, train_subset=320)]) == {
+        ("smoke", ""): "shortened: train_subset 320"}
+    assert said([_of_profile("smoke", "sgd", 0, 0.4, dataset="synthetic", epochs=2)]) == {
+        ("smoke", ""): "not as shipped: 2 epochs, dataset synthetic"}
+    # two tables of one profile: each says its own
+    both = said([*full, *short])
+    assert both == {("cpu", "epochs=2"): "shortened: 2 epochs, 2 seeds"}
+    profiles.pop("smoke")  # a profile that cannot be read now: nothing to compare with
+    assert said([_of_profile("smoke", "sgd", 0, 0.4, epochs=9)]) == {}
+
+
+def test_every_heading_that_names_a_shortened_profile_says_so(tmp_path):
+    """The issue's case: `cpu` run with --epochs 2 --seeds 2 looked like the profile. Every heading of
+    summary.md that names it — verdicts, frontier, summary and sharpness tables — now says how it was cut."""
+    from suite.claims import Claim, Margin
+
+    keeps = Claim("nm-keeps-sam", "N:M keeps SAM's accuracy", "test", metric="test_acc", test="keeps",
+                  subjects=("ssam-f-nm-explicit",), reference="sam", margin=Margin(at_least=0.01), scale=100.0)
+    accuracy = {"sgd": [0.40, 0.41], "sam": [0.45, 0.47], "ssam-f-nm-explicit": [0.45, 0.47]}
+    for name, accs in accuracy.items():
+        for seed, acc in enumerate(accs):
+            write_record(record_path(tmp_path, "cpu", f"{name}-{seed}"), _of_profile("cpu", name, seed, acc, epochs=2))
+    write_record(record_path(tmp_path, "smoke", "sgd-0"), _of_profile("smoke", "sgd", 0, 0.3))  # as shipped
+    write_report(tmp_path, [keeps, _beats("sam", "sgd")])
+    headings = [line for line in (tmp_path / "summary.md").read_text().splitlines() if line.startswith("#")]
+    named = [h for h in headings if "`cpu`" in h]
+    assert {h.split()[1] for h in named} >= {"Verdicts", "Frontier", "Profile", "Sharpness"}
+    assert all("`cpu`, shortened: 2 epochs, 2 seeds" in h for h in named), named
+    assert not any("`smoke`, shortened" in h or "not as shipped" in h for h in headings)
+
+
+def test_a_heading_names_its_own_table_not_one_it_begins():
+    from suite.report import headings_say
+
+    text = ("### Verdicts — `cpu` with epochs=2\n### Profile `cpu` with epochs=2, label_noise=0.4, budget `epochs`\n"
+            "### Frontier — `cpu` (time: the `cost` table)\n### Profile `cpu-noise`, budget `epochs`\n"
+            "prose that names `cpu` with epochs=2")
+    out = headings_say(text, {("cpu", "epochs=2"): "shortened: 2 epochs"}).splitlines()
+    assert out[0] == "### Verdicts — `cpu` with epochs=2, shortened: 2 epochs"
+    assert out[1:] == text.splitlines()[1:]
+    out = headings_say(text, {("cpu", ""): "shortened: 1 seed"}).splitlines()
+    assert out[2] == "### Frontier — `cpu`, shortened: 1 seed (time: the `cost` table)"
+    assert out[:2] + out[3:] == text.splitlines()[:2] + text.splitlines()[3:]
