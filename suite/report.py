@@ -220,6 +220,40 @@ def _ordered(table: pd.DataFrame, runs: pd.DataFrame, refs: dict[str, tuple[str,
     return table.loc[order].reset_index(drop=True)
 
 
+# ----- summary.csv: the summary in the Markdown's units, each named; its columns are in results/README.md ------
+# metrics another column gives already: budget_steps_run is steps; budget_spent is budget_epochs_run,
+# budget_train_flops or budget_train_seconds_at_timed_rate, as the budget says
+REDUNDANT = ("budget_steps_run", "budget_spent")
+
+
+def csv_table(table: pd.DataFrame) -> pd.DataFrame:
+    """summary.csv from the summary (``summarize``): without the columns another already gives
+    (``REDUNDANT``), and with every accuracy, and every metric the Markdown shows in percent, in percent and
+    named so (``csv_name``: ``test_acc_pct_mean``, ``diff_sgd_test_acc_pct_ci95``); its paired seeds and its
+    ratios are renamed, not scaled. The summary itself keeps the records' units, for the figures."""
+    out = table.drop(columns=[f"{k}_{stat}" for k in REDUNDANT for stat in ("mean", "std") if f"{k}_{stat}" in table])
+    keys = [c[: -len("_mean")] for c in out.columns if c.endswith("_mean") and not c.startswith("diff_")]
+    for key in filter(_in_percent, keys):
+        column = re.compile(rf"(diff_.+_)?{re.escape(key)}_(mean|std|ci95|seeds|ratio_.+)")
+        for c in [c for c in out.columns if column.fullmatch(c)]:
+            prefix, stat = column.fullmatch(c).groups()
+            if stat in ("mean", "std", "ci95"):
+                out[c] = pd.to_numeric(out[c], errors="coerce") * 100
+            out = out.rename(columns={c: f"{prefix or ''}{csv_name(key)}_{stat}"})
+    return out
+
+
+def _in_percent(key: str) -> bool:
+    metric = next((m for m in metrics.METRICS if m.key == key), None)
+    return on_accuracy(key) or (metric is not None and metric.scale == 100)
+
+
+def csv_name(key: str) -> str:
+    """A percent metric's name in summary.csv: ``test_acc`` -> ``test_acc_pct``, ``budget_spent_ratio`` ->
+    ``budget_spent_pct`` (a fraction of the budget, now in percent)."""
+    return (key[: -len("_ratio")] if key.endswith("_ratio") else key) + "_pct"
+
+
 # ----- Markdown ------------------------------------------------------------------------------------------------
 BUDGET_TITLES = {
     "epochs": "every optimizer trains the same number of epochs",
@@ -464,7 +498,7 @@ def write_report(results_dir: Path, claims: Iterable[Any] | None = None) -> tupl
     refs = references(records)
     table = summarize(records, refs=refs)
     written = [results_dir / "summary.csv", results_dir / "summary.md"]
-    _atomic_write(written[0], table.to_csv(index=False))
+    _atomic_write(written[0], csv_table(table).to_csv(index=False))
     profiles = record_profiles(records)
     declared, judged = verdicts(results_dir, records, claims, profiles)
     changed = as_run(records, profiles)

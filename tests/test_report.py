@@ -485,3 +485,53 @@ def test_a_heading_names_its_own_table_not_one_it_begins():
     out = headings_say(text, {("cpu", ""): "shortened: 1 seed"}).splitlines()
     assert out[2] == "### Frontier — `cpu`, shortened: 1 seed (time: the `cost` table)"
     assert out[:2] + out[3:] == text.splitlines()[:2] + text.splitlines()[3:]
+
+
+# ----- summary.csv: one unit per number, named, and described (issue 36) ------------------------------------------
+def test_summary_csv_gives_accuracy_in_percent_as_summary_md_does(tmp_path):
+    """summary.md said 52.00 where summary.csv said 0.52 under the same name: the CSV now says percent, and its
+    column's name says so; columns another already gives (budget_steps_run = steps; budget_spent = the
+    budget's own measure) and the old bold rule's flags are gone."""
+    for i, r in enumerate(RECORDS):
+        r = json.loads(json.dumps(r))
+        r["metrics"].update(budget_steps_run=10, budget_spent=2.0, best_test_acc_on_test_set=r["metrics"]["test_acc"])
+        write_record(record_path(tmp_path, "p", f"r{i}"), r)
+    write_report(tmp_path)
+    csv = pd.read_csv(tmp_path / "summary.csv").set_index("optimizer")
+    assert csv.loc["sgd", "test_acc_pct_mean"] == pytest.approx(52.0) and "| 52.00 ± 2.00 |" in squash(
+        (tmp_path / "summary.md").read_text())
+    assert csv.loc["sgd", "test_acc_pct_std"] == pytest.approx(2.0)
+    assert csv.loc["sgd", "test_acc_pct_ci95"] == pytest.approx(100 * 4.302653 * 0.02 / math.sqrt(3))
+    assert csv.loc["sam", "diff_sgd_test_acc_pct_mean"] == pytest.approx(10.0)
+    assert csv.loc["sam", "diff_sgd_test_acc_pct_seeds"] == 2  # a count: not scaled
+    assert csv.loc["sam", "best_test_acc_on_test_set_pct_mean"] == pytest.approx(61.0)
+    assert csv.loc["sam", "budget_spent_pct_mean"] == pytest.approx(100.0)
+    assert csv.loc["sam", "time_per_step_s_ratio_sgd"] == pytest.approx(2.0)  # a ratio: as it was
+    assert not [c for c in csv.columns if "acc_" in c and "acc_pct_" not in c and "acc_on_test_set_pct_" not in c]
+    assert not [c for c in csv.columns if c.endswith("_distinguishable")
+                or c.startswith(("budget_steps_run_", "budget_spent_mean", "budget_spent_std", "budget_spent_ratio"))]
+
+
+def test_the_results_readme_describes_every_column_of_summary_csv():
+    """results/README.md's last section says what each column of summary.csv holds. The columns the published
+    records give (``report.csv_table``) are exactly those it describes: a column added, dropped or renamed
+    without its description fails here."""
+    import re
+    from pathlib import Path
+
+    from suite.report import csv_table, label_tables, latest_per_seed
+
+    root = Path(__file__).resolve().parent.parent
+    section = (root / "results" / "README.md").read_text().split("# The columns of `summary.csv`")[1]
+    columns_part, metrics_part = re.split(r"^# ", section, flags=re.M)[0].split("| metric |")
+
+    def first_cells(text: str) -> list[str]:
+        return [n for line in text.splitlines() if line.startswith("| `")
+                for n in re.findall(r"`([^`]+)`", line.split("|")[1])]
+
+    patterns, described = first_cells(columns_part), first_cells(metrics_part)
+    records, _ = latest_per_seed(label_tables([r for _, r in iter_records(root / "results") if r is not None]))
+    refs = sorted({ref for names in references(records).values() for ref in names})
+    expected = {p.replace("<metric>", m).replace("<ref>", ref) for p in patterns for m in described for ref in refs}
+    actual = set(csv_table(summarize(records)).columns)
+    assert sorted(actual - expected) == [] and sorted(expected - actual) == []
