@@ -255,6 +255,8 @@ class Profile:
     sharpness_rho: float | None = None  # the ball of m-sharpness; None: the profile's SAM rho
     slurm: dict[str, Any] = field(default_factory=dict)  # what --launcher slurm asks for (launch.SlurmSettings)
     claims: tuple = ()  # its own [[claims]] (suite.claims.Claim), judged on its tables alone
+    # false: its accuracy says nothing (a pipeline check: smoke), so the report judges no accuracy claim on it
+    accuracy_claims: bool = True
     source: ProfileSource | None = field(default=None, compare=False)  # its content's hash and the files read
 
     def seeds_of(self, name: str, aliases: tuple[str, ...] = ()) -> int:
@@ -427,6 +429,7 @@ def _parse_profile(name: str, raw: dict[str, Any]) -> Profile:
         hparams=hparams, references=tuple(dict.fromkeys(references)), data_dir=data_dir,
         sharpness=SharpnessSettings(**table), sharpness_at_end=at_end, sharpness_rho=rho,
         slurm=_table("[slurm]", raw.get("slurm", {})), claims=_claims(name, raw.get("claims")),
+        accuracy_claims=check_bool("accuracy_claims", raw.get("accuracy_claims", True)),
     )
 
 

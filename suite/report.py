@@ -22,10 +22,10 @@ from typing import Any
 
 import pandas as pd
 
-from suite import frontier, metrics, plots
+from suite import frontier, metrics, plots, registry
 from suite.config import BUDGETS, REFERENCES, ConfigError, TrainConfig
 from suite.metrics import Metric, columns
-from suite.stats import distinguishable, interval, paired_difference
+from suite.stats import interval, paired_difference
 from suite.store import atomic_write, iter_records
 
 KEYS = ["profile", "setting", "budget", "optimizer", "seed"]
@@ -194,8 +194,7 @@ def _summary_row(g: pd.DataFrame, finished: pd.DataFrame, numeric: list[str], re
             r = same[same["optimizer"] == ref]
             n, mean, _, half = paired_difference(values, dict(zip(r["seed"], r[m.key])))
             row.update({f"diff_{ref}_{m.key}_seeds": n, f"diff_{ref}_{m.key}_mean": mean,
-                        f"diff_{ref}_{m.key}_ci95": half,
-                        f"diff_{ref}_{m.key}_distinguishable": distinguishable(n, mean, half)})
+                        f"diff_{ref}_{m.key}_ci95": half})
     # the finished seeds whose time figures were taken under contention, and those that did not measure it
     # (records made before it was measured: unknown, not contended)
     flags = ok["time_contended"] if "time_contended" in ok else pd.Series([None] * len(ok), dtype=object)
@@ -221,6 +220,40 @@ def _ordered(table: pd.DataFrame, runs: pd.DataFrame, refs: dict[str, tuple[str,
     return table.loc[order].reset_index(drop=True)
 
 
+# ----- summary.csv: the summary in the Markdown's units, each named; its columns are in results/README.md ------
+# metrics another column gives already: budget_steps_run is steps; budget_spent is budget_epochs_run,
+# budget_train_flops or budget_train_seconds_at_timed_rate, as the budget says
+REDUNDANT = ("budget_steps_run", "budget_spent")
+
+
+def csv_table(table: pd.DataFrame) -> pd.DataFrame:
+    """summary.csv from the summary (``summarize``): without the columns another already gives
+    (``REDUNDANT``), and with every accuracy, and every metric the Markdown shows in percent, in percent and
+    named so (``csv_name``: ``test_acc_pct_mean``, ``diff_sgd_test_acc_pct_ci95``); its paired seeds and its
+    ratios are renamed, not scaled. The summary itself keeps the records' units, for the figures."""
+    out = table.drop(columns=[f"{k}_{stat}" for k in REDUNDANT for stat in ("mean", "std") if f"{k}_{stat}" in table])
+    keys = [c[: -len("_mean")] for c in out.columns if c.endswith("_mean") and not c.startswith("diff_")]
+    for key in filter(_in_percent, keys):
+        column = re.compile(rf"(diff_.+_)?{re.escape(key)}_(mean|std|ci95|seeds|ratio_.+)")
+        for c in [c for c in out.columns if column.fullmatch(c)]:
+            prefix, stat = column.fullmatch(c).groups()
+            if stat in ("mean", "std", "ci95"):
+                out[c] = pd.to_numeric(out[c], errors="coerce") * 100
+            out = out.rename(columns={c: f"{prefix or ''}{csv_name(key)}_{stat}"})
+    return out
+
+
+def _in_percent(key: str) -> bool:
+    metric = next((m for m in metrics.METRICS if m.key == key), None)
+    return on_accuracy(key) or (metric is not None and metric.scale == 100)
+
+
+def csv_name(key: str) -> str:
+    """A percent metric's name in summary.csv: ``test_acc`` -> ``test_acc_pct``, ``budget_spent_ratio`` ->
+    ``budget_spent_pct`` (a fraction of the budget, now in percent)."""
+    return (key[: -len("_ratio")] if key.endswith("_ratio") else key) + "_pct"
+
+
 # ----- Markdown ------------------------------------------------------------------------------------------------
 BUDGET_TITLES = {
     "epochs": "every optimizer trains the same number of epochs",
@@ -229,13 +262,23 @@ BUDGET_TITLES = {
 }
 
 
-def to_markdown(table: pd.DataFrame, refs: dict[str, tuple[str, ...]] | None = None) -> str:
-    """One Markdown table per profile, setting and budget, its columns from ``suite.metrics``."""
+# the one rule of the Δ cells, said under every table that has them
+DIFF_RULE = ("Δ: mean over seeds of (this optimizer − the reference), same seed = same initial weights and batch "
+             "order, ± the half-width of its two-sided 95% interval (uncorrected: it describes, it decides nothing). "
+             "**Bold**, with the verdict and its bound, where a claim's verdict above decides the comparison: "
+             "one-sided and Holm-corrected, so its bound, not the ± interval, is what decides, and a bold interval "
+             "may include 0; plain where no verdict decides it.")
+
+
+def to_markdown(table: pd.DataFrame, refs: dict[str, tuple[str, ...]] | None = None,
+                verdicts: dict[tuple, list[dict[str, Any]]] | None = None) -> str:
+    """One Markdown table per profile, setting and budget, its columns from ``suite.metrics``; a Δ cell is
+    marked where one of ``verdicts`` (``decided``) decides it."""
     parts = []
     for (profile, setting, budget), g in table.groupby(TABLE, sort=False):
         ref_names = (refs or {}).get(profile, REFERENCES)
         contended = {r.optimizer for r in g.itertuples() if getattr(r, "time_contended", 0) > 0}
-        display = pd.DataFrame([_display_row(r, ref_names, contended) for _, r in g.iterrows()])
+        display = pd.DataFrame([_display_row(r, ref_names, contended, verdicts or {}) for _, r in g.iterrows()])
         where = f"Profile `{profile}`" + (f" with {setting}" if setting else "")
         lines = [f"### {where}, budget `{budget}`: {BUDGET_TITLES.get(budget, budget)}", "",
                  display.to_markdown(index=False, disable_numparse=True,
@@ -243,9 +286,7 @@ def to_markdown(table: pd.DataFrame, refs: dict[str, tuple[str, ...]] | None = N
         diverged = [f"- {r.optimizer}: {r.diverged_runs}" for r in g.itertuples() if r.diverged]
         if diverged:
             lines += ["", "Diverged runs (loss NaN/inf; not in the means):", *diverged]
-        lines += ["", "Δ: mean over seeds of (this optimizer − the reference), same seed = same initial weights and "
-                  "batch order; **bold** where the 95% interval excludes 0. × REF: the ratio of the means.",
-                  "", time_note(g)]
+        lines += ["", f"{DIFF_RULE} × REF: the ratio of the means.", "", time_note(g)]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
@@ -282,7 +323,8 @@ def time_note(g: pd.DataFrame) -> str:
     return f"{text} {authority}"
 
 
-def _display_row(r: pd.Series, refs: tuple[str, ...], contended: set[str] = frozenset()) -> dict[str, str]:
+def _display_row(r: pd.Series, refs: tuple[str, ...], contended: set[str] = frozenset(),
+                 verdicts: dict[tuple, list[dict[str, Any]]] | None = None) -> dict[str, str]:
     row = {"optimizer": r["optimizer"], "seeds": f"{r['seeds']}" + (f" ({r['diverged']} diverged)"
                                                                     if r["diverged"] else "")}
     intervals = [m for m in columns() if m.interval]
@@ -292,7 +334,7 @@ def _display_row(r: pd.Series, refs: tuple[str, ...], contended: set[str] = froz
             row[f"{m.label} (mean ± std)"] = f"{_value(m, r, 'mean')} ± {_spread(m, r, 'std')}"
             row[f"{prefix}95% CI"] = f"± {_spread(m, r, 'ci95')}"
             for ref in refs:
-                row[f"{prefix}Δ vs {ref.upper()} (paired, 95% CI)"] = _diff(m, r, ref)
+                row[f"{prefix}Δ vs {ref.upper()} (paired, 95% CI)"] = _diff(m, r, ref, _deciding(verdicts, r, ref, m))
         else:
             row[m.label] = _value(m, r, "mean") + _mark(m, r["optimizer"] in contended)
         for ref in refs if m.ratios else ():
@@ -316,14 +358,49 @@ def _spread(m: Metric, r: pd.Series, stat: str) -> str:
     return _value(m, r, stat, m.spread_fmt)
 
 
-def _diff(m: Metric, r: pd.Series, ref: str) -> str:
-    """The seed-paired difference to ``ref`` and its 95% half-width, **bold** where it excludes 0."""
+def _diff(m: Metric, r: pd.Series, ref: str, verdicts: list[dict[str, Any]] = ()) -> str:
+    """The seed-paired difference to ``ref`` ± its two-sided 95% half-width, which describes it; **bold**, with
+    each verdict and its bound, where ``verdicts`` (those that decide this comparison: ``decided``) say."""
     n = r.get(f"diff_{ref}_{m.key}_seeds")
     if r["optimizer"] == ref or not n or (isinstance(n, float) and math.isnan(n)):
         return "–"
     mean, half = r[f"diff_{ref}_{m.key}_mean"] * m.scale, r[f"diff_{ref}_{m.key}_ci95"] * m.scale
-    text = f"{_num(mean, m.diff_fmt or m.fmt.replace('{:', '{:+'))} ± {_num(half, m.spread_fmt or m.fmt)}"
-    return f"**{text}**" if r[f"diff_{ref}_{m.key}_distinguishable"] else text
+    text = f"{_num(mean, _signed(m))} ± {_num(half, m.spread_fmt or m.fmt)}"
+    if not verdicts:
+        return text
+    return f"**{text} {'; '.join(_verdict_said(m, v, named=len(verdicts) > 1) for v in verdicts)}**"
+
+
+def _signed(m: Metric) -> str:
+    return m.diff_fmt or m.fmt.replace("{:", "{:+")
+
+
+def _verdict_said(m: Metric, v: dict[str, Any], named: bool) -> str:
+    """A verdict in a Δ cell: "fails (≤ -1.12)" — its one-sided bound, on the side that decided, in the cell's
+    units; the claim named where more than one decides the cell."""
+    lower = (v["test"] in ("keeps", "beats")) != (v["bound_side"] == "fails")
+    bound = _num(v["bound"] * m.scale, _signed(m))
+    return (f"`{v['claim']}` " if named else "") + v["verdict"] + (
+        "" if bound == "–" else f" ({'≥' if lower else '≤'} {bound})")
+
+
+def decided(judged: pd.DataFrame | None, claims: Iterable[Any] = ()) -> dict[tuple, list[dict[str, Any]]]:
+    """The verdicts that decide a comparison (holds or fails) by the cell of the comparison tables they
+    decide: (profile, setting, budget, optimizer, reference, metric); a claim names the budget it is judged
+    on. The tables mark these and nothing else, so a table and the verdicts never disagree."""
+    budget_of = {c.name: c.budget for c in claims}
+    out: dict[tuple, list[dict[str, Any]]] = {}
+    if judged is None or not len(judged):
+        return out
+    for v in judged[judged["verdict"] != "inconclusive"].to_dict("records"):
+        key = (v["table"], v["setting"], budget_of.get(v["claim"]), v["subject"], v["reference"], v["metric"])
+        out.setdefault(key, []).append(v)
+    return out
+
+
+def _deciding(verdicts: dict[tuple, list[dict[str, Any]]] | None, r: pd.Series, ref: str,
+              m: Metric) -> list[dict[str, Any]]:
+    return (verdicts or {}).get((r["profile"], r["setting"], r["budget"], r["optimizer"], ref, m.key), [])
 
 
 def _num(x: Any, fmt: str) -> str:
@@ -332,12 +409,13 @@ def _num(x: Any, fmt: str) -> str:
 
 # ----- sharpness (python -m suite sharpness): a table of its own, where records have the measures ------------
 def sharpness_markdown(records: list[dict[str, Any]], refs: dict[str, tuple[str, ...]],
-                       order: pd.DataFrame | None = None) -> str:
+                       order: pd.DataFrame | None = None,
+                       verdicts: dict[tuple, list[dict[str, Any]]] | None = None) -> str:
     """Per profile, setting and budget whose runs were measured: the summary (``summarize``) of the measured
     runs, each sharpness measure (``columns("sharpness")``) as mean ± 95% interval beside the test accuracy,
     then its seed-paired difference to each reference, and what measuring cost against the runs' training;
     "" where nothing was measured. ``records``: one per seed (``latest_per_seed``), labelled; ``order``: the
-    main summary, whose row order the table keeps."""
+    main summary, whose row order the table keeps; ``verdicts``: as ``to_markdown``'s."""
     measures = columns("sharpness")
     measured = [r for r in records if measures[0].key in r["metrics"] and r["metrics"].get("status") == "finished"]
     if not measured:
@@ -352,9 +430,9 @@ def sharpness_markdown(records: list[dict[str, Any]], refs: dict[str, tuple[str,
         values = pd.DataFrame([{"optimizer": r["optimizer"], "seeds": str(r["seeds"]),
                                 **{m.label: f"{_value(m, r, 'mean')} ± {_spread(m, r, 'ci95')}" for m in shown}}
                                for _, r in g.iterrows()])
-        diffs = pd.DataFrame([{"optimizer": r["optimizer"], **{f"{m.label} Δ {ref.upper()}": _diff(m, r, ref)
-                                                               for m in measures for ref in ref_names}}
-                              for _, r in g.iterrows()])
+        diffs = pd.DataFrame([{"optimizer": r["optimizer"],
+                               **{f"{m.label} Δ {ref.upper()}": _diff(m, r, ref, _deciding(verdicts, r, ref, m))
+                                  for m in measures for ref in ref_names}} for _, r in g.iterrows()])
         where = f"Profile `{profile}`" + (f" with {setting}" if setting else "")
         parts.append("\n".join([f"### Sharpness — {where}, budget `{budget}`", "",
                                  values.to_markdown(index=False, disable_numparse=True), ""]
@@ -362,8 +440,9 @@ def sharpness_markdown(records: list[dict[str, Any]], refs: dict[str, tuple[str,
                                     diffs.to_markdown(index=False, disable_numparse=True)] if ref_names else [])))
     return ("## Sharpness of the final models\n\n`python -m suite sharpness` (docs/sharpness.md): the training "
             "loss's Hessian (top eigenvalue, trace) and m-sharpness on fixed training examples, BatchNorm in eval "
-            "mode; mean ± 95% interval over the measured seeds, Δ paired by seed, **bold** where its interval "
-            "excludes 0. Lower is flatter.\n\n" + _sharpness_cost(measured) + "\n\n" + "\n\n".join(parts) + "\n")
+            "mode; mean ± 95% interval over the measured seeds, Δ paired by seed ± its 95% interval (it describes), "
+            "**bold** with the verdict and its bound where a claim's verdict decides it, as in the tables above. "
+            "Lower is flatter.\n\n" + _sharpness_cost(measured) + "\n\n" + "\n\n".join(parts) + "\n")
 
 
 def _in_order_of(table: pd.DataFrame, order: pd.DataFrame) -> pd.DataFrame:
@@ -419,49 +498,161 @@ def write_report(results_dir: Path, claims: Iterable[Any] | None = None) -> tupl
     refs = references(records)
     table = summarize(records, refs=refs)
     written = [results_dir / "summary.csv", results_dir / "summary.md"]
-    _atomic_write(written[0], table.to_csv(index=False))
-    header = "# Summary\n\nGenerated by `python -m suite report` from the records in `runs/`.\n\n"
-    body = to_markdown(table, refs) if not table.empty else "No records.\n"
-    sharp = sharpness_markdown(records, refs, table) if not table.empty else ""
-    from suite import claims as claim_table
-
-    declared, judged = verdicts(results_dir, records, claims)
-    verdict_text = claim_table.markdown(judged, declared)
-    front = frontier.markdown(table, judged, declared, frontier.cost_tables(results_dir)) if not table.empty else ""
-    _atomic_write(written[1], header + "".join(part + "\n" for part in (verdict_text, front) if part) + body
-                  + ("\n" + sharp if sharp else ""))
-    figures = write_figures(results_dir, table, records, refs, judged) if not table.empty else []
+    _atomic_write(written[0], csv_table(table).to_csv(index=False))
+    profiles = record_profiles(records)
+    declared, judged = verdicts(results_dir, records, claims, profiles)
+    changed = as_run(records, profiles)
+    _atomic_write(written[1], headings_say(summary_markdown(results_dir, table, records, refs, declared, judged),
+                                           changed))
+    figures = write_figures(results_dir, table, records, refs, judged, changed) if not table.empty else []
     remove_stale_figures(results_dir, figures, {r["config"]["profile"] for r in records})
     return written + figures, skipped, [path_of[id(r)] for r in superseded]
 
 
-def verdicts(results_dir: Path, records: list[dict[str, Any]], extra: Iterable[Any] | None = None):
-    """(the declared claims with ``extra``, their verdicts on these records and on the cost command's tables
-    under ``results_dir``: each ``cost-repeats.csv``, named by its folder)."""
+def summary_markdown(results_dir: Path, table: pd.DataFrame, records: list[dict[str, Any]],
+                     refs: dict[str, tuple[str, ...]], declared: list[Any], judged: pd.DataFrame) -> str:
+    """summary.md: the verdicts, the frontier, the comparison tables (their Δ cells marked where a verdict
+    decides them) and the sharpness tables."""
     from suite import claims
 
-    declared = [*claims.CLAIMS, *(extra or ()), *profile_claims(records)]
-    return declared, claims.verdicts(run_rows(records), frontier.cost_tables(results_dir), declared)
+    header = "# Summary\n\nGenerated by `python -m suite report` from the records in `runs/`.\n\n"
+    said = claims.markdown(judged, declared)
+    if table.empty:
+        return header + (said + "\n" if said else "") + "No records.\n"
+    marks = decided(judged, declared)
+    front = frontier.markdown(table, judged, declared, frontier.cost_tables(results_dir))
+    sharp = sharpness_markdown(records, refs, table, marks)
+    return (header + "".join(part + "\n" for part in (said, front) if part) + to_markdown(table, refs, marks)
+            + ("\n" + sharp if sharp else ""))
 
 
-def profile_claims(records: Iterable[dict[str, Any]]) -> list[Any]:
-    """The ``[[claims]]`` the records' profiles declare, each judged on its own profile's tables: read from
-    the profile's file as the records name it (a shipped profile by its name), as it says now."""
+def verdicts(results_dir: Path, records: list[dict[str, Any]], extra: Iterable[Any] | None = None,
+             profiles: dict[str, Any] | None = None):
+    """(the declared claims with ``extra``, their verdicts on these records and on the cost command's tables
+    under ``results_dir``: each ``cost-repeats.csv``, named by its folder). ``profiles``: the records'
+    profiles (``record_profiles``); one that declares ``accuracy_claims = false`` (``smoke``: a pipeline
+    check) gets no verdict on an accuracy metric."""
+    from suite import claims
+
+    profiles = record_profiles(records) if profiles is None else profiles
+    declared = [*claims.CLAIMS, *(extra or ()), *(c for p in profiles.values() for c in p.claims)]
+    judged = claims.verdicts(run_rows(records), frontier.cost_tables(results_dir), declared)
+    silent = {name for name, p in profiles.items() if not p.accuracy_claims}
+    if silent and len(judged):
+        said = judged["table"].isin(silent) & judged["metric"].map(on_accuracy)
+        judged = judged[~said].reset_index(drop=True)
+    return declared, judged
+
+
+def on_accuracy(metric: str) -> bool:
+    """Whether a claim's metric is an accuracy (``test_acc``, ``best_test_acc_on_test_set``)."""
+    return "acc" in metric.split("_")
+
+
+def record_profiles(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Per profile the records name, that profile as its file says now: the file its records name (a path
+    relative to the checkout), else the shipped profile of that name; left out where neither can be read
+    (a bad file: a warning says why). Its claims are judged on its tables, its declarations honoured, and
+    its tables compared with it (``as_run``)."""
     from suite.config import ROOT, available_profiles, load_profile
 
-    found, shipped = [], set(available_profiles())
+    found, shipped = {}, set(available_profiles())
     named = {r["config"]["profile"]: tuple((r.get("profile") or {}).get("files") or ()) for r in records}
     for name, files in named.items():
         path = Path(files[0]) if files else None
         path = ROOT / path if path is not None and not path.is_absolute() else path
         try:
             if path is not None and path.is_file():
-                found += load_profile(str(path)).claims
+                found[name] = load_profile(str(path))
             elif name in shipped:
-                found += load_profile(name).claims
+                found[name] = load_profile(name)
         except ConfigError as exc:
-            print(f"warning: the claims of profile {name} were not read: {exc}", file=sys.stderr)
+            print(f"warning: profile {name} was not read (its claims are not judged): {exc}", file=sys.stderr)
     return found
+
+
+# ----- the records against their profile as shipped --------------------------------------------------------
+# where and under which budget a run ran: a profile runs under each of its budgets, on any device, under
+# torchrun or not, so these are no change of it
+PLACED = ("budget", "device", "replicas")
+SUBSETS = ("train_subset", "test_subset")  # 0: the whole set
+
+
+def as_run(records: list[dict[str, Any]], profiles: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """Per table (profile, setting) whose runs differ from their profile as shipped (``record_profiles``) — in
+    a training setting, or fewer seeds than it gives an optimizer — how, as the table's headings and figures
+    say it: "shortened: 2 epochs, 2 seeds" where every change is a cut (fewer epochs or seeds, a smaller
+    subset), else "not as shipped: dataset synthetic, 2 seeds". ``records``: labelled (``label_tables``)."""
+    out = {}
+    for (name, setting), group in _grouped(records, lambda r: (r["config"]["profile"], r.get("_setting", ""))).items():
+        if name not in profiles:
+            continue
+        changes = [*_train_changes(group[0], profiles[name].train), *_seed_changes(group, profiles[name])]
+        if changes:
+            word = "shortened" if all(cut for _, cut in changes) else "not as shipped"
+            out[name, setting] = f"{word}: {', '.join(said for said, _ in changes)}"
+    return out
+
+
+def _train_changes(record: dict[str, Any], shipped: TrainConfig) -> list[tuple[str, bool]]:
+    """(a training setting the run changed of its profile's, as said; whether it is a cut), epochs first. The
+    runs of one table share their settings (``label_tables``), so one record speaks for them."""
+    ran = {**TRAIN_DEFAULTS, **record["config"]["train"]}
+    ships = dataclasses.asdict(shipped)
+    keys = sorted((k for k in ships if k not in PLACED and ran.get(k) != ships[k]), key=lambda k: (k != "epochs", k))
+    return [(_counted(ran[k], "epoch") if k == "epochs" else f"{k} {ran.get(k)}", _cut(k, ran.get(k), ships[k]))
+            for k in keys]
+
+
+def _cut(key: str, ran: Any, ships: Any) -> bool:
+    if not (isinstance(ran, int) and isinstance(ships, int)):
+        return False
+    if key in SUBSETS:
+        return ran > 0 and (ships == 0 or ran < ships)
+    return key == "epochs" and ran < ships
+
+
+def _seed_changes(group: list[dict[str, Any]], profile: Any) -> list[tuple[str, bool]]:
+    """"2 seeds" where an optimizer of the table ran fewer seeds than its profile gives it (a cut); more is
+    no change of the experiment, and the table's seeds column says it."""
+    seeds: dict[tuple, set] = {}
+    for r in group:
+        c = r["config"]
+        seeds.setdefault((c["train"]["budget"], r.get("_label", c["optimizer"]), c["optimizer"]), set()).add(c["seed"])
+    short = sorted({len(s) for (_, _, name), s in seeds.items() if len(s) < profile.seeds_of(name, _aliases(name))})
+    if not short:
+        return []
+    return [((f"{short[0]}–{short[-1]} seeds" if len(short) > 1 else _counted(short[0], "seed")), True)]
+
+
+def _aliases(name: str) -> tuple[str, ...]:
+    try:
+        return registry.get(name).aliases
+    except KeyError:  # an optimizer registered when the run was made, not now
+        return ()
+
+
+def _counted(n: Any, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def headings_say(text: str, changed: dict[tuple[str, str], str]) -> str:
+    """Markdown ``text`` whose every heading that names a table ("`cpu`", "`cpu` with epochs=2": the
+    verdicts', the frontier's, the summary's and the sharpness tables' alike) goes on to say how its runs
+    differ from their profile as shipped (``as_run``): "`cpu`, shortened: 2 epochs, 2 seeds"."""
+    if not changed:
+        return text
+    # the table's name, not the start of another's: "`cpu`" is not "`cpu` with ...", nor "`cpu` with
+    # epochs=2" the start of "`cpu` with epochs=2, label_noise=0.4"
+    names = [(re.compile(re.escape(f"`{p}`" + (f" with {s}" if s else "")) + r"(?! with |, [\w.-]+=)"), said)
+             for (p, s), said in changed.items()]
+
+    def heading(line: str) -> str:
+        for name, said in names:
+            line = name.sub(lambda m, said=said: f"{m.group(0)}, {said}", line)
+        return line
+
+    return "\n".join(heading(line) if line.startswith("#") else line for line in text.split("\n"))
 
 
 FINDINGS = ("<!-- findings: generated by `python -m suite publish` from results/; do not edit -->",
@@ -502,9 +693,11 @@ def update_readme(readme: Path, results_dir: Path) -> bool:
 
 
 def write_figures(results_dir: Path, table: pd.DataFrame, records: list[dict[str, Any]],
-                  refs: dict[str, tuple[str, ...]], judged: pd.DataFrame | None = None) -> list[Path]:
+                  refs: dict[str, tuple[str, ...]], judged: pd.DataFrame | None = None,
+                  changed: dict[tuple[str, str], str] | None = None) -> list[Path]:
     """Per table of the summary (a profile, or one setting of it), each figure of ``plots.FIGURES`` whose
-    data the table has, as ``<profile>[-<setting>]-<figure>.png`` (``figure_stem``)."""
+    data the table has, as ``<profile>[-<setting>]-<figure>.png`` (``figure_stem``); its title says how the
+    table's runs differ from their profile as shipped (``changed``: ``as_run``)."""
     epochs, surfaces = epoch_rows(records), surface_rows(records)
     written = []
     tables = list(table.groupby(["profile", "setting"], sort=False))
@@ -512,8 +705,10 @@ def write_figures(results_dir: Path, table: pd.DataFrame, records: list[dict[str
     for (profile, setting), t in tables:
         mine = judged[(judged["table"] == profile) & (judged["setting"] == setting)] \
             if judged is not None and len(judged) else pd.DataFrame()
-        shown = plots.Shown(f"{profile}" + (f" ({setting})" if setting else ""), t, _of(epochs, profile, setting),
-                            _of(surfaces, profile, setting), refs[profile], mine)
+        title = f"{profile}" + (f" ({setting})" if setting else "")
+        title += f", {changed[profile, setting]}" if (profile, setting) in (changed or {}) else ""
+        shown = plots.Shown(title, t, _of(epochs, profile, setting), _of(surfaces, profile, setting), refs[profile],
+                            mine)
         written += [figure.write(results_dir / f"{stems[profile, setting]}-{figure.name}.png", shown)
                     for figure in plots.FIGURES if figure.needs(shown)]
     return written

@@ -1,6 +1,6 @@
-"""The statistics of the report, in one place: Student-t intervals of a mean, seed-paired differences and
-whether they are told apart from noise, and the Pareto front of cost against accuracy. Pure functions of
-numbers; the report (tables) and the plots (figures) both read them."""
+"""The statistics of the report, in one place: Student-t intervals of a mean and of seed-paired differences
+(descriptive: what decides a claim is its verdict, ``suite.claims``), and the Pareto front of cost against
+accuracy. Pure functions of numbers; the report (tables) and the plots (figures) both read them."""
 
 from __future__ import annotations
 
@@ -34,11 +34,6 @@ def paired_difference(values: dict[int, float], reference: dict[int, float]) -> 
     Pairing removes what a seed does to every optimizer alike (initial weights, batch order), so a
     difference can be distinguishable from noise when the two unpaired intervals overlap."""
     return interval(values[s] - reference[s] for s in sorted(values) if s in reference)
-
-
-def distinguishable(n: int, mean: float, half: float) -> bool:
-    """The 95% interval of a paired difference excludes zero."""
-    return n > 1 and not math.isnan(half) and abs(mean) > half
 
 
 def pareto_front(costs: Iterable[float], accuracies: Iterable[float], tolerance: float = 0.0) -> list[int]:

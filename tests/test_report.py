@@ -10,7 +10,7 @@ import pytest
 from helpers import squash
 
 from suite.report import references, summarize, to_markdown, write_report
-from suite.stats import distinguishable, interval, paired_difference, pareto_front, t975
+from suite.stats import interval, paired_difference, pareto_front, t975
 from suite.store import SCHEMA, iter_records, record_path, write_record
 
 
@@ -94,8 +94,9 @@ def test_markdown_shows_percentages_and_ratios():
     assert "| sgd | 3 | 2.00 | 52.00 ± 2.00 |" in md
     assert "| sam | 2 (1 diverged) | 2.00 | 61.00 ± 1.41 |" in md
     assert "| 2.00 |" in md
-    # SAM - SGD over the two seeds both finished: +10 and +10 points, std 0 -> an interval of 0: bold
-    assert "| **+10.00 ± 0.00** | – |" in md
+    # SAM - SGD over the two seeds both finished: +10 and +10 points, std 0 -> an interval of 0; no verdict
+    # decides it here (none given), so it is plain: the table marks only what the verdicts decide
+    assert "| +10.00 ± 0.00 | – |" in md and "**+" not in md
     assert "- sam: seed 2 at step 7 (last finite loss 2.500)" in md  # a diverged run is shown, not dropped
     assert "| time × SGD | time × SAM |" in md and "| FLOPs × SGD | FLOPs × SAM |" in md
 
@@ -149,7 +150,7 @@ def test_paired_difference_against_known_numbers():
     n, mean, std, half = paired_difference({0: 0.60, 1: 0.62, 2: 0.55, 3: 0.99}, sgd)  # seed 3 has no pair
     assert n == 3 and mean == pytest.approx(0.07) and std == pytest.approx(math.sqrt(0.0027))
     assert half == pytest.approx(4.302653 * math.sqrt(0.0027) / math.sqrt(3))
-    assert not distinguishable(n, mean, half)
+    assert abs(mean) < half  # the interval includes 0
 
 
 def test_pairing_separates_what_unpaired_intervals_cannot():
@@ -161,7 +162,7 @@ def test_pairing_separates_what_unpaired_intervals_cannot():
     assert m_other - h_other < m_ref + h_ref
     n, mean, _, half = paired_difference(other, ref)
     assert mean == pytest.approx(0.05 / 3) and half == pytest.approx(4.302653 * 0.0057735 / math.sqrt(3), rel=1e-4)
-    assert distinguishable(n, mean, half)
+    assert abs(mean) > half  # the paired interval excludes 0
 
 
 def test_pareto_front():
@@ -230,7 +231,7 @@ def test_one_optimizer_with_other_hyper_parameters_is_its_own_row():
 
 def test_the_same_settings_under_one_profile_stay_one_table():
     table = summarize([_with(r, epochs=2) for r in RECORDS])
-    assert set(table["setting"]) == {""} and "with" not in to_markdown(table)
+    assert set(table["setting"]) == {""} and "`p` with" not in to_markdown(table)
 
 
 def test_a_record_older_than_a_setting_reads_as_its_default():
@@ -327,3 +328,210 @@ def test_figure_titles_promise_spread_only_with_seeds(tmp_path):
         write_record(record_path(tmp_path, "p", f"{r['config']['optimizer']}-0"), r)
     names = {p.name for p in write_report(tmp_path)[0]}
     assert {"p-comparison.png", "p-curves.png"} <= names
+
+
+# ----- what a profile declares (issue 36) ------------------------------------------------------------------------
+def test_a_profile_that_says_nothing_about_accuracy_gets_no_accuracy_verdict(tmp_path, capsys):
+    """smoke declares it (``accuracy_claims = false``): a few steps of every optimizer decide nothing about
+    accuracy, so the same runs that give cpu a verdict give smoke none, and its table marks nothing."""
+    from suite.config import ConfigError, load_profile, parse_profile
+    from suite.report import on_accuracy
+
+    assert load_profile("smoke").accuracy_claims is False and load_profile("cpu").accuracy_claims is True
+    with pytest.raises(ConfigError, match="accuracy_claims must be true or false"):
+        parse_profile("mine", {"accuracy_claims": "no"})
+    assert on_accuracy("test_acc") and on_accuracy("best_test_acc_on_test_set")
+    assert not on_accuracy("sharpness_lambda_max") and not on_accuracy("time_per_step_s")
+    for profile in ("smoke", "cpu"):
+        for name, accs in (("sgd", [0.40, 0.41, 0.42]), ("sam", [0.50, 0.52, 0.53])):
+            for seed, acc in enumerate(accs):
+                write_record(record_path(tmp_path, profile, f"{name}-{seed}"),
+                             record(name, seed, acc, 0.1, 1e9, profile=profile))
+    write_report(tmp_path)
+    md = (tmp_path / "summary.md").read_text()
+    assert "### Verdicts — `cpu`" in md and "### Verdicts — `smoke`" not in md
+    smoke = md.split("### Profile `smoke`")[1]
+    assert "|" in smoke.split("\n\n")[1] and "**" not in smoke.split("\n\n")[1]  # its table
+
+
+# ----- one rule for the table and the verdicts (issue 36) ---------------------------------------------------------
+def _beats(subject: str, reference: str):
+    from suite.claims import Claim
+
+    return Claim(f"{subject}-beats-{reference}", f"{subject} is more accurate than {reference}", "test",
+                 metric="test_acc", test="beats", subjects=(subject,), reference=reference, scale=100.0)
+
+
+def test_the_table_marks_what_the_verdicts_decide_and_nothing_else(tmp_path):
+    """The issue's case: a one-sided verdict that fails (p 0.03 at n = 3) beside a two-sided 95% interval that
+    includes 0 was a plain cell, and a cell no claim judges was bold by its own rule. Now the cell a verdict
+    decides is bold with the verdict and its own bound, every other cell plain, and the line under the table
+    says so."""
+    from scipy import stats
+
+    from suite.report import DIFF_RULE
+
+    base = [0.50, 0.52, 0.54]
+    worse = [b + d for b, d in zip(base, [-0.02, -0.03, -0.05])]  # -3.33 points, t = -3.78
+    better = [b + d for b, d in zip(base, [0.05, 0.06, 0.07])]  # +6 points, its interval excludes 0; no claim
+    for name, accs in (("base", base), ("x", worse), ("y", better)):
+        for seed, acc in enumerate(accs):
+            write_record(record_path(tmp_path, "p", f"{name}-{seed}"), record(name, seed, acc, 0.1, 1e9,
+                                                                              references=("base",)))
+    write_report(tmp_path, [_beats("x", "base")])
+    md = squash((tmp_path / "summary.md").read_text())
+    d = [100 * (w - b) for w, b in zip(worse, base)]
+    se = stats.tstd(d) / math.sqrt(3)
+    half, upper = stats.t.ppf(0.975, 2) * se, sum(d) / 3 + stats.t.ppf(0.95, 2) * se
+    assert half > 100 * 0.0333 > 0 > upper  # the interval includes 0; the verdict's bound excludes it
+    assert "| `x-beats-base` | `x` | `base` | 3 | 1 | -3.33 |" in md and "| **fails** |" in md
+    assert f"| **-3.33 ± {half:.2f} fails (≤ {upper:+.2f})** |" in md
+    assert "| +6.00 ± 2.48 |" in md and md.count("**-") == 1  # no claim: plain, though it excludes 0
+    assert squash(DIFF_RULE) in md
+
+
+def test_a_cell_is_marked_on_its_own_table_alone():
+    """A verdict names its table (profile, setting), its budget (the claim's), optimizer, reference and metric:
+    the same comparison in the flops table stays plain, and so does an inconclusive one."""
+    from suite.report import decided
+
+    judged = pd.DataFrame([{"table": "p", "setting": "", "claim": "x-beats-base", "subject": "x", "reference": "base",
+                            "metric": "test_acc", "test": "beats", "verdict": "holds", "bound": 0.012,
+                            "bound_side": "holds"},
+                           {"table": "p", "setting": "", "claim": "x-beats-base", "subject": "z", "reference": "base",
+                            "metric": "test_acc", "test": "beats", "verdict": "inconclusive", "bound": -0.5,
+                            "bound_side": "holds"}])
+    marks = decided(judged, [_beats("x", "base")])
+    assert list(marks) == [("p", "", "epochs", "x", "base", "test_acc")]  # inconclusive decides nothing
+    rows = [record(o, s, a, 0.1, 1e9, budget=b, references=("base",)) for b in ("epochs", "flops")
+            for o, accs in (("base", [0.5, 0.52]), ("x", [0.53, 0.56]), ("z", [0.4, 0.5])) for s, a in enumerate(accs)]
+    md = squash(to_markdown(summarize(rows), {"p": ("base",)}, marks))
+    epochs, flops = md.split("budget `flops`")
+    assert "| **+3.50 ± 6.35 holds (≥ +1.20)** |" in epochs and "**+" not in flops and "**-" not in flops
+    assert "| -6.00 ± " in epochs  # z: its verdict is inconclusive
+
+
+# ----- shortened runs say so (issue 36) -----------------------------------------------------------------------------
+SHARPNESS = {"sharpness_lambda_max": 100.0, "sharpness_trace": 500.0, "sharpness_m": 0.4, "sharpness_m_adaptive": 0.03}
+
+
+def _of_profile(name: str, optimizer: str, seed: int, acc: float, **train):
+    """A record of a shipped profile's runs, its training settings as the profile ships them but ``train``."""
+    import dataclasses
+
+    from suite.config import load_profile
+
+    r = record(optimizer, seed, acc, 0.1, 1e9, profile=name)
+    r["config"]["train"] = {**dataclasses.asdict(load_profile(name).train), **train}
+    r["metrics"].update(SHARPNESS)
+    return r
+
+
+def test_how_runs_differ_from_their_profile_as_shipped():
+    from suite.config import load_profile
+    from suite.report import as_run, label_tables
+
+    profiles = {name: load_profile(name) for name in ("cpu", "smoke")}
+
+    def said(records):
+        return as_run(label_tables(records), profiles)
+
+    full = [_of_profile("cpu", o, s, 0.4) for o in ("sgd", "sam") for s in range(3)]
+    assert said(full) == {}
+    assert said([*full, _of_profile("cpu", "sgd", 3, 0.4)]) == {}  # more seeds than it gives: no cut
+    assert said([_of_profile("cpu", o, s, 0.4, device="cuda") for o in ("sgd", "sam") for s in range(3)]) == {}
+    short = [_of_profile("cpu", o, s, 0.4, epochs=2) for o in ("sgd", "sam") for s in range(2)]
+    assert said(short) == {("cpu", ""): "shortened: 2 epochs, 2 seeds"}
+    assert said([_of_profile("smoke", "sgd", 0, 0.4, train_subset=320)]) == {
+        ("smoke", ""): "shortened: train_subset 320"}
+    assert said([_of_profile("smoke", "sgd", 0, 0.4, dataset="synthetic", epochs=2)]) == {
+        ("smoke", ""): "not as shipped: 2 epochs, dataset synthetic"}
+    # two tables of one profile: each says its own
+    both = said([*full, *short])
+    assert both == {("cpu", "epochs=2"): "shortened: 2 epochs, 2 seeds"}
+    profiles.pop("smoke")  # a profile that cannot be read now: nothing to compare with
+    assert said([_of_profile("smoke", "sgd", 0, 0.4, epochs=9)]) == {}
+
+
+def test_every_heading_that_names_a_shortened_profile_says_so(tmp_path):
+    """The issue's case: `cpu` run with --epochs 2 --seeds 2 looked like the profile. Every heading of
+    summary.md that names it — verdicts, frontier, summary and sharpness tables — now says how it was cut."""
+    from suite.claims import Claim, Margin
+
+    keeps = Claim("nm-keeps-sam", "N:M keeps SAM's accuracy", "test", metric="test_acc", test="keeps",
+                  subjects=("ssam-f-nm-explicit",), reference="sam", margin=Margin(at_least=0.01), scale=100.0)
+    accuracy = {"sgd": [0.40, 0.41], "sam": [0.45, 0.47], "ssam-f-nm-explicit": [0.45, 0.47]}
+    for name, accs in accuracy.items():
+        for seed, acc in enumerate(accs):
+            write_record(record_path(tmp_path, "cpu", f"{name}-{seed}"), _of_profile("cpu", name, seed, acc, epochs=2))
+    write_record(record_path(tmp_path, "smoke", "sgd-0"), _of_profile("smoke", "sgd", 0, 0.3))  # as shipped
+    write_report(tmp_path, [keeps, _beats("sam", "sgd")])
+    headings = [line for line in (tmp_path / "summary.md").read_text().splitlines() if line.startswith("#")]
+    named = [h for h in headings if "`cpu`" in h]
+    assert {h.split()[1] for h in named} >= {"Verdicts", "Frontier", "Profile", "Sharpness"}
+    assert all("`cpu`, shortened: 2 epochs, 2 seeds" in h for h in named), named
+    assert not any("`smoke`, shortened" in h or "not as shipped" in h for h in headings)
+
+
+def test_a_heading_names_its_own_table_not_one_it_begins():
+    from suite.report import headings_say
+
+    text = ("### Verdicts — `cpu` with epochs=2\n### Profile `cpu` with epochs=2, label_noise=0.4, budget `epochs`\n"
+            "### Frontier — `cpu` (time: the `cost` table)\n### Profile `cpu-noise`, budget `epochs`\n"
+            "prose that names `cpu` with epochs=2")
+    out = headings_say(text, {("cpu", "epochs=2"): "shortened: 2 epochs"}).splitlines()
+    assert out[0] == "### Verdicts — `cpu` with epochs=2, shortened: 2 epochs"
+    assert out[1:] == text.splitlines()[1:]
+    out = headings_say(text, {("cpu", ""): "shortened: 1 seed"}).splitlines()
+    assert out[2] == "### Frontier — `cpu`, shortened: 1 seed (time: the `cost` table)"
+    assert out[:2] + out[3:] == text.splitlines()[:2] + text.splitlines()[3:]
+
+
+# ----- summary.csv: one unit per number, named, and described (issue 36) ------------------------------------------
+def test_summary_csv_gives_accuracy_in_percent_as_summary_md_does(tmp_path):
+    """summary.md said 52.00 where summary.csv said 0.52 under the same name: the CSV now says percent, and its
+    column's name says so; columns another already gives (budget_steps_run = steps; budget_spent = the
+    budget's own measure) and the old bold rule's flags are gone."""
+    for i, r in enumerate(RECORDS):
+        r = json.loads(json.dumps(r))
+        r["metrics"].update(budget_steps_run=10, budget_spent=2.0, best_test_acc_on_test_set=r["metrics"]["test_acc"])
+        write_record(record_path(tmp_path, "p", f"r{i}"), r)
+    write_report(tmp_path)
+    csv = pd.read_csv(tmp_path / "summary.csv").set_index("optimizer")
+    assert csv.loc["sgd", "test_acc_pct_mean"] == pytest.approx(52.0) and "| 52.00 ± 2.00 |" in squash(
+        (tmp_path / "summary.md").read_text())
+    assert csv.loc["sgd", "test_acc_pct_std"] == pytest.approx(2.0)
+    assert csv.loc["sgd", "test_acc_pct_ci95"] == pytest.approx(100 * 4.302653 * 0.02 / math.sqrt(3))
+    assert csv.loc["sam", "diff_sgd_test_acc_pct_mean"] == pytest.approx(10.0)
+    assert csv.loc["sam", "diff_sgd_test_acc_pct_seeds"] == 2  # a count: not scaled
+    assert csv.loc["sam", "best_test_acc_on_test_set_pct_mean"] == pytest.approx(61.0)
+    assert csv.loc["sam", "budget_spent_pct_mean"] == pytest.approx(100.0)
+    assert csv.loc["sam", "time_per_step_s_ratio_sgd"] == pytest.approx(2.0)  # a ratio: as it was
+    assert not [c for c in csv.columns if "acc_" in c and "acc_pct_" not in c and "acc_on_test_set_pct_" not in c]
+    assert not [c for c in csv.columns if c.endswith("_distinguishable")
+                or c.startswith(("budget_steps_run_", "budget_spent_mean", "budget_spent_std", "budget_spent_ratio"))]
+
+
+def test_the_results_readme_describes_every_column_of_summary_csv():
+    """results/README.md's last section says what each column of summary.csv holds. The columns the published
+    records give (``report.csv_table``) are exactly those it describes: a column added, dropped or renamed
+    without its description fails here."""
+    import re
+    from pathlib import Path
+
+    from suite.report import csv_table, label_tables, latest_per_seed
+
+    root = Path(__file__).resolve().parent.parent
+    section = (root / "results" / "README.md").read_text().split("# The columns of `summary.csv`")[1]
+    columns_part, metrics_part = re.split(r"^# ", section, flags=re.M)[0].split("| metric |")
+
+    def first_cells(text: str) -> list[str]:
+        return [n for line in text.splitlines() if line.startswith("| `")
+                for n in re.findall(r"`([^`]+)`", line.split("|")[1])]
+
+    patterns, described = first_cells(columns_part), first_cells(metrics_part)
+    records, _ = latest_per_seed(label_tables([r for _, r in iter_records(root / "results") if r is not None]))
+    refs = sorted({ref for names in references(records).values() for ref in names})
+    expected = {p.replace("<metric>", m).replace("<ref>", ref) for p in patterns for m in described for ref in refs}
+    actual = set(csv_table(summarize(records)).columns)
+    assert sorted(actual - expected) == [] and sorted(expected - actual) == []
