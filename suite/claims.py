@@ -1,8 +1,9 @@
 """Claims by declaration, and their verdicts from the records with corrected statistics.
 
-A claim is data (``CLAIMS``, like ``suite.metrics.METRICS``): the statement and who made it, the metric,
-the comparison (each subject against one reference, on seed-paired runs of one table), the direction, and
-the test. The verdict of every comparison is one of *holds*, *fails* or *inconclusive*, with its bound:
+A claim is data (``[[claims]]`` in ``suite/study.toml``, this study's choices; ``CLAIMS`` here): the statement
+and who made it, the metric, the comparison (each subject against one reference, on seed-paired runs of one
+table), the direction, and the test. The verdict of every comparison is one of *holds*, *fails* or
+*inconclusive*, with its bound:
 
 - ``keeps`` (keeps or beats): non-inferiority with a margin δ. Holds when the paired differences
   (subject − reference) are shown above −δ, fails when they are shown below −δ, else inconclusive.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -41,7 +43,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-ALPHA = 0.05
 TESTS = ("keeps", "beats", "flatter", "costs_less")
 # subject groups, by registry origin: every SSAM variant as in the paper's code; every published method of the
 # efficient-SAM field (issue 25); every variant this suite adds (cheaper ascents, other masks and forms)
@@ -82,8 +83,7 @@ class Claim:
     reference: str
     margin: Margin = field(default_factory=Margin)  # keeps only
     budget: str = "epochs"  # the table it is judged on (costs_less: the cost command's table)
-    # profiles it is not judged on (fnmatch globs): the cost profiles time steps and say no accuracy claim
-    not_on: tuple[str, ...] = ("cost", "gpu-cost")
+    not_on: tuple[str, ...] = ()  # profiles it is not judged on (fnmatch globs); a study file says its default
     on: tuple[str, ...] = ()  # only these profiles (globs); a claim declared in a profile is judged on it alone
     scale: float = 1.0  # for display (test_acc: 100, points)
     unit: str = ""
@@ -95,44 +95,42 @@ class Claim:
             raise ValueError(f"claim {self.name}: needs subjects and a reference")
 
 
-ACCURACY = {"metric": "test_acc", "scale": 100.0, "unit": " points"}
-KEEP_MARGIN = Margin(share=0.5, over="sgd", at_least=0.01,
-                     why="half of SAM's gain over SGD in the table, at least 1 point (20 of the cpu profiles' "
-                         "2,000 test images): keeping SAM's accuracy means keeping most of what SAM adds")
+@dataclass(frozen=True)
+class Study:
+    """A study's choices (``suite/study.toml``, or the file ``SUITE_STUDY`` names): its claims, the time goal
+    of the frontier, the cost table that prices each profile's step, and the profiles a claim is not judged on
+    unless it says otherwise."""
 
-CLAIMS: tuple[Claim, ...] = (
-    Claim("sam-beats-sgd", "SAM is more accurate than SGD", "Foret et al. 2021", test="beats",
-          subjects=("sam",), reference="sgd", **ACCURACY),
-    Claim("ssam-keeps-sam-accuracy", "Sparse SAM with 50% of the weights perturbed keeps or improves SAM's accuracy",
-          "Mi et al. 2023", test="keeps", subjects=(PAPER_SSAM,), reference="sam",
-          margin=KEEP_MARGIN, **ACCURACY),
-    Claim("ssam-costs-less-time", "Sparse SAM costs less than SAM (time per step)", "Mi et al. 2023",
-          metric="time_per_step_s", test="costs_less", subjects=(PAPER_SSAM,), reference="sam", budget="cost",
-          scale=100.0, unit="% of SAM's time"),
-    Claim("ssam-costs-less-flops", "Sparse SAM costs less than SAM (FLOPs per step)", "Mi et al. 2023",
-          metric="flops_per_step", test="costs_less", subjects=(PAPER_SSAM,), reference="sam", budget="cost",
-          scale=100.0, unit="% of SAM's FLOPs"),
-    # The field a user weighs against Sparse SAM (issue 25): ESAM and the published cheaper SAMs, then this
-    # suite's own cheaper variants, each family with SSAM's margin and corrected on its own.
-    Claim("field-keeps-sam-accuracy", "The published efficient SAMs keep or improve SAM's accuracy",
-          "each method's paper", test="keeps", subjects=("esam", PUBLISHED), reference="sam", margin=KEEP_MARGIN,
-          **ACCURACY),
-    Claim("field-costs-less-time", "The published efficient SAMs cost less than SAM (time per step)",
-          "each method's paper", metric="time_per_step_s", test="costs_less", subjects=("esam", PUBLISHED),
-          reference="sam", budget="cost", scale=100.0, unit="% of SAM's time"),
-    Claim("extensions-keep-sam-accuracy", "This suite's cheaper variants keep or improve SAM's accuracy", "this suite",
-          test="keeps", subjects=(EXTENSIONS,), reference="sam", margin=KEEP_MARGIN, **ACCURACY),
-    Claim("extensions-cost-less-time", "This suite's cheaper variants cost less than SAM (time per step)",
-          "this suite", metric="time_per_step_s", test="costs_less", subjects=(EXTENSIONS,), reference="sam",
-          budget="cost", scale=100.0, unit="% of SAM's time"),
-    Claim("sam-flatter-than-sgd", "SAM's minima are flatter than SGD's: a lower Hessian top eigenvalue",
-          "Foret et al. 2021", metric="sharpness_lambda_max", test="flatter", subjects=("sam",), reference="sgd"),
-    Claim("ssam-smoother-than-sgd", "Sparse SAM smooths the loss landscape: a lower Hessian top eigenvalue than SGD's",
-          "Mi et al. 2023", metric="sharpness_lambda_max", test="flatter", subjects=(PAPER_SSAM,),
-          reference="sgd"),
-    Claim("ssam-smoother-than-sgd-trace", "Sparse SAM smooths the loss landscape: a lower Hessian trace than SGD's",
-          "Mi et al. 2023", metric="sharpness_trace", test="flatter", subjects=(PAPER_SSAM,), reference="sgd"),
-)
+    claims: tuple[Claim, ...]
+    alpha: float  # each one-sided test's level, before Holm's correction within a family
+    time_goal: float
+    priced_by: dict[str, str]
+    not_on: tuple[str, ...]
+
+
+def load_study(path: Path | str) -> Study:
+    """A study file: ``alpha``, ``time_goal``, ``not_on``, ``[priced_by]`` and ``[[claims]]`` (as ``load_claims`` reads
+    them); a bad file is a ``ValueError`` naming what is wrong."""
+    where = f"study file {str(path)!r}"
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    unknown = sorted(set(raw) - {"alpha", "time_goal", "not_on", "priced_by", "claims"})
+    if unknown:
+        raise ValueError(f"{where}: unknown key {unknown[0]!r}; allowed: alpha, claims, not_on, priced_by, time_goal")
+    not_on, priced_by, goal = raw.get("not_on", []), raw.get("priced_by", {}), raw.get("time_goal", 1.0)
+    alpha = raw.get("alpha", 0.05)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ValueError(f"{where}: alpha must be a number between 0 and 1, got {alpha!r}")
+    if not (isinstance(not_on, list) and all(isinstance(x, str) for x in not_on)):
+        raise ValueError(f"{where}: not_on must be a list of profile names or globs, got {not_on!r}")
+    if not (isinstance(priced_by, dict) and all(isinstance(v, str) for v in priced_by.values())):
+        raise ValueError(f"{where}: [priced_by] must map profile = cost table, got {priced_by!r}")
+    if isinstance(goal, bool) or not isinstance(goal, (int, float)) or goal <= 0:
+        raise ValueError(f"{where}: time_goal must be a number above 0, got {goal!r}")
+    claims = parse_claims(raw.get("claims"), where, not_on=tuple(not_on))
+    return Study(claims, float(alpha), float(goal), dict(priced_by), tuple(not_on))
 
 
 def load_claims(path: Path | str) -> tuple[Claim, ...]:
@@ -145,9 +143,11 @@ def load_claims(path: Path | str) -> tuple[Claim, ...]:
     return parse_claims(raw.get("claims"), f"claims file {str(path)!r}")
 
 
-def parse_claims(tables: Any, where: str, on: tuple[str, ...] = ()) -> tuple[Claim, ...]:
+def parse_claims(tables: Any, where: str, on: tuple[str, ...] = (), not_on: tuple[str, ...] | None = None
+                 ) -> tuple[Claim, ...]:
     """``[[claims]]`` tables (from a claims file, or a profile's: then ``on`` names the profile, and they are
-    judged on its tables alone). Bad tables are a ``ValueError`` naming ``where`` and what is wrong."""
+    judged on its tables alone). A table without ``not_on`` gets ``not_on`` (None: the study's). Bad tables are
+    a ``ValueError`` naming ``where`` and what is wrong."""
     if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
         raise ValueError(f"{where}: expected [[claims]] tables")
     known = set(Claim.__dataclass_fields__) - {"on"}
@@ -157,7 +157,8 @@ def parse_claims(tables: Any, where: str, on: tuple[str, ...] = ()) -> tuple[Cla
         if unknown:
             raise ValueError(f"{where}: unknown key {unknown[0]!r} in [[claims]]; allowed: {', '.join(sorted(known))}")
         t = dict(t, source=t.get("source", "user"), subjects=tuple(t.get("subjects", ())), on=on)
-        t["not_on"] = tuple(t.get("not_on", () if on else Claim.__dataclass_fields__["not_on"].default))
+        default = () if on else (not_on if not_on is not None else STUDY.not_on)
+        t["not_on"] = tuple(t.get("not_on", default))
         margin = t.get("margin", 0.0)
         try:
             t["margin"] = Margin(**margin) if isinstance(margin, dict) else Margin(at_least=float(margin))
@@ -165,6 +166,13 @@ def parse_claims(tables: Any, where: str, on: tuple[str, ...] = ()) -> tuple[Cla
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: {exc}") from None
     return tuple(claims)
+
+
+# The study the report judges unless told otherwise: this suite's (suite/study.toml), or the file SUITE_STUDY names
+STUDY_FILE = Path(os.environ.get("SUITE_STUDY") or Path(__file__).with_name("study.toml"))
+STUDY = load_study(STUDY_FILE)
+CLAIMS: tuple[Claim, ...] = STUDY.claims
+ALPHA = STUDY.alpha
 
 
 # ----- the statistics -----------------------------------------------------------------------------------------

@@ -92,7 +92,7 @@ def _optimizers(p: argparse.ArgumentParser) -> None:
 
 def _claims(p: argparse.ArgumentParser) -> None:
     p.add_argument("--claims", type=Path, metavar="FILE",
-                   help="a TOML file of your own [[claims]], judged beside the declared ones (suite/claims.py)")
+                   help="a TOML file of your own [[claims]], judged beside the study's (suite/study.toml)")
 
 
 def _report(p: argparse.ArgumentParser) -> None:

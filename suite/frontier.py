@@ -1,5 +1,5 @@
 """The frontier: what each method costs per step beside its verdict on keeping SAM's accuracy, cheapest first,
-and whether one meets the time goal of issue 25 — SAM's accuracy at no more than ``TIME_GOAL`` × SGD's time.
+and whether one meets the study's time goal — SAM's accuracy at no more than ``TIME_GOAL`` × SGD's time.
 
 Generated into ``summary.md`` by the report from the same verdicts as its verdict table (``suite.claims``), so
 the answer to "which cheaper SAM keeps SAM's accuracy?" is never written by hand. Costs:
@@ -19,12 +19,12 @@ from typing import Any
 
 import pandas as pd
 
-from suite.claims import verdict_columns
+from suite.claims import STUDY, verdict_columns
 
-TIME_GOAL = 1.2  # × SGD's time per step: issue 25's goal for a cheaper SAM that keeps SAM's accuracy
-# The profiles whose step the cost table in a results directory's top level (``cost``) prices: the same model,
-# batch, precision and machine (tests/test_frontier.py checks that the profiles agree on the first three).
-PRICED_BY = {"cpu": "cost", "cpu-noise": "cost"}
+# The study's choices (suite/study.toml): the goal, × SGD's time per step, for a cheaper SAM that keeps SAM's
+# accuracy; the profiles whose step the cost table in a results directory's top level prices
+TIME_GOAL = STUDY.time_goal
+PRICED_BY = STUDY.priced_by
 
 
 def keeps_sam(judged: pd.DataFrame, claims: Iterable[Any]) -> pd.DataFrame:
