@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -324,6 +325,14 @@ def _git_state(root: Path | None, read: tuple[Path, ...]) -> tuple[str | None, t
             break
         return head.strip() + ("-dirty" if dirty else ""), tuple(sorted(dirty.items()))
     return None, ()
+
+
+def commit_holds(where: Path, commit: str, path: str) -> bool | None:
+    """Whether ``commit`` holds ``path`` (relative to the top of the checkout at ``where``); None where that
+    cannot be told: no git, ``where`` in no checkout, or the commit unknown there."""
+    if shutil.which("git") is None or _git(where, "cat-file", "-e", f"{commit}^{{commit}}") is None:
+        return None
+    return _git(where, "cat-file", "-e", f"{commit}:{path}") is not None
 
 
 def _git(where: Path, *args: str) -> str | None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from suite import frontier, metrics, plots, registry
+from suite import frontier, measure, metrics, plots, registry
 from suite.config import BUDGETS, REFERENCES, ConfigError, TrainConfig
 from suite.metrics import Metric, columns
 from suite.stats import interval, paired_difference
@@ -502,8 +502,10 @@ def write_report(results_dir: Path, claims: Iterable[Any] | None = None) -> tupl
     profiles = record_profiles(records)
     declared, judged = verdicts(results_dir, records, claims, profiles)
     changed = as_run(records, profiles)
+    gaps = provenance_gaps(records, results_dir)
+    said = {k: "; ".join(s for s in (changed.get(k), gaps.get(k)) if s) for k in {*changed, *gaps}}
     _atomic_write(written[1], headings_say(summary_markdown(results_dir, table, records, refs, declared, judged),
-                                           changed))
+                                           said))
     figures = write_figures(results_dir, table, records, refs, judged, changed) if not table.empty else []
     remove_stale_figures(results_dir, figures, {r["config"]["profile"] for r in records})
     return written + figures, skipped, [path_of[id(r)] for r in superseded]
@@ -634,6 +636,21 @@ def _aliases(name: str) -> tuple[str, ...]:
 
 def _counted(n: Any, what: str) -> str:
     return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def provenance_gaps(records: list[dict[str, Any]], where: Path) -> dict[tuple[str, str], str]:
+    """Per table whose records' commit does not hold the profile file they were configured from (an uncommitted
+    profile, published with --allow-uncommitted), as its headings say it: "provenance incomplete: commit 036f71d
+    holds no suite/profiles/gpu-cost.toml". Asked of git in the checkout at ``where``; where git cannot tell
+    (no checkout, an unknown commit), nothing is said."""
+    out = {}
+    for key, group in _grouped(records, lambda r: (r["config"]["profile"], r.get("_setting", ""))).items():
+        read = {(r["env"]["git_commit"].removesuffix("-dirty"), file) for r in group if r["env"].get("git_commit")
+                for file in ((r.get("profile") or {}).get("files") or [f"suite/profiles/{key[0]}.toml"])}
+        missing = sorted((c[:7], f) for c, f in read if measure.commit_holds(where, c, f) is False)
+        if missing:
+            out[key] = "provenance incomplete: " + "; ".join(f"commit {c} holds no {f}" for c, f in missing)
+    return out
 
 
 def headings_say(text: str, changed: dict[tuple[str, str], str]) -> str:

@@ -176,3 +176,27 @@ def test_a_run_from_an_untracked_profile_is_recorded_dirty_and_not_published(rep
     monkeypatch.chdir(tmp_path)
     assert main(["cost", "--profile", str(path), "--out", "results"]) == 2
     assert "suite/profiles/tiny.toml untracked" in capsys.readouterr().err and not (tmp_path / "results").exists()
+
+
+def test_every_profile_file_committed_with_published_results_loads_from_the_checkout():
+    """The profiles beside published tables (the GPU cost tables') resolve inside the repository: none
+    extends a file that only existed on the machine that ran it."""
+    files = sorted((REPO / "results").rglob("*.toml"))
+    assert files, "the published GPU cost tables keep their profiles beside them"
+    from suite.config import PROFILE_DIR  # the shipped profiles: under tox, in the installed package
+
+    for path in files:
+        profile = load_profile(str(path))
+        inside = [f.is_relative_to(REPO) or f.is_relative_to(PROFILE_DIR.resolve()) for f in profile.source.files]
+        assert all(inside), (path, profile.source.files)
+
+
+def test_a_table_whose_commit_lacks_its_profile_says_so_in_its_headings(repo):
+    from suite import report
+
+    commit = head(repo)
+    records = [{"config": {"profile": "committed"}, "env": {"git_commit": commit}, "profile": None},
+               {"config": {"profile": "gone"}, "env": {"git_commit": commit}, "profile": None}]
+    gaps = report.provenance_gaps(records, repo)
+    assert gaps == {("gone", ""): f"provenance incomplete: commit {commit[:7]} holds no suite/profiles/gone.toml"}
+    assert report.provenance_gaps(records, repo.parent / "nowhere") == {}  # git cannot tell: nothing is said
