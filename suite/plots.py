@@ -2,8 +2,8 @@
 summary (the report writes each one whose data a table has, as ``<name>-<figure>.png``):
 
 - ``comparison``: per budget, final test accuracy against training FLOPs and against training seconds, one
-  panel per family (SAM-like, SSAM-F, SSAM-D, others), each beside the references, with the Pareto front of
-  the whole table;
+  panel per family (SAM and ESAM, SSAM-F, SSAM-D, the efficient-SAM field, others), each beside the references,
+  with the Pareto front of the whole table;
 - ``curves``: per budget, test accuracy per epoch, one panel per family;
 - where the runs' final models were measured (``python -m suite sharpness``): ``sharpness``, per budget,
   final test accuracy against the Hessian's top eigenvalue, one panel per family; ``surfaces``, per budget,
@@ -13,8 +13,9 @@ summary (the report writes each one whose data a table has, as ``<name>-<figure>
   glance: final test accuracy against FLOPs per step as a multiple of SGD's (exact), one point per optimizer,
   SAM's mean and the margin below it drawn, the verdict of each marked.
 
-An optimizer has one colour and marker in every figure (``style``), whatever else is drawn, read from what
-its registry entry changes (its class, SSAM's mask, pattern and form, the ascent fraction). Error bars and
+An optimizer has one colour and marker in every figure (``style``), whatever else is drawn, read from its
+registry entry: its family (``registry.FAMILIES``, which also picks its panel) and what it changes (SSAM's
+pattern and form, the ascent fraction); no optimizer class is imported here. Error bars and
 bands are said only where there are seeds to make them: with one seed the title says so.
 """
 
@@ -28,9 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
-from baselines import ESAM, GSAM, MSAM, RST, SAM, LookSAM
 from suite import registry
 from suite.frontier import TIME_GOAL
 from suite.registry import ASCENT_FRACTIONS
@@ -41,105 +40,121 @@ from suite.store import atomic_write
 COST_PANELS = (("budget_train_flops", 1e12, "training TFLOP", False),
                ("budget_train_seconds_at_timed_rate", 1.0, "training seconds (at the timed rate)", True))
 CONTENDED_MARK = "†"  # beside a time taken under contention, as in the tables
-# (title, whether an entry belongs: its class and its changes but the ascent fraction), in the panels' order
-FAMILIES: tuple[tuple[str, Callable[[Any, Mapping[str, Any]], bool]], ...] = (
-    ("SAM and ESAM", lambda cls, changes: cls in (SAM, ESAM) and not changes),
-    ("SSAM-F", lambda cls, changes: changes.get("mask") == "fisher"),
-    ("SSAM-D", lambda cls, changes: changes.get("mask") == "dynamic"),
-    ("published efficient SAMs", lambda cls, changes: cls in (LookSAM, GSAM, MSAM, RST)
-     or (cls is SAM and ("adaptive" in changes or "sam_every" in changes))),
+# The panels, in order: (title, the registry families drawn in it, ``registry.FAMILIES``); an entry of any other
+# family (SGD, where it is not a reference; an out-of-tree entry that names none) is drawn in OTHERS
+PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("SAM and ESAM", ("SAM", "ESAM")),
+    ("SSAM-F", ("SSAM-F",)),
+    ("SSAM-D", ("SSAM-D",)),
+    ("efficient-SAM field", ("field",)),
 )
-# the baselines, as the registry builds their classes without changes
-BASELINE_STYLE = {torch.optim.SGD: ("#222222", "o", True), SAM: ("#d62728", "D", True), ESAM: ("#ff7f0e", "v", True)}
+OTHERS = "others"
+# SGD, SAM and ESAM as the registry builds them (nothing changed but, for SAM, the ascent fraction)
+FAMILY_STYLE = {"SGD": ("#222222", "o", True), "SAM": ("#d62728", "D", True), "ESAM": ("#ff7f0e", "v", True)}
 # SSAM: hue by pattern within the mask's colour ramp, filled marker = explicit, hollow = implicit,
 # an X = implicit-masked
-SSAM_COLOURS = {"fisher": {"unstructured": "#08519c", "structured": "#3182bd", "structured-top": "#17becf",
+SSAM_COLOURS = {"SSAM-F": {"unstructured": "#08519c", "structured": "#3182bd", "structured-top": "#17becf",
                            "nm": "#6baed6"},
-                "dynamic": {"unstructured": "#006d2c", "structured": "#31a354", "structured-top": "#a1d99b",
-                            "nm": "#74c476"}}
+                "SSAM-D": {"unstructured": "#006d2c", "structured": "#31a354", "structured-top": "#a1d99b",
+                           "nm": "#74c476"}}
 SSAM_MARKERS = {"unstructured": "o", "structured": "s", "structured-top": "p", "nm": "^"}
 SSAM_FORMS = ("explicit", "implicit", "implicit-masked")
 # a cheaper-ascent variant keeps its base's colour, with its own marker per fraction: a plus for a quarter,
 # a star for two fifths (a fraction added to the registry without a marker fails here, at import)
 CHEAP_MARKERS = {fraction: marker for fraction, marker in zip(ASCENT_FRACTIONS.values(), ("P", "*"), strict=True)}
-# the published efficient SAMs (issue 25): a colour and marker each, by class (ASAM and periodic SAM by setting)
-PEER_STYLE = {LookSAM: ("#9467bd", "<", True), GSAM: ("#8c564b", ">", True), MSAM: ("#e377c2", "h", True),
-              RST: ("#7f7f7f", "d", True), "adaptive": ("#bcbd22", "H", True), "sam_every": ("#e6550d", "8", True)}
+# the efficient-SAM field (issue 25), a colour and marker per method; the suite's periodic two-fifths ascent takes
+# periodic SAM's colour (and the two-fifths star)
+FIELD_STYLE = {"asam": ("#bcbd22", "H", True), "periodic-sam": ("#e6550d", "8", True),
+               "looksam": ("#9467bd", "<", True), "rst": ("#7f7f7f", "d", True), "gsam": ("#8c564b", ">", True),
+               "msam": ("#e377c2", "h", True), "sam-two-fifths-ascent-every-2": ("#e6550d", "8", True)}
 BIG_MARKERS = {"*": 1.5}  # a star reads smaller than a disc of the same size
 OTHER_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 OTHER_MARKERS = "PXh*p<>"
 Panel = tuple[str, list[str]]  # (title, optimizers)
 
 
-def _entry(name: str) -> tuple[Any, dict[str, Any], float | None] | None:
-    """(class, changes but the ascent fraction, the ascent fraction or None) of a registered optimizer; None for
-    a row label that names no entry (``"sam [rho=0.1]"``: hyper-parameters of its own make another optimizer)."""
+@dataclass(frozen=True)
+class _Entry:
+    """What the figures read of a registered optimizer: its name, family, changes but the ascent fraction, and
+    the ascent fraction (None: the whole batch)."""
+
+    name: str
+    family: str
+    changes: Mapping[str, Any]
+    fraction: float | None
+
+
+def _entry(name: str) -> _Entry | None:
+    """The registry entry of ``name``; None for a row label that names no entry (``"sam [rho=0.1]"``:
+    hyper-parameters of its own make another optimizer)."""
     try:
         info = registry.get(name)
     except KeyError:
         return None
     changes = dict(info.changes)
-    return info.cls, changes, changes.pop("ascent_fraction", None)
+    fraction = changes.pop("ascent_fraction", None)
+    return _Entry(info.name, info.family, changes, fraction)
 
 
-def _base_style(cls: Any, changes: Mapping[str, Any]) -> tuple[str, str, bool] | None:
-    if not changes and cls in BASELINE_STYLE:
-        return BASELINE_STYLE[cls]
-    if cls in PEER_STYLE:
-        return PEER_STYLE[cls]
-    if cls is SAM and any(k in changes for k in ("adaptive", "sam_every")):
-        return PEER_STYLE["adaptive" if "adaptive" in changes else "sam_every"]
-    mask, pattern, form = (changes.get(k) for k in ("mask", "pattern", "form"))
-    if mask in SSAM_COLOURS and pattern in SSAM_MARKERS and form in SSAM_FORMS:
-        return SSAM_COLOURS[mask][pattern], "X" if form == "implicit-masked" else SSAM_MARKERS[pattern], \
+def _base_style(entry: _Entry) -> tuple[str, str, bool] | None:
+    if entry.family in FAMILY_STYLE and not entry.changes:
+        return FAMILY_STYLE[entry.family]
+    if entry.family == "field":
+        return FIELD_STYLE.get(entry.name)
+    pattern, form = (entry.changes.get(k) for k in ("pattern", "form"))
+    if entry.family in SSAM_COLOURS and pattern in SSAM_MARKERS and form in SSAM_FORMS:
+        return SSAM_COLOURS[entry.family][pattern], "X" if form == "implicit-masked" else SSAM_MARKERS[pattern], \
             form != "implicit"
     return None
 
 
 def style(name: str) -> tuple[str, str, bool]:
-    """(colour, marker, filled) of an optimizer: a function of its registry entry (or, for a name the registry
-    does not know, of the name) alone, so it is the same in every figure."""
+    """(colour, marker, filled) of an optimizer: a function of its registry entry (its family, what it changes;
+    or, for a name the registry does not know, of the name) alone, so it is the same in every figure."""
     entry = _entry(name)
-    base = _base_style(*entry[:2]) if entry else None
-    if base is not None and entry[2] is None:
+    base = _base_style(entry) if entry else None
+    if base is not None and entry.fraction is None:
         return base
-    if base is not None and entry[2] in CHEAP_MARKERS:
-        return base[0], CHEAP_MARKERS[entry[2]], True
+    if base is not None and entry.fraction in CHEAP_MARKERS:
+        return base[0], CHEAP_MARKERS[entry.fraction], True
     h = zlib.crc32(name.encode())  # stable across processes, unlike hash()
     return OTHER_COLOURS[h % len(OTHER_COLOURS)], OTHER_MARKERS[(h // 7) % len(OTHER_MARKERS)], True
 
 
-def family(name: str) -> str:
-    """The panel an optimizer is drawn in; a row with hyper-parameters of its own (``"sam [rho=0.1]"``,
-    ``report.label_tables``) in its optimizer's."""
+def panel_of(name: str) -> str:
+    """The panel an optimizer is drawn in, by its registry family; a row with hyper-parameters of its own
+    (``"sam [rho=0.1]"``, ``report.label_tables``) in its optimizer's."""
     entry = _entry(name.split(" [")[0])
-    return next((title for title, member in FAMILIES if entry and member(*entry[:2])), "others")
+    return next((title for title, families in PANELS if entry and entry.family in families), OTHERS)
 
 
 def panels(names: list[str], references: tuple[str, ...]) -> list[Panel]:
     """(title, optimizers) per panel: each family that is present, with the references beside it; the title
     names what the panel draws (``panel_title``)."""
     present = [n for n in names if n not in references]
-    order = [t for t, _ in FAMILIES] + ["others"]
+    order = [t for t, _ in PANELS] + [OTHERS]
     out = []
     for title in order:
-        members = [n for n in present if family(n) == title]
+        members = [n for n in present if panel_of(n) == title]
         if members or (title == order[0] and not present):
             drawn = [r for r in references if r in names] + members
-            out.append((panel_title(title, drawn), drawn))
+            out.append((panel_title(title, drawn, references), drawn))
     return out
 
 
-def panel_title(key: str, drawn: list[str]) -> str:
-    """A family's panel titled by what it draws: "SAM and ESAM" only where both are drawn (a sweep without
-    ESAM gets "SAM"); a panel of the references alone is titled by their names."""
-    mine = [n for n in drawn if family(n) == key]
+def panel_title(key: str, drawn: list[str], references: tuple[str, ...] = ()) -> str:
+    """A panel titled by everything it draws: its family ("SAM and ESAM" only where both are drawn: a sweep
+    without ESAM gets "SAM"), then the references beside it ("SSAM-F, with sgd and sam"); a panel of the
+    references alone by their names. A reference is one of the panel's own where its family is (sam in SAM's),
+    never among the others."""
+    mine = [n for n in drawn if panel_of(n) == key and not (key == OTHERS and n in references)]
+    beside = [n for n in drawn if n not in mine]
     if not mine:
         return " and ".join(drawn)
-    if key != FAMILIES[0][0]:
-        return key
-    classes = {entry[0] for entry in (_entry(n.split(" [")[0]) for n in mine) if entry}
-    return " and ".join(name for name, cls in (("SAM", SAM), ("ESAM", ESAM)) if cls in classes)
+    if key == PANELS[0][0]:
+        families = {entry.family for entry in (_entry(n.split(" [")[0]) for n in mine) if entry}
+        key = " and ".join(f for f in PANELS[0][1] if f in families)
+    return f"{key}, with {' and '.join(beside)}" if beside else key
 
 
 # ----- the table of figures -----------------------------------------------------------------------------------

@@ -69,13 +69,15 @@ def test_the_tflop_tick_labels_of_an_equal_flops_row_do_not_run_together(span):
 
 
 def test_a_panel_is_titled_by_what_it_draws():
-    """ESAM not run: the panel of the SAM family says SAM, not "SAM and ESAM"; with ESAM it says both."""
+    """ESAM not run: the panel of the SAM family says SAM, not "SAM and ESAM"; with ESAM it says both. The
+    references drawn beside a family are in its title too (the issue: "SSAM-F" over SGD's and SAM's points)."""
     refs = ("sgd", "sam")
     assert plots.panels(["sgd", "sam", "sam-quarter-ascent", "ssam-f-nm-explicit"], refs) == [
-        ("SAM", ["sgd", "sam", "sam-quarter-ascent"]), ("SSAM-F", ["sgd", "sam", "ssam-f-nm-explicit"])]
-    assert plots.panels(["sgd", "sam", "esam"], refs)[0][0] == "SAM and ESAM"
-    assert plots.panels(["sgd", "esam", "ssam-f-nm-explicit"], refs)[0] == ("ESAM", ["sgd", "esam"])
-    assert plots.panels(["sgd", "sam"], refs) == [("SAM", ["sgd", "sam"])]
+        ("SAM, with sgd", ["sgd", "sam", "sam-quarter-ascent"]),
+        ("SSAM-F, with sgd and sam", ["sgd", "sam", "ssam-f-nm-explicit"])]
+    assert plots.panels(["sgd", "sam", "esam"], refs)[0][0] == "SAM and ESAM, with sgd"
+    assert plots.panels(["sgd", "esam", "ssam-f-nm-explicit"], refs)[0] == ("ESAM, with sgd", ["sgd", "esam"])
+    assert plots.panels(["sgd", "sam"], refs) == [("SAM, with sgd", ["sgd", "sam"])]
     assert plots.panels(["sgd"], ("sgd",)) == [("sgd", ["sgd"])]  # the references alone: their names
     # the drawn figure's panels say it too
     import matplotlib.pyplot as plt
@@ -83,7 +85,7 @@ def test_a_panel_is_titled_by_what_it_draws():
     plots._theme()
     fig = plots._cost_figure(shown([record(n, 0, 0.4, 1.4) for n in ("sgd", "sam", "sam-quarter-ascent")]))
     try:
-        assert {ax.get_title() for ax in fig.axes} == {"SAM — budget flops"}
+        assert {ax.get_title() for ax in fig.axes} == {"SAM, with sgd — budget flops"}
     finally:
         plt.close(fig)
 
