@@ -254,6 +254,20 @@ def _cost_panel(ax: Any, g: pd.DataFrame, x: str, scale: float, front: set[str],
         if r.optimizer in marked:
             ax.annotate(CONTENDED_MARK, (d[f"{x}_mean"] / scale, 100 * r.test_acc_mean), xytext=(7, 5),
                         textcoords="offset points", color=colour, fontsize="large", fontweight="bold")
+    _room(ax)
+
+
+# points: what is drawn in points around a point at the data's edge, a ring (radius about 9) and a † (5 above it,
+# a line high), must stay inside the panel
+RING_ROOM = 22
+
+
+def _room(ax: Any, points: float = RING_ROOM) -> None:
+    """Margins of at least ``points`` on every side of the data: autoscaling fits the data alone, and a ring or †
+    drawn around the highest point stood half outside the panel (msam's in smoke-comparison.png)."""
+    box = ax.get_window_extent()
+    pad = points * ax.get_figure().dpi / 72
+    ax.margins(x=max(0.05, pad / max(box.width - 2 * pad, 1.0)), y=max(0.05, pad / max(box.height - 2 * pad, 1.0)))
 
 
 def _family_grid(frame: pd.DataFrame, draw: Any, xlabel: str, ylabel: str, references: tuple[str, ...],

@@ -212,3 +212,40 @@ def test_the_frontier_spreads_points_of_equal_cost_apart_around_their_cost_and_l
     assert abs(sum(out[1:4]) / 3 - 2.0) < 1e-9 and out[4] == 2.05  # 2.05 is a step and more from 2.01
     assert abs((out[5] + out[6]) / 2 - 1.2005) < 1e-9
     assert spread_sideways([]) == [] and spread_sideways([3.0]) == [3.0]
+
+
+def extent(artist, fig):
+    return artist.get_window_extent(fig.canvas.get_renderer())
+
+
+def test_a_ring_and_a_contention_mark_at_the_edge_stay_inside_the_panel():
+    """smoke-comparison.png: msam, the most accurate and cheapest, stood on the top edge, its ring and † half
+    outside the panel. Every ring and † of the figure is inside its panel."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    plots._theme()
+    records = [record(n, 0, acc, tflop, budget="epochs", time_contended=True)
+               for n, acc, tflop in (("sgd", 0.114, 0.047), ("sam", 0.112, 0.095), ("msam", 0.130, 0.047))]
+    fig = plots._cost_figure(shown(records))
+    try:
+        fig.canvas.draw()
+        dpi = fig.dpi
+        checked = 0
+        for ax in fig.axes:
+            box = extent(ax, fig)
+            for mark in ax.texts:
+                b = extent(mark, fig)
+                assert box.x0 <= b.x0 and b.x1 <= box.x1 and box.y0 <= b.y0 and b.y1 <= box.y1, mark.get_text()
+                checked += 1
+            for ring in ax.collections:
+                if not (hasattr(ring, "get_sizes") and ring.get_sizes().size and ring.get_sizes()[0] >= 200):
+                    continue
+                radius = np.sqrt(ring.get_sizes()[0]) / 2 * dpi / 72
+                for x, y in ax.transData.transform(ring.get_offsets()):
+                    assert box.x0 <= x - radius and x + radius <= box.x1
+                    assert box.y0 <= y - radius and y + radius <= box.y1
+                    checked += 1
+        assert checked >= 4  # a † per point of the seconds panel, msam's ring in the FLOPs panel
+    finally:
+        plt.close(fig)
