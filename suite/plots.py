@@ -535,36 +535,53 @@ def _share_limits(row: Any, x: bool = True) -> None:
             getattr(ax, put)(min(lows), max(highs))
 
 
+MARKER_KEY = ("SSAM: colour = pattern, filled = explicit, hollow = implicit, X = implicit-masked (masked backward "
+              "and masked ε); a plus / star: the ascent gradient from a quarter / two fifths of the batch.")
+
+
 def _legends(fig: Any, axes: Any, cols: list[Panel], title: str, extra: str = "") -> None:
-    """One legend per column, under the column's lowest panel, outside the axes: with every registered
-    optimizer a panel holds a dozen entries, and a legend inside would cover points. Above the panels,
+    """One legend per column, above the column's top panel, outside the axes: a reader meets the key before
+    the panels, and with every registered optimizer a column holds a dozen entries (one under the lowest of
+    four stacked panels was far from the others, and a legend inside would cover points). Above the legends,
     ``extra`` and the key to the markers, wrapped to the figure's width, and the title above them."""
     import textwrap
 
     import matplotlib.pyplot as plt
 
-    for ax, (_, members) in zip(axes[-1], cols):
+    fig.canvas.draw()  # where the top panels' titles ended up after the layout
+    renderer = fig.canvas.get_renderer()
+    to_figure = fig.transFigure.inverted()
+    width, height = fig.get_size_inches()
+    for ax, (_, members) in zip(axes[0], cols):
         handles = []
         for name in members:
             colour, marker, filled = style(name)
             handles.append(plt.Line2D([], [], color=colour, marker=marker, linestyle="",
                                       markersize=7 * BIG_MARKERS.get(marker, 1),
                                       markerfacecolor=colour if filled else "white", label=name))
-        ax.legend(handles=handles, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16),
-                  framealpha=0.8)
-    width, height = fig.get_size_inches()
-    lines = textwrap.wrap(
-        extra + ". SSAM: colour = pattern, filled = explicit, hollow = implicit, X = implicit-masked (masked "
-        "backward and masked e); a plus / star: the ascent gradient from a quarter / two fifths of the batch.",
-        max(60, int(width * 16))) if extra else []
-    if lines:
-        fig.text(0.5, 1.0, "\n".join(lines), ha="center", va="bottom", fontsize="small")
-    _title(fig, title, above_inches=0.2 * len(lines) + 0.1)
+        box = ax.get_position()
+        top = ax.title.get_window_extent(renderer).transformed(to_figure).y1
+        ax.legend(handles=handles, fontsize="small", loc="lower center", framealpha=0.8,
+                  bbox_to_anchor=((box.x0 + box.x1) / 2, top + 0.05 / height), bbox_transform=fig.transFigure)
+    fig.canvas.draw()
+    legends = [ax.get_legend() for ax in axes[0] if ax.get_legend() is not None]
+    base = max((leg.get_window_extent(renderer).transformed(to_figure).y1 for leg in legends), default=1.0)
+    key = MARKER_KEY if any(_keyed(n) for _, members in cols for n in members) else ""
+    lines = textwrap.wrap(". ".join(filter(None, (extra, key))), max(60, int(width * 16)))
+    fig.text(0.5, base + 0.08 / height, "\n".join(lines), ha="center", va="bottom", fontsize="small")
+    _title(fig, title, above_inches=0.2 * len(lines) + 0.15, base=base)
 
 
-def _title(fig: Any, title: str, above_inches: float = 0.1) -> None:
-    """The figure's title, ``above_inches`` above the panels (room for a note between them)."""
-    fig.suptitle(title, y=1.0 + above_inches / fig.get_size_inches()[1], va="bottom")
+def _keyed(name: str) -> bool:
+    """Whether the key to the markers says something of ``name``'s: an SSAM pattern and form, an ascent fraction."""
+    entry = _entry(name.split(" [")[0])
+    return entry is not None and (entry.family in SSAM_COLOURS or entry.fraction is not None)
+
+
+def _title(fig: Any, title: str, above_inches: float = 0.1, base: float = 1.0) -> None:
+    """The figure's title, ``above_inches`` above ``base`` (a height in the figure's fraction: by default the
+    panels' top; room for a note between them)."""
+    fig.suptitle(title, y=base + above_inches / fig.get_size_inches()[1], va="bottom")
 
 
 def readable_ticks() -> Any:

@@ -201,8 +201,8 @@ def _ssam(mask: str, pattern: str, form: str, aliases: tuple[str, ...] = (), asc
     inputs = {"steps_per_epoch", "seed"} | ({"total_steps"} if mask == "dynamic" else {"sample_examples"}) \
         | ({"model"} if form != "explicit" else set())
     origin = "paper" if (mask, pattern, form) in PAPER_SSAM and ascent is None else "extension"
-    what = {"explicit": "explicit (masked e)", "implicit": "implicit (masked backward, dense e)",
-            "implicit-masked": "masked backward and masked e"}[form]
+    what = {"explicit": "explicit (masked ε)", "implicit": "implicit (masked backward, dense ε)",
+            "implicit-masked": "masked backward and masked ε"}[form]
     suffix, ascent_words, ascent_changes = _ascent(ascent)
     changes = {"mask": mask, "pattern": pattern, "form": form, **ascent_changes, **(changes or {})}
     return OptimizerInfo(
@@ -282,7 +282,7 @@ OPTIMIZERS: list[OptimizerInfo] = [
     _ssam("dynamic", "structured", "implicit"),
     _ssam("dynamic", "nm", "explicit"),
     _ssam("dynamic", "nm", "implicit"),
-    # The combination the implicit form used to be here (a masked backward and a masked e): kept where the
+    # The combination the implicit form used to be here (a masked backward and a masked ε): kept where the
     # earlier cpu sweep found it strongest against SAM (docs/ssam.md, "Forms").
     _ssam("fisher", "structured", "implicit-masked"),
     _ssam("dynamic", "unstructured", "implicit-masked"),

@@ -3,6 +3,8 @@ file names a person reads, and no figure left behind that the report no longer m
 
 from __future__ import annotations
 
+import re
+
 import matplotlib
 import pandas as pd
 import pytest
@@ -214,8 +216,45 @@ def test_the_frontier_spreads_points_of_equal_cost_apart_around_their_cost_and_l
     assert spread_sideways([]) == [] and spread_sideways([3.0]) == [3.0]
 
 
+def every_optimizer(budgets=("epochs", "flops"), **metrics) -> list[dict]:
+    """Two seeds of every registered optimizer under each budget, spread in cost and accuracy."""
+    from suite import registry
+
+    return [record(n, s, 0.30 + 0.003 * i + 0.01 * s, 1.4 + 0.05 * i, budget=b, **metrics)
+            for b in budgets for i, n in enumerate(registry.names()) for s in range(2)]
+
+
 def extent(artist, fig):
     return artist.get_window_extent(fig.canvas.get_renderer())
+
+
+def test_each_column_has_its_legend_above_its_top_panel_with_every_registered_optimizer():
+    """The issue's case: the legends stood only under the lowest of four stacked panels. With all 31 registered
+    optimizers under two budgets (four rows): one legend per column, above the top panel's title, holding the
+    column's optimizers, the legends apart, and the note and the title above them all."""
+    import matplotlib.pyplot as plt
+
+    plots._theme()
+    s = shown(every_optimizer())
+    fig = plots._cost_figure(s)
+    try:
+        grid = [ax for ax in fig.axes if ax.get_title()]
+        assert len(grid) == 4 * len(plots.panels(list(dict.fromkeys(s.summary["optimizer"])), s.references))
+        with_legend = [ax for ax in grid if ax.get_legend() is not None]
+        top = max(extent(ax, fig).y1 for ax in grid)
+        assert len(with_legend) == len(plots.panels(list(s.summary["optimizer"].unique()), s.references))
+        assert all(extent(ax, fig).y1 == top for ax in with_legend)  # the top row's panels
+        boxes = sorted((extent(ax.get_legend(), fig) for ax in with_legend), key=lambda b: b.x0)
+        for ax in with_legend:
+            assert extent(ax.get_legend(), fig).y0 >= extent(ax.title, fig).y1  # above the panel's title
+            drawn = {t.get_text() for t in ax.get_legend().get_texts()}
+            title = ax.get_title().split(" — ")[0]
+            assert drawn == set(dict(plots.panels(list(s.summary["optimizer"].unique()), s.references))[title])
+        assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:]))  # side by side, not overlapping
+        highest = max(b.y1 for b in boxes)
+        assert all(extent(t, fig).y0 > highest for t in [*fig.texts, fig._suptitle])
+    finally:
+        plt.close(fig)
 
 
 def test_a_ring_and_a_contention_mark_at_the_edge_stay_inside_the_panel():
@@ -249,3 +288,13 @@ def test_a_ring_and_a_contention_mark_at_the_edge_stay_inside_the_panel():
         assert checked >= 4  # a † per point of the seconds panel, msam's ring in the FLOPs panel
     finally:
         plt.close(fig)
+
+
+def test_captions_and_the_list_write_epsilon_for_the_perturbation(capsys):
+    """"masked e" meant ε: the figures' key to the markers and `python -m suite list` say ε."""
+    from suite.cli import main
+
+    assert "masked ε" in plots.MARKER_KEY and not re.search(r"\b(masked|dense) e\b", plots.MARKER_KEY)
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "masked ε" in out and "dense ε" in out and not re.search(r"\b(masked|dense) e\b", out)
