@@ -290,6 +290,68 @@ def test_a_ring_and_a_contention_mark_at_the_edge_stay_inside_the_panel():
         plt.close(fig)
 
 
+def frontier(records) -> plots.Shown:
+    import dataclasses
+
+    from suite import claims
+
+    base = shown(records)
+    return dataclasses.replace(base, verdicts=claims.verdicts(report.run_rows(report.label_tables(records))))
+
+
+def test_the_frontier_says_its_budget_and_how_far_points_moved_only_where_they_did():
+    """The caption said "spread sideways (by at most 0.00)" where nothing moved, and no figure text said which
+    budget the frontier shows."""
+    import matplotlib.pyplot as plt
+
+    plots._theme()
+    apart = [record(n, s, acc + 0.002 * s, 1.0, budget="epochs", flops_per_step=f)
+             for n, acc, f in (("sgd", 0.40, 1e9), ("sam", 0.44, 2e9), ("sam-quarter-ascent", 0.43, 1.25e9))
+             for s in range(3)]
+    together = apart + [record("ssam-f-nm-explicit", s, 0.43, 1.0, budget="epochs", flops_per_step=2.001e9)
+                        for s in range(3)]
+    figures = {}
+    try:
+        for name, records in (("apart", apart), ("together", together)):
+            figures[name] = plots._frontier_figure(frontier(records))
+        for fig in figures.values():
+            assert "budget epochs" in fig._suptitle.get_text()
+        text = {k: " ".join(t.get_text() for t in f.texts).replace("\n", " ") for k, f in figures.items()}
+        assert "sideways" not in text["apart"] and "0.00" not in text["apart"]
+        moved = re.search(r"moved sideways, by up to (\d\.\d\d)× SGD's FLOPs", text["together"])
+        assert moved and float(moved.group(1)) > 0
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
+
+
+def test_the_time_goal_line_is_told_apart_from_the_grid():
+    """The dotted 1.2× line lay on the x grid's 1.2 in the grid's grey: it is drawn over the grid in a colour,
+    width and dash no gridline has, labelled, and in the legend."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    plots._theme()
+    records = [record(n, s, acc, 1.0, budget="epochs", flops_per_step=f) for n, acc, f in
+               (("sgd", 0.40, 1e9), ("sam", 0.44, 2e9), ("sam-quarter-ascent", 0.43, 1.25e9)) for s in range(3)]
+    fig = plots._frontier_figure(frontier(records))
+    try:
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        goal = [ln for ln in ax.get_lines() if list(ln.get_xdata()) == [plots.TIME_GOAL] * 2]
+        assert len(goal) == 1
+        goal = goal[0]
+        for grid in ax.get_xgridlines():
+            assert to_hex(goal.get_color()) != to_hex(grid.get_color())
+            assert goal.get_linewidth() > grid.get_linewidth()
+            assert goal.get_linestyle() != grid.get_linestyle()
+        assert goal.get_zorder() > ax.xaxis.get_zorder()  # the grid is drawn with its axis (below the data)
+        assert any(f"{plots.TIME_GOAL:g}×" in t.get_text() for t in ax.texts)
+        assert any("time goal" in t.get_text() for t in ax.get_legend().get_texts())
+    finally:
+        plt.close(fig)
+
+
 def test_captions_and_the_list_write_epsilon_for_the_perturbation(capsys):
     """"masked e" meant ε: the figures' key to the markers and `python -m suite list` say ε."""
     from suite.cli import main
