@@ -12,6 +12,7 @@ paths or ``.py`` file paths) calls ``register(OptimizerInfo(...))``.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import inspect
@@ -366,4 +367,19 @@ def get(name: str) -> OptimizerInfo:
     for info in OPTIMIZERS:
         if name == info.name or name in info.aliases:
             return info
-    raise KeyError(f"unknown optimizer {name!r}; known: {', '.join(names(include_aliases=True))}")
+    known = names(include_aliases=True)
+    raise KeyError(f"unknown optimizer {name!r};{did_you_mean(name, known)} known: {', '.join(known)}")
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """``" did you mean 'x'?"``, to stand before the list of valid names in the message about a misspelt ``word``:
+    the names of ``known`` that the standard library's difflib finds close, those nearly as close as the
+    closest (``cpu-nose``: ``cpu-noise``, not ``gpu-cost`` too); empty where none is close. Every unknown
+    name the suite reports (optimizer, profile, profile key) says it so."""
+    known = list(known)
+    close = difflib.get_close_matches(word, known, n=3)
+    if not close:
+        return ""
+    ratio = {k: difflib.SequenceMatcher(None, word, k).ratio() for k in close}
+    close = [k for k in close if ratio[k] >= ratio[close[0]] - 0.1]
+    return f" did you mean {' or '.join(map(repr, close))}?"
