@@ -344,7 +344,9 @@ def _profile_path(name_or_path: str, relative_to: Path | None = None) -> Path:
     if path.suffix != ".toml":
         path = PROFILE_DIR / f"{name_or_path}.toml"
         if not path.is_file():
-            raise ConfigError(f"unknown profile {name_or_path!r}; known: {', '.join(available_profiles())}")
+            known = available_profiles()
+            raise ConfigError(f"unknown profile {name_or_path!r};{_did_you_mean(name_or_path, known)} known: "
+                              f"{', '.join(known)}")
         return path
     if relative_to is not None and not path.is_absolute():
         path = relative_to / path
@@ -478,7 +480,16 @@ def _check_keys(where: str, raw: Any, allowed: set[str]) -> None:
         raise ValueError(f"{where} must be a table, got {raw!r}")
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r} in {where}; allowed: {', '.join(sorted(allowed))}")
+        raise ValueError(f"unknown key {unknown[0]!r} in {where};{_did_you_mean(unknown[0], allowed)} allowed: "
+                         f"{', '.join(sorted(allowed))}")
+
+
+def _did_you_mean(word: str, known: Any) -> str:
+    # start-up time: the registry imports torch and the optimizers, which a profile's checks do without; only a
+    # misspelt name pays for it here (the command line has imported the registry already)
+    from suite.registry import did_you_mean
+
+    return did_you_mean(word, known)
 
 
 def _checked(fn: Any, *args: Any, **kwargs: Any) -> Any:

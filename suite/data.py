@@ -210,7 +210,8 @@ def _download(name: str, root: Path) -> None:
         raise DataError(
             _one_line(
                 f"could not download {name} into {str(root)!r} ({type(exc).__name__}: {exc}); unpack a copy there "
-                f"({TORCHVISION_DIRS[name]}/ or train/ + test/ class folders) or name one with --data-dir"
+                f"({TORCHVISION_DIRS[name]}/ or train/ + test/ class folders) or name one with --data-dir or "
+                f"SUITE_DATA_DIR"
             )
         ) from None
 

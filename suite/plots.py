@@ -2,8 +2,8 @@
 summary (the report writes each one whose data a table has, as ``<name>-<figure>.png``):
 
 - ``comparison``: per budget, final test accuracy against training FLOPs and against training seconds, one
-  panel per family (SAM-like, SSAM-F, SSAM-D, others), each beside the references, with the Pareto front of
-  the whole table;
+  panel per family (SAM and ESAM, SSAM-F, SSAM-D, the efficient-SAM field, others), each beside the references,
+  with the Pareto front of the whole table;
 - ``curves``: per budget, test accuracy per epoch, one panel per family;
 - where the runs' final models were measured (``python -m suite sharpness``): ``sharpness``, per budget,
   final test accuracy against the Hessian's top eigenvalue, one panel per family; ``surfaces``, per budget,
@@ -13,8 +13,9 @@ summary (the report writes each one whose data a table has, as ``<name>-<figure>
   glance: final test accuracy against FLOPs per step as a multiple of SGD's (exact), one point per optimizer,
   SAM's mean and the margin below it drawn, the verdict of each marked.
 
-An optimizer has one colour and marker in every figure (``style``), whatever else is drawn, read from what
-its registry entry changes (its class, SSAM's mask, pattern and form, the ascent fraction). Error bars and
+An optimizer has one colour and marker in every figure (``style``), whatever else is drawn, read from its
+registry entry: its family (``registry.FAMILIES``, which also picks its panel) and what it changes (SSAM's
+pattern and form, the ascent fraction); no optimizer class is imported here. Error bars and
 bands are said only where there are seeds to make them: with one seed the title says so.
 """
 
@@ -28,9 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
-from baselines import ESAM, GSAM, MSAM, RST, SAM, LookSAM
 from suite import registry
 from suite.frontier import TIME_GOAL
 from suite.registry import ASCENT_FRACTIONS
@@ -41,105 +40,121 @@ from suite.store import atomic_write
 COST_PANELS = (("budget_train_flops", 1e12, "training TFLOP", False),
                ("budget_train_seconds_at_timed_rate", 1.0, "training seconds (at the timed rate)", True))
 CONTENDED_MARK = "†"  # beside a time taken under contention, as in the tables
-# (title, whether an entry belongs: its class and its changes but the ascent fraction), in the panels' order
-FAMILIES: tuple[tuple[str, Callable[[Any, Mapping[str, Any]], bool]], ...] = (
-    ("SAM and ESAM", lambda cls, changes: cls in (SAM, ESAM) and not changes),
-    ("SSAM-F", lambda cls, changes: changes.get("mask") == "fisher"),
-    ("SSAM-D", lambda cls, changes: changes.get("mask") == "dynamic"),
-    ("published efficient SAMs", lambda cls, changes: cls in (LookSAM, GSAM, MSAM, RST)
-     or (cls is SAM and ("adaptive" in changes or "sam_every" in changes))),
+# The panels, in order: (title, the registry families drawn in it, ``registry.FAMILIES``); an entry of any other
+# family (SGD, where it is not a reference; an out-of-tree entry that names none) is drawn in OTHERS
+PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("SAM and ESAM", ("SAM", "ESAM")),
+    ("SSAM-F", ("SSAM-F",)),
+    ("SSAM-D", ("SSAM-D",)),
+    ("efficient-SAM field", ("field",)),
 )
-# the baselines, as the registry builds their classes without changes
-BASELINE_STYLE = {torch.optim.SGD: ("#222222", "o", True), SAM: ("#d62728", "D", True), ESAM: ("#ff7f0e", "v", True)}
+OTHERS = "others"
+# SGD, SAM and ESAM as the registry builds them (nothing changed but, for SAM, the ascent fraction)
+FAMILY_STYLE = {"SGD": ("#222222", "o", True), "SAM": ("#d62728", "D", True), "ESAM": ("#ff7f0e", "v", True)}
 # SSAM: hue by pattern within the mask's colour ramp, filled marker = explicit, hollow = implicit,
 # an X = implicit-masked
-SSAM_COLOURS = {"fisher": {"unstructured": "#08519c", "structured": "#3182bd", "structured-top": "#17becf",
+SSAM_COLOURS = {"SSAM-F": {"unstructured": "#08519c", "structured": "#3182bd", "structured-top": "#17becf",
                            "nm": "#6baed6"},
-                "dynamic": {"unstructured": "#006d2c", "structured": "#31a354", "structured-top": "#a1d99b",
-                            "nm": "#74c476"}}
+                "SSAM-D": {"unstructured": "#006d2c", "structured": "#31a354", "structured-top": "#a1d99b",
+                           "nm": "#74c476"}}
 SSAM_MARKERS = {"unstructured": "o", "structured": "s", "structured-top": "p", "nm": "^"}
 SSAM_FORMS = ("explicit", "implicit", "implicit-masked")
 # a cheaper-ascent variant keeps its base's colour, with its own marker per fraction: a plus for a quarter,
 # a star for two fifths (a fraction added to the registry without a marker fails here, at import)
 CHEAP_MARKERS = {fraction: marker for fraction, marker in zip(ASCENT_FRACTIONS.values(), ("P", "*"), strict=True)}
-# the published efficient SAMs (issue 25): a colour and marker each, by class (ASAM and periodic SAM by setting)
-PEER_STYLE = {LookSAM: ("#9467bd", "<", True), GSAM: ("#8c564b", ">", True), MSAM: ("#e377c2", "h", True),
-              RST: ("#7f7f7f", "d", True), "adaptive": ("#bcbd22", "H", True), "sam_every": ("#e6550d", "8", True)}
+# the efficient-SAM field (issue 25), a colour and marker per method; the suite's periodic two-fifths ascent takes
+# periodic SAM's colour (and the two-fifths star)
+FIELD_STYLE = {"asam": ("#bcbd22", "H", True), "periodic-sam": ("#e6550d", "8", True),
+               "looksam": ("#9467bd", "<", True), "rst": ("#7f7f7f", "d", True), "gsam": ("#8c564b", ">", True),
+               "msam": ("#e377c2", "h", True), "sam-two-fifths-ascent-every-2": ("#e6550d", "8", True)}
 BIG_MARKERS = {"*": 1.5}  # a star reads smaller than a disc of the same size
 OTHER_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 OTHER_MARKERS = "PXh*p<>"
 Panel = tuple[str, list[str]]  # (title, optimizers)
 
 
-def _entry(name: str) -> tuple[Any, dict[str, Any], float | None] | None:
-    """(class, changes but the ascent fraction, the ascent fraction or None) of a registered optimizer; None for
-    a row label that names no entry (``"sam [rho=0.1]"``: hyper-parameters of its own make another optimizer)."""
+@dataclass(frozen=True)
+class _Entry:
+    """What the figures read of a registered optimizer: its name, family, changes but the ascent fraction, and
+    the ascent fraction (None: the whole batch)."""
+
+    name: str
+    family: str
+    changes: Mapping[str, Any]
+    fraction: float | None
+
+
+def _entry(name: str) -> _Entry | None:
+    """The registry entry of ``name``; None for a row label that names no entry (``"sam [rho=0.1]"``:
+    hyper-parameters of its own make another optimizer)."""
     try:
         info = registry.get(name)
     except KeyError:
         return None
     changes = dict(info.changes)
-    return info.cls, changes, changes.pop("ascent_fraction", None)
+    fraction = changes.pop("ascent_fraction", None)
+    return _Entry(info.name, info.family, changes, fraction)
 
 
-def _base_style(cls: Any, changes: Mapping[str, Any]) -> tuple[str, str, bool] | None:
-    if not changes and cls in BASELINE_STYLE:
-        return BASELINE_STYLE[cls]
-    if cls in PEER_STYLE:
-        return PEER_STYLE[cls]
-    if cls is SAM and any(k in changes for k in ("adaptive", "sam_every")):
-        return PEER_STYLE["adaptive" if "adaptive" in changes else "sam_every"]
-    mask, pattern, form = (changes.get(k) for k in ("mask", "pattern", "form"))
-    if mask in SSAM_COLOURS and pattern in SSAM_MARKERS and form in SSAM_FORMS:
-        return SSAM_COLOURS[mask][pattern], "X" if form == "implicit-masked" else SSAM_MARKERS[pattern], \
+def _base_style(entry: _Entry) -> tuple[str, str, bool] | None:
+    if entry.family in FAMILY_STYLE and not entry.changes:
+        return FAMILY_STYLE[entry.family]
+    if entry.family == "field":
+        return FIELD_STYLE.get(entry.name)
+    pattern, form = (entry.changes.get(k) for k in ("pattern", "form"))
+    if entry.family in SSAM_COLOURS and pattern in SSAM_MARKERS and form in SSAM_FORMS:
+        return SSAM_COLOURS[entry.family][pattern], "X" if form == "implicit-masked" else SSAM_MARKERS[pattern], \
             form != "implicit"
     return None
 
 
 def style(name: str) -> tuple[str, str, bool]:
-    """(colour, marker, filled) of an optimizer: a function of its registry entry (or, for a name the registry
-    does not know, of the name) alone, so it is the same in every figure."""
+    """(colour, marker, filled) of an optimizer: a function of its registry entry (its family, what it changes;
+    or, for a name the registry does not know, of the name) alone, so it is the same in every figure."""
     entry = _entry(name)
-    base = _base_style(*entry[:2]) if entry else None
-    if base is not None and entry[2] is None:
+    base = _base_style(entry) if entry else None
+    if base is not None and entry.fraction is None:
         return base
-    if base is not None and entry[2] in CHEAP_MARKERS:
-        return base[0], CHEAP_MARKERS[entry[2]], True
+    if base is not None and entry.fraction in CHEAP_MARKERS:
+        return base[0], CHEAP_MARKERS[entry.fraction], True
     h = zlib.crc32(name.encode())  # stable across processes, unlike hash()
     return OTHER_COLOURS[h % len(OTHER_COLOURS)], OTHER_MARKERS[(h // 7) % len(OTHER_MARKERS)], True
 
 
-def family(name: str) -> str:
-    """The panel an optimizer is drawn in; a row with hyper-parameters of its own (``"sam [rho=0.1]"``,
-    ``report.label_tables``) in its optimizer's."""
+def panel_of(name: str) -> str:
+    """The panel an optimizer is drawn in, by its registry family; a row with hyper-parameters of its own
+    (``"sam [rho=0.1]"``, ``report.label_tables``) in its optimizer's."""
     entry = _entry(name.split(" [")[0])
-    return next((title for title, member in FAMILIES if entry and member(*entry[:2])), "others")
+    return next((title for title, families in PANELS if entry and entry.family in families), OTHERS)
 
 
 def panels(names: list[str], references: tuple[str, ...]) -> list[Panel]:
     """(title, optimizers) per panel: each family that is present, with the references beside it; the title
     names what the panel draws (``panel_title``)."""
     present = [n for n in names if n not in references]
-    order = [t for t, _ in FAMILIES] + ["others"]
+    order = [t for t, _ in PANELS] + [OTHERS]
     out = []
     for title in order:
-        members = [n for n in present if family(n) == title]
+        members = [n for n in present if panel_of(n) == title]
         if members or (title == order[0] and not present):
             drawn = [r for r in references if r in names] + members
-            out.append((panel_title(title, drawn), drawn))
+            out.append((panel_title(title, drawn, references), drawn))
     return out
 
 
-def panel_title(key: str, drawn: list[str]) -> str:
-    """A family's panel titled by what it draws: "SAM and ESAM" only where both are drawn (a sweep without
-    ESAM gets "SAM"); a panel of the references alone is titled by their names."""
-    mine = [n for n in drawn if family(n) == key]
+def panel_title(key: str, drawn: list[str], references: tuple[str, ...] = ()) -> str:
+    """A panel titled by everything it draws: its family ("SAM and ESAM" only where both are drawn: a sweep
+    without ESAM gets "SAM"), then the references beside it ("SSAM-F, with sgd and sam"); a panel of the
+    references alone by their names. A reference is one of the panel's own where its family is (sam in SAM's),
+    never among the others."""
+    mine = [n for n in drawn if panel_of(n) == key and not (key == OTHERS and n in references)]
+    beside = [n for n in drawn if n not in mine]
     if not mine:
         return " and ".join(drawn)
-    if key != FAMILIES[0][0]:
-        return key
-    classes = {entry[0] for entry in (_entry(n.split(" [")[0]) for n in mine) if entry}
-    return " and ".join(name for name, cls in (("SAM", SAM), ("ESAM", ESAM)) if cls in classes)
+    if key == PANELS[0][0]:
+        families = {entry.family for entry in (_entry(n.split(" [")[0]) for n in mine) if entry}
+        key = " and ".join(f for f in PANELS[0][1] if f in families)
+    return f"{key}, with {' and '.join(beside)}" if beside else key
 
 
 # ----- the table of figures -----------------------------------------------------------------------------------
@@ -239,6 +254,20 @@ def _cost_panel(ax: Any, g: pd.DataFrame, x: str, scale: float, front: set[str],
         if r.optimizer in marked:
             ax.annotate(CONTENDED_MARK, (d[f"{x}_mean"] / scale, 100 * r.test_acc_mean), xytext=(7, 5),
                         textcoords="offset points", color=colour, fontsize="large", fontweight="bold")
+    _room(ax)
+
+
+# points: what is drawn in points around a point at the data's edge, a ring (radius about 9) and a † (5 above it,
+# a line high), must stay inside the panel
+RING_ROOM = 22
+
+
+def _room(ax: Any, points: float = RING_ROOM) -> None:
+    """Margins of at least ``points`` on every side of the data: autoscaling fits the data alone, and a ring or †
+    drawn around the highest point stood half outside the panel (msam's in smoke-comparison.png)."""
+    box = ax.get_window_extent()
+    pad = points * ax.get_figure().dpi / 72
+    ax.margins(x=max(0.05, pad / max(box.width - 2 * pad, 1.0)), y=max(0.05, pad / max(box.height - 2 * pad, 1.0)))
 
 
 def _family_grid(frame: pd.DataFrame, draw: Any, xlabel: str, ylabel: str, references: tuple[str, ...],
@@ -435,12 +464,16 @@ def _right(cluster: list[int], xs: list[float], step: float) -> float:
     return _left(cluster, xs, step) + (len(cluster) - 1) * step
 
 
+FRONTIER_BUDGET = "epochs"  # the table the keeps-SAM verdicts are judged on (a claim's default budget)
+SPREAD_SAID = 0.005  # a sideways move smaller than this (× SGD's FLOPs) prints as 0.00: the caption leaves it out
+
+
 def _frontier_figure(shown: Shown) -> Any:
     """Accuracy against FLOPs per step (× SGD's, counted exactly) at the epochs budget: SAM's mean and the
     non-inferiority margin below it as a band, every optimizer a point, its keeps-SAM verdict as a ring."""
     import matplotlib.pyplot as plt
 
-    t = shown.summary[shown.summary["budget"] == "epochs"]
+    t = shown.summary[shown.summary["budget"] == FRONTIER_BUDGET]
     t = t[t["flops_per_step_mean"].notna() & t["test_acc_mean"].notna()]
     sgd = t.loc[t["optimizer"] == "sgd", "flops_per_step_mean"]
     keeps = _keeps_verdicts(shown)
@@ -448,11 +481,11 @@ def _frontier_figure(shown: Shown) -> Any:
     fig, ax = plt.subplots(figsize=(13, 6.5))
     base = float(sgd.iloc[0]) if len(sgd) else float(t["flops_per_step_mean"].min())
     sam = t[t["optimizer"] == "sam"]
+    margin = 100 * float(keeps["margin"].iloc[0]) if len(sam) else math.nan
     if len(sam):
-        mean, margin = 100 * float(sam["test_acc_mean"].iloc[0]), 100 * float(keeps["margin"].iloc[0])
+        mean = 100 * float(sam["test_acc_mean"].iloc[0])
         ax.axhspan(mean - margin, mean, color="#d62728", alpha=0.08, zorder=0)
         ax.axhline(mean, color="#d62728", linewidth=1, linestyle="--", zorder=0)
-    ax.axvline(TIME_GOAL, color="#555555", linewidth=1, linestyle=":", zorder=0)
     exact = list(t["flops_per_step_mean"] / base)
     handles, xs = [], spread_sideways(exact)
     for r, x in zip(t.itertuples(), xs):
@@ -468,23 +501,50 @@ def _frontier_figure(shown: Shown) -> Any:
                                   markerfacecolor=colour if filled else "white", label=r.optimizer))
     rings = [plt.Line2D([], [], marker="o", linestyle="", markersize=13, markerfacecolor="none",
                         markeredgecolor=c, label=words) for c, words in VERDICT_MARKS.values()]
-    ax.legend(handles=handles + rings, fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
+    goal = _time_goal(ax)
+    ax.legend(handles=handles + rings + [goal], fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
               ncol=1 + len(handles) // 24)
     ax.set_xlabel("FLOPs per step (× SGD's; counted exactly)")
     ax.set_ylabel("final test accuracy (%)")
-    n = f"{_seeds_note(t, 'bars')}"
-    margin_note = (f"; shaded: SAM's mean (dashed) down to the margin δ = {margin:.2f} points, within which a "
-                   "method keeps SAM's accuracy" if len(sam) else "")
+    _room(ax)
+    fig.tight_layout()
+    shift = max((abs(a - b) for a, b in zip(xs, exact)), default=0.0)
+    note = _frontier_note(t, margin, shift)
+    fig.text(0.5, 1.0, "\n".join(note), ha="center", va="bottom", fontsize="small")
+    _title(fig, f"{shown.title}: accuracy against cost per step, budget {FRONTIER_BUDGET}",
+           above_inches=0.2 * len(note) + 0.1)
+    return fig
+
+
+TIME_GOAL_STYLE = {"color": "black", "linewidth": 1.6, "linestyle": (0, (6, 2, 1, 2))}  # dash-dot: not a gridline
+
+
+def _time_goal(ax: Any) -> Any:
+    """The time goal's vertical line, drawn over the grid in a style no gridline has (it fell on the x grid's
+    1.2 and read as one), labelled at the top; its legend entry."""
+    import matplotlib.pyplot as plt
+
+    ax.axvline(TIME_GOAL, zorder=1.5, **TIME_GOAL_STYLE)
+    ax.annotate(f"{TIME_GOAL:g}× SGD: the time goal", (TIME_GOAL, 1.0), xycoords=("data", "axes fraction"),
+                xytext=(4, -4), textcoords="offset points", rotation=90, ha="left", va="top", fontsize="x-small")
+    return plt.Line2D([], [], label=f"time goal: {TIME_GOAL:g}× SGD's FLOPs", **TIME_GOAL_STYLE)
+
+
+def _frontier_note(t: pd.DataFrame, margin: float, shift: float) -> list[str]:
+    """The frontier's caption, wrapped: the seeds, SAM's band, the rings, the time goal's line and, where points
+    had to move apart, by how much."""
     import textwrap
 
-    fig.tight_layout()
-    note = textwrap.wrap(f"{n}{margin_note}; ring: the Holm-corrected keeps-SAM verdict; dotted: {TIME_GOAL:g}× "
-                         "SGD's FLOPs (the time goal of summary.md's frontier); "
-                         f"points of nearly equal cost spread sideways (by at most "
-                         f"{max((abs(a - b) for a, b in zip(xs, exact)), default=0):.2f}) so that each shows", 110)
-    fig.text(0.5, 1.0, "\n".join(note), ha="center", va="bottom", fontsize="small")
-    _title(fig, f"{shown.title}: accuracy against cost per step", above_inches=0.2 * len(note) + 0.1)
-    return fig
+    parts = [_seeds_note(t, "bars")]
+    if not math.isnan(margin):
+        parts.append(f"shaded: SAM's mean (dashed) down to the margin δ = {margin:.2f} points, within which a method "
+                     "keeps SAM's accuracy")
+    parts.append(f"ring: the Holm-corrected keeps-SAM verdict; dash-dotted: {TIME_GOAL:g}× SGD's FLOPs (the time "
+                 "goal of summary.md's frontier)")
+    if shift >= SPREAD_SAID:
+        parts.append(f"points of nearly equal cost moved sideways, by up to {shift:.2f}× SGD's FLOPs, so that each "
+                     "shows")
+    return textwrap.wrap("; ".join(parts), 110)
 
 
 FIGURES: list[Figure] = [
@@ -506,36 +566,53 @@ def _share_limits(row: Any, x: bool = True) -> None:
             getattr(ax, put)(min(lows), max(highs))
 
 
+MARKER_KEY = ("SSAM: colour = pattern, filled = explicit, hollow = implicit, X = implicit-masked (masked backward "
+              "and masked ε); a plus / star: the ascent gradient from a quarter / two fifths of the batch.")
+
+
 def _legends(fig: Any, axes: Any, cols: list[Panel], title: str, extra: str = "") -> None:
-    """One legend per column, under the column's lowest panel, outside the axes: with every registered
-    optimizer a panel holds a dozen entries, and a legend inside would cover points. Above the panels,
+    """One legend per column, above the column's top panel, outside the axes: a reader meets the key before
+    the panels, and with every registered optimizer a column holds a dozen entries (one under the lowest of
+    four stacked panels was far from the others, and a legend inside would cover points). Above the legends,
     ``extra`` and the key to the markers, wrapped to the figure's width, and the title above them."""
     import textwrap
 
     import matplotlib.pyplot as plt
 
-    for ax, (_, members) in zip(axes[-1], cols):
+    fig.canvas.draw()  # where the top panels' titles ended up after the layout
+    renderer = fig.canvas.get_renderer()
+    to_figure = fig.transFigure.inverted()
+    width, height = fig.get_size_inches()
+    for ax, (_, members) in zip(axes[0], cols):
         handles = []
         for name in members:
             colour, marker, filled = style(name)
             handles.append(plt.Line2D([], [], color=colour, marker=marker, linestyle="",
                                       markersize=7 * BIG_MARKERS.get(marker, 1),
                                       markerfacecolor=colour if filled else "white", label=name))
-        ax.legend(handles=handles, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16),
-                  framealpha=0.8)
-    width, height = fig.get_size_inches()
-    lines = textwrap.wrap(
-        extra + ". SSAM: colour = pattern, filled = explicit, hollow = implicit, X = implicit-masked (masked "
-        "backward and masked e); a plus / star: the ascent gradient from a quarter / two fifths of the batch.",
-        max(60, int(width * 16))) if extra else []
-    if lines:
-        fig.text(0.5, 1.0, "\n".join(lines), ha="center", va="bottom", fontsize="small")
-    _title(fig, title, above_inches=0.2 * len(lines) + 0.1)
+        box = ax.get_position()
+        top = ax.title.get_window_extent(renderer).transformed(to_figure).y1
+        ax.legend(handles=handles, fontsize="small", loc="lower center", framealpha=0.8,
+                  bbox_to_anchor=((box.x0 + box.x1) / 2, top + 0.05 / height), bbox_transform=fig.transFigure)
+    fig.canvas.draw()
+    legends = [ax.get_legend() for ax in axes[0] if ax.get_legend() is not None]
+    base = max((leg.get_window_extent(renderer).transformed(to_figure).y1 for leg in legends), default=1.0)
+    key = MARKER_KEY if any(_keyed(n) for _, members in cols for n in members) else ""
+    lines = textwrap.wrap(". ".join(filter(None, (extra, key))), max(60, int(width * 16)))
+    fig.text(0.5, base + 0.08 / height, "\n".join(lines), ha="center", va="bottom", fontsize="small")
+    _title(fig, title, above_inches=0.2 * len(lines) + 0.15, base=base)
 
 
-def _title(fig: Any, title: str, above_inches: float = 0.1) -> None:
-    """The figure's title, ``above_inches`` above the panels (room for a note between them)."""
-    fig.suptitle(title, y=1.0 + above_inches / fig.get_size_inches()[1], va="bottom")
+def _keyed(name: str) -> bool:
+    """Whether the key to the markers says something of ``name``'s: an SSAM pattern and form, an ascent fraction."""
+    entry = _entry(name.split(" [")[0])
+    return entry is not None and (entry.family in SSAM_COLOURS or entry.fraction is not None)
+
+
+def _title(fig: Any, title: str, above_inches: float = 0.1, base: float = 1.0) -> None:
+    """The figure's title, ``above_inches`` above ``base`` (a height in the figure's fraction: by default the
+    panels' top; room for a note between them)."""
+    fig.suptitle(title, y=base + above_inches / fig.get_size_inches()[1], va="bottom")
 
 
 def readable_ticks() -> Any:

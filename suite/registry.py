@@ -12,6 +12,7 @@ paths or ``.py`` file paths) calls ``register(OptimizerInfo(...))``.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import inspect
@@ -30,6 +31,17 @@ from ssam import SSAM
 
 ORIGINS = {"paper": "as in the paper's code", "extension": "extension of this suite",
            "published": "published method", "reference": "reference baseline", "": "not stated"}
+# Which method an entry is a variant of (the figures' colours, markers and panels, the claims' groups): one
+# word each. Who made the variant (the paper's code, a published paper, this suite) is its origin, not its
+# family: this suite's cheaper-ascent SAM is in SAM's family, its SSAM-F variants in SSAM-F's.
+FAMILIES = {"SGD": "SGD with momentum, the plain reference",
+            "SAM": "SAM (Foret et al. 2021), with any ascent fraction",
+            "ESAM": "ESAM (Du et al. 2022)",
+            "SSAM-F": "Sparse SAM with a Fisher mask (Mi et al. 2023): every pattern and form",
+            "SSAM-D": "Sparse SAM with a dynamic mask (Mi et al. 2023): every pattern and form",
+            "field": "the efficient-SAM field (issue 25): ASAM, periodic SAM, LookSAM, RST, GSAM, Momentum-SAM and "
+                     "this suite's combinations of them",
+            "": "not stated"}
 # The Sparse SAM variants the paper's official code has (Mi et al.'s repositories): SSAM-F explicit in
 # every pattern, SSAM-F implicit for structured and N:M masks, SSAM-D unstructured and explicit only.
 PAPER_SSAM = {("fisher", "unstructured", "explicit"), ("fisher", "structured", "explicit"),
@@ -62,6 +74,7 @@ class OptimizerInfo:
     # "paper": as in the method's paper's code; "extension": this suite's own variant; "reference": a
     # plain baseline; "": not said (an out-of-tree entry unless it says)
     origin: str = ""
+    family: str = ""  # a key of FAMILIES; "": not stated (an out-of-tree entry unless it says)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "changes", MappingProxyType(dict(self.changes)))
@@ -71,6 +84,8 @@ class OptimizerInfo:
             raise ValueError(f"{self.name}: unknown inputs {sorted(self.inputs - INPUTS)}; known: {sorted(INPUTS)}")
         if self.origin not in ORIGINS:
             raise ValueError(f"{self.name}: origin must be one of {sorted(ORIGINS)}, got {self.origin!r}")
+        if self.family not in FAMILIES:
+            raise ValueError(f"{self.name}: family must be one of {sorted(FAMILIES)}, got {self.family!r}")
 
     @property
     def provenance(self) -> str:
@@ -187,14 +202,15 @@ def _ssam(mask: str, pattern: str, form: str, aliases: tuple[str, ...] = (), asc
     inputs = {"steps_per_epoch", "seed"} | ({"total_steps"} if mask == "dynamic" else {"sample_examples"}) \
         | ({"model"} if form != "explicit" else set())
     origin = "paper" if (mask, pattern, form) in PAPER_SSAM and ascent is None else "extension"
-    what = {"explicit": "explicit (masked e)", "implicit": "implicit (masked backward, dense e)",
-            "implicit-masked": "masked backward and masked e"}[form]
+    what = {"explicit": "explicit (masked ε)", "implicit": "implicit (masked backward, dense ε)",
+            "implicit-masked": "masked backward and masked ε"}[form]
     suffix, ascent_words, ascent_changes = _ascent(ascent)
     changes = {"mask": mask, "pattern": pattern, "form": form, **ascent_changes, **(changes or {})}
     return OptimizerInfo(
         f"ssam-{letter}-{pattern}-{form}{suffix}", SSAM,
         f"SSAM-{letter.upper()} (Mi et al. 2023): {pattern}, {what}{ascent_words}{words}",
         origin=origin,
+        family=f"SSAM-{letter.upper()}",
         changes=changes,
         inputs=inputs,
         passes_per_step=2,
@@ -207,7 +223,8 @@ def _ssam(mask: str, pattern: str, form: str, aliases: tuple[str, ...] = (), asc
 def _sam(ascent: str) -> OptimizerInfo:
     suffix, words, changes = _ascent(ascent)
     return OptimizerInfo("sam" + suffix, SAM, "SAM (Foret et al. 2021)" + words, changes=changes,
-                         passes_per_step=2, invalid=TWO_PASS_INVALID, samples=TWO_PASS_SAMPLES, origin="extension")
+                         passes_per_step=2, invalid=TWO_PASS_INVALID, samples=TWO_PASS_SAMPLES, origin="extension",
+                         family="SAM")
 
 
 # The efficient-SAM field (issue 25): a second pass on some steps only (periodic SAM, LookSAM, RST), none
@@ -216,38 +233,42 @@ PEERS = [
     OptimizerInfo("asam", SAM, "ASAM (Kwon et al. 2021): SAM in the weight-scaled ball T_w = |w| + 0.01",
                   changes={"adaptive": True, "rho": 0.5, "eta": 0.01}, passes_per_step=2,
                   invalid=(*TWO_PASS_INVALID, {"eta": -0.01}),
-                  samples=({"rho": 1.0, "nesterov": True}, {"ascent_fraction": 0.5}), origin="published"),
+                  samples=({"rho": 1.0, "nesterov": True}, {"ascent_fraction": 0.5}), origin="published",
+                  family="field"),
     OptimizerInfo("periodic-sam", SAM, "periodic SAM (Composer's SAM(interval=5)): SAM every 5th step, SGD's between",
                   changes={"sam_every": 5}, passes_per_step=1, invalid=PERIODIC_INVALID, samples=PERIODIC_SAMPLES,
-                  flop_window=lambda opt: opt.defaults["sam_every"], origin="published"),
+                  flop_window=lambda opt: opt.defaults["sam_every"], origin="published", family="field"),
     OptimizerInfo("looksam", LookSAM, "LookSAM (Liu et al. 2022): SAM every 5th step; the steps between reuse "
                   "its gradient's part orthogonal to g", passes_per_step=1, invalid=LOOKSAM_INVALID,
-                  samples=LOOKSAM_SAMPLES, flop_window=lambda opt: opt.defaults["sam_every"], origin="published"),
+                  samples=LOOKSAM_SAMPLES, flop_window=lambda opt: opt.defaults["sam_every"], origin="published",
+                  family="field"),
     OptimizerInfo("rst", RST, "RST (Zhao et al. 2022): a SAM step with probability 0.5, SGD's otherwise",
                   inputs={"seed"}, passes_per_step=1, invalid=RST_INVALID, samples=RST_SAMPLES,
                   # which steps are SAM's is drawn: count FLOPs over enough steps to average it
-                  flop_window=lambda opt: 16, origin="published"),
+                  flop_window=lambda opt: 16, origin="published", family="field"),
     OptimizerInfo("gsam", GSAM, "GSAM (Zhuang et al. 2022): SAM's gradient minus alpha times g's part orthogonal "
                   "to it; rho follows the learning rate", passes_per_step=2, invalid=GSAM_INVALID,
-                  samples=GSAM_SAMPLES, origin="published"),
+                  samples=GSAM_SAMPLES, origin="published", family="field"),
     # this suite's combination (issue 25): the two savings are independent, so measure them together: the
     # two-fifths ascent on every second step costs about 1 + 0.4 / 2 = 1.2x SGD's FLOPs, the goal's cost
     OptimizerInfo("sam-two-fifths-ascent-every-2", SAM, "SAM every 2nd step, its ascent gradient from two fifths "
                   "of the batch; SGD's steps between", changes={"ascent_fraction": 0.4, "sam_every": 2},
                   passes_per_step=1, invalid=PERIODIC_INVALID, samples=({"sam_every": 3},),
-                  flop_window=lambda opt: opt.defaults["sam_every"], origin="extension"),
+                  flop_window=lambda opt: opt.defaults["sam_every"], origin="extension", family="field"),
     OptimizerInfo("msam", MSAM, "Momentum-SAM (Becker et al. 2024): the gradient at w - rho*v/||v||, v the "
                   "momentum: one pass", passes_per_step=1, invalid=MSAM_INVALID, samples=MSAM_SAMPLES,
-                  origin="published"),
+                  origin="published", family="field"),
 ]
 
 OPTIMIZERS: list[OptimizerInfo] = [
     OptimizerInfo("sgd", torch.optim.SGD, "SGD with momentum (torch.optim.SGD): one forward/backward pass per step",
-                  invalid=SGD_INVALID, samples=SGD_SAMPLES, origin="reference"),
+                  invalid=SGD_INVALID, samples=SGD_SAMPLES, origin="reference", family="SGD"),
     OptimizerInfo("sam", SAM, "SAM (Foret et al. 2021): SGD step with the gradient at w + rho*g/||g||",
-                  passes_per_step=2, invalid=TWO_PASS_INVALID, samples=TWO_PASS_SAMPLES, origin="paper"),
+                  passes_per_step=2, invalid=TWO_PASS_INVALID, samples=TWO_PASS_SAMPLES, origin="paper",
+                  family="SAM"),
     OptimizerInfo("esam", ESAM, "ESAM (Du et al. 2022): SAM on random weights (SWP) and the sharpest samples (SDS)",
                   inputs={"seed"}, passes_per_step=2, invalid=ESAM_INVALID, samples=ESAM_SAMPLES, origin="paper",
+                  family="ESAM",
                   # which tensors are drawn changes a step's cost: count FLOPs over enough steps to average it
                   flop_window=lambda opt: 16 if any(g["beta"] < 1 for g in opt.param_groups) else 1),
     _ssam("fisher", "unstructured", "explicit", aliases=("ssam-f",)),
@@ -262,7 +283,7 @@ OPTIMIZERS: list[OptimizerInfo] = [
     _ssam("dynamic", "structured", "implicit"),
     _ssam("dynamic", "nm", "explicit"),
     _ssam("dynamic", "nm", "implicit"),
-    # The combination the implicit form used to be here (a masked backward and a masked e): kept where the
+    # The combination the implicit form used to be here (a masked backward and a masked ε): kept where the
     # earlier cpu sweep found it strongest against SAM (docs/ssam.md, "Forms").
     _ssam("fisher", "structured", "implicit-masked"),
     _ssam("dynamic", "unstructured", "implicit-masked"),
@@ -346,4 +367,19 @@ def get(name: str) -> OptimizerInfo:
     for info in OPTIMIZERS:
         if name == info.name or name in info.aliases:
             return info
-    raise KeyError(f"unknown optimizer {name!r}; known: {', '.join(names(include_aliases=True))}")
+    known = names(include_aliases=True)
+    raise KeyError(f"unknown optimizer {name!r};{did_you_mean(name, known)} known: {', '.join(known)}")
+
+
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """``" did you mean 'x'?"``, to stand before the list of valid names in the message about a misspelt ``word``:
+    the names of ``known`` that the standard library's difflib finds close, those nearly as close as the
+    closest (``cpu-nose``: ``cpu-noise``, not ``gpu-cost`` too); empty where none is close. Every unknown
+    name the suite reports (optimizer, profile, profile key) says it so."""
+    known = list(known)
+    close = difflib.get_close_matches(word, known, n=3)
+    if not close:
+        return ""
+    ratio = {k: difflib.SequenceMatcher(None, word, k).ratio() for k in close}
+    close = [k for k in close if ratio[k] >= ratio[close[0]] - 0.1]
+    return f" did you mean {' or '.join(map(repr, close))}?"

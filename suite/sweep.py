@@ -49,8 +49,8 @@ def runs_for(profile: Profile, *, optimizers: list[str] | None = None, seeds: in
         raise ConfigError(f"budget_reference {settings.budget_reference!r} is not a registered optimizer")
     for pattern in profile.hparams:
         if not fnmatch.filter(known, pattern):
-            raise ConfigError(f"[hparams.{pattern}] matches no optimizer (unknown optimizer {pattern!r}); "
-                              f"known: {', '.join(known)}")
+            raise ConfigError(f"[hparams.{pattern}] matches no optimizer (unknown optimizer {pattern!r});"
+                              f"{registry.did_you_mean(pattern, known)} known: {', '.join(known)}")
     resolved = {name: profile.hparams_for(registry.get(name), settings) for name in dict.fromkeys(names)}
     counts = _seed_counts(profile, list(resolved), seeds)
     references = tuple(canonical(r) for r in profile.references)  # an unknown name is one line

@@ -494,6 +494,8 @@ def test_a_failed_download_leaves_no_data_directory_behind(tmp_path, monkeypatch
     with pytest.raises(DataError, match="could not download cifar10") as failed:
         load_dataset("cifar10", None, download=True)
     assert "\n" not in str(failed.value)
+    # offline, the user is told both ways to name a copy (the environment reaches tox and Slurm jobs too)
+    assert str(failed.value).endswith("name one with --data-dir or SUITE_DATA_DIR")
     assert not (tmp_path / "data").exists()
     nested = tmp_path / "deep" / "er"
     with pytest.raises(DataError):

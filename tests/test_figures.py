@@ -3,6 +3,8 @@ file names a person reads, and no figure left behind that the report no longer m
 
 from __future__ import annotations
 
+import re
+
 import matplotlib
 import pandas as pd
 import pytest
@@ -69,13 +71,15 @@ def test_the_tflop_tick_labels_of_an_equal_flops_row_do_not_run_together(span):
 
 
 def test_a_panel_is_titled_by_what_it_draws():
-    """ESAM not run: the panel of the SAM family says SAM, not "SAM and ESAM"; with ESAM it says both."""
+    """ESAM not run: the panel of the SAM family says SAM, not "SAM and ESAM"; with ESAM it says both. The
+    references drawn beside a family are in its title too (the issue: "SSAM-F" over SGD's and SAM's points)."""
     refs = ("sgd", "sam")
     assert plots.panels(["sgd", "sam", "sam-quarter-ascent", "ssam-f-nm-explicit"], refs) == [
-        ("SAM", ["sgd", "sam", "sam-quarter-ascent"]), ("SSAM-F", ["sgd", "sam", "ssam-f-nm-explicit"])]
-    assert plots.panels(["sgd", "sam", "esam"], refs)[0][0] == "SAM and ESAM"
-    assert plots.panels(["sgd", "esam", "ssam-f-nm-explicit"], refs)[0] == ("ESAM", ["sgd", "esam"])
-    assert plots.panels(["sgd", "sam"], refs) == [("SAM", ["sgd", "sam"])]
+        ("SAM, with sgd", ["sgd", "sam", "sam-quarter-ascent"]),
+        ("SSAM-F, with sgd and sam", ["sgd", "sam", "ssam-f-nm-explicit"])]
+    assert plots.panels(["sgd", "sam", "esam"], refs)[0][0] == "SAM and ESAM, with sgd"
+    assert plots.panels(["sgd", "esam", "ssam-f-nm-explicit"], refs)[0] == ("ESAM, with sgd", ["sgd", "esam"])
+    assert plots.panels(["sgd", "sam"], refs) == [("SAM, with sgd", ["sgd", "sam"])]
     assert plots.panels(["sgd"], ("sgd",)) == [("sgd", ["sgd"])]  # the references alone: their names
     # the drawn figure's panels say it too
     import matplotlib.pyplot as plt
@@ -83,7 +87,7 @@ def test_a_panel_is_titled_by_what_it_draws():
     plots._theme()
     fig = plots._cost_figure(shown([record(n, 0, 0.4, 1.4) for n in ("sgd", "sam", "sam-quarter-ascent")]))
     try:
-        assert {ax.get_title() for ax in fig.axes} == {"SAM — budget flops"}
+        assert {ax.get_title() for ax in fig.axes} == {"SAM, with sgd — budget flops"}
     finally:
         plt.close(fig)
 
@@ -210,3 +214,149 @@ def test_the_frontier_spreads_points_of_equal_cost_apart_around_their_cost_and_l
     assert abs(sum(out[1:4]) / 3 - 2.0) < 1e-9 and out[4] == 2.05  # 2.05 is a step and more from 2.01
     assert abs((out[5] + out[6]) / 2 - 1.2005) < 1e-9
     assert spread_sideways([]) == [] and spread_sideways([3.0]) == [3.0]
+
+
+def every_optimizer(budgets=("epochs", "flops"), **metrics) -> list[dict]:
+    """Two seeds of every registered optimizer under each budget, spread in cost and accuracy."""
+    from suite import registry
+
+    return [record(n, s, 0.30 + 0.003 * i + 0.01 * s, 1.4 + 0.05 * i, budget=b, **metrics)
+            for b in budgets for i, n in enumerate(registry.names()) for s in range(2)]
+
+
+def extent(artist, fig):
+    return artist.get_window_extent(fig.canvas.get_renderer())
+
+
+def test_each_column_has_its_legend_above_its_top_panel_with_every_registered_optimizer():
+    """The issue's case: the legends stood only under the lowest of four stacked panels. With all 31 registered
+    optimizers under two budgets (four rows): one legend per column, above the top panel's title, holding the
+    column's optimizers, the legends apart, and the note and the title above them all."""
+    import matplotlib.pyplot as plt
+
+    plots._theme()
+    s = shown(every_optimizer())
+    fig = plots._cost_figure(s)
+    try:
+        grid = [ax for ax in fig.axes if ax.get_title()]
+        assert len(grid) == 4 * len(plots.panels(list(dict.fromkeys(s.summary["optimizer"])), s.references))
+        with_legend = [ax for ax in grid if ax.get_legend() is not None]
+        top = max(extent(ax, fig).y1 for ax in grid)
+        assert len(with_legend) == len(plots.panels(list(s.summary["optimizer"].unique()), s.references))
+        assert all(extent(ax, fig).y1 == top for ax in with_legend)  # the top row's panels
+        boxes = sorted((extent(ax.get_legend(), fig) for ax in with_legend), key=lambda b: b.x0)
+        for ax in with_legend:
+            assert extent(ax.get_legend(), fig).y0 >= extent(ax.title, fig).y1  # above the panel's title
+            drawn = {t.get_text() for t in ax.get_legend().get_texts()}
+            title = ax.get_title().split(" — ")[0]
+            assert drawn == set(dict(plots.panels(list(s.summary["optimizer"].unique()), s.references))[title])
+        assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:]))  # side by side, not overlapping
+        highest = max(b.y1 for b in boxes)
+        assert all(extent(t, fig).y0 > highest for t in [*fig.texts, fig._suptitle])
+    finally:
+        plt.close(fig)
+
+
+def test_a_ring_and_a_contention_mark_at_the_edge_stay_inside_the_panel():
+    """smoke-comparison.png: msam, the most accurate and cheapest, stood on the top edge, its ring and † half
+    outside the panel. Every ring and † of the figure is inside its panel."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    plots._theme()
+    records = [record(n, 0, acc, tflop, budget="epochs", time_contended=True)
+               for n, acc, tflop in (("sgd", 0.114, 0.047), ("sam", 0.112, 0.095), ("msam", 0.130, 0.047))]
+    fig = plots._cost_figure(shown(records))
+    try:
+        fig.canvas.draw()
+        dpi = fig.dpi
+        checked = 0
+        for ax in fig.axes:
+            box = extent(ax, fig)
+            for mark in ax.texts:
+                b = extent(mark, fig)
+                assert box.x0 <= b.x0 and b.x1 <= box.x1 and box.y0 <= b.y0 and b.y1 <= box.y1, mark.get_text()
+                checked += 1
+            for ring in ax.collections:
+                if not (hasattr(ring, "get_sizes") and ring.get_sizes().size and ring.get_sizes()[0] >= 200):
+                    continue
+                radius = np.sqrt(ring.get_sizes()[0]) / 2 * dpi / 72
+                for x, y in ax.transData.transform(ring.get_offsets()):
+                    assert box.x0 <= x - radius and x + radius <= box.x1
+                    assert box.y0 <= y - radius and y + radius <= box.y1
+                    checked += 1
+        assert checked >= 4  # a † per point of the seconds panel, msam's ring in the FLOPs panel
+    finally:
+        plt.close(fig)
+
+
+def frontier(records) -> plots.Shown:
+    import dataclasses
+
+    from suite import claims
+
+    base = shown(records)
+    return dataclasses.replace(base, verdicts=claims.verdicts(report.run_rows(report.label_tables(records))))
+
+
+def test_the_frontier_says_its_budget_and_how_far_points_moved_only_where_they_did():
+    """The caption said "spread sideways (by at most 0.00)" where nothing moved, and no figure text said which
+    budget the frontier shows."""
+    import matplotlib.pyplot as plt
+
+    plots._theme()
+    apart = [record(n, s, acc + 0.002 * s, 1.0, budget="epochs", flops_per_step=f)
+             for n, acc, f in (("sgd", 0.40, 1e9), ("sam", 0.44, 2e9), ("sam-quarter-ascent", 0.43, 1.25e9))
+             for s in range(3)]
+    together = apart + [record("ssam-f-nm-explicit", s, 0.43, 1.0, budget="epochs", flops_per_step=2.001e9)
+                        for s in range(3)]
+    figures = {}
+    try:
+        for name, records in (("apart", apart), ("together", together)):
+            figures[name] = plots._frontier_figure(frontier(records))
+        for fig in figures.values():
+            assert "budget epochs" in fig._suptitle.get_text()
+        text = {k: " ".join(t.get_text() for t in f.texts).replace("\n", " ") for k, f in figures.items()}
+        assert "sideways" not in text["apart"] and "0.00" not in text["apart"]
+        moved = re.search(r"moved sideways, by up to (\d\.\d\d)× SGD's FLOPs", text["together"])
+        assert moved and float(moved.group(1)) > 0
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
+
+
+def test_the_time_goal_line_is_told_apart_from_the_grid():
+    """The dotted 1.2× line lay on the x grid's 1.2 in the grid's grey: it is drawn over the grid in a colour,
+    width and dash no gridline has, labelled, and in the legend."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    plots._theme()
+    records = [record(n, s, acc, 1.0, budget="epochs", flops_per_step=f) for n, acc, f in
+               (("sgd", 0.40, 1e9), ("sam", 0.44, 2e9), ("sam-quarter-ascent", 0.43, 1.25e9)) for s in range(3)]
+    fig = plots._frontier_figure(frontier(records))
+    try:
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        goal = [ln for ln in ax.get_lines() if list(ln.get_xdata()) == [plots.TIME_GOAL] * 2]
+        assert len(goal) == 1
+        goal = goal[0]
+        for grid in ax.get_xgridlines():
+            assert to_hex(goal.get_color()) != to_hex(grid.get_color())
+            assert goal.get_linewidth() > grid.get_linewidth()
+            assert goal.get_linestyle() != grid.get_linestyle()
+        assert goal.get_zorder() > ax.xaxis.get_zorder()  # the grid is drawn with its axis (below the data)
+        assert any(f"{plots.TIME_GOAL:g}×" in t.get_text() for t in ax.texts)
+        assert any("time goal" in t.get_text() for t in ax.get_legend().get_texts())
+    finally:
+        plt.close(fig)
+
+
+def test_captions_and_the_list_write_epsilon_for_the_perturbation(capsys):
+    """"masked e" meant ε: the figures' key to the markers and `python -m suite list` say ε."""
+    from suite.cli import main
+
+    assert "masked ε" in plots.MARKER_KEY and not re.search(r"\b(masked|dense) e\b", plots.MARKER_KEY)
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "masked ε" in out and "dense ε" in out and not re.search(r"\b(masked|dense) e\b", out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 from helpers import run_config
@@ -28,14 +29,15 @@ def test_a_profile_extends_another_table_by_table(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ('extends = "loop.toml"\n', "extends itself"),
     ('extends = "missing.toml"\n', "does not exist"),
-    ('extends = "nope"\n', "unknown profile 'nope'"),
+    ('extends = "nope"\n', "unknown profile 'nope'; known: cost, cpu,"),
+    ('extends = "smok"\n', "unknown profile 'smok'; did you mean 'smoke'? known: cost, cpu,"),
     ("extends = 3\n", "extends must name a profile or a .toml path, got 3"),
 ])
 def test_a_bad_extends_is_one_line(tmp_path, capsys, text, message):
     from helpers import refused_in_one_line
 
     (tmp_path / "loop.toml").write_text(text)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_profile(str(tmp_path / "loop.toml"))
     refused_in_one_line(capsys, ["run", "--profile", str(tmp_path / "loop.toml")], message, tmp_path / "out")
 
@@ -112,3 +114,18 @@ def test_min_steps_leaves_a_large_set_at_its_epochs():
     assert TrainConfig(epochs=3).epochs_for(steps_per_epoch=1) == 3
     with pytest.raises(ConfigError, match="min_steps must be an integer >= 0"):
         TrainConfig(min_steps=-1)
+
+
+def test_a_misspelt_name_gets_the_close_ones_before_the_list():
+    """difflib's close matches, those nearly as close as the closest: one typo is one suggestion, two equally
+    likely names are both offered, a name like none gets none."""
+    from suite.registry import did_you_mean, names
+
+    profiles = available_profiles()
+    assert did_you_mean("cpu-nose", profiles) == " did you mean 'cpu-noise'?"  # not gpu-cost, a worse match
+    assert did_you_mean("nope", profiles) == ""
+    assert did_you_mean("ssam-f-nm-explict", names()) == " did you mean 'ssam-f-nm-explicit' or 'ssam-d-nm-explicit'?"
+    with pytest.raises(ConfigError, match=r"unknown key 'sed' in profile; did you mean 'seeds'\? allowed: "):
+        from suite.config import parse_profile
+
+        parse_profile("p", {"sed": 3})

@@ -279,3 +279,21 @@ def test_the_readme_counts_the_registered_optimizers():
     said = int(re.search(r"every registered optimizer \((\d+)\)", readme).group(1))
     builtin = [i for i in registry.OPTIMIZERS if i.cls.__module__.split(".")[0] in ("torch", "baselines", "ssam")]
     assert said == len(builtin)  # out-of-tree entries (SUITE_OPTIMIZER_MODULES) are not the README's
+
+
+def test_every_entry_names_its_family_from_the_declared_set():
+    """The figures' colours, markers and panels follow the family (and the claims may group by it): every
+    built-in entry states one, SSAM's by its mask, the published methods in the field; an unknown one is refused."""
+    builtin = [i for i in registry.OPTIMIZERS if i.cls.__module__.split(".")[0] in ("torch", "baselines", "ssam")]
+    declared = set(registry.FAMILIES) - {""}
+    assert {i.family for i in builtin} == declared  # each declared family is used, none other
+    for info in builtin:
+        mask = info.changes.get("mask")
+        if mask is not None:
+            assert info.family == {"fisher": "SSAM-F", "dynamic": "SSAM-D"}[mask], info.name
+        if info.origin == "published":
+            assert info.family == "field", info.name
+    assert registry.get("sgd").family == "SGD" and registry.get("sam-quarter-ascent").family == "SAM"
+    assert registry.get("esam").family == "ESAM"
+    with pytest.raises(ValueError, match="family must be one of"):
+        registry.OptimizerInfo("x", torch.optim.SGD, "x", family="extension")

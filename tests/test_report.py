@@ -270,18 +270,21 @@ def test_an_optimizer_has_one_style_in_every_figure_and_families_get_panels():
     assert style(cheap)[0] == style("ssam-d-unstructured-explicit")[0] and style(cheap) != style(cheap[:-15])
     refs = ("sgd", "sam")
     assert panels(["sgd", "sam", "sam-quarter-ascent", cheap], refs) == [
-        ("SAM", ["sgd", "sam", "sam-quarter-ascent"]), ("SSAM-D", ["sgd", "sam", cheap])]
+        ("SAM, with sgd", ["sgd", "sam", "sam-quarter-ascent"]), ("SSAM-D, with sgd and sam", ["sgd", "sam", cheap])]
     fifths = "ssam-f-unstructured-explicit-two-fifths-ascent"  # another fraction: the same colour, another marker
     assert style(fifths)[0] == style("ssam-f-unstructured-explicit")[0]
     assert style(fifths)[1] not in {style("ssam-f-unstructured-explicit")[1], style(cheap)[1]}
-    assert [t for t, _ in panels(["sgd", "sam", "sam-two-fifths-ascent", fifths], refs)] == ["SAM", "SSAM-F"]
+    assert [t for t, _ in panels(["sgd", "sam", "sam-two-fifths-ascent", fifths], refs)] == [
+        "SAM, with sgd", "SSAM-F, with sgd and sam"]
     names = ["sgd", "sam", "esam", "ssam-f-nm-explicit", "ssam-d-nm-implicit", "linf-sam"]
     assert panels(names, refs) == [
-        ("SAM and ESAM", ["sgd", "sam", "esam"]), ("SSAM-F", ["sgd", "sam", "ssam-f-nm-explicit"]),
-        ("SSAM-D", ["sgd", "sam", "ssam-d-nm-implicit"]), ("others", ["sgd", "sam", "linf-sam"])]
-    assert panels(["sgd", "ssam-d-nm-explicit"], refs) == [("SSAM-D", ["sgd", "ssam-d-nm-explicit"])]
+        ("SAM and ESAM, with sgd", ["sgd", "sam", "esam"]), ("SSAM-F, with sgd and sam", ["sgd", "sam",
+                                                                                           "ssam-f-nm-explicit"]),
+        ("SSAM-D, with sgd and sam", ["sgd", "sam", "ssam-d-nm-implicit"]),
+        ("others, with sgd and sam", ["sgd", "sam", "linf-sam"])]
+    assert panels(["sgd", "ssam-d-nm-explicit"], refs) == [("SSAM-D, with sgd", ["sgd", "ssam-d-nm-explicit"])]
     # the profile's references stand beside every panel: ESAM instead of SAM
-    assert panels(names, ("sgd", "esam"))[0] == ("SAM and ESAM", ["sgd", "esam", "sam"])
+    assert panels(names, ("sgd", "esam"))[0] == ("SAM and ESAM, with sgd", ["sgd", "esam", "sam"])
 
 
 def test_the_statistics_and_the_figures_import_no_report():
@@ -299,24 +302,44 @@ def test_the_statistics_and_the_figures_import_no_report():
         assert not {"suite.report", "suite.plots"} & imported, name
 
 
-def test_style_and_family_come_from_the_registry_entry_not_the_name(monkeypatch):
-    """An entry named in no pattern the plots know is styled and grouped by what it changes."""
+def test_style_and_panel_come_from_the_registry_entry_not_the_name(monkeypatch):
+    """An entry named in no pattern the plots know is styled and grouped by its family and what it changes;
+    one that names no family is drawn among the others."""
     from ssam import SSAM
     from suite import registry
-    from suite.plots import family, style
+    from suite.plots import panel_of, style
 
-    entries = [registry.OptimizerInfo("dense-fisher-nm", SSAM, "x", changes={"mask": "fisher", "pattern": "nm",
-                                                                               "form": "explicit", "sparsity": 0.5}),
-               registry.OptimizerInfo("sam-half", registry.SAM, "x", changes={"ascent_fraction": 0.4}),
-               registry.OptimizerInfo("sam-wide", registry.SAM, "x", changes={"rho": 0.3})]
+    fisher_nm = {"mask": "fisher", "pattern": "nm", "form": "explicit", "sparsity": 0.5}
+    entries = [registry.OptimizerInfo("dense-fisher-nm", SSAM, "x", changes=fisher_nm, family="SSAM-F"),
+               registry.OptimizerInfo("sam-half", registry.SAM, "x", changes={"ascent_fraction": 0.4}, family="SAM"),
+               registry.OptimizerInfo("sam-wide", registry.SAM, "x", changes={"rho": 0.3}, family="SAM"),
+               registry.OptimizerInfo("unsaid", SSAM, "x", changes=fisher_nm)]
     monkeypatch.setattr(registry, "OPTIMIZERS", [*registry.OPTIMIZERS, *entries])
-    assert style("dense-fisher-nm") == style("ssam-f-nm-explicit") and family("dense-fisher-nm") == "SSAM-F"
-    assert style("sam-half") == style("sam-two-fifths-ascent") and family("sam-half") == "SAM and ESAM"
-    assert style("sam-wide") not in {style("sam"), style("sgd")} and family("sam-wide") == "others"
-    assert family("asam") == family("looksam") == "published efficient SAMs"
+    assert style("dense-fisher-nm") == style("ssam-f-nm-explicit") and panel_of("dense-fisher-nm") == "SSAM-F"
+    assert style("sam-half") == style("sam-two-fifths-ascent") and panel_of("sam-half") == "SAM and ESAM"
+    assert style("sam-wide") not in {style("sam"), style("sgd")} and panel_of("sam-wide") == "SAM and ESAM"
+    assert panel_of("unsaid") == "others" and style("unsaid") != style("ssam-f-nm-explicit")
+    assert panel_of("asam") == panel_of("looksam") == panel_of("sam-two-fifths-ascent-every-2") == "efficient-SAM field"
     # a row with hyper-parameters of its own: another optimizer's style, its optimizer's panel
     assert style("ssam-d-nm-explicit [rho=0.1]") != style("ssam-d-nm-explicit")
-    assert family("ssam-d-nm-explicit [rho=0.1]") == "SSAM-D"
+    assert panel_of("ssam-d-nm-explicit [rho=0.1]") == "SSAM-D"
+
+
+def test_the_figures_import_no_optimizer_class():
+    """Colours, markers and panels come from the registry's family field: plots.py imports neither an
+    optimizer package nor torch (the classes it used to compare entries with)."""
+    import ast
+    from pathlib import Path
+
+    import suite
+
+    tree = ast.parse((Path(suite.__file__).parent / "plots.py").read_text())
+    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in modules if m and m.split(".")[0] in ("baselines", "ssam", "torch")}, modules
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert not names & {"SAM", "ESAM", "LookSAM", "GSAM", "MSAM", "RST", "SSAM", "SGD"}, names
+    assert "registry.SAM" not in (Path(suite.__file__).parent / "plots.py").read_text()
 
 
 def test_figure_titles_promise_spread_only_with_seeds(tmp_path):
