@@ -38,6 +38,8 @@ from typing import Any
 
 import pandas as pd
 
+from suite import registry
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -250,26 +252,27 @@ def seeds_needed(mean: float, sd: float, level: float) -> int | None:
 
 # ----- verdicts -------------------------------------------------------------------------------------------
 def subjects_of(claim: Claim, present: Iterable[str]) -> list[str]:
-    """The claim's subjects among the optimizers of a table, in table order."""
-    from suite import registry
-
+    """The claim's subjects among the optimizers of a table, in table order: a group by the registry's fields
+    (``paper-ssam``: family SSAM-F or SSAM-D as in the paper's code; ``published``, ``extensions``: by origin)."""
     present = list(present)
     wanted = set()
     for s in claim.subjects:
         if s == PAPER_SSAM:
-            wanted |= {n for n in present if n.startswith("ssam-") and _origin(registry, n) == "paper"}
+            wanted |= {n for n in present
+                       if _entry(n, "family") in ("SSAM-F", "SSAM-D") and _entry(n, "origin") == "paper"}
         elif s == PUBLISHED:
-            wanted |= {n for n in present if _origin(registry, n) == "published"}
+            wanted |= {n for n in present if _entry(n, "origin") == "published"}
         elif s == EXTENSIONS:
-            wanted |= {n for n in present if _origin(registry, n) == "extension"}
+            wanted |= {n for n in present if _entry(n, "origin") == "extension"}
         else:
             wanted.add(s)
     return [n for n in present if n in wanted and n != claim.reference]
 
 
-def _origin(registry: Any, name: str) -> str:
+def _entry(name: str, field: str) -> str:
+    """A registry entry's field; "" for a name not registered now (a record of an optimizer since removed)."""
     try:
-        return registry.get(name).origin
+        return getattr(registry.get(name), field)
     except KeyError:
         return ""
 
