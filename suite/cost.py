@@ -20,6 +20,7 @@ Nothing is trained and no accuracy is measured; ``cost.csv`` (one row per optimi
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
-from suite import build, probe, registry
-from suite.config import REFERENCES, RunConfig
+from suite import build, probe, registry, store, sweep
+from suite.config import REFERENCES, ConfigError, RunConfig
 from suite.data import Dataset
+from suite.measure import environment
 from suite.store import atomic_write
 
 
@@ -224,12 +226,6 @@ def measure_profile(profile, runs: list[RunConfig], repeats: int, out: Path, com
     """The cost command: one probe per optimizer of ``runs`` (the first seed and budget), ``repeats``
     interleaved repeats, written into ``out`` with a header that says where and how it was measured.
     ``must_be_clean``: refuse a tree that is not a clean commit (publishing into results/)."""
-    import sys
-
-    from suite import store, sweep
-    from suite.config import ConfigError
-    from suite.measure import environment
-
     store.check_writable(out, "--out")
     first = (runs[0].seed, runs[0].train.budget)
     runs = [r for r in runs if (r.seed, r.train.budget) == first]  # one probe per optimizer

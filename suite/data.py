@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from baselines.core import check_int
+from suite import streaming
 from suite.store import atomic_write
 from suite.streaming import name_bytes  # the one way a file name is hashed (streaming fingerprints too)
 
@@ -155,8 +156,6 @@ def load_dataset(
 
 
 def _streaming(name: str, data_dir: Path | None, side: int) -> Dataset:
-    from suite import streaming
-
     data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()[0]
     if not _is_image_folder(data_dir):
         raise DataError(f"streaming reads an ImageFolder (train/<class>/<image> and test/<class>/<image>); "

@@ -18,6 +18,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import torch
+
+from suite import budget
+from suite.measure import contended, load_average, usable_cores
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -50,8 +55,6 @@ class Finished:
 
     @cached_property
     def budget(self) -> dict[str, Any]:
-        from suite import budget
-
         return budget.spent(self.state.plan, self.state.step, self.ctx.steps_per_epoch,
                             self.state.flops.per_step, self.state.clock.per_step)
 
@@ -60,22 +63,16 @@ class Finished:
 
     @cached_property
     def load_end(self) -> float | None:
-        from suite.measure import load_average
-
         return load_average()
 
     def machine(self, what: str) -> Any:
         """What the run saw of its machine at its end: ``torch_threads``, ``usable_cores``, or whether its time
-        figures were taken under contention (``contended``, ``suite.measure.contended``)."""
-        import torch
-
-        from suite import measure
-
+        figures were taken under contention (``contended``, ``suite.contended``)."""
         if what == "torch_threads":
             return torch.get_num_threads()
         if what == "usable_cores":
-            return measure.usable_cores()
-        return measure.contended(self.state.clock, self.load_end)
+            return usable_cores()
+        return contended(self.state.clock, self.load_end)
 
     @property
     def replicas(self) -> int:

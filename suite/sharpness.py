@@ -23,7 +23,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import fnmatch
 import math
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +33,11 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn import functional as F
+from tqdm import tqdm
 
-from suite import build, metrics, registry
-from suite.config import SharpnessSettings, TrainConfig
+from suite import build, measure, metrics, registry, store
+from suite.config import ConfigError, SharpnessSettings, TrainConfig, available_profiles, load_profile
+from suite.data import DataError, load_dataset
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (output, target) -> mean loss
@@ -320,8 +324,6 @@ def settings_for(profile, examples: int | None = None, iterations: int | None = 
 def measure_into(record: dict, weights, dataset, settings: Settings, rho: float) -> dict:
     """Measure one finished run's final model into its record (metrics and the ``sharpness`` details,
     with the commit that measured); the record, for the caller to write."""
-    from suite import measure, store
-
     state = store.load_weights(weights, record["run_id"])
     metrics, details = measure_record(record, state, dataset, settings, rho)
     record["metrics"].update(metrics)
@@ -355,15 +357,6 @@ class Request:
 def measure_results(results_dir, request: Request) -> int:
     """Measure what is missing in ``results_dir``, record by record (each written as soon as it is
     measured); every value is checked before anything is measured. Returns how many were measured."""
-    import fnmatch
-    import sys
-
-    from tqdm import tqdm
-
-    from suite import store
-    from suite.config import ConfigError, available_profiles, load_profile
-    from suite.data import DataError, load_dataset
-
     if request.rho is not None and not (math.isfinite(request.rho) and request.rho >= 0):
         raise ConfigError(f"--rho must be a finite number >= 0, got {request.rho}")
     names, given = _named_profiles(request.profiles)
@@ -421,8 +414,6 @@ def _setup(profile, request: Request) -> tuple[Settings, float | None, Path | No
 def _named_profiles(given: list[str] | None) -> tuple[list[str], dict]:
     """The profile names (globs) to look for, and the profiles named by their .toml file (measured with
     that file's [sharpness] settings)."""
-    from suite.config import load_profile
-
     names, loaded = [], {}
     for name in given or ["*"]:
         if name.endswith(".toml"):
