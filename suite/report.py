@@ -637,7 +637,8 @@ def provenance_gaps(records: list[dict[str, Any]], where: Path) -> dict[tuple[st
     (no checkout, an unknown commit), nothing is said."""
     out = {}
     for key, group in _grouped(records, lambda r: (r["config"]["profile"], r.get("_setting", ""))).items():
-        read = {(r["env"]["git_commit"].removesuffix("-dirty"), file) for r in group if r["env"].get("git_commit")
+        commits = [(r, (r.get("env") or {}).get("git_commit")) for r in group]
+        read = {(commit.removesuffix("-dirty"), file) for r, commit in commits if commit
                 for file in ((r.get("profile") or {}).get("files") or [f"suite/profiles/{key[0]}.toml"])}
         missing = sorted((c[:7], f) for c, f in read if measure.commit_holds(where, c, f) is False)
         if missing:

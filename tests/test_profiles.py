@@ -29,8 +29,8 @@ def test_a_profile_extends_another_table_by_table(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ('extends = "loop.toml"\n', "extends itself"),
     ('extends = "missing.toml"\n', "does not exist"),
-    ('extends = "nope"\n', "unknown profile 'nope'; known: cost, cpu,"),
-    ('extends = "smok"\n', "unknown profile 'smok'; did you mean 'smoke'? known: cost, cpu,"),
+    ('extends = "nope"\n', "unknown profile 'nope'; known: benchmark, cost, cpu,"),
+    ('extends = "smok"\n', "unknown profile 'smok'; did you mean 'smoke'? known: benchmark, cost, cpu,"),
     ("extends = 3\n", "extends must name a profile or a .toml path, got 3"),
 ])
 def test_a_bad_extends_is_one_line(tmp_path, capsys, text, message):
