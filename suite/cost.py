@@ -59,7 +59,7 @@ def sparse_kernel_flops(optimizer: torch.optim.Optimizer, model: nn.Module, clos
 
     - implicit forms: the input-gradient runs through ``W ⊙ M``: a sparse kernel does ``d`` of it
       (2:4 semi-structured kernels do this for N:M on some GPUs; the lowest layer has no input-gradient);
-    - a masked e normalised over what is perturbed (``normalise="masked"``): only the kept entries of the
+    - a masked ε normalised over what is perturbed (``normalise="masked"``): only the kept entries of the
       weight-gradient are read: ``d`` of it (a layer with ``d = 0`` is skipped already: measured);
     - the paper's norm ``||g||`` reads every weight's gradient, and SAM, ESAM and SGD have no mask: no
       saving. ESAM's skipped tensors and the ascent sub-batch are in the measured count already.
