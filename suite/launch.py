@@ -1,7 +1,7 @@
 """Launchers: a sweep's runs several at a time — N worker processes on this machine (``--workers``), or one
 Slurm array task per run through submitit (``--launcher slurm``). Every task does what the local sweep
-does for one run (``run_task``): it claims the run, runs ``sweep.run_one`` (resuming from the run's
-checkpoint, writing its record into the shared results directory) and releases the claim. A task that
+does for one run (``run_task``): it takes the run's lease, runs ``sweep.run_one`` (resuming from the run's
+checkpoint, writing its record into the shared results directory) and releases the lease. A task that
 Slurm preempts or stops at its time limit is requeued by submitit and resumes from the last epoch's
 checkpoint, bit for bit.
 
@@ -29,6 +29,7 @@ import submitit
 from suite import probe, store
 from suite.config import ConfigError, Profile, RunConfig, with_overrides
 from suite.distributed import ONE_PROCESS, World
+from suite.lease import Lease, failure_path, read_failure, write_failure
 from suite.sweep import Sweep, from_rank_0, load_data, run_one
 
 LAUNCHERS = ("local", "slurm")
@@ -88,7 +89,7 @@ class Task:
 
 
 def run_task(task: Task, world: World = ONE_PROCESS, dataset: Any = None) -> str:
-    """One run, as the local sweep runs it: claimed (a run another task holds is left to it), run or
+    """One run, as the local sweep runs it: under its lease (a run another task holds is left to it), run or
     resumed, recorded. Returns what became of it, in a few words."""
     import torch
 
@@ -97,15 +98,15 @@ def run_task(task: Task, world: World = ONE_PROCESS, dataset: Any = None) -> str
     if task.threads:
         torch.set_num_threads(task.threads)
     config = task.config
-    claim = store.Claim(store.claim_path(task.results_dir, config.profile, config.run_id))
-    if not broadcast_object(claim.acquire() if world.main else None):
-        return f"{config.optimizer} seed {config.seed}: running in {claim.holder()}, left to it"
-    with claim if world.main else contextlib.nullcontext():
+    lease = Lease.of(task.results_dir, config.profile, config.run_id)
+    if not broadcast_object(lease.acquire() if world.main else None):
+        return f"{config.optimizer} seed {config.seed}: running in {lease.holder()}, left to it"
+    with lease if world.main else contextlib.nullcontext():
         if dataset is None:  # rank 0 first, which fills the decoded-image cache the others then read
             dataset = from_rank_0(world, lambda: load_data(task.profile, config.train, task.data_dir, task.download),
                                   keep=True) or load_data(task.profile, config.train, task.data_dir, task.download)
         sweep = Sweep(task.results_dir, progress=False, world=world, measuring=task.measuring)
-        record = run_one(sweep, config, dataset, claim if world.main else None)
+        record = run_one(sweep, config, dataset, lease if world.main else None)
     if record is None:
         return f"{config.optimizer} seed {config.seed}: already recorded"
     m = record["metrics"]
@@ -134,8 +135,7 @@ class SlurmTask(submitit.helpers.Checkpointable):
 
                 c = self.task.config
                 with contextlib.suppress(store.StoreError):
-                    store.write_failure(store.failure_path(self.task.results_dir, c.profile, c.run_id),
-                                        traceback.format_exc())
+                    write_failure(failure_path(self.task.results_dir, c.profile, c.run_id), traceback.format_exc())
             raise
         finally:
             world.leave()
@@ -316,7 +316,7 @@ def run_workers(tasks: list[Task], workers: int, say=print) -> int:
                                   "with fewer --workers") from None
             except Exception as exc:  # noqa: BLE001 - one failed run is reported; the others go on
                 failed += 1
-                note = store.failure_path(task.results_dir, task.config.profile, task.config.run_id).exists()
+                note = read_failure(failure_path(task.results_dir, task.config.profile, task.config.run_id))
                 outcome = (f"{task.config.optimizer} seed {task.config.seed}: failed ({type(exc).__name__}: {exc})"
                            + ("; `python -m suite status` shows its traceback" if note else ""))
             left = (time.monotonic() - t0) / k * (len(tasks) - k)
@@ -359,8 +359,8 @@ def launch(profile: Profile, runs: list[RunConfig], sweep: Sweep, *, data_dir: P
     runs = launched_runs(runs, slurm if launcher == "slurm" else None)
     todo, _ = prepare(profile, runs, sweep, data_dir, download)
     jobs = _job_map(sweep.results_dir, profile.name) if queued is not None else {}
-    running = [r for r in todo if jobs.get(r.run_id) in (queued or ()) or store.Claim(
-        store.claim_path(sweep.results_dir, r.profile, r.run_id), slurm_jobs=queued).info()]
+    running = [r for r in todo if jobs.get(r.run_id) in (queued or ())
+               or Lease.of(sweep.results_dir, r.profile, r.run_id, slurm_jobs=queued).info()]
     if running:
         sweep.say(f"{len(running)} of them are running or queued elsewhere (e.g. {running[0].optimizer} seed "
                   f"{running[0].seed}) and are left to it")
@@ -391,7 +391,7 @@ STATES = ("done", "running", "failed", "interrupted", "queued", "pending")
 
 
 def run_states(runs: list[RunConfig], results_dir: Path) -> list[dict[str, Any]]:
-    """Each run's state, read from the results directory (records, claims, failure notes, checkpoints, the
+    """Each run's state, read from the results directory (records, leases, failure notes, checkpoints, the
     Slurm job map) and, where there is one, squeue: the same for local and Slurm sweeps."""
     results_dir = Path(results_dir)
     jobs: dict[str, str] = {}
@@ -399,7 +399,7 @@ def run_states(runs: list[RunConfig], results_dir: Path) -> list[dict[str, Any]]
         jobs.update(_job_map(results_dir, profile))
     queued = None
     if shutil.which("squeue"):
-        with contextlib.suppress(ConfigError):  # no answer: claims are judged as without Slurm
+        with contextlib.suppress(ConfigError):  # no answer: leases are judged as without Slurm
             queued = _queued()
     return [{"optimizer": r.optimizer, "seed": r.seed, "budget": r.train.budget, "run_id": r.run_id,
              **_state(r, results_dir, jobs.get(r.run_id), queued)} for r in runs]
@@ -415,14 +415,14 @@ def _state(r: RunConfig, results_dir: Path, job: str | None, queued: set[str] | 
         m = record["metrics"]
         return {"state": "done", "detail": f"{m['status']}, test acc {m['test_acc']:.4f}"}
     saved = _saved(store.checkpoint_path(results_dir, r.profile, r.run_id), now)
-    claim = store.Claim(store.claim_path(results_dir, r.profile, r.run_id), slurm_jobs=queued).info()
-    if claim is not None:
-        who = f"job {claim['job']}" if claim.get("job") else f"pid {claim['pid']}"
-        return {"state": "running", "detail": f"{who} on {claim['host']} for {_ago(now - claim['since'], '')}, "
+    holder = Lease.of(results_dir, r.profile, r.run_id, slurm_jobs=queued).info()
+    if holder is not None:
+        who = f"job {holder['job']}" if holder.get("job") else f"pid {holder['pid']}"
+        return {"state": "running", "detail": f"{who} on {holder['host']} for {_ago(now - holder['since'], '')}, "
                                               f"{saved or 'no checkpoint yet'}"}
     if job is not None and queued is not None and job in queued:
         return {"state": "queued", "detail": f"Slurm job {job}, {saved or 'no checkpoint yet'}"}
-    failure = store.read_failure(store.failure_path(results_dir, r.profile, r.run_id))
+    failure = read_failure(failure_path(results_dir, r.profile, r.run_id))
     log = _log(results_dir, r.profile, failure.get("job") if failure else job)
     if failure is not None:
         last = (failure["error"].splitlines() or ["?"])[-1]

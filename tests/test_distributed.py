@@ -137,7 +137,7 @@ def test_the_run_command_under_torchrun_writes_one_record_from_rank_0(tmp_path):
     assert proc.stderr.count("profile two: 4 runs") == 1  # rank 0 speaks, rank 1 does not
     records = [json.loads(p.read_text()) for p in sorted((results / "runs" / "two").glob("*.json"))]
     assert len(records) == 4 and (results / "summary.md").exists()
-    assert not list((results / "runs" / "two").glob("*.ckpt")) and not list(results.rglob("*.claim"))
+    assert not list((results / "runs" / "two").glob("*.ckpt")) and not list(results.rglob("*.lease"))
     for r in records:
         assert r["distributed"]["world_size"] == 2 and r["config"]["train"]["replicas"] == 2
     flops = {r["config"]["train"]["budget"]: r["metrics"] for r in records if r["config"]["optimizer"] == "sgd"}

@@ -259,7 +259,7 @@ def test_bad_slurm_settings_are_one_line_exit_2_and_nothing_submitted(short, tmp
 
 
 def test_a_sweep_submitted_twice_runs_each_run_once(short, tmp_path, capsys):
-    """The second submission finds the runs queued or running (the job map, squeue, the claims) and submits
+    """The second submission finds the runs queued or running (the job map, squeue, the leases) and submits
     nothing; each run is recorded once."""
     results = tmp_path / "results"
     assert run("--profile", short, "--results-dir", results, "--launcher", "slurm", "--cpus-per-run", "1") == 0
