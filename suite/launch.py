@@ -93,13 +93,11 @@ def run_task(task: Task, world: World = ONE_PROCESS, dataset: Any = None) -> str
     resumed, recorded. Returns what became of it, in a few words."""
     import torch
 
-    from suite.distributed import broadcast_object
-
     if task.threads:
         torch.set_num_threads(task.threads)
     config = task.config
     lease = Lease.of(task.results_dir, config.profile, config.run_id)
-    if not broadcast_object(lease.acquire() if world.main else None):
+    if not from_rank_0(world, lease.acquire):
         return f"{config.optimizer} seed {config.seed}: running in {lease.holder()}, left to it"
     with lease if world.main else contextlib.nullcontext():
         if dataset is None:  # rank 0 first, which fills the decoded-image cache the others then read

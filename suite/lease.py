@@ -83,7 +83,9 @@ class Lease:
             return self._acquire()
         except OSError as exc:  # one line, as for every other file of the store
             full = store.full_disk_error(self.path, exc)
-            raise full or store.StoreError(f"could not take the lease {self.path}: {exc.strerror or exc}") from None
+            where = f" ({exc.filename})" if exc.filename and exc.filename != str(self.path) else ""
+            raise full or store.StoreError(f"could not take the lease {self.path}: {exc.strerror or exc}{where}") \
+                from None
 
     def _acquire(self) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)

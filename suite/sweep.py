@@ -157,18 +157,19 @@ def to_do(results_dir: Path, runs: list[RunConfig], force: bool = False) -> list
 
 def from_rank_0(world: World, compute: Callable[[], Any], keep: bool = False) -> Any:
     """``compute()`` on rank 0, its result (None with ``keep``: rank 0 keeps it to itself) on every rank; a
-    bad input there is the same one-line error on every rank, rather than a rank waiting for ever."""
+    bad input or a file of the store that cannot be written there (``ConfigError``, ``StoreError``) is the
+    same one-line error on every rank, rather than a rank waiting for ever."""
     if not world.distributed:
         return compute()
     value, error = None, None
     if world.main:
         try:
             value = compute()
-        except ConfigError as exc:
-            error = str(exc)
+        except (ConfigError, store.StoreError) as exc:
+            error = (isinstance(exc, store.StoreError), str(exc))
     error = broadcast_object(error)
     if error is not None:
-        raise ConfigError(error)
+        raise (store.StoreError if error[0] else ConfigError)(error[1])
     shared = broadcast_object(None if keep else value)
     return value if world.main else shared
 
@@ -190,14 +191,14 @@ class Sweep:
 
     def run(self, todo: list[RunConfig], dataset) -> int:
         """Run what is to do, one run at a time, each under its lease; Ctrl-C says what is saved and how to go
-        on. Under torchrun rank 0 takes the lease, and every rank learns from it whether to run. Returns an exit
-        status."""
+        on. Under torchrun rank 0 takes the lease, and every rank learns from it whether to run (or the error
+        that stopped it). Returns an exit status."""
         main = self.world.main
         t0, done, busy, current = time.monotonic(), 0, [], None
         try:
             for k, config in enumerate(todo, 1):
                 lease = Lease.of(self.results_dir, config.profile, config.run_id)
-                if not broadcast_object(lease.acquire() if main else None):
+                if not from_rank_0(self.world, lease.acquire):
                     busy.append(config)
                     self.say(f"[{k}/{len(todo)}] {config.optimizer} seed {config.seed}: running in "
                              f"{lease.holder()}, skipped")

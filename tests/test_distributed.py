@@ -157,6 +157,20 @@ def test_an_overflow_in_one_replicas_ascent_skips_the_step_on_every_replica(tmp_
     assert all(torch.equal(a, b) for s0, s1 in zip(*ranks) for a, b in zip(s0["params"], s1["params"]))
 
 
+def test_rank_0_unable_to_take_the_lease_is_the_same_one_line_error_on_every_rank(tmp_path):
+    """Rank 0 alone takes a run's lease; where it cannot (here its folder is a file; a full disk alike), the
+    other ranks, waiting to hear whether to run, end with rank 0's error instead of waiting for ever."""
+    from suite.lease import lease_path
+
+    run = config("sgd")
+    folder = lease_path(tmp_path / "results", run.profile, run.run_id).parent
+    folder.parent.mkdir(parents=True)
+    folder.write_text("not a folder")
+    ranks = spawn([run], tmp_path, task="sweep_and_say")
+    assert ranks[0] == ranks[1], ranks
+    assert ranks[0].startswith("StoreError: could not take the lease ") and "\n" not in ranks[0], ranks[0]
+
+
 @pytest.mark.parametrize("change, message", [
     ({"batch_size": 15}, "batch_size 15 does not split evenly over 2 processes"),
     ({"accumulate": 16}, "accumulate 16 is more than each of 2 processes' 8 examples"),
