@@ -30,7 +30,7 @@ from suite import probe, store
 from suite.config import ConfigError, Profile, RunConfig, with_overrides
 from suite.distributed import ONE_PROCESS, World
 from suite.lease import Lease, failure_path, read_failure, write_failure
-from suite.sweep import Sweep, from_rank_0, load_data, run_one
+from suite.sweep import Sweep, from_rank_0, load_data, load_data_on_every_rank, run_one
 
 LAUNCHERS = ("local", "slurm")
 
@@ -100,9 +100,8 @@ def run_task(task: Task, world: World = ONE_PROCESS, dataset: Any = None) -> str
     if not from_rank_0(world, lease.acquire):
         return f"{config.optimizer} seed {config.seed}: running in {lease.holder()}, left to it"
     with lease if world.main else contextlib.nullcontext():
-        if dataset is None:  # rank 0 first, which fills the decoded-image cache the others then read
-            dataset = from_rank_0(world, lambda: load_data(task.profile, config.train, task.data_dir, task.download),
-                                  keep=True) or load_data(task.profile, config.train, task.data_dir, task.download)
+        if dataset is None:  # a Slurm task's; a local worker's is loaded once, in _start_worker
+            dataset = load_data_on_every_rank(world, task.profile, config.train, task.data_dir, task.download)
         sweep = Sweep(task.results_dir, progress=False, world=world, measuring=task.measuring)
         record = run_one(sweep, config, dataset, lease if world.main else None)
     if record is None:

@@ -110,6 +110,14 @@ def load_data(profile: Profile, settings: TrainConfig, data_dir: Path | None = N
         raise ConfigError(str(exc)) from None
 
 
+def load_data_on_every_rank(world: World, profile: Profile, settings: TrainConfig, data_dir: Path | None = None,
+                            download: bool | None = None):
+    """``load_data`` on every process: rank 0 first, which fills the decoded-image cache (a bad data directory
+    is one line on every rank), then the others, from the cache."""
+    dataset = from_rank_0(world, lambda: load_data(profile, settings, data_dir, download), keep=True)
+    return dataset if world.main else load_data(profile, settings, data_dir, download)
+
+
 def check_constructs(runs: list[RunConfig], dataset) -> None:
     """Build each optimizer once on the runs' model (on the CPU, as a run builds it: ``build.build``), so
     that a bad hyper-parameter (an N:M that does not divide a layer) is one line before anything is
@@ -276,9 +284,7 @@ def prepare(profile: Profile, runs: list[RunConfig], sweep: Sweep, data_dir: Pat
                                                                                         sweep.force)])]
     dataset = None
     if runs:
-        dataset = from_rank_0(world, lambda: load_data(profile, runs[0].train, data_dir, download), keep=True)
-        if dataset is None:
-            dataset = load_data(profile, runs[0].train, data_dir, download)
+        dataset = load_data_on_every_rank(world, profile, runs[0].train, data_dir, download)
         check_constructs(runs, dataset)
         try:
             harness.check_batch(runs[0].train, build.subsets(dataset, runs[0].train)[0])

@@ -155,6 +155,26 @@ def test_a_results_directory_written_before_keeps_its_locks_and_failure_notes(ti
     assert run("--profile", tiny, "--results-dir", tmp_path) == 0 and len(records(tmp_path)) == 4
 
 
+def test_a_task_loads_its_data_set_once_whatever_the_data_set_says_of_its_truth(tiny, tmp_path, monkeypatch):
+    """A Slurm task loads the data on each of its processes, rank 0 first: a data set that is falsy (empty, or
+    one whose ``__len__`` is 0 until it streams) is not loaded a second time."""
+    from suite import sweep
+
+    class Falsy:
+        def __len__(self) -> int:
+            return 0
+
+    loads = []
+    monkeypatch.setattr(sweep, "load_data", lambda *args: loads.append(args) or Falsy())
+    monkeypatch.setattr(launch, "load_data", sweep.load_data)
+    profile = load_profile(str(tiny))
+    config = runs_for(profile, check_device=False)[0]
+    store.write_record(store.record_path(tmp_path, "tiny", config.run_id),
+                       {"schema": store.SCHEMA, "metrics": {"status": "finished", "test_acc": 0.25}})
+    assert launch.run_task(launch.Task(profile, config, tmp_path)).endswith("already recorded")
+    assert len(loads) == 1
+
+
 def test_launcher_slurm_without_slurm_is_one_line_exit_2_and_nothing_written(tiny, tmp_path, monkeypatch, capsys):
     empty = tmp_path / "bin"
     empty.mkdir()
