@@ -200,7 +200,8 @@ def submit_slurm(tasks: list[Task], settings: SlurmSettings, say=print) -> list[
         errors = [line.strip() for line in lines if "error" in line.lower()] or lines or ["no message"]
         refusal = errors[-1]
         raise ConfigError(f"--launcher slurm: sbatch refused the job: {refusal}") from None
-    job_map = _job_map(first.results_dir, first.config.profile)  # for `suite status`: which job runs which run
+    # for `suite status`: which job runs which run (launch holds the map's lock: no submission is lost)
+    job_map = _job_map(first.results_dir, first.config.profile)
     job_map.update({t.config.run_id: job.job_id for t, job in zip(tasks, jobs, strict=True)})
     store.atomic_write(folder / "jobs.json", lambda tmp: Path(tmp).write_text(json.dumps(job_map, indent=1)))
     say(f"submitted {len(jobs)} runs as Slurm array job {jobs[0].job_id.split('_')[0]} "
@@ -338,41 +339,53 @@ def launch(profile: Profile, runs: list[RunConfig], sweep: Sweep, *, data_dir: P
            download: bool | None = None, sharpness_at_end: bool | None = None, launcher: str = "local",
            workers: int = 2, threads: int = 0, slurm: SlurmSettings | None = None, wait: bool = False) -> int:
     """A profile's runs through a launcher: on ``workers`` local processes, or as a Slurm array. What is
-    recorded is skipped; what another process or job holds is left to it. Returns an exit status."""
+    recorded is skipped; what another process or job holds is left to it. Returns an exit status.
+
+    Slurm submissions of one profile into one results directory take turns (a lock beside ``jobs.json``): each
+    decides what to submit from the job map and squeue as the one before left them, so two at once submit
+    each run once and the job map keeps every submission."""
     from suite.sweep import measuring_for, prepare
 
     if launcher not in LAUNCHERS:
         raise ConfigError(f"unknown launcher {launcher!r}; known: {', '.join(LAUNCHERS)}")
-    queued = None
     if launcher == "slurm":
         slurm = slurm or SlurmSettings()
         check_slurm(slurm)  # before anything is written
         if slurm.gpus_per_run == 0 and any(r.train.device == "cuda" for r in runs):
             raise ConfigError("the profile trains on cuda: ask for GPUs with --gpus-per-run (or [slurm] gpus_per_run)")
-        queued = _queued()
     elif workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     sweep = dataclasses.replace(sweep, results_dir=sweep.results_dir.resolve())
     runs = launched_runs(runs, slurm if launcher == "slurm" else None)
     todo, _ = prepare(profile, runs, sweep, data_dir, download)
-    jobs = _job_map(sweep.results_dir, profile.name) if queued is not None else {}
-    running = [r for r in todo if jobs.get(r.run_id) in (queued or ())
-               or Lease.of(sweep.results_dir, r.profile, r.run_id, slurm_jobs=queued).info()]
-    if running:
-        sweep.say(f"{len(running)} of them are running or queued elsewhere (e.g. {running[0].optimizer} seed "
-                  f"{running[0].seed}) and are left to it")
     measuring = measuring_for(profile, sharpness_at_end)
-    tasks = [Task(profile, r, sweep.results_dir, data_dir.resolve() if data_dir else None, download, measuring,
-                  threads) for r in todo if r not in running]
+
+    def tasks(left: list[RunConfig]) -> list[Task]:
+        return [Task(profile, r, sweep.results_dir, data_dir.resolve() if data_dir else None, download, measuring,
+                     threads) for r in left]
+
     if launcher == "local":
-        return run_workers(tasks, workers, sweep.say)
-    jobs = submit_slurm(tasks, slurm, sweep.say)
+        return run_workers(tasks(_not_held(todo, sweep, {}, None)), workers, sweep.say)
+    with store.locked(slurm_folder(sweep.results_dir, profile.name) / "jobs.json.lock"):
+        job_map, queued = _jobs_and_queue(sweep.results_dir, [profile.name], required=True)
+        jobs = submit_slurm(tasks(_not_held(todo, sweep, job_map, queued)), slurm, sweep.say)
     if wait:
         return wait_slurm(jobs, sweep.say)
     if jobs:
         sweep.say(f"`python -m suite status --profile {profile.name} --results-dir {sweep.results_dir}` says where "
                   "they stand; the same command again submits only what is neither recorded nor running")
     return 0
+
+
+def _not_held(todo: list[RunConfig], sweep: Sweep, job_map: dict[str, str], queued: set[str] | None) -> list[RunConfig]:
+    """The runs of ``todo`` that nobody runs: one that a live lease holds, or that was submitted as a job Slurm
+    still has, is left to it (and said)."""
+    held = [r for r in todo if job_map.get(r.run_id) in (queued or ())
+            or Lease.of(sweep.results_dir, r.profile, r.run_id, slurm_jobs=queued).info()]
+    if held:
+        sweep.say(f"{len(held)} of them are running or queued elsewhere (e.g. {held[0].optimizer} seed "
+                  f"{held[0].seed}) and are left to it")
+    return [r for r in todo if r not in held]
 
 
 def launched_runs(runs: list[RunConfig], slurm: SlurmSettings | None) -> list[RunConfig]:
@@ -391,13 +404,7 @@ def run_states(runs: list[RunConfig], results_dir: Path) -> list[dict[str, Any]]
     """Each run's state, read from the results directory (records, leases, failure notes, checkpoints, the
     Slurm job map) and, where there is one, squeue: the same for local and Slurm sweeps."""
     results_dir = Path(results_dir)
-    jobs: dict[str, str] = {}
-    for profile in {r.profile for r in runs}:
-        jobs.update(_job_map(results_dir, profile))
-    queued = None
-    if shutil.which("squeue"):
-        with contextlib.suppress(ConfigError):  # no answer: leases are judged as without Slurm
-            queued = _queued()
+    jobs, queued = _jobs_and_queue(results_dir, {r.profile for r in runs})
     return [{"optimizer": r.optimizer, "seed": r.seed, "budget": r.train.budget, "run_id": r.run_id,
              **_state(r, results_dir, jobs.get(r.run_id), queued)} for r in runs]
 
@@ -458,6 +465,21 @@ def status_lines(rows: list[dict[str, Any]], tail: int = 5) -> list[str]:
     counts = {s: sum(r["state"] == s for r in rows) for s in STATES}
     lines.append(f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n or s == "done"))
     return lines
+
+
+def _jobs_and_queue(results_dir: Path, profiles, required: bool = False) -> tuple[dict[str, str], set[str] | None]:
+    """What ``launch`` and ``run_states`` read of Slurm: the job each run of ``profiles`` was submitted as (their
+    ``jobs.json``), and the jobs Slurm still has (squeue). ``required``: squeue failing is a ``ConfigError``;
+    else, without squeue or an answer, None, and leases are judged as without Slurm."""
+    jobs: dict[str, str] = {}
+    for profile in profiles:
+        jobs.update(_job_map(results_dir, profile))
+    if required:
+        return jobs, _queued()
+    if shutil.which("squeue"):
+        with contextlib.suppress(ConfigError):
+            return jobs, _queued()
+    return jobs, None
 
 
 def _job_map(results_dir: Path, profile: str) -> dict[str, str]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -39,6 +41,40 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
     finally:
         _remove(tmp)
     return path
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (``flock``, which the kernel lets go of when the holder dies) while the
+    block runs: for a read-modify-write of a file that several commands share. Others wait. The lock file is
+    removed as the lock is released; whoever then holds the lock on the removed file sees that it is no longer
+    at ``path`` and takes the lock again, so two never hold it at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            now, mine = _inode(path), os.fstat(fd)
+            if now == (mine.st_dev, mine.st_ino):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def file_mode() -> int:

@@ -175,6 +175,84 @@ def test_a_task_loads_its_data_set_once_whatever_the_data_set_says_of_its_truth(
     assert len(loads) == 1
 
 
+class FakeSlurm:
+    """What ``launch`` reaches of Slurm, to race two submissions in threads: sbatch (submitit's executor) takes
+    half a second, each submission's first look at squeue waits (up to a second) until the other's comes, so
+    that without a lock both decide what to submit from the same empty queue, and a read of the job map takes
+    a moment (a shared disk), so that without a lock both write back what they read before the other wrote."""
+
+    def __init__(self) -> None:
+        import itertools
+        import threading
+
+        self.queue: set[str] = set()
+        self.submitted: list[str] = []
+        self.arrays = itertools.count(41)
+        self.meet = threading.Barrier(2, timeout=1.0)
+
+    def squeue(self) -> set[str]:
+        import threading
+
+        try:
+            self.meet.wait()
+        except threading.BrokenBarrierError:  # the other is held off (by the lock), or has been already
+            pass
+        return set(self.queue)
+
+    def executor(self, folder, max_num_timeout):
+        import contextlib
+        from types import SimpleNamespace
+
+        fake, jobs = self, []
+
+        @contextlib.contextmanager
+        def batch():
+            yield
+            time.sleep(0.5)
+            array = next(fake.arrays)
+            for k, job in enumerate(jobs):
+                job.job_id = f"{array}_{k}"
+                fake.queue.add(job.job_id)
+                fake.submitted.append(job.task.task.config.run_id)
+
+        def submit(task):
+            jobs.append(SimpleNamespace(job_id=None, task=task))
+            return jobs[-1]
+
+        return SimpleNamespace(update_parameters=lambda **kw: None, batch=batch, submit=submit)
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["the-same-runs", "half-each"])
+def test_two_slurm_submissions_at_once_submit_each_run_once_and_keep_every_job_in_the_map(tiny, tmp_path, monkeypatch,
+                                                                                          split):
+    """Two `run --launcher slurm` of one profile at once (tests/test_slurm.py has it against the real Slurm):
+    they take turns with the job map, so the same runs are submitted once, and two halves both land in it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from suite.sweep import Sweep
+
+    fake = FakeSlurm()
+    monkeypatch.setattr(launch, "check_slurm", lambda settings: None)
+    monkeypatch.setattr(launch, "_queued", fake.squeue)
+    monkeypatch.setattr(launch.submitit, "SlurmExecutor", fake.executor)
+    read = launch._job_map
+    monkeypatch.setattr(launch, "_job_map", lambda *args: (read(*args), time.sleep(0.3))[0])
+    profile = load_profile(str(tiny))
+    runs = runs_for(profile, check_device=False)
+    parts = [runs[:2], runs[2:]] if split else [runs, runs]
+
+    def submit(part):
+        return launch.launch(profile, part, Sweep(tmp_path, progress=False), launcher="slurm",
+                             slurm=launch.SlurmSettings())
+
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(submit, parts)) == [0, 0]
+    assert sorted(fake.submitted) == sorted(r.run_id for r in runs)  # each run once
+    job_map = json.loads((launch.slurm_folder(tmp_path, "tiny") / "jobs.json").read_text())
+    assert sorted(job_map) == sorted(r.run_id for r in runs) and set(job_map.values()) == fake.queue
+    assert [p.name for p in launch.slurm_folder(tmp_path, "tiny").iterdir()] == ["jobs.json"]  # the lock gone
+
+
 def test_launcher_slurm_without_slurm_is_one_line_exit_2_and_nothing_written(tiny, tmp_path, monkeypatch, capsys):
     empty = tmp_path / "bin"
     empty.mkdir()
