@@ -283,7 +283,7 @@ def test_two_submissions_at_once_run_each_run_once_and_keep_every_job_in_the_map
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "suite", "run", "--profile", str(short), "--results-dir", str(results),
            "--launcher", "slurm", "--cpus-per-run", "1", "--no-progress", "--no-report"]
-    cmds = [[*cmd, "--optimizers", "sgd"], [*cmd, "--optimizers", "sam"]] if split else [cmd, cmd]
+    cmds = [[*cmd, "--optimizer", "sgd"], [*cmd, "--optimizer", "sam"]] if split else [cmd, cmd]
     procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in cmds]
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs
