@@ -10,7 +10,7 @@ What a run does with it (``suite.harness``, docs/harness.md "Several processes")
 ``DistributedDataParallel``; every rank draws the same global batch with the run's generators and
 keeps its slice; the descent pass is all-reduced, the ascent pass of every two-pass optimizer is not
 (the closure's ``sync=False``: per-replica perturbations, as SAM defines m-sharpness); SSAM's masks are
-broadcast from rank 0 whenever they change; rank 0 alone writes records, checkpoints, weights, claims
+broadcast from rank 0 whenever they change; rank 0 alone writes records, checkpoints, weights, leases
 and reports.
 """
 

@@ -307,7 +307,7 @@ def run(config: RunConfig, dataset: Dataset, progress: bool = True, checkpoint: 
 
     With ``checkpoint``, the run saves its state there after every epoch but the last (atomically)
     and, if the file exists when it starts, resumes from it. ``on_checkpoint`` is called after each
-    save (the CLI refreshes its claim there). Under torchrun (``world``) every process calls this with
+    save (the sweep refreshes the run's lease there). Under torchrun (``world``) every process calls this with
     the same arguments; rank 0 alone saves checkpoints and weights."""
     ctx, state = fit(config, dataset, progress, checkpoint, on_checkpoint, world)
     if weights is not None and world.main:

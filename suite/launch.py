@@ -1,7 +1,7 @@
 """Launchers: a sweep's runs several at a time — N worker processes on this machine (``--workers``), or one
 Slurm array task per run through submitit (``--launcher slurm``). Every task does what the local sweep
-does for one run (``run_task``): it claims the run, runs ``sweep.run_one`` (resuming from the run's
-checkpoint, writing its record into the shared results directory) and releases the claim. A task that
+does for one run (``run_task``): it takes the run's lease, runs ``sweep.run_one`` (resuming from the run's
+checkpoint, writing its record into the shared results directory) and releases the lease. A task that
 Slurm preempts or stops at its time limit is requeued by submitit and resumes from the last epoch's
 checkpoint, bit for bit.
 
@@ -29,7 +29,8 @@ import submitit
 from suite import probe, store
 from suite.config import ConfigError, Profile, RunConfig, with_overrides
 from suite.distributed import ONE_PROCESS, World
-from suite.sweep import Sweep, from_rank_0, load_data, run_one
+from suite.lease import Lease, failure_path, read_failure, write_failure
+from suite.sweep import Sweep, from_rank_0, load_data, load_data_on_every_rank, run_one
 
 LAUNCHERS = ("local", "slurm")
 
@@ -88,24 +89,21 @@ class Task:
 
 
 def run_task(task: Task, world: World = ONE_PROCESS, dataset: Any = None) -> str:
-    """One run, as the local sweep runs it: claimed (a run another task holds is left to it), run or
+    """One run, as the local sweep runs it: under its lease (a run another task holds is left to it), run or
     resumed, recorded. Returns what became of it, in a few words."""
     import torch
-
-    from suite.distributed import broadcast_object
 
     if task.threads:
         torch.set_num_threads(task.threads)
     config = task.config
-    claim = store.Claim(store.claim_path(task.results_dir, config.profile, config.run_id))
-    if not broadcast_object(claim.acquire() if world.main else None):
-        return f"{config.optimizer} seed {config.seed}: running in {claim.holder()}, left to it"
-    with claim if world.main else contextlib.nullcontext():
-        if dataset is None:  # rank 0 first, which fills the decoded-image cache the others then read
-            dataset = from_rank_0(world, lambda: load_data(task.profile, config.train, task.data_dir, task.download),
-                                  keep=True) or load_data(task.profile, config.train, task.data_dir, task.download)
+    lease = Lease.of(task.results_dir, config.profile, config.run_id)
+    if not from_rank_0(world, lease.acquire):
+        return f"{config.optimizer} seed {config.seed}: running in {lease.holder()}, left to it"
+    with lease if world.main else contextlib.nullcontext():
+        if dataset is None:  # a Slurm task's; a local worker's is loaded once, in _start_worker
+            dataset = load_data_on_every_rank(world, task.profile, config.train, task.data_dir, task.download)
         sweep = Sweep(task.results_dir, progress=False, world=world, measuring=task.measuring)
-        record = run_one(sweep, config, dataset, claim if world.main else None)
+        record = run_one(sweep, config, dataset, lease if world.main else None)
     if record is None:
         return f"{config.optimizer} seed {config.seed}: already recorded"
     m = record["metrics"]
@@ -134,8 +132,7 @@ class SlurmTask(submitit.helpers.Checkpointable):
 
                 c = self.task.config
                 with contextlib.suppress(store.StoreError):
-                    store.write_failure(store.failure_path(self.task.results_dir, c.profile, c.run_id),
-                                        traceback.format_exc())
+                    write_failure(failure_path(self.task.results_dir, c.profile, c.run_id), traceback.format_exc())
             raise
         finally:
             world.leave()
@@ -203,7 +200,8 @@ def submit_slurm(tasks: list[Task], settings: SlurmSettings, say=print) -> list[
         errors = [line.strip() for line in lines if "error" in line.lower()] or lines or ["no message"]
         refusal = errors[-1]
         raise ConfigError(f"--launcher slurm: sbatch refused the job: {refusal}") from None
-    job_map = _job_map(first.results_dir, first.config.profile)  # for `suite status`: which job runs which run
+    # for `suite status`: which job runs which run (launch holds the map's lock: no submission is lost)
+    job_map = _job_map(first.results_dir, first.config.profile)
     job_map.update({t.config.run_id: job.job_id for t, job in zip(tasks, jobs, strict=True)})
     store.atomic_write(folder / "jobs.json", lambda tmp: Path(tmp).write_text(json.dumps(job_map, indent=1)))
     say(f"submitted {len(jobs)} runs as Slurm array job {jobs[0].job_id.split('_')[0]} "
@@ -316,7 +314,7 @@ def run_workers(tasks: list[Task], workers: int, say=print) -> int:
                                   "with fewer --workers") from None
             except Exception as exc:  # noqa: BLE001 - one failed run is reported; the others go on
                 failed += 1
-                note = store.failure_path(task.results_dir, task.config.profile, task.config.run_id).exists()
+                note = read_failure(failure_path(task.results_dir, task.config.profile, task.config.run_id))
                 outcome = (f"{task.config.optimizer} seed {task.config.seed}: failed ({type(exc).__name__}: {exc})"
                            + ("; `python -m suite status` shows its traceback" if note else ""))
             left = (time.monotonic() - t0) / k * (len(tasks) - k)
@@ -341,41 +339,53 @@ def launch(profile: Profile, runs: list[RunConfig], sweep: Sweep, *, data_dir: P
            download: bool | None = None, sharpness_at_end: bool | None = None, launcher: str = "local",
            workers: int = 2, threads: int = 0, slurm: SlurmSettings | None = None, wait: bool = False) -> int:
     """A profile's runs through a launcher: on ``workers`` local processes, or as a Slurm array. What is
-    recorded is skipped; what another process or job holds is left to it. Returns an exit status."""
+    recorded is skipped; what another process or job holds is left to it. Returns an exit status.
+
+    Slurm submissions of one profile into one results directory take turns (a lock beside ``jobs.json``): each
+    decides what to submit from the job map and squeue as the one before left them, so two at once submit
+    each run once and the job map keeps every submission."""
     from suite.sweep import measuring_for, prepare
 
     if launcher not in LAUNCHERS:
         raise ConfigError(f"unknown launcher {launcher!r}; known: {', '.join(LAUNCHERS)}")
-    queued = None
     if launcher == "slurm":
         slurm = slurm or SlurmSettings()
         check_slurm(slurm)  # before anything is written
         if slurm.gpus_per_run == 0 and any(r.train.device == "cuda" for r in runs):
             raise ConfigError("the profile trains on cuda: ask for GPUs with --gpus-per-run (or [slurm] gpus_per_run)")
-        queued = _queued()
     elif workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     sweep = dataclasses.replace(sweep, results_dir=sweep.results_dir.resolve())
     runs = launched_runs(runs, slurm if launcher == "slurm" else None)
     todo, _ = prepare(profile, runs, sweep, data_dir, download)
-    jobs = _job_map(sweep.results_dir, profile.name) if queued is not None else {}
-    running = [r for r in todo if jobs.get(r.run_id) in (queued or ()) or store.Claim(
-        store.claim_path(sweep.results_dir, r.profile, r.run_id), slurm_jobs=queued).info()]
-    if running:
-        sweep.say(f"{len(running)} of them are running or queued elsewhere (e.g. {running[0].optimizer} seed "
-                  f"{running[0].seed}) and are left to it")
     measuring = measuring_for(profile, sharpness_at_end)
-    tasks = [Task(profile, r, sweep.results_dir, data_dir.resolve() if data_dir else None, download, measuring,
-                  threads) for r in todo if r not in running]
+
+    def tasks(left: list[RunConfig]) -> list[Task]:
+        return [Task(profile, r, sweep.results_dir, data_dir.resolve() if data_dir else None, download, measuring,
+                     threads) for r in left]
+
     if launcher == "local":
-        return run_workers(tasks, workers, sweep.say)
-    jobs = submit_slurm(tasks, slurm, sweep.say)
+        return run_workers(tasks(_not_held(todo, sweep, {}, None)), workers, sweep.say)
+    with store.locked(slurm_folder(sweep.results_dir, profile.name) / "jobs.json.lock"):
+        job_map, queued = _jobs_and_queue(sweep.results_dir, [profile.name], required=True)
+        jobs = submit_slurm(tasks(_not_held(todo, sweep, job_map, queued)), slurm, sweep.say)
     if wait:
         return wait_slurm(jobs, sweep.say)
     if jobs:
         sweep.say(f"`python -m suite status --profile {profile.name} --results-dir {sweep.results_dir}` says where "
                   "they stand; the same command again submits only what is neither recorded nor running")
     return 0
+
+
+def _not_held(todo: list[RunConfig], sweep: Sweep, job_map: dict[str, str], queued: set[str] | None) -> list[RunConfig]:
+    """The runs of ``todo`` that nobody runs: one that a live lease holds, or that was submitted as a job Slurm
+    still has, is left to it (and said)."""
+    held = [r for r in todo if job_map.get(r.run_id) in (queued or ())
+            or Lease.of(sweep.results_dir, r.profile, r.run_id, slurm_jobs=queued).info()]
+    if held:
+        sweep.say(f"{len(held)} of them are running or queued elsewhere (e.g. {held[0].optimizer} seed "
+                  f"{held[0].seed}) and are left to it")
+    return [r for r in todo if r not in held]
 
 
 def launched_runs(runs: list[RunConfig], slurm: SlurmSettings | None) -> list[RunConfig]:
@@ -391,16 +401,10 @@ STATES = ("done", "running", "failed", "interrupted", "queued", "pending")
 
 
 def run_states(runs: list[RunConfig], results_dir: Path) -> list[dict[str, Any]]:
-    """Each run's state, read from the results directory (records, claims, failure notes, checkpoints, the
+    """Each run's state, read from the results directory (records, leases, failure notes, checkpoints, the
     Slurm job map) and, where there is one, squeue: the same for local and Slurm sweeps."""
     results_dir = Path(results_dir)
-    jobs: dict[str, str] = {}
-    for profile in {r.profile for r in runs}:
-        jobs.update(_job_map(results_dir, profile))
-    queued = None
-    if shutil.which("squeue"):
-        with contextlib.suppress(ConfigError):  # no answer: claims are judged as without Slurm
-            queued = _queued()
+    jobs, queued = _jobs_and_queue(results_dir, {r.profile for r in runs})
     return [{"optimizer": r.optimizer, "seed": r.seed, "budget": r.train.budget, "run_id": r.run_id,
              **_state(r, results_dir, jobs.get(r.run_id), queued)} for r in runs]
 
@@ -415,14 +419,14 @@ def _state(r: RunConfig, results_dir: Path, job: str | None, queued: set[str] | 
         m = record["metrics"]
         return {"state": "done", "detail": f"{m['status']}, test acc {m['test_acc']:.4f}"}
     saved = _saved(store.checkpoint_path(results_dir, r.profile, r.run_id), now)
-    claim = store.Claim(store.claim_path(results_dir, r.profile, r.run_id), slurm_jobs=queued).info()
-    if claim is not None:
-        who = f"job {claim['job']}" if claim.get("job") else f"pid {claim['pid']}"
-        return {"state": "running", "detail": f"{who} on {claim['host']} for {_ago(now - claim['since'], '')}, "
+    holder = Lease.of(results_dir, r.profile, r.run_id, slurm_jobs=queued).info()
+    if holder is not None:
+        who = f"job {holder['job']}" if holder.get("job") else f"pid {holder['pid']}"
+        return {"state": "running", "detail": f"{who} on {holder['host']} for {_ago(now - holder['since'], '')}, "
                                               f"{saved or 'no checkpoint yet'}"}
     if job is not None and queued is not None and job in queued:
         return {"state": "queued", "detail": f"Slurm job {job}, {saved or 'no checkpoint yet'}"}
-    failure = store.read_failure(store.failure_path(results_dir, r.profile, r.run_id))
+    failure = read_failure(failure_path(results_dir, r.profile, r.run_id))
     log = _log(results_dir, r.profile, failure.get("job") if failure else job)
     if failure is not None:
         last = (failure["error"].splitlines() or ["?"])[-1]
@@ -461,6 +465,21 @@ def status_lines(rows: list[dict[str, Any]], tail: int = 5) -> list[str]:
     counts = {s: sum(r["state"] == s for r in rows) for s in STATES}
     lines.append(f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n or s == "done"))
     return lines
+
+
+def _jobs_and_queue(results_dir: Path, profiles, required: bool = False) -> tuple[dict[str, str], set[str] | None]:
+    """What ``launch`` and ``run_states`` read of Slurm: the job each run of ``profiles`` was submitted as (their
+    ``jobs.json``), and the jobs Slurm still has (squeue). ``required``: squeue failing is a ``ConfigError``;
+    else, without squeue or an answer, None, and leases are judged as without Slurm."""
+    jobs: dict[str, str] = {}
+    for profile in profiles:
+        jobs.update(_job_map(results_dir, profile))
+    if required:
+        return jobs, _queued()
+    if shutil.which("squeue"):
+        with contextlib.suppress(ConfigError):
+            return jobs, _queued()
+    return jobs, None
 
 
 def _job_map(results_dir: Path, profile: str) -> dict[str, str]:

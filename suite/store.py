@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -28,23 +30,56 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
-        os.chmod(tmp, _file_mode())
+        os.chmod(tmp, file_mode())
         write(tmp)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:
-        full = _disk_full(exc)
-        if full is None:
+        if _disk_full(exc) is None:
             raise
         _remove(tmp)  # first, so that the message counts the space it held as free
-        raise StoreError(_full_message(path, full)) from None
+        raise full_disk_error(path, exc) from None
     finally:
         _remove(tmp)
     return path
 
 
-def _file_mode() -> int:
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (``flock``, which the kernel lets go of when the holder dies) while the
+    block runs: for a read-modify-write of a file that several commands share. Others wait. The lock file is
+    removed as the lock is released; whoever then holds the lock on the removed file sees that it is no longer
+    at ``path`` and takes the lock again, so two never hold it at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            now, mine = _inode(path), os.fstat(fd)
+            if now == (mine.st_dev, mine.st_ino):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def _inode(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def file_mode() -> int:
     """The mode ``open`` would give a new file (0o666 less the umask). ``mkstemp`` makes its file 0o600, which
-    would leave records, tables and claims unreadable to the rest of a group sharing a results directory
+    would leave records, tables and leases unreadable to the rest of a group sharing a results directory
     on a cluster. The umask can only be read by setting it, so it is set straight back."""
     umask = os.umask(0o022)
     os.umask(umask)
@@ -72,6 +107,13 @@ def _disk_full(exc: BaseException) -> int | None:
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
     return None
+
+
+def full_disk_error(path: Path, exc: BaseException) -> StoreError | None:
+    """The one-line error for a write to ``path`` that failed with ``exc`` because the disk or the quota is full;
+    None for any other failure."""
+    full = _disk_full(exc)
+    return None if full is None else StoreError(_full_message(path, full))
 
 
 def _full_message(path: Path, full: int) -> str:
@@ -126,7 +168,7 @@ def iter_records(results_dir: Path, profile: str = "*") -> Iterator[tuple[Path, 
             yield path, None
 
 
-# ----- resumable runs: a checkpoint per unfinished run, a claim file per running run ----------------
+# ----- resumable runs: a checkpoint per unfinished run (suite/lease.py: who runs it) ----------------
 class StoreError(RuntimeError):
     """A file of the store cannot be used; the message names it and says what to do."""
 
@@ -151,10 +193,6 @@ def load_weights(path: Path, run_id: str) -> dict[str, Any] | None:
     """A run's final ``state_dict`` if it was kept, else None; unreadable or another run's is a StoreError."""
     state = load_checkpoint(path, run_id)
     return None if state is None else state["model"]
-
-
-def claim_path(results_dir: Path, profile: str, run_id: str) -> Path:
-    return results_dir / "claims" / profile / f"{run_id}.claim"
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -201,206 +239,6 @@ def read_record(path: Path) -> dict[str, Any] | None:
     if not (isinstance(record, dict) and record.get("schema") == SCHEMA and "metrics" in record):
         raise StoreError(f"record {path} is not a schema-{SCHEMA} record; delete it, or re-run with --force")
     return record
-
-
-class Claim:
-    """Who runs a run: ``DIR/claims/<profile>/<run_id>.claim``, created exclusively (hard link of a
-    filled temporary file), holding pid, host and start time. ``acquire`` returns False while another
-    live process holds it. A claim is stale, and is taken over, when its process is gone: on the same
-    host and pid namespace, no process with its pid and start time (a pid reused after a crash or a
-    container restart does not keep a dead claim alive); elsewhere, when it was not refreshed for
-    ``stale_after`` seconds — the holder refreshes it at every checkpoint."""
-
-    def __init__(self, path: Path, stale_after: float | None = None, slurm_jobs: set[str] | None = None) -> None:
-        self.path = path
-        # the Slurm jobs squeue still has, where the caller asked it: a claim naming another job is stale
-        self.slurm_jobs = slurm_jobs
-        self.stale_after = stale_after if stale_after is not None else float(
-            os.environ.get("SUITE_CLAIM_STALE_SECONDS", 6 * 3600))
-        self.held = False
-        self._text = ""  # what this process wrote: refresh and release touch the claim only if it is ours
-
-    def acquire(self) -> bool:
-        try:
-            return self._acquire()
-        except OSError as exc:  # a full disk is one line, as for every other file of the store
-            full = _disk_full(exc)
-            if full is None:
-                raise
-            raise StoreError(_full_message(self.path, full)) from None
-
-    def _acquire(self) -> bool:
-        import socket
-        import time
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        pid = os.getpid()
-        mine = {"pid": pid, "host": socket.gethostname(), "pid_ns": _pid_namespace(),
-                "process_start": _process_start(pid), "since": time.time(), "job": slurm_job(),
-                "step": os.environ.get("SLURM_STEP_ID")}
-        self._text = json.dumps(mine)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            os.chmod(tmp, _file_mode())
-            with os.fdopen(fd, "w") as f:
-                f.write(self._text)
-            for _ in range(2):
-                try:
-                    os.link(tmp, self.path)  # atomic, and fails if the claim exists
-                    self.held = True
-                    return True
-                except FileExistsError:
-                    stale = self._stale()
-                    if stale is None or not self._take_away(stale, f"{tmp}.stale"):
-                        return False
-            return False
-        finally:
-            os.unlink(tmp)
-
-    def refresh(self) -> None:
-        if self.held and self._ours():
-            try:
-                os.utime(self.path)
-            except FileNotFoundError:
-                pass
-
-    def release(self) -> None:
-        if self.held:
-            self.held = False
-            if self._ours():
-                try:
-                    os.unlink(self.path)
-                except FileNotFoundError:
-                    pass
-
-    def _ours(self) -> bool:
-        try:
-            return self.path.read_text() == self._text
-        except OSError:
-            return False
-
-    def holder(self) -> str:
-        try:
-            info = json.loads(self.path.read_text())
-            where = f"pid {info['pid']} on {info['host']}"
-            return f"Slurm job {info['job']} ({where})" if info.get("job") else where
-        except (OSError, ValueError, KeyError, TypeError):
-            return "another process"
-
-    def info(self) -> dict[str, Any] | None:
-        """What the claim says (pid, host, job, since) while a live process holds it; None otherwise."""
-        if not self.path.exists() or self._stale() is not None:
-            return None
-        try:
-            info = json.loads(self.path.read_text())
-            return info if isinstance(info, dict) else None
-        except (OSError, ValueError):
-            return None
-
-    def _stale(self) -> str | None:
-        """The text of the claim if it is stale, else None."""
-        import socket
-        import time
-
-        try:
-            text = self.path.read_text()
-            age = time.time() - self.path.stat().st_mtime
-        except FileNotFoundError:
-            return ""
-        try:
-            info = json.loads(text)
-            pid, host = int(info["pid"]), info["host"]
-        except (ValueError, KeyError, TypeError):
-            return text  # a claim nobody can read protects nothing
-        job = info.get("job")
-        # Slurm runs one attempt of a job at a time: a claim of this very job step is an earlier attempt's, killed
-        # (preempted, requeued) without releasing it, perhaps on another node; so is one of a job Slurm no
-        # longer has
-        this_step = job == slurm_job() and info.get("step") == os.environ.get("SLURM_STEP_ID")
-        if job and (this_step or (self.slurm_jobs is not None and job not in self.slurm_jobs)):
-            return text
-        if host == socket.gethostname() and info.get("pid_ns") == _pid_namespace():
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return text
-            except PermissionError:
-                pass  # alive, someone else's
-            started = info.get("process_start")
-            return text if started is not None and started != _process_start(pid) else None
-        return text if age > self.stale_after else None
-
-    def _take_away(self, stale: str, aside: str) -> bool:
-        """Move the stale claim aside. Of several processes that judged it stale, one moves it; if what
-        was moved is a fresh claim (another process took over in between), it is put back."""
-        try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:
-            return True
-        try:
-            if Path(aside).read_text() != stale:
-                try:
-                    os.link(aside, self.path)
-                except FileExistsError:
-                    pass
-                return False
-            return True
-        finally:
-            os.unlink(aside)
-
-    def __enter__(self) -> Claim:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def slurm_job() -> str | None:
-    """The Slurm job this process runs in (``ARRAY_TASK`` for an array task), None outside Slurm."""
-    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
-
-
-def failure_path(results_dir: Path, profile: str, run_id: str) -> Path:
-    """Why a run's last attempt failed: ``DIR/claims/<profile>/<run_id>.failed`` (JSON), until one starts again."""
-    return results_dir / "claims" / profile / f"{run_id}.failed"
-
-
-def write_failure(path: Path, error: str) -> None:
-    """Say that a run failed, and the end of its traceback (``suite status`` shows it)."""
-    import socket
-    import time
-
-    tail = error.strip().splitlines()[-20:]
-    info = {"error": "\n".join(tail), "host": socket.gethostname(), "pid": os.getpid(), "job": slurm_job(),
-            "when": time.time()}
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(info)))
-
-
-def read_failure(path: Path) -> dict[str, Any] | None:
-    try:
-        info = json.loads(path.read_text())
-        return info if isinstance(info, dict) else None
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return {"error": f"(unreadable {path.name})"}
-
-
-def _process_start(pid: int) -> int | None:
-    """When process ``pid`` started, in clock ticks since boot (Linux); None where unknown."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name in parentheses may hold spaces
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _pid_namespace() -> int | None:
-    try:
-        return os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return None
 
 
 def check_writable(directory: Path, what: str) -> None:

@@ -1,6 +1,6 @@
 """The sweep engine: a profile becomes its runs (``runs_for``), each checked before anything is loaded
-or written; the runs not yet recorded are run one claim at a time (``Sweep``), resumed from their
-checkpoints, under torchrun with rank 0 deciding and writing. ``run_one`` is the one function that runs
+or written; the runs not yet recorded are run one at a time, each under its lease (``Sweep``), resumed from
+their checkpoints, under torchrun with rank 0 deciding and writing. ``run_one`` is the one function that runs
 one configuration into its record; every way of running a sweep (this loop, a launcher) calls it.
 
 Every error a user can fix is a ``ConfigError`` (one line; the CLI exits 2). Progress lines go to stderr.
@@ -25,6 +25,7 @@ from suite import build, harness, probe, registry, sharpness, store
 from suite.config import ConfigError, Profile, RunConfig, TrainConfig, with_overrides
 from suite.data import DataError, load_dataset
 from suite.distributed import ONE_PROCESS, World, broadcast_object
+from suite.lease import Lease, clear_failure, failure_path, write_failure
 from suite.models import check_model_name
 
 MAX_SEEDS = 1000  # seeds 0..N-1: beyond this a sweep is a typo, and planning it would exhaust memory
@@ -109,6 +110,14 @@ def load_data(profile: Profile, settings: TrainConfig, data_dir: Path | None = N
         raise ConfigError(str(exc)) from None
 
 
+def load_data_on_every_rank(world: World, profile: Profile, settings: TrainConfig, data_dir: Path | None = None,
+                            download: bool | None = None):
+    """``load_data`` on every process: rank 0 first, which fills the decoded-image cache (a bad data directory
+    is one line on every rank), then the others, from the cache."""
+    dataset = from_rank_0(world, lambda: load_data(profile, settings, data_dir, download), keep=True)
+    return dataset if world.main else load_data(profile, settings, data_dir, download)
+
+
 def check_constructs(runs: list[RunConfig], dataset) -> None:
     """Build each optimizer once on the runs' model (on the CPU, as a run builds it: ``build.build``), so
     that a bad hyper-parameter (an N:M that does not divide a layer) is one line before anything is
@@ -156,18 +165,19 @@ def to_do(results_dir: Path, runs: list[RunConfig], force: bool = False) -> list
 
 def from_rank_0(world: World, compute: Callable[[], Any], keep: bool = False) -> Any:
     """``compute()`` on rank 0, its result (None with ``keep``: rank 0 keeps it to itself) on every rank; a
-    bad input there is the same one-line error on every rank, rather than a rank waiting for ever."""
+    bad input or a file of the store that cannot be written there (``ConfigError``, ``StoreError``) is the
+    same one-line error on every rank, rather than a rank waiting for ever."""
     if not world.distributed:
         return compute()
     value, error = None, None
     if world.main:
         try:
             value = compute()
-        except ConfigError as exc:
-            error = str(exc)
+        except (ConfigError, store.StoreError) as exc:
+            error = (isinstance(exc, store.StoreError), str(exc))
     error = broadcast_object(error)
     if error is not None:
-        raise ConfigError(error)
+        raise (store.StoreError if error[0] else ConfigError)(error[1])
     shared = broadcast_object(None if keep else value)
     return value if world.main else shared
 
@@ -188,21 +198,22 @@ class Sweep:
             print(line, file=sys.stderr)
 
     def run(self, todo: list[RunConfig], dataset) -> int:
-        """Run what is to do, one claim at a time; Ctrl-C says what is saved and how to go on. Under
-        torchrun rank 0 claims, and every rank learns from it whether to run. Returns an exit status."""
+        """Run what is to do, one run at a time, each under its lease; Ctrl-C says what is saved and how to go
+        on. Under torchrun rank 0 takes the lease, and every rank learns from it whether to run (or the error
+        that stopped it). Returns an exit status."""
         main = self.world.main
         t0, done, busy, current = time.monotonic(), 0, [], None
         try:
             for k, config in enumerate(todo, 1):
-                claim = store.Claim(store.claim_path(self.results_dir, config.profile, config.run_id))
-                if not broadcast_object(claim.acquire() if main else None):
+                lease = Lease.of(self.results_dir, config.profile, config.run_id)
+                if not from_rank_0(self.world, lease.acquire):
                     busy.append(config)
                     self.say(f"[{k}/{len(todo)}] {config.optimizer} seed {config.seed}: running in "
-                             f"{claim.holder()}, skipped")
+                             f"{lease.holder()}, skipped")
                     continue
-                with claim if main else contextlib.nullcontext():
+                with lease if main else contextlib.nullcontext():
                     current = config
-                    record = run_one(self, config, dataset, claim)
+                    record = run_one(self, config, dataset, lease)
                     current = None
                 if record is not None:
                     done += 1
@@ -227,8 +238,8 @@ class Sweep:
         return f"; {current.optimizer} seed {current.seed} had no checkpoint yet and starts over"
 
 
-def run_one(sweep: Sweep, config: RunConfig, dataset, claim: store.Claim | None = None) -> dict | None:
-    """One claimed run: trained (or resumed from its checkpoint), its final weights kept (and measured,
+def run_one(sweep: Sweep, config: RunConfig, dataset, lease: Lease | None = None) -> dict | None:
+    """One run under its lease: trained (or resumed from its checkpoint), its final weights kept (and measured,
     where the sweep says), recorded, its checkpoint removed; None if another sweep finished it since we
     looked. Under torchrun every rank trains; rank 0 alone decides, measures and writes."""
     world, results = sweep.world, sweep.results_dir
@@ -242,16 +253,16 @@ def run_one(sweep: Sweep, config: RunConfig, dataset, claim: store.Claim | None 
     if broadcast_object(finished):
         return None
     weights = store.weights_path(results, config.profile, config.run_id)
-    failure = store.failure_path(results, config.profile, config.run_id)
+    failure = failure_path(results, config.profile, config.run_id)
     if world.main:
-        failure.unlink(missing_ok=True)  # this attempt is the one `suite status` reports from now on
+        clear_failure(failure)  # this attempt is the one `suite status` reports from now on
     try:
         record = harness.run(config, dataset, progress=sweep.progress, checkpoint=ckpt,
-                             on_checkpoint=claim.refresh if claim is not None else None, weights=weights, world=world)
+                             on_checkpoint=lease.refresh if lease is not None else None, weights=weights, world=world)
     except Exception:
         if world.main:
             with contextlib.suppress(store.StoreError):  # a disk too full for the note too: the first error stands
-                store.write_failure(failure, traceback.format_exc())
+                write_failure(failure, traceback.format_exc())
         raise
     if not world.main:
         return record
@@ -273,9 +284,7 @@ def prepare(profile: Profile, runs: list[RunConfig], sweep: Sweep, data_dir: Pat
                                                                                         sweep.force)])]
     dataset = None
     if runs:
-        dataset = from_rank_0(world, lambda: load_data(profile, runs[0].train, data_dir, download), keep=True)
-        if dataset is None:
-            dataset = load_data(profile, runs[0].train, data_dir, download)
+        dataset = load_data_on_every_rank(world, profile, runs[0].train, data_dir, download)
         check_constructs(runs, dataset)
         try:
             harness.check_batch(runs[0].train, build.subsets(dataset, runs[0].train)[0])

@@ -115,6 +115,18 @@ def time_steps(world: World, configs: list, out: Path, kill_at_epoch: int | None
     torch.save(sorted(seconds)[len(seconds) // 2], out / f"rank{world.rank}.pt")
 
 
+def sweep_and_say(world: World, configs: list, out: Path, kill_at_epoch: int | None) -> None:
+    """``Sweep.run`` of ``configs`` into ``out/results``, as `suite run` under torchrun runs it: what each rank
+    ended with (an error's type and message, or the exit status)."""
+    from suite.sweep import Sweep
+
+    try:
+        outcome = f"exit {Sweep(out / 'results', progress=False, world=world).run(configs, dataset())}"
+    except Exception as exc:  # noqa: BLE001 - what ended the rank is the result
+        outcome = f"{type(exc).__name__}: {exc}"
+    torch.save(outcome, out / f"rank{world.rank}.pt")
+
+
 def worker(rank: int, size: int, rendezvous: str, task: str, configs: list, out: str,
            kill_at_epoch: int | None) -> None:
     from datetime import timedelta

@@ -137,7 +137,7 @@ def test_the_run_command_under_torchrun_writes_one_record_from_rank_0(tmp_path):
     assert proc.stderr.count("profile two: 4 runs") == 1  # rank 0 speaks, rank 1 does not
     records = [json.loads(p.read_text()) for p in sorted((results / "runs" / "two").glob("*.json"))]
     assert len(records) == 4 and (results / "summary.md").exists()
-    assert not list((results / "runs" / "two").glob("*.ckpt")) and not list(results.rglob("*.claim"))
+    assert not list((results / "runs" / "two").glob("*.ckpt")) and not list(results.rglob("*.lease"))
     for r in records:
         assert r["distributed"]["world_size"] == 2 and r["config"]["train"]["replicas"] == 2
     flops = {r["config"]["train"]["budget"]: r["metrics"] for r in records if r["config"]["optimizer"] == "sgd"}
@@ -155,6 +155,20 @@ def test_an_overflow_in_one_replicas_ascent_skips_the_step_on_every_replica(tmp_
         assert all(torch.equal(a, b) for a, b in zip(r[0]["params"], r[1]["params"]))  # step 2 skipped
         assert not all(torch.equal(a, b) for a, b in zip(r[1]["params"], r[2]["params"]))  # and on it went
     assert all(torch.equal(a, b) for s0, s1 in zip(*ranks) for a, b in zip(s0["params"], s1["params"]))
+
+
+def test_rank_0_unable_to_take_the_lease_is_the_same_one_line_error_on_every_rank(tmp_path):
+    """Rank 0 alone takes a run's lease; where it cannot (here its folder is a file; a full disk alike), the
+    other ranks, waiting to hear whether to run, end with rank 0's error instead of waiting for ever."""
+    from suite.lease import lease_path
+
+    run = config("sgd")
+    folder = lease_path(tmp_path / "results", run.profile, run.run_id).parent
+    folder.parent.mkdir(parents=True)
+    folder.write_text("not a folder")
+    ranks = spawn([run], tmp_path, task="sweep_and_say")
+    assert ranks[0] == ranks[1], ranks
+    assert ranks[0].startswith("StoreError: could not take the lease ") and "\n" not in ranks[0], ranks[0]
 
 
 @pytest.mark.parametrize("change, message", [

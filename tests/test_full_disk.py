@@ -1,4 +1,4 @@
-"""A full disk (shared cluster disks fill up) while a checkpoint, record, weights, claim or report file is
+"""A full disk (shared cluster disks fill up) while a checkpoint, record, weights, lease or report file is
 written: one ``error:`` line and exit status 2, the previous file intact, no temporary file left. Against a
 real full file system: a 64 KiB tmpfs, mounted for each test (root only; skipped elsewhere)."""
 
@@ -15,6 +15,7 @@ import torch
 from test_cli import profile, run_cli
 
 from suite import store
+from suite.lease import Lease
 
 SIZE = 64 * 1024
 SMALL = {"train_subset": "32", "test_subset": "16"}  # a step an epoch
@@ -107,19 +108,19 @@ def test_a_quota_is_named_as_such():
     assert "quota" in store._full_message(Path("/x/r.pt"), errno.EDQUOT)
 
 
-def test_a_claim_on_a_full_disk_is_a_store_error(disk):
-    path = disk / "claims" / "p" / "r.claim"
+def test_a_lease_on_a_full_disk_is_a_store_error(disk):
+    path = disk / "leases" / "p" / "r.lease"
     path.parent.mkdir(parents=True)
     fill(disk)
     with pytest.raises(store.StoreError) as err:
-        store.Claim(path).acquire()
+        Lease(path).acquire()
     one_line(str(err.value), path)
     assert not path.exists() and leftovers(disk) == []
 
 
 def test_a_sweep_that_fills_the_disk_ends_with_one_line(disk, tmp_path, capsys):
     """`suite run` into a results directory that fills up with the first checkpoint: exit 2, one
-    `error:` line naming it, no traceback, its claim released, nothing half-written; with space again,
+    `error:` line naming it, no traceback, its lease released, nothing half-written; with space again,
     the same command runs it."""
     prof = profile(tmp_path, train={"epochs": "2", **SMALL}, top={"optimizers": '["sgd"]'})
     capsys.readouterr()
@@ -127,7 +128,7 @@ def test_a_sweep_that_fills_the_disk_ends_with_one_line(disk, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: could not write ") and "no space left on its disk" in err[-1], err
     assert not any("Traceback" in line for line in err), err
-    assert leftovers(disk) == [] and list(disk.glob("claims/*/*.claim")) == []
+    assert leftovers(disk) == [] and list(disk.glob("leases/*/*.lease")) == []
     assert list(disk.glob("runs/*/*.json")) == []
     subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)  # space freed: the same command
     assert run_cli("run", "--profile", prof, "--results-dir", str(disk), "--no-progress", "--no-report") == 0

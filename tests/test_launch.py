@@ -15,6 +15,7 @@ import pytest
 from suite import harness, launch, store
 from suite.cli import main
 from suite.config import ConfigError, load_profile
+from suite.lease import Lease, failure_path, write_failure
 from suite.metrics import EPOCH_VARIES, varying_keys
 from suite.sweep import runs_for
 
@@ -60,7 +61,7 @@ def test_two_workers_land_the_records_of_one_at_a_time_with_the_same_threads(tin
     for name in one:
         assert comparable(two[name]) == comparable(one[name]), name
         assert two[name]["env"]["torch_threads"] == 1
-    assert not list((tmp_path / "two").rglob("*.claim"))
+    assert not list((tmp_path / "two").rglob("*.lease"))
     assert not list((tmp_path / "two" / "checkpoints").rglob("*.pt"))
     assert run("--profile", tiny, "--results-dir", tmp_path / "two", "--workers", "2") == 0
     assert "4 already recorded, 0 to run" in capsys.readouterr().err
@@ -96,8 +97,8 @@ def test_status_reads_done_running_interrupted_and_pending_from_the_results_dire
     done, running, interrupted, pending = runs
     store.write_record(store.record_path(tmp_path, "tiny", done.run_id),
                        {"schema": store.SCHEMA, "metrics": {"status": "finished", "test_acc": 0.25}})
-    claim = store.Claim(store.claim_path(tmp_path, "tiny", running.run_id))
-    assert claim.acquire()  # this process holds it: a live claim
+    held = Lease.of(tmp_path, "tiny", running.run_id)
+    assert held.acquire()  # this process holds it: a live lease
     ckpt = store.checkpoint_path(tmp_path, "tiny", interrupted.run_id)
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     ckpt.write_bytes(b"x")
@@ -107,8 +108,149 @@ def test_status_reads_done_running_interrupted_and_pending_from_the_results_dire
     assert rows[0]["detail"] == "finished, test acc 0.2500"
     assert rows[1]["detail"].startswith(f"pid {os.getpid()} on ") and "no checkpoint yet" in rows[1]["detail"]
     assert rows[2]["detail"] == "resumes from its checkpoint 5 min ago"
-    claim.release()
+    held.release()
     assert launch.status_lines(rows)[-1] == "4 runs: 1 done, 1 running, 1 interrupted, 1 pending"
+
+
+def old_lock(results: Path, run_id: str, pid: int) -> Path:
+    """A run's lock as the suite wrote it before it was called a lease (issue 36): its path, its format."""
+    import socket
+
+    from suite import lease
+
+    path = results / "claims" / "tiny" / f"{run_id}.claim"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "pid_ns": lease._pid_namespace(),
+                                "process_start": lease._process_start(pid), "since": time.time() - 60, "job": None,
+                                "step": None}))
+    return path
+
+
+def test_a_results_directory_written_before_keeps_its_locks_and_failure_notes(tiny, tmp_path, capsys):
+    """Locks and failure notes in ``claims/`` (before issue 36) are read as leases and notes: a live lock holds
+    its run (skipped, `status` says running), a dead process's lock is taken over, an old note is shown until
+    the run's next attempt clears it."""
+    import subprocess
+    import sys
+
+    runs = runs_for(load_profile(str(tiny)), check_device=False)
+    live, dead, failed, _ = runs
+    held = old_lock(tmp_path, live.run_id, os.getpid())  # this process: alive
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    stale = old_lock(tmp_path, dead.run_id, gone)
+    note = tmp_path / "claims" / "tiny" / f"{failed.run_id}.failed"
+    note.write_text(json.dumps({"error": "Traceback\nValueError: before the lease", "job": None}))
+    rows = launch.run_states(runs, tmp_path)
+    assert [r["state"] for r in rows] == ["running", "pending", "failed", "pending"]
+    assert rows[0]["detail"].startswith(f"pid {os.getpid()} on ")
+    assert rows[2]["detail"] == "ValueError: before the lease"
+    capsys.readouterr()
+    assert run("--profile", tiny, "--results-dir", tmp_path) == 0
+    assert f"sgd seed 0: running in pid {os.getpid()} on " in capsys.readouterr().err
+    assert sorted(records(tmp_path)) == sorted(r.run_id for r in runs[1:])
+    assert held.exists() and not stale.exists() and not note.exists()
+    assert not list(tmp_path.rglob("*.lease"))
+    held.unlink()
+    assert run("--profile", tiny, "--results-dir", tmp_path) == 0 and len(records(tmp_path)) == 4
+
+
+def test_a_task_loads_its_data_set_once_whatever_the_data_set_says_of_its_truth(tiny, tmp_path, monkeypatch):
+    """A Slurm task loads the data on each of its processes, rank 0 first: a data set that is falsy (empty, or
+    one whose ``__len__`` is 0 until it streams) is not loaded a second time."""
+    from suite import sweep
+
+    class Falsy:
+        def __len__(self) -> int:
+            return 0
+
+    loads = []
+    monkeypatch.setattr(sweep, "load_data", lambda *args: loads.append(args) or Falsy())
+    monkeypatch.setattr(launch, "load_data", sweep.load_data)
+    profile = load_profile(str(tiny))
+    config = runs_for(profile, check_device=False)[0]
+    store.write_record(store.record_path(tmp_path, "tiny", config.run_id),
+                       {"schema": store.SCHEMA, "metrics": {"status": "finished", "test_acc": 0.25}})
+    assert launch.run_task(launch.Task(profile, config, tmp_path)).endswith("already recorded")
+    assert len(loads) == 1
+
+
+class FakeSlurm:
+    """What ``launch`` reaches of Slurm, to race two submissions in threads: sbatch (submitit's executor) takes
+    half a second, each submission's first look at squeue waits (up to a second) until the other's comes, so
+    that without a lock both decide what to submit from the same empty queue, and a read of the job map takes
+    a moment (a shared disk), so that without a lock both write back what they read before the other wrote."""
+
+    def __init__(self) -> None:
+        import itertools
+        import threading
+
+        self.queue: set[str] = set()
+        self.submitted: list[str] = []
+        self.arrays = itertools.count(41)
+        self.meet = threading.Barrier(2, timeout=1.0)
+
+    def squeue(self) -> set[str]:
+        import threading
+
+        try:
+            self.meet.wait()
+        except threading.BrokenBarrierError:  # the other is held off (by the lock), or has been already
+            pass
+        return set(self.queue)
+
+    def executor(self, folder, max_num_timeout):
+        import contextlib
+        from types import SimpleNamespace
+
+        fake, jobs = self, []
+
+        @contextlib.contextmanager
+        def batch():
+            yield
+            time.sleep(0.5)
+            array = next(fake.arrays)
+            for k, job in enumerate(jobs):
+                job.job_id = f"{array}_{k}"
+                fake.queue.add(job.job_id)
+                fake.submitted.append(job.task.task.config.run_id)
+
+        def submit(task):
+            jobs.append(SimpleNamespace(job_id=None, task=task))
+            return jobs[-1]
+
+        return SimpleNamespace(update_parameters=lambda **kw: None, batch=batch, submit=submit)
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["the-same-runs", "half-each"])
+def test_two_slurm_submissions_at_once_submit_each_run_once_and_keep_every_job_in_the_map(tiny, tmp_path, monkeypatch,
+                                                                                          split):
+    """Two `run --launcher slurm` of one profile at once (tests/test_slurm.py has it against the real Slurm):
+    they take turns with the job map, so the same runs are submitted once, and two halves both land in it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from suite.sweep import Sweep
+
+    fake = FakeSlurm()
+    monkeypatch.setattr(launch, "check_slurm", lambda settings: None)
+    monkeypatch.setattr(launch, "_queued", fake.squeue)
+    monkeypatch.setattr(launch.submitit, "SlurmExecutor", fake.executor)
+    read = launch._job_map
+    monkeypatch.setattr(launch, "_job_map", lambda *args: (read(*args), time.sleep(0.3))[0])
+    profile = load_profile(str(tiny))
+    runs = runs_for(profile, check_device=False)
+    parts = [runs[:2], runs[2:]] if split else [runs, runs]
+
+    def submit(part):
+        return launch.launch(profile, part, Sweep(tmp_path, progress=False), launcher="slurm",
+                             slurm=launch.SlurmSettings())
+
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(submit, parts)) == [0, 0]
+    assert sorted(fake.submitted) == sorted(r.run_id for r in runs)  # each run once
+    job_map = json.loads((launch.slurm_folder(tmp_path, "tiny") / "jobs.json").read_text())
+    assert sorted(job_map) == sorted(r.run_id for r in runs) and set(job_map.values()) == fake.queue
+    assert [p.name for p in launch.slurm_folder(tmp_path, "tiny").iterdir()] == ["jobs.json"]  # the lock gone
 
 
 def test_launcher_slurm_without_slurm_is_one_line_exit_2_and_nothing_written(tiny, tmp_path, monkeypatch, capsys):
@@ -149,10 +291,10 @@ def test_slurm_settings_take_the_flags_over_the_profile_table():
         launch.SlurmSettings(gpus_per_run=2, processes_per_run=4)
 
 
-def test_a_claim_of_this_slurm_job_step_or_of_a_job_slurm_no_longer_has_is_stale(tmp_path, monkeypatch):
-    """A preempted or requeued task is SIGKILLed (submitit ignores SIGTERM) and its claim stays; its next
+def test_a_lease_of_this_slurm_job_step_or_of_a_job_slurm_no_longer_has_is_stale(tmp_path, monkeypatch):
+    """A preempted or requeued task is SIGKILLed (submitit ignores SIGTERM) and its lease stays; its next
     attempt may land on another node, where the pid cannot be checked: the job step names it."""
-    path = tmp_path / "run.claim"
+    path = tmp_path / "run.lease"
 
     def held_by(job: str, step: str) -> None:
         path.write_text(json.dumps({"pid": 1, "host": "node07", "job": job, "step": step, "since": time.time()}))
@@ -161,14 +303,14 @@ def test_a_claim_of_this_slurm_job_step_or_of_a_job_slurm_no_longer_has_is_stale
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
     monkeypatch.setenv("SLURM_STEP_ID", "0")
     held_by("41_3", "0")  # this task's earlier attempt
-    claim = store.Claim(path)
-    assert claim.acquire() and json.loads(path.read_text())["job"] == "41_3"
-    claim.release()
+    held = Lease(path)
+    assert held.acquire() and json.loads(path.read_text())["job"] == "41_3"
+    held.release()
     held_by("41_3", "1")  # another step of this job, running on node07 now
-    assert not store.Claim(path).acquire()
+    assert not Lease(path).acquire()
     held_by("41_2", "0")  # another task, fresh
-    assert not store.Claim(path).acquire() and store.Claim(path).info() is not None
-    assert store.Claim(path, slurm_jobs={"41_3"}).info() is None  # ... which squeue no longer has
+    assert not Lease(path).acquire() and Lease(path).info() is not None
+    assert Lease(path, slurm_jobs={"41_3"}).info() is None  # ... which squeue no longer has
 
 
 def test_status_says_queued_before_failed_an_unreadable_record_and_how_a_gone_jobs_log_ends(tiny, tmp_path,
@@ -182,7 +324,7 @@ def test_status_says_queued_before_failed_an_unreadable_record_and_how_a_gone_jo
     folder.mkdir(parents=True)
     (folder / "jobs.json").write_text(json.dumps({gone.run_id: "41_1", queued.run_id: "41_2"}))
     (folder / "41_1_0_log.out").write_text("training...\nslurmstepd: error: Detected 1 oom_kill event\n\n")
-    store.write_failure(store.failure_path(tmp_path, "tiny", queued.run_id), "Traceback\nValueError: earlier")
+    write_failure(failure_path(tmp_path, "tiny", queued.run_id), "Traceback\nValueError: earlier")
     monkeypatch.setattr(launch, "_queued", lambda: {"41_2"})
     monkeypatch.setattr(launch.shutil, "which", lambda name: "/usr/bin/" + name)
     rows = launch.run_states(runs, tmp_path)
@@ -209,18 +351,18 @@ def test_launcher_flags_that_do_not_go_together_are_one_line(tiny, tmp_path, mon
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
-def test_records_and_claims_are_written_with_the_umasks_mode_for_a_group_sharing_the_directory(tmp_path, umask,
+def test_records_and_leases_are_written_with_the_umasks_mode_for_a_group_sharing_the_directory(tmp_path, umask,
                                                                                                mode):
-    """A results directory on a cluster is shared: a record or claim gets the mode ``open`` would give it,
+    """A results directory on a cluster is shared: a record or lease gets the mode ``open`` would give it,
     not ``mkstemp``'s 0o600."""
     before = os.umask(umask)
     try:
         record = store.atomic_write(tmp_path / "runs" / "r.json", lambda tmp: Path(tmp).write_text("{}"))
-        claim = store.Claim(tmp_path / "claims" / "r.claim")
-        assert claim.acquire()
-        claimed = claim.path.stat().st_mode & 0o777
-        claim.release()
+        held = Lease(tmp_path / "leases" / "r.lease")
+        assert held.acquire()
+        leased = held.path.stat().st_mode & 0o777
+        held.release()
     finally:
         os.umask(before)
     assert record.stat().st_mode & 0o777 == mode
-    assert claimed == mode
+    assert leased == mode

@@ -1,5 +1,5 @@
-"""Runs that survive: resume after SIGKILL or Ctrl-C bit-identical, atomic checkpoints, claims that keep
-two sweeps off each other's runs, stale claims taken over."""
+"""Runs that survive: resume after SIGKILL or Ctrl-C bit-identical, atomic checkpoints, leases that keep
+two sweeps off each other's runs, stale leases taken over, locks of results directories written before."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ import pytest
 import torch
 from helpers import run_config
 
-from suite import harness, store
+from suite import harness, lease, store
 from suite.config import RunConfig, TrainConfig
 from suite.data import synthetic_dataset
+from suite.lease import Lease
 from suite.metrics import EPOCH_VARIES, varying_keys
 from suite.registry import get
 
@@ -115,45 +116,45 @@ def test_corrupt_or_foreign_checkpoint_is_named(tmp_path):
         store.load_checkpoint(path, "r")
 
 
-# ----- claims ------------------------------------------------------------------------------------------------
-def test_a_claim_is_exclusive_and_released(tmp_path):
-    a, b = store.Claim(tmp_path / "x.claim"), store.Claim(tmp_path / "x.claim")
+# ----- leases ------------------------------------------------------------------------------------------------
+def test_a_lease_is_exclusive_and_released(tmp_path):
+    a, b = Lease(tmp_path / "x.lease"), Lease(tmp_path / "x.lease")
     assert a.acquire() and not b.acquire()
     assert f"pid {os.getpid()}" in b.holder()
     a.release()
     assert b.acquire()
     b.release()
-    assert not (tmp_path / "x.claim").exists()
+    assert not (tmp_path / "x.lease").exists()
 
 
-def same_host_claim(path: Path, pid: int, process_start) -> None:
+def same_host_lease(path: Path, pid: int, process_start) -> None:
     import socket
 
-    path.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "pid_ns": store._pid_namespace(),
+    path.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "pid_ns": lease._pid_namespace(),
                                 "process_start": process_start, "since": 0}))
 
 
-def test_a_claim_of_a_dead_process_is_taken_over(tmp_path):
+def test_a_lease_of_a_dead_process_is_taken_over(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    path = tmp_path / "x.claim"
-    same_host_claim(path, int(dead.stdout), 123)
-    claim = store.Claim(path)
-    assert claim.acquire()
+    path = tmp_path / "x.lease"
+    same_host_lease(path, int(dead.stdout), 123)
+    held = Lease(path)
+    assert held.acquire()
     assert json.loads(path.read_text())["pid"] == os.getpid()
 
 
-def test_a_reused_pid_does_not_keep_a_dead_claim_alive(tmp_path):
+def test_a_reused_pid_does_not_keep_a_dead_lease_alive(tmp_path):
     """A crashed sweep's pid now belongs to another live process (here: this one, started at another time)."""
-    path = tmp_path / "x.claim"
-    same_host_claim(path, os.getpid(), store._process_start(os.getpid()) - 1)
-    assert store.Claim(path).acquire()
-    same_host_claim(path, os.getpid(), store._process_start(os.getpid()))
-    assert not store.Claim(path).acquire(), "the same process, same start time: alive"
+    path = tmp_path / "x.lease"
+    same_host_lease(path, os.getpid(), lease._process_start(os.getpid()) - 1)
+    assert Lease(path).acquire()
+    same_host_lease(path, os.getpid(), lease._process_start(os.getpid()))
+    assert not Lease(path).acquire(), "the same process, same start time: alive"
 
 
-def test_release_and_refresh_leave_a_claim_taken_over_by_another_alone(tmp_path):
-    path = tmp_path / "x.claim"
-    mine = store.Claim(path)
+def test_release_and_refresh_leave_a_lease_taken_over_by_another_alone(tmp_path):
+    path = tmp_path / "x.lease"
+    mine = Lease(path)
     assert mine.acquire()
     path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": 0}))  # taken over meanwhile
     mine.refresh()
@@ -164,13 +165,29 @@ def test_release_and_refresh_leave_a_claim_taken_over_by_another_alone(tmp_path)
     mine.refresh()  # the file is gone: a refresh is no reason to stop training
 
 
-def test_a_claim_from_another_host_is_stale_only_when_old(tmp_path):
-    path = tmp_path / "x.claim"
+def test_a_lease_from_another_host_is_stale_only_when_old(tmp_path):
+    path = tmp_path / "x.lease"
     path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": 0}))
-    assert not store.Claim(path, stale_after=60).acquire()
+    assert not Lease(path, stale_after=60).acquire()
     old = time.time() - 120
     os.utime(path, (old, old))
-    assert store.Claim(path, stale_after=60).acquire()
+    assert Lease(path, stale_after=60).acquire()
+
+
+def test_an_old_lock_from_another_host_holds_the_run_until_it_is_stale(tmp_path):
+    """A lock of the suite before issue 36 (``claims/<profile>/<run>.claim``) is a lease of the same run: a
+    fresh one holds the run, an old one is taken away before the lease is taken."""
+    old = lease.old_lock_path(tmp_path, "p", "r")
+    old.parent.mkdir(parents=True)
+    old.write_text(json.dumps({"pid": 1, "host": "elsewhere", "job": None, "since": 0}))
+    mine = Lease.of(tmp_path, "p", "r")
+    mine.stale_after = mine.old.stale_after = 60
+    assert not mine.acquire() and mine.holder() == "pid 1 on elsewhere" and mine.info()["host"] == "elsewhere"
+    os.utime(old, (time.time() - 120, time.time() - 120))
+    assert mine.acquire() and not old.exists() and mine.path == lease.lease_path(tmp_path, "p", "r")
+    assert mine.info()["pid"] == os.getpid()
+    mine.release()
+    assert list(tmp_path.rglob("*.*")) == []
 
 
 # ----- the real thing: processes killed, interrupted, and running side by side ---------------------------------
@@ -232,7 +249,7 @@ def test_sigkill_at_a_random_moment_then_the_same_command_resumes_bit_identicall
         for p in (results / "runs").rglob("*.json"):
             p.unlink()
     assert proc.returncode == -signal.SIGKILL and not records(results), "the kill never landed mid-run"
-    assert list((results / "claims").rglob("*.claim")), "a killed run leaves its claim behind"
+    assert list((results / "leases").rglob("*.lease")), "a killed run leaves its lease behind"
     out = subprocess.run(suite_cmd(profile, results), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "1 of them from a checkpoint" in out.stderr
@@ -240,7 +257,7 @@ def test_sigkill_at_a_random_moment_then_the_same_command_resumes_bit_identicall
     assert comparable(resumed) == comparable(whole)
     assert resumed["resumed_after_epochs"]
     assert not list((results / "checkpoints").rglob("*.pt")), "a finished run's checkpoint is removed"
-    assert not list((results / "claims").rglob("*.claim"))
+    assert not list((results / "leases").rglob("*.lease"))
 
 
 @pytest.mark.e2e
@@ -260,7 +277,7 @@ def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path):
     assert "Run the same command again" in last
     [ckpt] = list((results / "checkpoints").rglob("*.pt"))
     assert store.load_checkpoint(ckpt, ckpt.stem) is not None
-    assert not list((results / "claims").rglob("*.claim")), "Ctrl-C releases the claim"
+    assert not list((results / "leases").rglob("*.lease")), "Ctrl-C releases the lease"
     subprocess.run(suite_cmd(profile, results), check=True, capture_output=True)
     reference = tmp_path / "reference"
     subprocess.run(suite_cmd(profile, reference), check=True, capture_output=True)
@@ -280,4 +297,4 @@ def test_two_sweeps_on_one_directory_share_the_runs_without_overlap(tmp_path):
     assert ran[0] | ran[1] == {get(n).name for n in names}  # an alias runs as its target
     assert not ran[0] & ran[1], f"a run ran twice: {ran}"
     assert len(records(results)) == len(names)
-    assert not list(results.rglob("*.tmp")) and not list(results.rglob("*.claim"))
+    assert not list(results.rglob("*.tmp")) and not list(results.rglob("*.lease"))

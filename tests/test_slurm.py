@@ -259,7 +259,7 @@ def test_bad_slurm_settings_are_one_line_exit_2_and_nothing_submitted(short, tmp
 
 
 def test_a_sweep_submitted_twice_runs_each_run_once(short, tmp_path, capsys):
-    """The second submission finds the runs queued or running (the job map, squeue, the claims) and submits
+    """The second submission finds the runs queued or running (the job map, squeue, the leases) and submits
     nothing; each run is recorded once."""
     results = tmp_path / "results"
     assert run("--profile", short, "--results-dir", results, "--launcher", "slurm", "--cpus-per-run", "1") == 0
@@ -271,3 +271,32 @@ def test_a_sweep_submitted_twice_runs_each_run_once(short, tmp_path, capsys):
     assert len(jobs) == 2 and len({j.split("_")[0] for j in jobs}) == 1  # one array, submitted once
     _wait(lambda: not any(_queued(j) for j in jobs), 120, "the tasks to end")
     assert len(records(results, "short")) == 2
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["the-same-runs", "one-optimizer-each"])
+def test_two_submissions_at_once_run_each_run_once_and_keep_every_job_in_the_map(short, tmp_path, split):
+    """Two `run --launcher slurm` started together take turns with the job map (a lock beside ``jobs.json``):
+    of the same runs, one submits them and the other finds them queued; of different runs, both land in the
+    map. Each run is submitted and recorded once, and the map names the job of every run."""
+    import sys
+
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "suite", "run", "--profile", str(short), "--results-dir", str(results),
+           "--launcher", "slurm", "--cpus-per-run", "1", "--no-progress", "--no-report"]
+    cmds = [[*cmd, "--optimizer", "sgd"], [*cmd, "--optimizer", "sam"]] if split else [cmd, cmd]
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in cmds]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    said = "".join(errs)
+    if split:
+        assert said.count("submitted 1 runs") == 2, errs
+    else:
+        assert said.count("submitted 2 runs") == 1 and "2 of them are running or queued elsewhere" in said, errs
+    job_map = json.loads((results / "slurm" / "short" / "jobs.json").read_text())
+    runs = runs_for(load_profile(str(short)), check_device=False)
+    assert sorted(job_map) == sorted(r.run_id for r in runs), job_map
+    _wait(lambda: not any(_queued(j) for j in job_map.values()), 180, "the tasks to end")
+    assert sorted(records(results, "short")) == sorted(job_map)
+    outcomes = [(results / "slurm" / "short" / f"{j}_0_log.out").read_text() for j in job_map.values()]
+    assert all(": finished, test acc" in log for log in outcomes), outcomes  # each job ran its run itself
+    assert not list((results / "slurm" / "short").glob("*.lock"))

@@ -61,22 +61,23 @@ def key(record: dict[str, Any]) -> tuple:
     return c["train"]["budget"], c["optimizer"], c["seed"]
 
 
-def differences(reference: dict[str, Any], new: dict[str, Any], exact: bool, tolerance: float) -> list[str]:
+def differences(reference: dict[str, Any], new: dict[str, Any], tolerance: float) -> list[tuple[str, bool]]:
+    """Every value the two records do not share exactly, as a line and whether ``tolerance`` forgives it (a
+    float but a count, on another kind of machine): one pass serves both checks."""
     (ref_m, ref_e), (new_m, new_e) = comparable(reference), comparable(new)
 
-    def same(k: str, a: Any, b: Any) -> bool:
-        if exact or k in EXACT_ANYWHERE or not isinstance(a, float) or not isinstance(b, float):
-            return a == b
-        return math.isclose(a, b, rel_tol=tolerance, abs_tol=tolerance)
+    def tolerated(k: str, a: Any, b: Any) -> bool:
+        return k not in EXACT_ANYWHERE and isinstance(a, float) and isinstance(b, float) and \
+            math.isclose(a, b, rel_tol=tolerance, abs_tol=tolerance)
 
     # metrics one record has and the other lacks (one added to suite.metrics since) are not compared
-    diffs = [f"{k}: {ref_m[k]!r} -> {new_m[k]!r}" for k in sorted(set(ref_m) & set(new_m))
-             if not same(k, ref_m[k], new_m[k])]
+    diffs = [(f"{k}: {ref_m[k]!r} -> {new_m[k]!r}", tolerated(k, ref_m[k], new_m[k]))
+             for k in sorted(set(ref_m) & set(new_m)) if ref_m[k] != new_m[k]]
     if len(ref_e) != len(new_e):
-        return [*diffs, f"epochs: {len(ref_e)} -> {len(new_e)}"]
+        return [*diffs, (f"epochs: {len(ref_e)} -> {len(new_e)}", False)]
     for i, (a, b) in enumerate(zip(ref_e, new_e)):
-        diffs += [f"epoch {i + 1} {k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-                  if not same(k, a.get(k), b.get(k))]
+        diffs += [(f"epoch {i + 1} {k}: {a.get(k)!r} -> {b.get(k)!r}", tolerated(k, a.get(k), b.get(k)))
+                  for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     return diffs
 
 
@@ -127,10 +128,12 @@ def report(published: dict[tuple, dict[str, Any]], fresh: dict[tuple, dict[str, 
         by_name = "cpu_capability" not in ref["env"]  # a record from before the instruction set was recorded
         exact = all(ref["env"].get(f) == new["env"].get(f) for f in MACHINE) and \
             (by_name or ref["env"]["cpu_capability"] == new["env"].get("cpu_capability"))
-        diffs = differences(ref, new, exact, tolerance)
+        found = differences(ref, new, tolerance)
+        beyond = [line for line, tolerated in found if not tolerated]
+        diffs = [line for line, _ in found] if exact else beyond
         kind = "bit for bit" if exact else f"counts exact, floats within {tolerance} (another kind of machine)"
         if diffs and exact and by_name:
-            diffs = differences(ref, new, False, tolerance)
+            diffs = beyond
             kind = (f"not bit for bit on a processor of the same name, whose record does not say its instruction "
                     f"set: counts exact, floats within {tolerance}")
         failed += bool(diffs)
