@@ -30,7 +30,7 @@ from suite import probe, store
 from suite.config import ConfigError, Profile, RunConfig, with_overrides
 from suite.distributed import ONE_PROCESS, World
 from suite.lease import Lease, failure_path, read_failure, write_failure
-from suite.sweep import Sweep, from_rank_0, load_data, load_data_on_every_rank, run_one
+from suite.sweep import Sweep, from_rank_0, load_data, load_data_on_every_rank, measuring_for, prepare, run_one
 
 LAUNCHERS = ("local", "slurm")
 
@@ -344,8 +344,6 @@ def launch(profile: Profile, runs: list[RunConfig], sweep: Sweep, *, data_dir: P
     Slurm submissions of one profile into one results directory take turns (a lock beside ``jobs.json``): each
     decides what to submit from the job map and squeue as the one before left them, so two at once submit
     each run once and the job map keeps every submission."""
-    from suite.sweep import measuring_for, prepare
-
     if launcher not in LAUNCHERS:
         raise ConfigError(f"unknown launcher {launcher!r}; known: {', '.join(LAUNCHERS)}")
     if launcher == "slurm":
