@@ -15,11 +15,11 @@ from typing import Any
 import torch
 
 from .core.checks import check_number
-from .core.two_pass import TwoPassOptimizer
+from .core.two_pass import DEFAULT_RHO, TwoPassOptimizer
 
 
 class SAM(TwoPassOptimizer):
-    """``SAM(params, base_optimizer=torch.optim.SGD, rho=0.05, adaptive=False, ascent_fraction=1.0, sam_every=1,
+    """``SAM(params, base_optimizer=torch.optim.SGD, rho=DEFAULT_RHO, adaptive=False, ascent_fraction=1.0, sam_every=1,
     eta=0.0, **base_kwargs)``.
 
     ``base_kwargs`` (lr, momentum, weight_decay, ...) go to the base optimizer. ``step`` needs a
@@ -36,7 +36,7 @@ class SAM(TwoPassOptimizer):
         self,
         params: Iterable[Any],
         base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
-        rho: float = 0.05,
+        rho: float = DEFAULT_RHO,
         adaptive: bool = False,
         ascent_fraction: float = 1.0,
         sam_every: int = 1,

@@ -143,15 +143,17 @@ def test_the_harness_keeps_the_loop_and_its_neighbours_build_and_probe():
 
 
 def test_sams_default_rho_is_written_once():
-    """SAM's rho default stands in ``baselines/sam.py``'s signature; the skeleton has none of its own, and the
-    suite asks the registry for it (profiles' SAM rho, the sharpness ball)."""
+    """SAM's rho default is written once, in the core (``DEFAULT_RHO``), which SAM's signature and the skeleton's
+    take; the suite asks the registry for it (profiles' SAM rho, the sharpness ball)."""
     import inspect
 
     from baselines import SAM, TwoPassOptimizer
+    from baselines.core.two_pass import DEFAULT_RHO
     from suite import registry, sharpness
 
     rho = inspect.signature(SAM).parameters["rho"].default
-    assert inspect.signature(TwoPassOptimizer).parameters["rho"].default is inspect.Parameter.empty
+    assert rho == DEFAULT_RHO == inspect.signature(TwoPassOptimizer).parameters["rho"].default
+    assert f"rho: float = {rho}" not in (ROOT / "baselines" / "sam.py").read_text()
     assert registry.get("sam").defaults()["rho"] == rho
     record = {"optimizer": {"name": "sgd", "hparams": {}}, "config": {"profile": "p"}}
     assert sharpness.reference_rho([record]) == {"p": rho}

@@ -17,7 +17,8 @@ def session(tmp_path: Path, reason: str, strict: bool) -> subprocess.CompletedPr
     (tmp_path / "test_it.py").write_text(
         "import pytest\n\ndef test_runs():\n    pass\n\n"
         f"def test_skips():\n    pytest.skip({reason!r})\n")
-    env = {k: v for k, v in os.environ.items() if k != strict_skips.STRICT}
+    # not this session's: a pytest-xdist worker's variables would make the new session think it is one
+    env = {k: v for k, v in os.environ.items() if k != strict_skips.STRICT and not k.startswith("PYTEST_")}
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
     if strict:
         env[strict_skips.STRICT] = "1"

@@ -54,6 +54,7 @@ from .checks import check_bool, check_int, check_number
 from .closure import BACKWARD, BATCH, SCALER, SUBSET, SYNC, call_closure, has_features, several_processes
 
 Closure = Callable[..., torch.Tensor]
+DEFAULT_RHO = 0.05  # SAM's radius (Foret et al. 2021, CIFAR): written here once, SAM's signature takes it from here
 
 
 class TwoPassOptimizer(torch.optim.Optimizer):
@@ -66,8 +67,7 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         self,
         params: Iterable[Any],
         base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
-        *,
-        rho: float,  # no default here: each optimizer's own signature states its paper's (SAM's is in sam.py)
+        rho: float = DEFAULT_RHO,
         adaptive: bool = False,
         extra_defaults: dict[str, Any] | None = None,
         ascent_fraction: float = 1.0,
