@@ -1,23 +1,26 @@
 """The Slurm launcher against a real Slurm (tools/slurm-single-node.sh; .ci/run starts one): a sweep
 submitted through submitit lands the records a local sweep lands; a finished sweep submits nothing; a task
 cancelled mid-run and resubmitted, and one requeued at its time limit, end bit-identical to an
-uninterrupted run. Marker ``slurm`` (tox -e slurm): skipped where no Slurm answers, unless
-SUITE_SLURM=required (CI), where that is a failure."""
+uninterrupted run; a task whose node's slurmd is restarted runs on. Marker ``slurm`` (tox -e slurm): skipped where
+no Slurm answers, unless SUITE_SLURM=required (CI), where that is a failure."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from test_full_disk import leftovers
 
 from suite import launch, store
 from suite.cli import main
 from suite.config import load_profile
+from suite.lease import failure_path, read_failure
 from suite.metrics import EPOCH_VARIES, varying_keys
 from suite.sweep import runs_for
 
@@ -300,3 +303,107 @@ def test_two_submissions_at_once_run_each_run_once_and_keep_every_job_in_the_map
     outcomes = [(results / "slurm" / "short" / f"{j}_0_log.out").read_text() for j in job_map.values()]
     assert all(": finished, test acc" in log for log in outcomes), outcomes  # each job ran its run itself
     assert not list((results / "slurm" / "short").glob("*.lock"))
+
+
+# one run of 8-20 s on one thread, 16 epochs of 16 steps, checkpointed every epoch (1 s at most): long enough to
+# restart a daemon or fill a disk between two checkpoints
+MID = """seeds = 1
+optimizers = ["sgd"]
+[train]
+dataset = "synthetic"
+model = "resnet8"
+epochs = 16
+batch_size = 64
+train_subset = 1024
+test_subset = 64
+[slurm]
+cpus_per_run = 1
+time_min = 10
+"""
+MID_STEPS = 16  # per epoch
+
+
+@pytest.fixture(scope="module")
+def mid_reference(tmp_path_factory) -> tuple[Path, dict]:
+    """The mid run, uninterrupted, locally on one thread (a Slurm task's threads are its CPUs)."""
+    root = tmp_path_factory.mktemp("mid")
+    path = root / "mid.toml"
+    path.write_text(MID)
+    assert run("--profile", path, "--results-dir", root / "local", "--threads", "1") == 0
+    (record,) = records(root / "local", "mid").values()
+    return path, record
+
+
+def _as_root(what: str) -> None:
+    """What only root may do to this machine (restart slurmd): CI is root, where it must happen."""
+    if os.environ.get("SUITE_SLURM") == "required":
+        pytest.fail(f"SUITE_SLURM=required, but {what} (run as root, as CI does)", pytrace=False)
+    pytest.skip(f"{what} (run as root, with tools/slurm-single-node.sh's Slurm)")
+
+
+def _local_slurmd() -> int:
+    """The pid of this machine's slurmd (the node the tasks run on: tools/slurm-single-node.sh)."""
+    config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout
+    pid_file = next((line.split("=", 1)[1].strip() for line in config.splitlines()
+                     if line.split("=", 1)[0].strip() == "SlurmdPidFile"), "/run/slurmd.pid")
+    try:
+        pid = int(Path(pid_file).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError) as exc:
+        _as_root(f"no slurmd of this machine to restart ({pid_file}: {exc})")
+    if os.geteuid() != 0:
+        _as_root("restarting slurmd needs root")
+    return pid
+
+
+def _restart_slurmd(sig: int) -> None:
+    """Stop this machine's slurmd with ``sig`` and start it again as tools/slurm-single-node.sh starts it."""
+    pid = _local_slurmd()
+    try:
+        os.kill(pid, sig)
+        _wait(lambda: not Path(f"/proc/{pid}").exists(), 60, "slurmd to stop", poll=0.1)
+    finally:
+        subprocess.run(["slurmd"], check=True, timeout=60)
+
+
+def _nothing_half_written(results: Path, config) -> None:
+    """No temporary file, lease, checkpoint or failure note of the run is left once it is recorded."""
+    assert leftovers(results) == []
+    assert list(results.glob("leases/*/*.lease")) == []
+    assert not store.checkpoint_path(results, config.profile, config.run_id).exists()
+    assert read_failure(failure_path(results, config.profile, config.run_id)) is None
+    assert [s["state"] for s in launch.run_states([config], results)] == ["done"]
+
+
+def test_a_task_runs_on_through_restarts_of_its_nodes_slurmd_bit_identical(mid_reference, tmp_path):
+    """slurmd stopped (SIGTERM, as a restart does, then SIGKILL, as a crash does) and started again while a task
+    trains: the task's processes are slurmstepd's, not slurmd's, so it runs on, is recorded once, bit-identical to
+    the uninterrupted run, and the job map, squeue and `suite status` agree that it is done."""
+    path, reference = mid_reference
+    _local_slurmd()  # before anything is submitted: root and a local slurmd, or nothing to test
+    results = tmp_path / "results"
+    assert run("--profile", path, "--results-dir", results, "--launcher", "slurm") == 0
+    (config,) = runs_for(load_profile(str(path)), check_device=False)
+    ckpt, record = (store.checkpoint_path(results, "mid", config.run_id),
+                    store.record_path(results, "mid", config.run_id))
+    (job,) = json.loads((results / "slurm" / "mid" / "jobs.json").read_text()).values()
+    def saved_epochs() -> float:
+        try:
+            saved = store.load_checkpoint(ckpt, config.run_id)
+        except store.StoreError:  # removed as the run ended, between its check and its reading
+            saved = None
+        return saved["step"] / MID_STEPS if saved else 0
+
+    for epochs, sig in ((1, signal.SIGTERM), (3, signal.SIGKILL)):
+        _wait(lambda e=epochs: record.exists() or saved_epochs() >= e, 120, f"the task's checkpoint of epoch {epochs}",
+              poll=0.1)
+        _restart_slurmd(sig)
+        assert not record.exists(), "the run ended before slurmd was restarted: make MID longer"
+        assert _queued(job) and launch.run_states([config], results)[0]["state"] == "running"
+    _wait(lambda: not _queued(job), 300, "the task to end", poll=0.5)
+    (done,) = records(results, "mid").values()
+    assert not done["resumed_after_epochs"], "the task was stopped and requeued, not left running"
+    assert comparable(done) == comparable(reference)
+    assert json.loads((results / "slurm" / "mid" / "jobs.json").read_text()) == {config.run_id: job}
+    assert "sgd seed 0: finished, test acc" in (results / "slurm" / "mid" / f"{job}_0_log.out").read_text()
+    _nothing_half_written(results, config)
