@@ -210,10 +210,12 @@ def submit_slurm(tasks: list[Task], settings: SlurmSettings, say=print) -> list[
     return jobs
 
 
-def wait_slurm(jobs: list[Any], say=print, poll_s: float = 2.0) -> int:
+def wait_slurm(jobs: list[Any], say=print, poll_s: float = 2.0, notes: dict[str, Path] | None = None) -> int:
     """Wait for ``jobs``; say how each ended. Returns 0 when every one finished without an error. Done is
     read from the result file submitit writes and from ``squeue`` (not submitit's ``sacct`` polling: a
-    cluster without accounting has no sacct)."""
+    cluster without accounting has no sacct). ``notes``: each job's run's failure note, said for a job that
+    left no result: on a full disk submitit may find no room for its result, while the task's note, small and
+    written once its lease is released, still fits."""
     pending, failed, misses = list(jobs), 0, 0
     while pending:
         try:
@@ -229,8 +231,13 @@ def wait_slurm(jobs: list[Any], say=print, poll_s: float = 2.0) -> int:
             pending.remove(job)
             if not _finished(job):
                 failed += 1
-                say(f"  job {job.job_id} ended without a result (cancelled, killed or out of requeues); log: "
-                    f"{job.paths.stdout}")
+                note = read_failure(notes[job.job_id]) if notes and job.job_id in notes else None
+                if note is not None and note.get("job") == job.job_id:  # this job's, not an earlier attempt's
+                    last = (note["error"].strip().splitlines() or ["no message"])[-1]
+                    say(f"  job {job.job_id} failed: {last} (log: {job.paths.stdout})")
+                else:
+                    say(f"  job {job.job_id} ended without a result (cancelled, killed or out of requeues); log: "
+                        f"{job.paths.stdout}")
                 continue
             try:
                 say(f"  job {job.job_id}: {job.results()[0]}")  # process 0's, which decides and writes
@@ -366,9 +373,12 @@ def launch(profile: Profile, runs: list[RunConfig], sweep: Sweep, *, data_dir: P
         return run_workers(tasks(_not_held(todo, sweep, {}, None)), workers, sweep.say)
     with store.locked(slurm_folder(sweep.results_dir, profile.name) / "jobs.json.lock"):
         job_map, queued = _jobs_and_queue(sweep.results_dir, [profile.name], required=True)
-        jobs = submit_slurm(tasks(_not_held(todo, sweep, job_map, queued)), slurm, sweep.say)
+        submitted = tasks(_not_held(todo, sweep, job_map, queued))
+        jobs = submit_slurm(submitted, slurm, sweep.say)
     if wait:
-        return wait_slurm(jobs, sweep.say)
+        return wait_slurm(jobs, sweep.say, notes={j.job_id: failure_path(sweep.results_dir, t.config.profile,
+                                                                         t.config.run_id)
+                                                  for j, t in zip(jobs, submitted, strict=True)})
     if jobs:
         sweep.say(f"`python -m suite status --profile {profile.name} --results-dir {sweep.results_dir}` says where "
                   "they stand; the same command again submits only what is neither recorded nor running")

@@ -334,6 +334,30 @@ def test_status_says_queued_before_failed_an_unreadable_record_and_how_a_gone_jo
                                  "oom_kill event")
 
 
+def test_wait_says_why_a_job_that_left_no_result_failed_from_its_own_failure_note(tmp_path, monkeypatch):
+    """On a full disk submitit finds no room for a task's result, while the run's failure note fits: `--wait`
+    says the note's last line for the job that wrote it; a job without one (or with an earlier job's) ended
+    without a result, as before (test_slurm.py fills a real disk)."""
+    from types import SimpleNamespace
+
+    def job(job_id: str) -> SimpleNamespace:
+        paths = SimpleNamespace(stdout=tmp_path / f"{job_id}_0_log.out", result_pickle=tmp_path / f"{job_id}.pkl")
+        return SimpleNamespace(job_id=job_id, num_tasks=1, paths=paths, task=lambda k: SimpleNamespace(paths=paths))
+
+    notes = {j: tmp_path / f"{j}.failed" for j in ("41_0", "41_1", "41_2")}
+    for job_id, error in (("41_0", "StoreError: could not write x.pt: no space left on its disk"),
+                          ("40_1", "ValueError: an earlier job's")):
+        monkeypatch.setenv("SLURM_ARRAY_JOB_ID", job_id.split("_")[0])
+        monkeypatch.setenv("SLURM_ARRAY_TASK_ID", job_id.split("_")[1])
+        write_failure(notes[f"41_{job_id[-1]}"], f"Traceback (most recent call last):\n{error}\n")
+    monkeypatch.setattr(launch, "_queued", lambda: set())
+    said: list[str] = []
+    assert launch.wait_slurm([job(j) for j in notes], said.append, poll_s=0, notes=notes) == 1
+    assert said[0] == f"  job 41_0 failed: StoreError: could not write x.pt: no space left on its disk (log: " \
+                      f"{tmp_path / '41_0_0_log.out'})"
+    assert all(line.startswith(f"  job 41_{k} ended without a result") for k, line in ((1, said[1]), (2, said[2])))
+
+
 @pytest.mark.parametrize(("flags", "env", "message"), [
     (["--partition", "gpu"], {}, "--partition is a Slurm setting: add --launcher slurm"),
     (["--wait"], {}, "--wait is a Slurm setting"),

@@ -1,8 +1,9 @@
 """The Slurm launcher against a real Slurm (tools/slurm-single-node.sh; .ci/run starts one): a sweep
 submitted through submitit lands the records a local sweep lands; a finished sweep submits nothing; a task
 cancelled mid-run and resubmitted, and one requeued at its time limit, end bit-identical to an
-uninterrupted run; a task whose node's slurmd is restarted runs on. Marker ``slurm`` (tox -e slurm): skipped where
-no Slurm answers, unless SUITE_SLURM=required (CI), where that is a failure."""
+uninterrupted run; a task whose node's slurmd is restarted runs on, and one whose results disk fills fails in one
+line and resumes once there is space. Marker ``slurm`` (tox -e slurm): skipped where no Slurm answers, unless
+SUITE_SLURM=required (CI), where that is a failure."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
-from test_full_disk import leftovers
+from test_full_disk import fill, leftovers
 
 from suite import launch, store
 from suite.cli import main
@@ -335,7 +337,7 @@ def mid_reference(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def _as_root(what: str) -> None:
-    """What only root may do to this machine (restart slurmd): CI is root, where it must happen."""
+    """What only root may do to this machine (restart slurmd, mount a disk): CI is root, where it must happen."""
     if os.environ.get("SUITE_SLURM") == "required":
         pytest.fail(f"SUITE_SLURM=required, but {what} (run as root, as CI does)", pytrace=False)
     pytest.skip(f"{what} (run as root, with tools/slurm-single-node.sh's Slurm)")
@@ -407,3 +409,58 @@ def test_a_task_runs_on_through_restarts_of_its_nodes_slurmd_bit_identical(mid_r
     assert json.loads((results / "slurm" / "mid" / "jobs.json").read_text()) == {config.run_id: job}
     assert "sgd seed 0: finished, test acc" in (results / "slurm" / "mid" / f"{job}_0_log.out").read_text()
     _nothing_half_written(results, config)
+
+
+def _small_disk(where: Path, size: str) -> Path:
+    """A directory on its own tmpfs of ``size`` (as tests/test_full_disk.py mounts one)."""
+    where.mkdir()
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        _as_root(f"mounting a small tmpfs to fill was refused: {out.stderr.strip() or out.returncode}")
+    return where
+
+
+def test_a_results_disk_that_fills_mid_run_is_one_line_and_a_resubmission_resumes_bit_identical(
+        mid_reference, tmp_path, capsys):
+    """The results directory (records, checkpoints, leases, submitit's folder) on a 4 MiB tmpfs, filled to the
+    last byte while the task trains: its next checkpoint cannot be written. The task fails, saying so in one line
+    (what `--wait` says of the job, the run's line in `suite status`, its failure note), its last checkpoint
+    intact and nothing half-written. With the space freed, the same command resubmits it, and it resumes from that
+    checkpoint and ends bit-identical to the uninterrupted run."""
+    path, reference = mid_reference
+    disk = _small_disk(tmp_path / "disk", "4m")
+    cmd = [sys.executable, "-m", "suite", "run", "--profile", str(path), "--results-dir", str(disk),
+           "--launcher", "slurm", "--wait", "--no-progress", "--no-report"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        (config,) = runs_for(load_profile(str(path)), check_device=False)
+        ckpt = store.checkpoint_path(disk, "mid", config.run_id)
+        _wait(lambda: ckpt.exists() or proc.poll() is not None, 120, "the task's first checkpoint", poll=0.1)
+        fill(disk)
+        err = proc.communicate(timeout=300)[1]
+        assert proc.returncode == 1, err
+        said = [line for line in err.splitlines() if "no space left on its disk" in line]
+        assert len(said) == 1 and said[0].lstrip().startswith("job ") and str(ckpt) in said[0], err
+        assert not store.record_path(disk, "mid", config.run_id).exists(), "the run ended before the disk filled"
+        assert store.load_checkpoint(ckpt, config.run_id)["step"] >= MID_STEPS  # the last one, intact
+        assert leftovers(disk) == [] and list(disk.glob("leases/*/*.lease")) == []
+        note = read_failure(failure_path(disk, "mid", config.run_id))
+        assert note is not None and "no space left on its disk" in note["error"].splitlines()[-1], note
+        capsys.readouterr()
+        assert main(["status", "--profile", str(path), "--results-dir", str(disk)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].startswith("failed ") and "no space left on its disk" in lines[0], lines
+        assert lines[-1] == "1 runs: 0 done, 1 failed", lines
+
+        (disk / "filler").unlink()  # space freed: the same command goes on
+        assert run("--profile", path, "--results-dir", disk, "--launcher", "slurm", "--wait") == 0
+        assert "1 of them from a checkpoint" in capsys.readouterr().err
+        (done,) = records(disk, "mid").values()
+        assert done["resumed_after_epochs"], "the resubmitted task started over instead of resuming"
+        assert comparable(done) == comparable(reference)
+        _nothing_half_written(disk, config)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run(["umount", "-l", str(disk)], check=False)
