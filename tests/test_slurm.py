@@ -363,9 +363,17 @@ def _restart_slurmd(sig: int) -> None:
     pid = _local_slurmd()
     try:
         os.kill(pid, sig)
-        _wait(lambda: not Path(f"/proc/{pid}").exists(), 60, "slurmd to stop", poll=0.1)
+        _wait(lambda: _ended(pid), 60, "slurmd to stop", poll=0.1)
     finally:
         subprocess.run(["slurmd"], check=True, timeout=60)
+
+
+def _ended(pid: int) -> bool:
+    """No process ``pid``, or only its zombie (a container's first process may not reap the daemons)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
 
 
 def _nothing_half_written(results: Path, config) -> None:
