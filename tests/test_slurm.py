@@ -96,15 +96,20 @@ def short(tmp_path_factory) -> Path:
     return path
 
 
+def local_reference(tmp_path_factory, name: str, text: str) -> tuple[Path, dict]:
+    """Profile ``text`` as ``name``.toml and its one run, uninterrupted, locally on one thread (a Slurm task's
+    threads are its CPUs): what a task interrupted in any way must end bit-identical to."""
+    root = tmp_path_factory.mktemp(name)
+    path = root / f"{name}.toml"
+    path.write_text(text)
+    assert run("--profile", path, "--results-dir", root / "local", "--threads", "1") == 0
+    (record,) = records(root / "local", name).values()
+    return path, record
+
+
 @pytest.fixture(scope="module")
 def long_reference(tmp_path_factory) -> tuple[Path, dict]:
-    """The long run, uninterrupted, locally on one thread (a Slurm task's threads are its CPUs)."""
-    root = tmp_path_factory.mktemp("long")
-    path = root / "long.toml"
-    path.write_text(LONG)
-    assert run("--profile", path, "--results-dir", root / "local", "--threads", "1") == 0
-    (record,) = records(root / "local", "long").values()
-    return path, record
+    return local_reference(tmp_path_factory, "long", LONG)
 
 
 def test_a_slurm_sweep_lands_the_records_of_a_local_sweep(short, tmp_path, capsys):
@@ -327,13 +332,7 @@ MID_STEPS = 16  # per epoch
 
 @pytest.fixture(scope="module")
 def mid_reference(tmp_path_factory) -> tuple[Path, dict]:
-    """The mid run, uninterrupted, locally on one thread (a Slurm task's threads are its CPUs)."""
-    root = tmp_path_factory.mktemp("mid")
-    path = root / "mid.toml"
-    path.write_text(MID)
-    assert run("--profile", path, "--results-dir", root / "local", "--threads", "1") == 0
-    (record,) = records(root / "local", "mid").values()
-    return path, record
+    return local_reference(tmp_path_factory, "mid", MID)
 
 
 def _as_root(what: str) -> None:
