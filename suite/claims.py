@@ -172,7 +172,11 @@ def parse_claims(tables: Any, where: str, on: tuple[str, ...] = (), not_on: tupl
 
 # The study the report judges unless told otherwise: this suite's (suite/study.toml), or the file SUITE_STUDY names
 STUDY_FILE = Path(os.environ.get("SUITE_STUDY") or Path(__file__).with_name("study.toml"))
-STUDY = load_study(STUDY_FILE)
+try:
+    STUDY = load_study(STUDY_FILE)
+except ValueError as exc:  # a bad SUITE_STUDY is bad input: one line and exit 2, before any command starts
+    print(f"error: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
 CLAIMS: tuple[Claim, ...] = STUDY.claims
 ALPHA = STUDY.alpha
 

@@ -217,7 +217,8 @@ NAME_WIDTH = 28  # a longer name stands on its own line
 
 def cmd_list(args: argparse.Namespace) -> int:
     if args.profiles:
-        rows = [(name, estimate.described(load_profile(name), PUBLISHED)) for name in available_profiles()]
+        seconds = estimate.recorded_seconds(PUBLISHED)  # every record read once, for every profile
+        rows = [(name, estimate.described(load_profile(name), seconds)) for name in available_profiles()]
     elif args.profile:
         rows = load_profile(args.profile).settings_rows()
     else:

@@ -68,10 +68,11 @@ def makespan(durations: list[float], workers: int) -> float:
     return max(free)
 
 
-def estimate(runs: list[RunConfig], results_dir: Path, workers: int | None = None) -> Estimate:
-    """The planned ``runs``, priced by the mean wall time of the records with the same settings, ``workers`` at
-    a time (None: as many as the records' machines had room for, their cores over a run's threads)."""
-    seconds = recorded_seconds(results_dir)
+def estimate(runs: list[RunConfig], seconds: dict[str, list[tuple[float, int]]],
+             workers: int | None = None) -> Estimate:
+    """The planned ``runs``, priced by the mean wall time of the records with the same settings (``seconds``:
+    ``recorded_seconds``, read once for any number of profiles), ``workers`` at a time (None: as many as the
+    records' machines had room for, their cores over a run's threads)."""
     priced = [s for s in (seconds.get(_settings(json.loads(json.dumps(r.as_dict())))) for r in runs) if s]
     durations = [sum(d for d, _ in s) / len(s) for s in priced]
     if workers is None:
@@ -81,8 +82,9 @@ def estimate(runs: list[RunConfig], results_dir: Path, workers: int | None = Non
                     workers)
 
 
-def profile_estimate(profile: Profile, results_dir: Path, workers: int | None = None) -> Estimate:
-    return estimate(runs_for(profile, check_device=False), results_dir, workers)
+def profile_estimate(profile: Profile, seconds: dict[str, list[tuple[float, int]]],
+                     workers: int | None = None) -> Estimate:
+    return estimate(runs_for(profile, check_device=False), seconds, workers)
 
 
 # The README's generated durations: "<!-- duration of PROFILE, N workers -->...<!-- end -->"
@@ -91,8 +93,10 @@ _DURATION = re.compile(r"(<!-- duration of (?P<profile>[\w.-]+), (?P<workers>\d+
 
 def rewrite_durations(text: str, results_dir: Path, load) -> str:
     """``text`` with each generated duration block re-priced from ``results_dir`` (``load``: name -> Profile)."""
+    seconds = recorded_seconds(results_dir)
+
     def price(m: re.Match) -> str:
-        est = profile_estimate(load(m["profile"]), results_dir, int(m["workers"]))
+        est = profile_estimate(load(m["profile"]), seconds, int(m["workers"]))
         return f"{m.group(1)}{est.text()}{m.group(5)}"
     return _DURATION.sub(price, text)
 
@@ -108,8 +112,9 @@ def update_durations(readme: Path, results_dir: Path, load) -> bool:
     return new != text
 
 
-def described(profile: Profile, results_dir: Path) -> str:
-    """A profile's description, then its size and duration as the planner and the records give them."""
-    est = profile_estimate(profile, results_dir)
+def described(profile: Profile, seconds: dict[str, list[tuple[float, int]]]) -> str:
+    """A profile's description, then its size and duration as the planner and the records (``seconds``:
+    ``recorded_seconds``) give them."""
+    est = profile_estimate(profile, seconds)
     return (f"{profile.description or '(no description)'} [suite run: {est.runs} runs of {est.optimizers} "
             f"optimizers; {est.text()}]")

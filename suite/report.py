@@ -501,7 +501,7 @@ def write_report(results_dir: Path, extra: Iterable[Any] | None = None) -> tuple
     declared, judged = verdicts(results_dir, records, extra, profiles)
     changed = as_run(records, profiles)
     _atomic_write(written[1], headings_say(summary_markdown(results_dir, table, records, refs, declared, judged),
-                                           heading_notes(records, profiles, results_dir)))
+                                           heading_notes(changed, records, results_dir)))
     figures = write_figures(results_dir, table, records, refs, judged, changed) if not table.empty else []
     remove_stale_figures(results_dir, figures, {r["config"]["profile"] for r in records})
     return written + figures, skipped, [path_of[id(r)] for r in superseded]
@@ -628,10 +628,11 @@ def _counted(n: Any, what: str) -> str:
     return f"{n} {what}" + ("" if n == 1 else "s")
 
 
-def heading_notes(records: list[dict[str, Any]], profiles: dict[str, Any], where: Path) -> dict[tuple[str, str], str]:
+def heading_notes(changed: dict[tuple[str, str], str], records: list[dict[str, Any]],
+                  where: Path) -> dict[tuple[str, str], str]:
     """What summary.md's headings say after a table's name: how its runs differ from their profile as shipped
-    (``as_run``), and where their provenance is incomplete (``provenance_gaps``)."""
-    changed, gaps = as_run(records, profiles), provenance_gaps(records, where)
+    (``changed``: ``as_run``), and where their provenance is incomplete (``provenance_gaps``)."""
+    gaps = provenance_gaps(records, where)
     return {k: "; ".join(s for s in (changed.get(k), gaps.get(k)) if s) for k in {*changed, *gaps}}
 
 

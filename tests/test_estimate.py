@@ -25,11 +25,11 @@ def test_runs_are_priced_by_records_with_the_same_settings_whatever_their_profil
         config = {**json.loads(json.dumps(run.as_dict())), "profile": "elsewhere", "seed": 7 + k}
         record = {"schema": store.SCHEMA, "metrics": {}, "config": config, "wall_seconds": seconds}
         (folder / f"r{k}.json").write_text(json.dumps(record))
-    est = estimate.estimate(runs, tmp_path, workers=1)
+    est = estimate.estimate(runs, estimate.recorded_seconds(tmp_path), workers=1)
     assert [r.optimizer for r in runs] == ["sgd", "sam", "sgd", "sam"]
     assert est.runs == 4 and est.optimizers == 2 and est.priced == 4
     assert est.seconds == 2 * 60 + 2 * 150  # sgd's one record, sam's mean of two
-    assert estimate.estimate(runs, tmp_path / "empty", workers=1).text().startswith("no recorded run")
+    assert estimate.estimate(runs, {}, workers=1).text().startswith("no recorded run")
 
 
 def test_the_readmes_duration_of_the_main_job_is_what_the_records_say():

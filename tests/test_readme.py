@@ -79,11 +79,22 @@ def test_each_suite_command_line_of_the_readme_parses(line, monkeypatch):
     assert [name for name, _ in seen] == [args[0]]
 
 
+def test_the_readme_shows_what_these_tests_parse():
+    """The parsing tests below are generated from the README: a README whose blocks they no longer find would
+    leave them vacuous, so the commands they must find are named here."""
+    parsed = {suite_args(line)[0] for line in command_lines() if suite_args(line) is not None and suite_args(line)}
+    assert parsed >= set(COMMANDS), set(COMMANDS) - parsed
+    assert any("tools/check_reproduction.py" in line for line in command_lines())
+
+
 def test_the_tools_the_readme_runs_exist_and_take_its_flags():
+    checked = 0
     for line in command_lines():
         for tool, rest in re.findall(r"python (tools/\S+\.py)((?: --?[\w-]+(?: [^-\s]\S*)?)*)", line):
+            checked += 1
             assert (REPO / tool).is_file(), tool
             usage = subprocess.run([sys.executable, str(REPO / tool), "--help"], capture_output=True, text=True,
                                    cwd=REPO, timeout=120).stdout
             for flag in re.findall(r"--[\w-]+", rest):
                 assert flag in usage, (tool, flag)
+    assert checked, "no tools/ command found in the README"

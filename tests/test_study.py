@@ -69,6 +69,17 @@ def test_a_bad_study_file_is_one_line_naming_what_is_wrong(tmp_path, bad, says):
         claims.load_study(study)
 
 
+@pytest.mark.parametrize("content", ["time_goal = 0\n", None])
+def test_a_bad_or_missing_study_file_stops_any_command_with_one_line_and_exit_2(tmp_path, content):
+    study = tmp_path / "study.toml"
+    if content is not None:
+        study.write_text(content)
+    out = subprocess.run([sys.executable, "-m", "suite", "list"], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=300, env={**os.environ, "SUITE_STUDY": str(study)})
+    assert out.returncode == 2 and out.stdout == "", out.stderr
+    assert out.stderr.startswith(f"error: study file {str(study)!r}") and out.stderr.count("\n") == 1, out.stderr
+
+
 def test_the_shipped_study_keeps_the_claims_the_records_were_judged_by():
     names = [c.name for c in claims.CLAIMS]
     assert names[:2] == ["sam-beats-sgd", "ssam-keeps-sam-accuracy"] and len(names) == len(set(names)) == 11
