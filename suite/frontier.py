@@ -90,7 +90,9 @@ def markdown(summary: pd.DataFrame, judged: pd.DataFrame, claims: Iterable[Any],
              "table's runs (mean over seeds). Time × SGD: the median (lowest–highest) of the within-repeat ratios "
              "of the cost command's interleaved repeats (`cost.md`), where that table prices the profile's step; "
              "otherwise –. Δ vs SAM (points, optimizer − SAM, mean over n paired seeds), bound and verdict: the "
-             "keeps-SAM claims of the verdict table above, Holm-corrected within each claim's family.", ""]
+             "keeps-SAM claims of the verdict table above. Their family is every method ranked here, corrected as one "
+             "(each side at α / 2m, m the methods with a verdict), since \"the cheapest that keeps SAM's accuracy\" "
+             "acts on all of them together.", ""]
     for (name, setting), (table, verdicts, source, repeats) in tables.items():
         shown = [_shown(r, verdicts.get(r.optimizer), claims) for r in table.itertuples()]
         where = f"`{name}`" + (f" with {setting}" if setting else "")

@@ -539,7 +539,7 @@ def _frontier_note(t: pd.DataFrame, margin: float, shift: float) -> list[str]:
     if not math.isnan(margin):
         parts.append(f"shaded: SAM's mean (dashed) down to the margin δ = {margin:.2f} points, within which a method "
                      "keeps SAM's accuracy")
-    parts.append(f"ring: the Holm-corrected keeps-SAM verdict; dash-dotted: {TIME_GOAL:g}× SGD's FLOPs (the time "
+    parts.append(f"ring: the keeps-SAM verdict; dash-dotted: {TIME_GOAL:g}× SGD's FLOPs (the time "
                  "goal of summary.md's frontier)")
     if shift >= SPREAD_SAID:
         parts.append(f"points of nearly equal cost moved sideways, by up to {shift:.2f}× SGD's FLOPs, so that each "

@@ -266,7 +266,8 @@ BUDGET_TITLES = {
 DIFF_RULE = ("Δ: mean over seeds of (this optimizer − the reference), same seed = same initial weights and batch "
              "order, ± the half-width of its two-sided 95% interval (uncorrected: it describes, it decides nothing). "
              "**Bold**, with the verdict and its bound, where a claim's verdict above decides the comparison: "
-             "one-sided and Holm-corrected, so its bound, not the ± interval, is what decides, and a bold interval "
+             "one-sided and corrected within its family (α / 2m a side), so its bound, not the ± interval, is what "
+             "decides, and a bold interval "
              "may include 0; plain where no verdict decides it.")
 
 
