@@ -95,7 +95,7 @@ class Margin:
     def value(self, rows: pd.DataFrame, metric: str, reference: str) -> float:
         gain = 0.0
         if self.from_data:
-            d = _paired(rows, metric, reference, self.over)
+            d = paired(rows, metric, reference, self.over)
             gain = float(d.mean()) if len(d) else 0.0
         return max(self.share * gain, self.at_least)
 
@@ -267,7 +267,7 @@ ALPHA = STUDY.alpha
 
 
 # ----- the pairs ------------------------------------------------------------------------------------------------
-def _paired(rows: pd.DataFrame, metric: str, subject: str, reference: str) -> pd.Series:
+def paired(rows: pd.DataFrame, metric: str, subject: str, reference: str) -> pd.Series:
     """subject − reference per seed, over the seeds both have a finite value for."""
     if metric not in rows:
         return pd.Series(dtype=float)
@@ -280,7 +280,7 @@ def _paired(rows: pd.DataFrame, metric: str, subject: str, reference: str) -> pd
 
 def _log_ratio(rows: pd.DataFrame, metric: str, subject: str, reference: str) -> pd.Series:
     logged = rows.assign(**{metric: rows[metric].map(lambda v: math.log(v) if v and v > 0 else math.nan)})
-    return _paired(logged, metric, subject, reference)
+    return paired(logged, metric, subject, reference)
 
 
 def subjects_of(claim: Claim, present: Iterable[str]) -> list[str]:
@@ -348,7 +348,7 @@ def judge_family(members: list[Claim], rows: pd.DataFrame, alpha: float = ALPHA,
             exact += [_exact_cost(claim, rows, s) for s in subjects]
             continue
         delta, source = margin_of(claim, rows, profile, study) if claim.test == "keeps" else (0.0, "")
-        pair = _log_ratio if claim.test == "costs_less" else _paired  # time: the log ratio per repeat
+        pair = _log_ratio if claim.test == "costs_less" else paired  # time: the log ratio per repeat
         compared += [(claim, s, d, delta, source) for s in subjects
                      if len(d := pair(rows, claim.metric, s, claim.reference))]
     m = len(compared)
@@ -415,7 +415,7 @@ def _exact_cost(claim: Claim, rows: pd.DataFrame, subject: str) -> dict[str, Any
             "kind": ""}
 
 
-def _judged_on(claim: Claim, profile: str) -> bool:
+def judged_on(claim: Claim, profile: str) -> bool:
     if claim.on and not any(fnmatch.fnmatchcase(profile, g) for g in claim.on):
         return False
     return not any(fnmatch.fnmatchcase(profile, g) for g in claim.not_on)
@@ -443,7 +443,7 @@ def verdicts(runs: pd.DataFrame, cost: dict[str, pd.DataFrame] | None = None,
     if len(runs):
         finished = runs[runs.get("status", "finished") == "finished"] if "status" in runs else runs
         for (profile, setting, budget), table in finished.groupby(["profile", "setting", "budget"], sort=False):
-            mine = [c for c in claims if c.budget == budget and _judged_on(c, profile)]
+            mine = [c for c in claims if c.budget == budget and judged_on(c, profile)]
             for members in families(mine).values():
                 rows += [{"table": profile, "setting": setting, **v}
                          for v in judge_family(members, table, alpha, profile, study)]

@@ -142,6 +142,8 @@ def _parser() -> argparse.ArgumentParser:
                          parents=[_options(_results_dir, _claims)])
     rep.set_defaults(func=cmd_report)
 
+    _add_plan_parser(sub)
+
     pub = sub.add_parser("publish", help=f"copy a profile's records into {PUBLISHED}/, rebuild its report and the "
                                          "README's findings", parents=[_options(_claims)])
     pub.add_argument("--profile", action="append", required=True, metavar="NAME",
@@ -160,6 +162,17 @@ def _selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", action="append", choices=BUDGETS,
                    help="what every optimizer gets the same of (repeatable; default: the profile's budgets): "
                         "epochs, or the training FLOPs / seconds the reference (sgd) spends in those epochs")
+
+
+def _add_plan_parser(sub: argparse._SubParsersAction) -> None:
+    pl = sub.add_parser("plan", help="seeds per optimizer for a confirmatory profile, from a pilot table's records "
+                                     "(80%% power at its declared margins)", parents=[_options(_results_dir, _claims)])
+    pl.add_argument("--pilot", required=True, metavar="NAME", help="the pilot table's profile (its records under "
+                                                                   "RESULTS_DIR/runs/NAME)")
+    pl.add_argument("--profile", required=True, help="the confirmatory profile to plan (a name or a .toml path)")
+    pl.add_argument("--max-seeds", type=int, default=30, help="the most seeds one optimizer gets (default: 30)")
+    pl.add_argument("--out", type=Path, help="also write the plan (Markdown, with its [optimizer_seeds]) here")
+    pl.set_defaults(func=cmd_plan)
 
 
 def _add_status_parser(sub: argparse._SubParsersAction) -> None:
@@ -359,6 +372,20 @@ def _user_claims(args: argparse.Namespace) -> tuple:
         return load_claims(args.claims)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Seeds per optimizer of a confirmatory profile from a pilot's records (suite/plan.py)."""
+    from suite import plan  # pandas, scipy and the report's plots: only when asked
+
+    command = f"{_prog()} plan --pilot {args.pilot} --profile {args.profile} --max-seeds {args.max_seeds}"
+    text = plan.from_records(args.results_dir, args.pilot, load_profile(args.profile), args.max_seeds,
+                             _user_claims(args), command)
+    print(text)
+    if args.out is not None:
+        store.atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:

@@ -245,6 +245,8 @@ class Profile:
     train: TrainConfig
     seeds: int = 1
     optimizer_seeds: dict[str, int] = field(default_factory=dict)  # more (or fewer) seeds for these optimizers
+    # the first seed: a confirmatory profile runs fresh seeds (8, 9, ...), none its pilot ran (0-7)
+    first_seed: int = 0
     optimizers: tuple[str, ...] | None = None  # None: every registered optimizer
     budgets: tuple[str, ...] = ("epochs",)  # the sweep runs once under each
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-optimizer overrides
@@ -427,6 +429,7 @@ def _parse_profile(name: str, raw: dict[str, Any]) -> Profile:
     return Profile(
         name=name, description=str(raw.get("description", "")), train=train,
         seeds=check_int("seeds", raw.get("seeds", 1), minimum=1), optimizer_seeds=dict(optimizer_seeds),
+        first_seed=check_int("first_seed", raw.get("first_seed", 0), minimum=0),
         optimizers=None if optimizers == "all" else tuple(optimizers), budgets=tuple(dict.fromkeys(budgets)),
         hparams=hparams, references=tuple(dict.fromkeys(references)), data_dir=data_dir,
         sharpness=SharpnessSettings(**table), sharpness_at_end=at_end, sharpness_rho=rho,

@@ -36,8 +36,8 @@ def runs_for(profile: Profile, *, optimizers: list[str] | None = None, seeds: in
              epochs: int | None = None, budgets: list[str] | None = None, device: str | None = None,
              dataset: str | None = None, check_device: bool = True) -> list[RunConfig]:
     """Every run of ``profile`` (with the command line's overrides), resolved and checked: budgets, then
-    seeds, then optimizers — seed-major within each budget, so a slow drift of the machine touches every
-    optimizer alike."""
+    seeds (from the profile's ``first_seed``), then optimizers — seed-major within each budget, so a slow drift
+    of the machine touches every optimizer alike."""
     for flag, value, most in (("seeds", seeds, MAX_SEEDS), ("epochs", epochs, MAX_EPOCHS)):
         if value is not None and not 1 <= value <= most:
             raise ConfigError(f"--{flag} must be between 1 and {most}, got {value}")
@@ -61,8 +61,8 @@ def runs_for(profile: Profile, *, optimizers: list[str] | None = None, seeds: in
         RunConfig(profile.name, name, seed, dataclasses.replace(settings, budget=kind), tuple(sorted(hparams.items())),
                   references, reference, profile.source)
         for kind in kinds
-        for seed in range(max(counts.values(), default=0))
-        for name, hparams in resolved.items() if seed < counts[name]
+        for seed in range(profile.first_seed, profile.first_seed + max(counts.values(), default=0))
+        for name, hparams in resolved.items() if seed < profile.first_seed + counts[name]
     ]
 
 
