@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from suite import claims, frontier, measure, metrics, plots, registry
+from suite import claims, frontier, measure, metrics, plots, registry, strata
 from suite.config import BUDGETS, REFERENCES, ROOT, ConfigError, TrainConfig, available_profiles, load_profile
 from suite.metrics import Metric, columns
 from suite.stats import interval, paired_difference
@@ -105,8 +105,10 @@ def _grouped(records: list[dict[str, Any]], key: Any) -> dict[Any, list[dict[str
 
 
 def run_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """One row per run: its key, when it started, and its flat metrics."""
-    return pd.DataFrame([{**_key(r), "started_at": r.get("started_at", ""), **r["metrics"]} for r in records])
+    """One row per run: its key, when it started, the machine it ran on (``strata.MACHINE_COLUMNS``, strings,
+    from its ``env``: no metric) and its flat metrics."""
+    return pd.DataFrame([{**_key(r), "started_at": r.get("started_at", ""), **strata.machine_of(r.get("env")),
+                          **r["metrics"]} for r in records])
 
 
 def epoch_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -165,7 +167,7 @@ def summarize(records: Iterable[dict[str, Any]], intervals: list[Metric] | None 
 
 def _numeric_metrics(runs: pd.DataFrame) -> list[str]:
     """Metric columns whose values are numbers (None where they do not apply)."""
-    skip = {*KEYS, "started_at", "status"}
+    skip = {*KEYS, "started_at", "status", *strata.MACHINE_COLUMNS}
     return [c for c in runs.columns if c not in skip and runs[c].map(
         lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))).all()
         and runs[c].notna().any()]
