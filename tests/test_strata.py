@@ -4,9 +4,12 @@ than one machine, the strata, the note, and the report that says them under a ta
 from __future__ import annotations
 
 import pandas as pd
+from helpers import squash
 from test_report import record
 
 from suite import report, strata
+from suite.claims import Claim, Margin
+from suite.store import record_path, write_record
 
 INTEL, AMD = "Intel(R) Xeon(R) Processor", "AMD EPYC"
 
@@ -100,3 +103,52 @@ def test_run_rows_carry_the_machine_and_the_summary_takes_it_for_no_metric():
         {"processor": "", "threads": "", "commit": "", "isa": ""}]
     table = report.summarize([rec, record("sam", 0, 0.6, 0.2, 2e9)])
     assert not [c for c in table.columns if c.split("_")[0] in strata.MACHINE_COLUMNS]
+
+
+def test_the_report_says_under_a_tables_verdicts_where_pairs_cross_and_judges_within_a_machine(tmp_path):
+    """y's seeds 0-2 ran on AMD, every other run on Intel, and AMD costs y 6 points: over all six pairs y's
+    loss is uncertain, on Intel's three it is within δ. The report says where the runs ran, that 3 of y's 6
+    pairs cross (x's none), and judges y on Intel's runs alone, δ as above."""
+    base = [0.50, 0.52, 0.54, 0.51, 0.53, 0.55]
+    accs = {"base": base, "x": [b + 0.001 * (-1) ** s for s, b in enumerate(base)],
+            "y": [b - (0.06 if s < 3 else 0.0) + 0.002 * (-1) ** s for s, b in enumerate(base)]}
+    for name, values in accs.items():
+        for seed, acc in enumerate(values):
+            rec = record(name, seed, acc, 0.1, 1e9, references=("base",))
+            rec["env"] = {"processor": AMD if name == "y" and seed < 3 else INTEL, "torch_threads": 1,
+                          "git_commit": "0de261597d196f1bf034515da30ca214cf23e4f5"}
+            write_record(record_path(tmp_path, "p", f"{name}-{seed}"), rec)
+    keeps = Claim("xy-keep", "x and y keep base's accuracy", "test", metric="test_acc", test="keeps",
+                  subjects=("x", "y"), reference="base", margin=Margin(at_least=0.02), scale=100.0)
+    report.write_report(tmp_path, [keeps])
+    md = squash((tmp_path / "summary.md").read_text())
+    verdicts = md.split("### Verdicts — `p`")[1].split("\n## ")[0]
+    assert "| `xy-keep` | `y` | `base` | 6 | 2 | -3.00 |" in verdicts and "| inconclusive |" in verdicts
+    assert ("Pairs in this table cross processor kinds (AMD EPYC: seeds 0–2 of y; Intel Xeon: every other run); "
+            "seeds 0–2 each ran on more than one machine:") in verdicts
+    assert "Comparisons above whose pairs cross: against base, 3 of the 6 pairs of y. Every other" in verdicts
+    within = verdicts.split("#### Within Intel Xeon, 1 thread, commit 0de2615 (seeds 0–5)")[1].split("Each claim")[0]
+    # y on Intel: -0.00 points over 3 pairs, within δ = 2 points; Holm over x and y, both on Intel
+    assert "| `xy-keep` | `y` | `base` | 3 | 2 | -0.07 |" in within
+    assert "| 2.00 |" in within and "| **holds** | inconclusive, 3 of 6 cross |" in within
+    assert "| `x` |" not in within  # x's pairs never cross: its verdict above stands as it is
+    assert "#### Within AMD" not in verdicts  # base has no run on AMD: no pair there
+    # the headings of a table's other sections are untouched, and summary.csv has no machine column
+    assert "threads" not in (tmp_path / "summary.csv").read_text().split("\n")[0].split(",")
+
+
+def test_no_note_where_every_pair_lies_on_one_machine(tmp_path):
+    for name, accs in (("base", [0.5, 0.52, 0.54]), ("x", [0.51, 0.52, 0.53])):
+        for seed, acc in enumerate(accs):
+            rec = record(name, seed, acc, 0.1, 1e9, references=("base",))
+            rec["env"] = {"processor": INTEL if seed else AMD, "torch_threads": 1, "git_commit": "abc"}
+            write_record(record_path(tmp_path, "p", f"{name}-{seed}"), rec)
+    keeps = Claim("x-keeps", "x keeps base's accuracy", "test", metric="test_acc", test="keeps",
+                  subjects=("x",), reference="base", margin=Margin(at_least=0.02), scale=100.0)
+    report.write_report(tmp_path, [keeps])
+    md = (tmp_path / "summary.md").read_text()
+    # seed 0 on AMD for both, 1-2 on Intel for both: the table crosses processors, its pairs do not
+    assert "Pairs in this table cross processor kinds (AMD EPYC: seed 0 of base, x; Intel Xeon: every other run):" \
+        in md
+    assert "Yet no pair of the comparisons above crosses: each lies on one machine." in md
+    assert "#### Within" not in md
