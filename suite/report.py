@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from suite import claims, frontier, measure, metrics, plots, registry
+from suite import claims, frontier, measure, metrics, plots, registry, strata
 from suite.config import BUDGETS, REFERENCES, ROOT, ConfigError, TrainConfig, available_profiles, load_profile
 from suite.metrics import Metric, columns
 from suite.stats import interval, paired_difference
@@ -105,8 +105,10 @@ def _grouped(records: list[dict[str, Any]], key: Any) -> dict[Any, list[dict[str
 
 
 def run_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """One row per run: its key, when it started, and its flat metrics."""
-    return pd.DataFrame([{**_key(r), "started_at": r.get("started_at", ""), **r["metrics"]} for r in records])
+    """One row per run: its key, when it started, the machine it ran on (``strata.MACHINE_COLUMNS``, strings,
+    from its ``env``: no metric) and its flat metrics."""
+    return pd.DataFrame([{**_key(r), "started_at": r.get("started_at", ""), **strata.machine_of(r.get("env")),
+                          **r["metrics"]} for r in records])
 
 
 def epoch_rows(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -165,7 +167,7 @@ def summarize(records: Iterable[dict[str, Any]], intervals: list[Metric] | None 
 
 def _numeric_metrics(runs: pd.DataFrame) -> list[str]:
     """Metric columns whose values are numbers (None where they do not apply)."""
-    skip = {*KEYS, "started_at", "status"}
+    skip = {*KEYS, "started_at", "status", *strata.MACHINE_COLUMNS}
     return [c for c in runs.columns if c not in skip and runs[c].map(
         lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))).all()
         and runs[c].notna().any()]
@@ -516,11 +518,106 @@ def summary_markdown(results_dir: Path, table: pd.DataFrame, records: list[dict[
     said = claims.markdown(judged, declared)
     if table.empty:
         return header + (said + "\n" if said else "") + "No records.\n"
+    said = stratified_markdown(said, run_rows(records), judged, declared, table)
     marks = decided(judged, declared)
     front = frontier.markdown(table, judged, declared, frontier.cost_tables(results_dir))
     sharp = sharpness_markdown(records, refs, table, marks)
     return (header + "".join(part + "\n" for part in (said, front) if part) + to_markdown(table, refs, marks)
             + ("\n" + sharp if sharp else ""))
+
+
+# ----- blocks on one machine (suite/strata.py): under a table's verdicts, what crossed machines --------------------
+# the verdict table's columns a stratum's table keeps (it adds what the verdict above says on all pairs)
+STRATUM_COLUMNS = ("claim", "optimizer", "against", "n", "m", "Δ (mean)", "bound", "δ", "p (Holm)", "verdict")
+
+
+def stratified_markdown(said: str, runs: pd.DataFrame, judged: pd.DataFrame | None, declared: Iterable[Any],
+                        order: pd.DataFrame | None = None) -> str:
+    """The verdicts' Markdown (``said``: ``claims.markdown``) with, under each table whose seed pairs cross
+    machines (``strata.crossing``): which runs ran where (``strata.note``), which comparisons rest on pairs that
+    cross and how many, and for each machine (``strata.strata``) the crossing accuracy comparisons with
+    ``strata.MIN_STRATUM_PAIRS`` or more pairs there, judged (``claims.verdicts``) on that machine's runs alone.
+    ``runs``: ``run_rows`` of the judged records; ``order``: the summary, whose optimizer order the note keeps."""
+    if not said or judged is None or not len(judged) or runs.empty:
+        return said
+    by_name = {c.name: c for c in declared}
+    lines = said.split("\n")
+    for (name, setting), g in judged.groupby(["table", "setting"], sort=False):
+        budgets = {by_name[c].budget for c in set(g["claim"])}
+        table = runs[(runs["profile"] == name) & (runs["setting"] == setting) & runs["budget"].isin(budgets)]
+        shown = [] if order is None or order.empty else list(
+            order.loc[(order["profile"] == name) & (order["setting"] == setting), "optimizer"])
+        block = _machine_block(table, g, by_name, shown)
+        heading = f"### Verdicts — `{name}`" + (f" with {setting}" if setting else "")
+        if block and heading in lines:
+            at = lines.index(heading) + 1
+            while at < len(lines) and not lines[at].startswith("|"):
+                at += 1
+            while at < len(lines) and lines[at].startswith("|"):
+                at += 1
+            lines[at + 1:at + 1] = [*block, ""]
+    return "\n".join(lines)
+
+
+def _machine_block(table: pd.DataFrame, judged: pd.DataFrame, by_name: dict[str, Any], order: list[str]) -> list[str]:
+    """The lines under one table's verdicts (``judged``) where its runs (``table``) crossed machines; []
+    where they did not."""
+    said = strata.note(table, order)
+    if not said:
+        return []
+    crossing: dict[tuple[str, str], tuple[int, int, str, str]] = {}  # (claim, subject): crossed, n, against, verdict
+    for v in judged.itertuples():
+        k, n = strata.crossed(table[table["budget"] == by_name[v.claim].budget], v.subject, v.reference, v.metric)
+        if k:
+            crossing[v.claim, v.subject] = (k, n, v.reference, v.verdict)
+    lines = [said, ""]
+    if not crossing:
+        return lines + ["Yet no pair of the comparisons above crosses: each lies on one machine."]
+    groups: dict[str, dict[tuple[int, int], list[str]]] = {}
+    for (_, subject), (k, n, reference, _) in crossing.items():
+        names = groups.setdefault(reference, {}).setdefault((k, n), [])
+        names += [] if subject in names else [subject]
+    lines += ["Comparisons above whose pairs cross: " + "; ".join(
+        f"against {reference}, " + "; ".join(
+            (f"every pair of {', '.join(names)} ({k} of {n})" if k == n else
+             f"{k} of the {n} pairs of {', '.join(names)}") for (k, n), names in counts.items())
+        for reference, counts in groups.items()) + ". Every other comparison's pairs each lie on one machine.", ""]
+    accuracy = {key for key in crossing if on_accuracy(by_name[key[0]].metric)}
+    if not accuracy:
+        return lines[:-1]
+    # the claims of the crossing accuracy comparisons, δ as the table above decided it (a keeps margin taken
+    # as a share of a gain in the table would otherwise be the share of the stratum's gain)
+    wanted = [dataclasses.replace(by_name[c], margin=claims.Margin(
+        at_least=float(judged.loc[judged["claim"] == c, "margin"].iloc[0]), why=by_name[c].margin.why))
+        if by_name[c].test == "keeps" else by_name[c] for c in dict.fromkeys(c for c, _ in accuracy)]
+    tables = []
+    for machine, rows in strata.strata(table):
+        enough = rows.groupby(["budget", "optimizer"])["seed"].transform("nunique") >= strata.MIN_STRATUM_PAIRS
+        rows = rows[enough]
+        within = claims.verdicts(rows, claims=wanted) if len(rows) else pd.DataFrame()
+        if not len(within):
+            continue
+        crosses = pd.Series([(c, s) in accuracy for c, s in zip(within["claim"], within["subject"])], within.index)
+        within = within[crosses & (within["n"] >= strata.MIN_STRATUM_PAIRS)]
+        if not len(within):
+            continue
+        cells = []
+        for _, v in within.iterrows():
+            k, n, _, verdict = crossing[v["claim"], v["subject"]]
+            columns = claims.verdict_columns(by_name[v["claim"]], v)
+            cells.append({**{c: columns[c] for c in STRATUM_COLUMNS},
+                          "all pairs (above)": f"{verdict}, {k} of {n} cross"})
+        tables += [f"#### Within {machine} ({strata.seeds_said(rows['seed'])})", "",
+                   pd.DataFrame(cells).to_markdown(index=False, disable_numparse=True), ""]
+    if not tables:
+        return lines + [f"No machine has {strata.MIN_STRATUM_PAIRS} or more pairs of a crossing accuracy comparison, "
+                        "so none is judged within one machine here: runs of the reference's seeds on the subject's "
+                        "machine would let it be."]
+    return lines + [f"Each crossing accuracy comparison with {strata.MIN_STRATUM_PAIRS} or more pairs on one machine, "
+                    "judged on that machine's runs alone: a check of its verdict above on pairs that do not cross, "
+                    "not a replacement. δ as above; m: the claim's subjects on that machine, the family Holm corrects "
+                    "within there; all pairs (above): its verdict above, and how many of its pairs cross.", "",
+                    *tables[:-1]]
 
 
 def verdicts(results_dir: Path, records: list[dict[str, Any]], extra: Iterable[Any] | None = None,
