@@ -528,7 +528,7 @@ def summary_markdown(results_dir: Path, table: pd.DataFrame, records: list[dict[
 
 # ----- blocks on one machine (suite/strata.py): under a table's verdicts, what crossed machines --------------------
 # the verdict table's columns a stratum's table keeps (it adds what the verdict above says on all pairs)
-STRATUM_COLUMNS = ("claim", "optimizer", "against", "n", "m", "Δ (mean)", "bound", "δ", "p (Holm)", "verdict")
+STRATUM_COLUMNS = ("claim", "optimizer", "against", "n", "m", "Δ (mean)", "bound", "δ", "p", "drop one seed", "verdict")
 
 
 def stratified_markdown(said: str, runs: pd.DataFrame, judged: pd.DataFrame | None, declared: Iterable[Any],
@@ -548,7 +548,8 @@ def stratified_markdown(said: str, runs: pd.DataFrame, judged: pd.DataFrame | No
         shown = [] if order is None or order.empty else list(
             order.loc[(order["profile"] == name) & (order["setting"] == setting), "optimizer"])
         block = _machine_block(table, g, by_name, shown)
-        heading = f"### Verdicts — `{name}`" + (f" with {setting}" if setting else "")
+        kind = g["kind"].iloc[0] if "kind" in g and g["kind"].iloc[0] else ""
+        heading = f"### Verdicts{f' ({kind})' if kind else ''} — `{name}`" + (f" with {setting}" if setting else "")
         if block and heading in lines:
             at = lines.index(heading) + 1
             while at < len(lines) and not lines[at].startswith("|"):
@@ -615,8 +616,9 @@ def _machine_block(table: pd.DataFrame, judged: pd.DataFrame, by_name: dict[str,
                         "machine would let it be."]
     return lines + [f"Each crossing accuracy comparison with {strata.MIN_STRATUM_PAIRS} or more pairs on one machine, "
                     "judged on that machine's runs alone: a check of its verdict above on pairs that do not cross, "
-                    "not a replacement. δ as above; m: the claim's subjects on that machine, the family Holm corrects "
-                    "within there; all pairs (above): its verdict above, and how many of its pairs cross.", "",
+                    "not a replacement. δ as above; m: the comparisons of its family on that machine, corrected "
+                    "together there (each side at α / 2m); all pairs (above): its verdict above, and how many of its "
+                    "pairs cross.", "",
                     *tables[:-1]]
 
 
