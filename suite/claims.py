@@ -53,7 +53,7 @@ from typing import Any
 
 import pandas as pd
 
-from suite import registry, stats
+from suite import registry, stats, strata
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -444,8 +444,10 @@ def verdicts(runs: pd.DataFrame, cost: dict[str, pd.DataFrame] | None = None,
         finished = runs[runs.get("status", "finished") == "finished"] if "status" in runs else runs
         for (profile, setting, budget), table in finished.groupby(["profile", "setting", "budget"], sort=False):
             mine = [c for c in claims if c.budget == budget and judged_on(c, profile)]
+            dropped = strata.mixed_blocks(table) if study.kind(profile) == CONFIRMATORY else []
+            table = table[~table["seed"].isin(dropped)]  # a confirmatory seed block on two machines: out, whole
             for members in families(mine).values():
-                rows += [{"table": profile, "setting": setting, **v}
+                rows += [{"table": profile, "setting": setting, **v, "dropped_seeds": tuple(dropped)}
                          for v in judge_family(members, table, alpha, profile, study)]
     for name, repeats in (cost or {}).items():
         table = repeats.rename(columns={"repeat": "seed"})
@@ -531,6 +533,11 @@ def markdown(table: pd.DataFrame, claims: Iterable[Claim] = CLAIMS, alpha: float
                   pd.DataFrame([verdict_columns(by_name[v["claim"]], v) for _, v in g.iterrows()])
                   .to_markdown(index=False, disable_numparse=True), ""]
         lines += [*_margins_said(g, by_name), ""] if (g["test"] == "keeps").any() else []
+        if kind == CONFIRMATORY:
+            dropped = g["dropped_seeds"].iloc[0] if "dropped_seeds" in g else ()
+            lines += [f"Seed blocks dropped as a whole, their runs on more than one machine: "
+                      f"{strata.seed_ranges(dropped)}." if dropped else
+                      "Every seed block ran on one machine (processor kind, threads, commit).", ""]
     used = [c for c in claims if c.name in set(table["claim"])]
     lines += [f"Each claim is tested on seed-paired runs of one table (n: the seeds both optimizers have; for time, "
               "the cost command's interleaved repeats). A family is the comparisons corrected together (m of them): "

@@ -354,3 +354,19 @@ def test_update_readme_rewrites_only_the_block(tmp_path):
     assert "stale" not in text and text.startswith("# x\n") and "\n\nrest\n" in text
     assert text.count("No published verdicts yet.") == 2
     assert report.findings_blocks(text)[1][0] == "cpu"
+
+
+def test_a_confirmatory_seed_block_on_two_machines_is_dropped_whole_and_said():
+    declared = claims.DeclaredMargin(("*",), ("confirm",), 0.02, "a pilot", "today")
+    study = dataclasses.replace(claims.STUDY, confirmatory=("confirm",), margins=(declared,))
+    accuracy = {"sam": [0.40, 0.42, 0.41, 0.43, 0.40], SUBJECTS[0]: [0.401, 0.419, 0.412, 0.428, 0.40]}
+    rows = table(accuracy, "confirm").assign(processor="Intel Xeon", threads="1", commit="abc1234")
+    rows.loc[(rows["seed"] == 3) & (rows["optimizer"] == "sam"), "processor"] = "AMD EPYC"
+    claim = dataclasses.replace(keeps(0.02), subjects=SUBJECTS[:1])
+    out = claims.verdicts(rows, claims=[claim], study=study)
+    assert list(out["n"]) == [4] and out["dropped_seeds"].iloc[0] == (3,)
+    assert "Seed blocks dropped as a whole, their runs on more than one machine: 3." in claims.markdown(out, [claim])
+    pilot = claims.verdicts(rows.assign(profile="p"), claims=[claim], study=study)
+    assert list(pilot["n"]) == [5]  # an exploratory table keeps it (and the report flags the crossing pair)
+    clean = claims.verdicts(table(accuracy, "confirm"), claims=[claim], study=study)
+    assert "Every seed block ran on one machine" in claims.markdown(clean, [claim])
