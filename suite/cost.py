@@ -218,6 +218,8 @@ def markdown(summary: pd.DataFrame, header: dict[str, Any], references: tuple[st
 STEP_FILE = "cost-step.json"  # beside cost-repeats.csv: the step its times are of (``step``)
 # what the step of a table and of a training run is, as ``step`` and ``suite.frontier.run_step`` say it
 STEP = ("model", "batch_size", "precision", "compile", "machine", "threads", "torch", "commit")
+STEP_WORDS = {"model": "model", "batch_size": "batch size", "precision": "precision", "compile": "compile mode",
+              "machine": "processor", "threads": "threads", "torch": "torch version", "commit": "commit"}
 
 
 def write(out: Path, rows: pd.DataFrame, summary: pd.DataFrame, header: dict[str, Any],

@@ -516,7 +516,8 @@ def summary_markdown(results_dir: Path, table: pd.DataFrame, records: list[dict[
     if table.empty:
         return header + (said + "\n" if said else "") + "No records.\n"
     marks = decided(judged, declared)
-    front = frontier.markdown(table, judged, declared, frontier.cost_tables(results_dir))
+    front = frontier.markdown(table, judged, declared, frontier.cost_tables(results_dir), records,
+                              frontier.cost_steps(results_dir))
     sharp = sharpness_markdown(records, refs, table, marks)
     return (header + "".join(part + "\n" for part in (said, front) if part) + to_markdown(table, refs, marks)
             + ("\n" + sharp if sharp else ""))
