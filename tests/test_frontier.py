@@ -92,10 +92,13 @@ def test_time_ratios_are_taken_within_each_repeat():
 
 @pytest.mark.parametrize("profile", sorted(frontier.PRICED_BY))
 def test_the_cost_table_prices_the_profiles_step(profile):
-    """A profile is priced by a cost table only where the step is the same: model, batch and precision."""
-    train, cost = load_profile(profile).train, load_profile(frontier.PRICED_BY[profile]).train
+    """A profile is priced by a published cost table only where the step is the same: model, batch and precision
+    of the profile that table was made with (its step says which: cost-step.json, or an older cost.md's header)."""
+    step = frontier.cost_steps(ROOT / "results")[frontier.PRICED_BY[profile]]
+    train, cost = load_profile(profile).train, load_profile(step["profile"]).train
     for key in ("model", "batch_size", "precision", "channels_last", "accumulate"):
         assert getattr(train, key) == getattr(cost, key), (profile, key)
+    assert (step["model"], step["batch_size"]) == (train.model, train.batch_size)
 
 
 def test_the_published_frontier_is_what_the_records_say():
@@ -186,3 +189,15 @@ def test_a_cost_table_that_does_not_say_its_step_is_said_unknown_not_guessed(mon
 def test_without_records_nothing_is_compared(monkeypatch):
     assert "(time: the `cost` table, 3 repeats)" in priced([], None, monkeypatch)
 
+
+
+def test_the_published_frontiers_say_which_step_prices_them():
+    """cpu-noise is priced on its own step (cpu-noise-cost: 1 thread, as its runs ran); what still differs is
+    named — the processor of its Intel runs and the commit — and cpu's cost table is another step than its runs'."""
+    text = (ROOT / "results" / "summary.md").read_text()
+    noise = text.split("### Frontier — `cpu-noise`", 1)[1].split("\n### ", 1)[0]
+    assert noise.startswith(" (time: the `cpu-noise-cost` table, 5 repeats")
+    assert "1 thread" not in noise.split("these runs'")[0].split("table's step:")[-1]  # the threads agree
+    assert "Intel(R) Xeon(R) Processor" in noise
+    cpu = text.split("### Frontier — `cpu`", 1)[1].split("\n### ", 1)[0]
+    assert "the `cost` table's step: 2 threads, commit `08f4d61`" in cpu
