@@ -133,6 +133,9 @@ def _parser() -> argparse.ArgumentParser:
                            f"--out {PUBLISHED} publishes, from a clean commit)")
     cost.add_argument("--allow-uncommitted", action="store_true",
                       help=f"write into {PUBLISHED}/ from a tree with uncommitted changes")
+    cost.add_argument("--threads", type=int, default=0,
+                      help="torch threads (default: torch's, one per core); the runs a table prices ran with their "
+                           "records' env.torch_threads")
     cost.set_defaults(func=cmd_cost)
 
     _add_sharpness_parser(sub)
@@ -337,9 +340,14 @@ def cmd_cost(args: argparse.Namespace) -> int:
     """FLOPs and time per step of each optimizer of a profile, interleaved over repeats (suite/cost.py)."""
     if not 1 <= args.repeats <= MAX_REPEATS:
         raise UsageError(f"--repeats must be between 1 and {MAX_REPEATS}, got {args.repeats}")
+    if args.threads < 0:
+        raise UsageError(f"--threads must be >= 0, got {args.threads}")
     profile, runs = _runs(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     names = "".join(f" --optimizer {n}" for n in args.optimizer or [])
-    command = f"{_prog()} cost --profile {args.profile} --repeats {args.repeats}{names}"
+    threads = f" --threads {args.threads}" if args.threads else ""
+    command = f"{_prog()} cost --profile {args.profile} --repeats {args.repeats}{threads}{names}"
     publishing = args.out.resolve() == PUBLISHED.resolve()
     for path in cost.measure_profile(profile, runs, args.repeats, args.out, command, data_dir=args.data_dir,
                                      download=args.download, progress=args.progress,
