@@ -105,7 +105,7 @@ def markdown(table: pd.DataFrame, planned: dict[str, tuple[int, str]], pilot: st
         shown.append({"claim": f"`{r.claim}`", "optimizer": f"`{r.subject}`", "against": f"`{r.reference}`",
                       "pilot n": str(r.pilot_n), "pilot Δ": _num(r.pilot_mean * r.scale),
                       "pilot sd": _num(r.pilot_sd * r.scale).lstrip("+"),
-                      "δ": _num(r.margin * r.scale) if r.margin else "–",
+                      "δ": _num(r.margin * r.scale).lstrip("+") if r.margin else "–",
                       "m": str(r.family), "level a side": f"{r.level:.4f}",
                       "n for 80% power": "never" if r.needed is None or pd.isna(r.needed) else str(int(r.needed))})
     if shown:
