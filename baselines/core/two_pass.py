@@ -19,6 +19,9 @@ whole batch), ``reuse()`` may change it (LookSAM adds its stored direction), and
     reuse()                            LookSAM: g + alpha * ||g|| / ||g_v|| * g_v
     w <- base_step(w, g)
 
+A method that decides from the step's own gradient (AE-SAM: from ||g||^2) says so after the first pass:
+``second_pass_needed()`` False ends the step there with the base step on g.
+
 Two ways the first (ascent) pass can cost less, for every variant:
 
 - ``ascent_fraction = f < 1``: g comes from the first ``ceil(f * B)`` examples of the batch (the batch
@@ -140,6 +143,9 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         if scaler is not None and not self._unscaled(scaler, self):
             return loss
         self.prepare()
+        if not self.second_pass_needed():  # decided on the first pass's gradient (AE-SAM)
+            self.base_optimizer.step()
+            return loss
         if self.keeps_first_gradient:
             self.keep_first_gradient()
         self.perturb()
@@ -250,6 +256,12 @@ class TwoPassOptimizer(torch.optim.Optimizer):
     def two_passes(self) -> bool:
         """Whether this step (``self.steps_taken``, from 0) runs both passes: every ``sam_every``-th does."""
         return self.steps_taken % self.shared("sam_every") == 0
+
+    def second_pass_needed(self) -> bool:
+        """On a two-pass step, after the first pass (its gradient unscaled) and ``prepare``: False ends the step
+        with the base optimizer's step on that gradient. For a method that decides from the gradient itself
+        (AE-SAM); its ``first_pass`` must then take the whole batch, synchronised, as ``one_pass`` does."""
+        return True
 
     def one_pass(self, closure: Closure) -> torch.Tensor:
         """The gradient at w on a step without the second pass: the whole batch, synchronised across replicas,
