@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from baselines import ESAM, GSAM, MSAM, RST, SAM, LookSAM
+from baselines import AESAM, ESAM, GSAM, MSAM, RST, SAM, LateSAM, LookSAM
 from ssam import SSAM
 
 ORIGINS = {"paper": "as in the paper's code", "extension": "extension of this suite",
@@ -39,8 +39,8 @@ FAMILIES = {"SGD": "SGD with momentum, the plain reference",
             "ESAM": "ESAM (Du et al. 2022)",
             "SSAM-F": "Sparse SAM with a Fisher mask (Mi et al. 2023): every pattern and form",
             "SSAM-D": "Sparse SAM with a dynamic mask (Mi et al. 2023): every pattern and form",
-            "field": "the efficient-SAM field (issue 25): ASAM, periodic SAM, LookSAM, RST, GSAM, Momentum-SAM and "
-                     "this suite's combinations of them",
+            "field": "the efficient-SAM field (issues 25, 38): ASAM, periodic SAM, LookSAM, RST, GSAM, Momentum-SAM, "
+                     "AE-SAM, late-phase SAM and this suite's combinations of them",
             "": "not stated"}
 # The Sparse SAM variants the paper's official code has (Mi et al.'s repositories): SSAM-F explicit in
 # every pattern, SSAM-F implicit for structured and N:M masks, SSAM-D unstructured and explicit only.
@@ -141,6 +141,10 @@ LOOKSAM_INVALID = (*PERIODIC_INVALID, {"alpha": -0.7})
 GSAM_INVALID = (*TWO_PASS_INVALID, {"alpha": -0.1}, {"rho_min": -0.01}, {"rho_min": 1.0})
 RST_INVALID = (*TWO_PASS_INVALID, {"probability": 1.5}, {"probability": -0.2})
 MSAM_INVALID = (*SGD_INVALID, {"rho": -0.1}, {"adaptive": "yes"}, {"momentum": 0.0})
+# (total_steps is the harness's input, not a hyper-parameter: tests/test_peers.py checks its refusals)
+AESAM_INVALID = (*TWO_PASS_INVALID, {"delta": 1.0}, {"delta": -0.1}, {"lambda1": float("inf")}, {"lambda2": "1"},
+                 {"ascent_fraction": 0.5}, {"sam_every": 2})
+LATE_SAM_INVALID = (*TWO_PASS_INVALID, {"switch_at": 1.5}, {"switch_at": -0.1}, {"sam_every": 3})
 ESAM_INVALID = (*TWO_PASS_INVALID, {"beta": 0}, {"beta": 1.5}, {"gamma": 0.0}, {"gamma": 1.5}, {"swp": "layer"})
 SSAM_INVALID = (*TWO_PASS_INVALID, {"drop_rate": -0.5}, {"update_every": 0}, {"fisher_samples": 0},
                 {"growth": "best"}, {"normalise": "l1"}, {"fisher_impl": "jit"}, {"fisher_bn": "none"},
@@ -162,6 +166,8 @@ GSAM_SAMPLES = ({"alpha": 0.0, "rho_min": 0.01}, {"adaptive": True, "rho": 0.5, 
                 {"ascent_fraction": 0.5, "nesterov": True})
 RST_SAMPLES = ({"probability": 0.2, "adaptive": True, "rho": 0.5}, {"probability": 0.7, "ascent_fraction": 0.5})
 MSAM_SAMPLES = ({"adaptive": True, "rho": 0.3}, {"rho": 0.1, "nesterov": True, "weight_decay": 0.0})
+AESAM_SAMPLES = ({"delta": 0.5, "lambda1": 0.0, "lambda2": 2.0}, {"adaptive": True, "rho": 0.5, "nesterov": True})
+LATE_SAM_SAMPLES = ({"switch_at": 0.25, "adaptive": True, "rho": 0.5}, {"switch_at": 0.5, "ascent_fraction": 0.5})
 SSAM_DENSITY_SAMPLES = {"unstructured": {"sparsity": 0.9}, "structured": {"sparsity": 0.25},
                         "structured-top": {"sparsity": 0.75}, "nm": {"n": 1, "m": 2}}
 SSAM_MASK_SAMPLES = {
@@ -227,8 +233,9 @@ def _sam(ascent: str) -> OptimizerInfo:
                          family="SAM")
 
 
-# The efficient-SAM field (issue 25): a second pass on some steps only (periodic SAM, LookSAM, RST), none
-# (Momentum-SAM), or a changed descent direction (GSAM); ASAM is SAM's adaptive setting at its paper's radius.
+# The efficient-SAM field (issues 25, 38): a second pass on some steps only (periodic SAM, LookSAM, RST; AE-SAM
+# where ||g||^2 is high; late-phase SAM in the last eighth of training), none (Momentum-SAM), or a changed descent
+# direction (GSAM); ASAM is SAM's adaptive setting at its paper's radius.
 PEERS = [
     OptimizerInfo("asam", SAM, "ASAM (Kwon et al. 2021): SAM in the weight-scaled ball T_w = |w| + 0.01",
                   changes={"adaptive": True, "rho": 0.5, "eta": 0.01}, passes_per_step=2,
@@ -258,6 +265,16 @@ PEERS = [
     OptimizerInfo("msam", MSAM, "Momentum-SAM (Becker et al. 2024): the gradient at w - rho*v/||v||, v the "
                   "momentum: one pass", passes_per_step=1, invalid=MSAM_INVALID, samples=MSAM_SAMPLES,
                   origin="published", family="field"),
+    # Both need the run's length (total_steps, the plan's: the LR schedule's T). Which steps are SAM's moves over
+    # the run, so neither a FLOP window from its start nor a time probe prices a whole run: docs/peers.md, "Cost".
+    OptimizerInfo("ae-sam", AESAM, "AE-SAM (Jiang et al. 2023): SAM where ||g||^2 >= its running mean + c_t "
+                  "running sds, c_t from 1 down to -1; SGD's step elsewhere", inputs={"total_steps"},
+                  passes_per_step=1, invalid=AESAM_INVALID, samples=AESAM_SAMPLES,
+                  # which steps are SAM's depends on the gradients: count FLOPs over several steps
+                  flop_window=lambda opt: 16, origin="published", family="field"),
+    OptimizerInfo("late-sam", LateSAM, "late-phase SAM (Zhou et al. 2025): SGD's steps, then SAM's for the last "
+                  "eighth of the run's steps", inputs={"total_steps"}, passes_per_step=1, invalid=LATE_SAM_INVALID,
+                  samples=LATE_SAM_SAMPLES, origin="published", family="field"),
 ]
 
 OPTIMIZERS: list[OptimizerInfo] = [
