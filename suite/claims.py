@@ -591,7 +591,7 @@ def findings(table: pd.DataFrame, claims: Iterable[Claim] = CLAIMS, after: dict[
             ns = sorted(set(g["n"].astype(int)))
             n = f"n = {ns[0]}" if len(ns) == 1 else f"n = {ns[0]}–{ns[-1]}"
             margin = f", δ {g['margin'].iloc[0] * c.scale:.2f}{c.unit}" if c.test == "keeps" else ""
-            open_ = g[g["verdict"] == "inconclusive"]
+            open_ = g[(g["verdict"] == "inconclusive") & (g["n"] > 1)]  # at n = 1: no spread to plan from
             needed = [int(x) for x in open_["seeds_needed"].dropna()]
             never = len(open_) - len(needed)
             decide = "" if not needed else f"; {min(needed)}" + (f"–{max(needed)}" if max(needed) > min(needed)

@@ -133,6 +133,8 @@ def _parser() -> argparse.ArgumentParser:
                            f"--out {PUBLISHED} publishes, from a clean commit)")
     cost.add_argument("--allow-uncommitted", action="store_true",
                       help=f"write into {PUBLISHED}/ from a tree with uncommitted changes")
+    cost.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's, one per core); the "
+                                                                 "runs it prices ran with their env.torch_threads")
     cost.set_defaults(func=cmd_cost)
 
     _add_sharpness_parser(sub)
@@ -167,8 +169,7 @@ def _selection(p: argparse.ArgumentParser) -> None:
 def _add_plan_parser(sub: argparse._SubParsersAction) -> None:
     pl = sub.add_parser("plan", help="seeds per optimizer for a confirmatory profile, from a pilot table's records "
                                      "(80%% power at its declared margins)", parents=[_options(_results_dir, _claims)])
-    pl.add_argument("--pilot", required=True, metavar="NAME", help="the pilot table's profile (its records under "
-                                                                   "RESULTS_DIR/runs/NAME)")
+    pl.add_argument("--pilot", required=True, metavar="NAME", help="the pilot table's profile (RESULTS_DIR/runs/NAME)")
     pl.add_argument("--profile", required=True, help="the confirmatory profile to plan (a name or a .toml path)")
     pl.add_argument("--max-seeds", type=int, default=30, help="the most seeds one optimizer gets (default: 30)")
     pl.add_argument("--out", type=Path, help="also write the plan (Markdown, with its [optimizer_seeds]) here")
@@ -337,9 +338,14 @@ def cmd_cost(args: argparse.Namespace) -> int:
     """FLOPs and time per step of each optimizer of a profile, interleaved over repeats (suite/cost.py)."""
     if not 1 <= args.repeats <= MAX_REPEATS:
         raise UsageError(f"--repeats must be between 1 and {MAX_REPEATS}, got {args.repeats}")
+    if args.threads < 0:
+        raise UsageError(f"--threads must be >= 0, got {args.threads}")
     profile, runs = _runs(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     names = "".join(f" --optimizer {n}" for n in args.optimizer or [])
-    command = f"{_prog()} cost --profile {args.profile} --repeats {args.repeats}{names}"
+    threads = f" --threads {args.threads}" if args.threads else ""
+    command = f"{_prog()} cost --profile {args.profile} --repeats {args.repeats}{threads}{names}"
     publishing = args.out.resolve() == PUBLISHED.resolve()
     for path in cost.measure_profile(profile, runs, args.repeats, args.out, command, data_dir=args.data_dir,
                                      download=args.download, progress=args.progress,
@@ -378,10 +384,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """Seeds per optimizer of a confirmatory profile from a pilot's records (suite/plan.py)."""
     from suite import plan  # pandas, scipy and the report's plots: only when asked
 
-    command = f"{_prog()} plan --pilot {args.pilot} --profile {args.profile} --max-seeds {args.max_seeds}"
-    text = plan.from_records(args.results_dir, args.pilot, load_profile(args.profile), args.max_seeds,
-                             _user_claims(args), command)
-    print(text)
+    command = (f"{_prog()} plan --pilot {args.pilot} --profile {args.profile} --results-dir {args.results_dir} "
+               f"--max-seeds {args.max_seeds}")
+    print(text := plan.from_records(args.results_dir, args.pilot, load_profile(args.profile), args.max_seeds,
+                                    _user_claims(args), command))
     if args.out is not None:
         store.atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
         print(f"wrote {args.out}", file=sys.stderr)

@@ -14,12 +14,15 @@ batches of the training subset: ``probe.probe_setup``):
   over the repeats.
 
 Nothing is trained and no accuracy is measured; ``cost.csv`` (one row per optimizer), ``cost-repeats.csv``
-(one row per optimizer and repeat) and ``cost.md`` are written into the output directory.
+(one row per optimizer and repeat), ``cost.md`` and ``cost-step.json`` (the step it timed: ``step``) are
+written into the output directory.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -191,7 +194,8 @@ def markdown(summary: pd.DataFrame, header: dict[str, Any], references: tuple[st
     lines = [
         f"# Cost per step: profile `{header['profile']}`", "",
         f"{header['model']}, batch {header['batch_size']}{mode(header)}, {header['device']} ({header['machine']}, "
-        f"{header['threads']} threads), torch {header['torch']}, commit `{header['commit']}`; "
+        f"{header['threads']} thread{'' if header['threads'] == 1 else 's'}), torch {header['torch']}, "
+        f"commit `{header['commit']}`; "
         f"{header['repeats']} repeats, optimizers interleaved. Made with `{header['command']}`.", "",
         "FLOPs are counted over whole steps (forward and backward, a multiply-add = 2), the periodic mask "
         "refresh amortised. \"Sparse kernel\" is theory: the FLOPs left if a kernel skipped the first-pass "
@@ -211,14 +215,57 @@ def markdown(summary: pd.DataFrame, header: dict[str, Any], references: tuple[st
     return "\n".join(lines) + "\n"
 
 
+STEP_FILE = "cost-step.json"  # beside cost-repeats.csv: the step its times are of (``step``)
+# what the step of a table and of a training run is, as ``step`` and ``suite.frontier.run_step`` say it
+STEP = ("model", "batch_size", "precision", "compile", "machine", "threads", "torch", "commit")
+STEP_WORDS = {"model": "model", "batch_size": "batch size", "precision": "precision", "compile": "compile mode",
+              "machine": "processor", "threads": "threads", "torch": "torch version", "commit": "commit"}
+
+
 def write(out: Path, rows: pd.DataFrame, summary: pd.DataFrame, header: dict[str, Any],
           references: tuple[str, ...] = REFERENCES) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    paths = [out / "cost.csv", out / "cost-repeats.csv", out / "cost.md"]
+    paths = [out / "cost.csv", out / "cost-repeats.csv", out / "cost.md", out / STEP_FILE]
     atomic_write(paths[0], lambda tmp: summary.to_csv(tmp, index=False, float_format="%.6g"))
     atomic_write(paths[1], lambda tmp: rows.to_csv(tmp, index=False, float_format="%.6g"))
     atomic_write(paths[2], lambda tmp: Path(tmp).write_text(markdown(summary, header, references)))
+    atomic_write(paths[3], lambda tmp: Path(tmp).write_text(json.dumps(header, indent=1, sort_keys=True) + "\n"))
     return paths
+
+
+# the header line ``markdown`` writes: "resnet8, batch 128, cpu (AMD EPYC, 2 threads), torch 2.14.1, commit `...`;"
+_HEADER = re.compile(r"^(?P<model>[^,\n]+), batch (?P<batch_size>\d+)(?P<mode>(?:, [^,\n]+?)*), (?P<device>[\w:]+) "
+                     r"\((?P<machine>[^\n]+), (?P<threads>\d+) threads?\), torch (?P<torch>\S+), "
+                     r"commit `(?P<commit>[^`]+)`; (?P<repeats>\d+) repeats", re.M)
+_PROFILE = re.compile(r"^# Cost per step: profile `(?P<profile>[^`]+)`", re.M)
+
+
+def step(folder: Path) -> dict[str, Any] | None:
+    """The step a cost table in ``folder`` timed (``STEP``'s keys, and its profile, device and repeats), or
+    None where it cannot be told; a key None: not stated. ``cost-step.json`` says it, written by ``write`` from
+    the header ``cost.md`` prints. Tables made before that file existed (the published ``results/cost``, commit
+    08f4d61) say it only in ``cost.md``'s header line — ``cost.csv`` has no column for the machine, threads or
+    commit — so theirs is read back from that line, which ``markdown`` wrote from the same header: what the
+    command wrote, rather than a file added by hand that it never wrote. That line names the precision and
+    compile mode only where they are not the defaults, and only since 70e8908 (a bf16 table of 4712b96 does
+    not say bf16), so a line that names neither leaves both unstated, not guessed fp32. A ``cost.md`` whose
+    header does not parse (edited, or another format) is None: unknown."""
+    folder = Path(folder)
+    if (folder / STEP_FILE).is_file():
+        return json.loads((folder / STEP_FILE).read_text())
+    md = folder / "cost.md"
+    said = _HEADER.search(md.read_text()) if md.is_file() else None
+    if said is None:
+        return None
+    mode = [m.strip() for m in said["mode"].split(", ") if m.strip()]
+    compiled = [m.removeprefix("torch.compile (").removesuffix(")") for m in mode if m.startswith("torch.compile")]
+    profile = _PROFILE.search(md.read_text())
+    return {"profile": profile["profile"] if profile else None, "model": said["model"],
+            "batch_size": int(said["batch_size"]),
+            "precision": next((m for m in mode if not m.startswith("torch.compile")), "fp32") if mode else None,
+            "compile": (compiled or ["none"])[0] if mode else None,
+            "device": said["device"], "machine": said["machine"], "threads": int(said["threads"]),
+            "torch": said["torch"], "commit": said["commit"], "repeats": int(said["repeats"])}
 
 
 def measure_profile(profile, runs: list[RunConfig], repeats: int, out: Path, command: str, data_dir: Path | None = None,

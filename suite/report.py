@@ -520,7 +520,8 @@ def summary_markdown(results_dir: Path, table: pd.DataFrame, records: list[dict[
         return header + (said + "\n" if said else "") + "No records.\n"
     said = stratified_markdown(said, run_rows(records), judged, declared, table)
     marks = decided(judged, declared)
-    front = frontier.markdown(table, judged, declared, frontier.cost_tables(results_dir))
+    front = frontier.markdown(table, judged, declared, frontier.cost_tables(results_dir), records,
+                              frontier.cost_steps(results_dir))
     sharp = sharpness_markdown(records, refs, table, marks)
     return (header + "".join(part + "\n" for part in (said, front) if part) + to_markdown(table, refs, marks)
             + ("\n" + sharp if sharp else ""))
@@ -556,6 +557,8 @@ def stratified_markdown(said: str, runs: pd.DataFrame, judged: pd.DataFrame | No
                 at += 1
             while at < len(lines) and lines[at].startswith("|"):
                 at += 1
+            while at + 1 < len(lines) and lines[at + 1].startswith(("δ of ", "Seed blocks ", "Every seed block ")):
+                at += 2  # the table's own lines (its margins, its dropped seed blocks) stay beside it
             lines[at + 1:at + 1] = [*block, ""]
     return "\n".join(lines)
 

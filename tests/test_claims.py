@@ -314,15 +314,29 @@ def test_the_readmes_findings_are_what_the_published_records_say():
 def test_every_number_the_results_readme_quotes_about_a_profile_is_in_its_tables():
     """Prose that stays hand-written (each profile's "What it shows" in results/README.md, below the generated
     findings) quotes numbers; each must be one that profile's tables in summary.md (its verdicts, frontier,
-    summary and sharpness tables) or its cost tables (results/<profile>-cost/) print, so records published
-    without the prose rewritten fail here. A weak check: a number found anywhere in those tables passes."""
+    summary and sharpness tables) or its cost tables (results/<profile>-cost/, and any made with that profile)
+    print — or, in a paragraph that names another published profile (`cpu`), that profile's — so records
+    published without the prose rewritten fail here. A weak check: a number found anywhere in those tables
+    passes."""
     import re
 
-    from suite import report
+    from suite import frontier, report
 
     readme = (ROOT / "results" / "README.md").read_text()
     summary = re.split(r"^(?=##+ )", (ROOT / "results" / "summary.md").read_text(), flags=re.M)
     checked = 0
+
+    steps = frontier.cost_steps(ROOT / "results")  # a cost table made with a profile is one of its tables too
+
+    def tables_of(name: str) -> str:
+        found = "".join(s for s in summary if f"`{name}`" in s.splitlines()[0])
+        mine = {*(ROOT / "results").glob(f"{name}-cost/**/cost.md"),
+                *(ROOT / "results" / (t if t != "cost" else "") / "cost.md" for t, step in steps.items()
+                  if step and step["profile"] == name)}
+        found += "".join(p.read_text() for p in sorted(mine))
+        return found.replace("−", "-")
+
+    published = set(re.findall(r"^# .*profile `([^`]+)`", readme, flags=re.M))
     for section in re.split(r"^(?=# )", readme, flags=re.M):
         named = re.match(r"# .*profile `([^`]+)`", section)
         if not named or "## What it shows" not in section or named.group(1) == "cost":  # cost: test_cost
@@ -330,12 +344,14 @@ def test_every_number_the_results_readme_quotes_about_a_profile_is_in_its_tables
         name = named.group(1)
         shows = section.split("## What it shows", 1)[1].split("\n## ", 1)[0]
         prose = shows.split(report.FINDINGS[1])[-1]
-        tables = "".join(s for s in summary if f"`{name}`" in s.splitlines()[0])
-        tables += "".join(p.read_text() for p in sorted((ROOT / "results").glob(f"{name}-cost/*/cost.md")))
-        tables = tables.replace("−", "-")
-        quoted = re.findall(r"(?<![\w.])[+−-]?\d+\.\d\d(?!\d)", prose)
+        quoted, missing = [], []
+        for paragraph in re.split(r"\n(?=\s*- )|\n\n", prose):
+            profiles = {name} | (set(re.findall(r"`([^`]+)`", paragraph)) & published)
+            tables = "".join(tables_of(p) for p in sorted(profiles))
+            here = re.findall(r"(?<![\w.])[+−-]?\d+\.\d\d(?!\d)", paragraph)
+            quoted += here
+            missing += [q for q in here if q.replace("−", "-").lstrip("+") not in tables]
         assert quoted, name
-        missing = [q for q in quoted if q.replace("−", "-").lstrip("+") not in tables]
         assert missing == [], f"results/README.md, profile {name}: numbers its tables do not print: {missing}"
         checked += 1
     assert checked >= 3

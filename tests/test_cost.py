@@ -77,6 +77,59 @@ def test_the_cost_command_writes_its_tables_with_ratios_that_follow_from_the_pas
     assert "cost --profile" in table
 
 
+def test_the_cost_command_says_the_step_it_timed_in_cost_step_json_at_the_threads_asked(tmp_path):
+    """cost-step.json (what the frontier compares with a table's runs) holds the header cost.md prints; --threads
+    sets torch's threads for the timing, and the step and the command say it."""
+    import json
+
+    import torch
+
+    out, before = tmp_path / "out", torch.get_num_threads()
+    try:
+        assert run_cli("cost", "--profile", profile(tmp_path), "--repeats", "1", "--threads", "1", "--out", str(out),
+                       "--no-progress") == 0
+    finally:
+        torch.set_num_threads(before)
+    step = json.loads((out / cost.STEP_FILE).read_text())
+    assert step["threads"] == 1 and step["command"].endswith("cost --profile " + profile(tmp_path)
+                                                             + " --repeats 1 --threads 1")
+    assert {*cost.STEP, "profile", "device", "repeats"} <= set(step) and step["precision"] == "fp32"
+    assert step["model"] == "resnet8" and step["batch_size"] == 32 and step["profile"] == "tiny"
+    assert "(1 thread)" in (out / "cost.md").read_text().replace(f"{step['machine']}, ", "")
+    assert cost.step(out) == step
+
+
+HEADER = {"profile": "p", "model": "resnet18", "batch_size": 64, "device": "cuda:0", "machine": "NVIDIA H100 80GB HBM3",
+          "threads": 16, "torch": "2.11.0+cu130", "commit": "4712b965d5aa", "repeats": 3, "command": "x"}
+
+
+@pytest.mark.parametrize("precision, compile_mode", [("bf16", "reduce-overhead"), ("fp32", "default"),
+                                                     ("fp16", "none")])
+def test_a_table_without_cost_step_json_is_read_from_its_cost_md_header(tmp_path, precision, compile_mode):
+    """Tables made before cost-step.json (the published results/cost) say their step in cost.md's header only."""
+    header = {**HEADER, "precision": precision, "compile": compile_mode}
+    (tmp_path / "cost.md").write_text(cost.markdown(pd.DataFrame(columns=["optimizer"]), header))
+    assert cost.step(tmp_path) == {k: v for k, v in header.items() if k != "command"}
+
+
+def test_a_header_that_names_no_precision_leaves_it_unstated_and_an_unreadable_one_is_unknown(tmp_path):
+    """Before 70e8908 cost.md printed no precision or compile mode (a bf16 table's header did not say bf16), and
+    since it prints them only where they are not the defaults: a header naming neither does not guess fp32."""
+    header = {**HEADER, "precision": "fp32", "compile": "none"}
+    (tmp_path / "cost.md").write_text(cost.markdown(pd.DataFrame(columns=["optimizer"]), header))
+    step = cost.step(tmp_path)
+    assert step["precision"] is None and step["compile"] is None and step["threads"] == 16
+    (tmp_path / "cost.md").write_text("# Cost per step\n\nsome other header\n")
+    assert cost.step(tmp_path) is None and cost.step(tmp_path / "absent") is None
+
+
+def test_the_published_cost_table_says_its_step():
+    from pathlib import Path
+
+    step = cost.step(Path(__file__).resolve().parent.parent / "results")
+    assert (step["model"], step["batch_size"], step["threads"], step["commit"][:7]) == ("resnet8", 128, 2, "08f4d61")
+
+
 @pytest.mark.parametrize("flops, kernel, time, words", [
     (0.625, 0.625, 0.64, "38% of SAM's FLOPs, 36% of its time"),
     (0.85, 0.85, 1.02, "15% of SAM's FLOPs, none of its time"),

@@ -92,10 +92,13 @@ def test_time_ratios_are_taken_within_each_repeat():
 
 @pytest.mark.parametrize("profile", sorted(frontier.PRICED_BY))
 def test_the_cost_table_prices_the_profiles_step(profile):
-    """A profile is priced by a cost table only where the step is the same: model, batch and precision."""
-    train, cost = load_profile(profile).train, load_profile(frontier.PRICED_BY[profile]).train
+    """A profile is priced by a published cost table only where the step is the same: model, batch and precision
+    of the profile that table was made with (its step says which: cost-step.json, or an older cost.md's header)."""
+    step = frontier.cost_steps(ROOT / "results")[frontier.PRICED_BY[profile]]
+    train, cost = load_profile(profile).train, load_profile(step["profile"]).train
     for key in ("model", "batch_size", "precision", "channels_last", "accumulate"):
         assert getattr(train, key) == getattr(cost, key), (profile, key)
+    assert (step["model"], step["batch_size"]) == (train.model, train.batch_size)
 
 
 def test_the_published_frontier_is_what_the_records_say():
@@ -105,7 +108,8 @@ def test_the_published_frontier_is_what_the_records_say():
     results = ROOT / "results"
     records, _ = report.latest_per_seed(report.label_tables([r for _, r in report.iter_records(results) if r]))
     declared, judged = report.verdicts(results, records)
-    expected = frontier.markdown(report.summarize(records), judged, declared, frontier.cost_tables(results))
+    expected = frontier.markdown(report.summarize(records), judged, declared, frontier.cost_tables(results), records,
+                                 frontier.cost_steps(results))
     changed = report.as_run(records, report.record_profiles(records))
     notes = report.heading_notes(changed, records, results)  # as the report's headings
     assert expected and report.headings_say(expected, notes) in (results / "summary.md").read_text()
@@ -116,5 +120,84 @@ def test_the_readmes_findings_end_a_priced_tables_line_with_the_goal(monkeypatch
     judged = claims.verdicts(runs(), {}, [KEEPS])
     goals = frontier.goals(summary(), judged, [KEEPS], {"cost": repeats(1.3)})
     line = claims.findings(judged, [KEEPS], goals)
-    assert line.startswith("- `p`: `keeps-sam` 2/3 hold, 1/3 fail") and line.rstrip().endswith(
+    assert line.startswith("- `p` (exploratory): `keeps-sam` 2/3 hold, 1/3 fail") and line.rstrip().endswith(
         "the cheapest that keeps it is `cheap-keeps` at 1.30×.")
+
+
+# ----- the step the cost table timed against the runs' --------------------------------------------------------
+STEP = {"profile": "cost", "model": "resnet8", "batch_size": 128, "precision": "fp32", "compile": "none",
+        "device": "cpu", "machine": "AMD EPYC", "threads": 2, "torch": "2.14.1+cu130", "commit": "08f4d61" + "0" * 33,
+        "repeats": 3}
+
+
+def record(optimizer: str, seed: int, threads: int = 2, commit: str = STEP["commit"], processor: str = "AMD EPYC",
+           profile: str = "p", budget: str = "epochs") -> dict:
+    return {"config": {"profile": profile, "optimizer": optimizer, "seed": seed,
+                       "train": {"model": "resnet8", "batch_size": 128, "budget": budget}},
+            "env": {"processor": processor, "torch_threads": threads, "torch": "2.14.1+cu130", "git_commit": commit}}
+
+
+def priced(records: list[dict], step: dict | None, monkeypatch) -> str:
+    monkeypatch.setitem(frontier.PRICED_BY, "p", "cost")
+    judged = claims.verdicts(runs(), {}, [KEEPS])
+    return frontier.markdown(summary(), judged, [KEEPS], {"cost": repeats(1.15)}, records, {"cost": step})
+
+
+def every(**env) -> list[dict]:
+    return [record(o, s, **env) for o in ("sgd", "sam", *SUBJECTS) for s in range(8)]
+
+
+def test_a_cost_table_that_timed_the_runs_step_is_not_remarked(monkeypatch):
+    text = priced(every() + [record("sgd", 0, threads=1, profile="q"), record("sgd", 0, threads=1, budget="flops")],
+                  STEP, monkeypatch)  # another table's runs and the flops budget's are not this frontier's
+    assert "(time: the `cost` table, 3 repeats)" in text and "different steps" not in text and "unknown" not in text
+
+
+def test_a_cost_table_on_another_thread_count_and_commit_is_named_with_what_differs(monkeypatch):
+    """The runs ran 1 thread at another commit, on two processors: the note names the cost table's threads and
+    commit, and the runs grouped by theirs, with the processor where it differs too."""
+    runs_ = every(threads=1, commit="0de2615" + "1" * 33)
+    for r in runs_[::2]:
+        r["env"]["processor"] = "Intel(R) Xeon(R) Processor"
+    text = priced(runs_, STEP, monkeypatch)
+    assert "### Frontier — `p` (time: the `cost` table, 3 repeats, another step: below)" in text
+    assert ("Time and FLOPs here are of different steps: the `cost` table's step: AMD EPYC, 2 threads, commit "
+            "`08f4d61`; these runs': AMD EPYC, 1 thread, commit `0de2615` (20 runs); Intel(R) Xeon(R) Processor, "
+            "1 thread, commit `0de2615` (20 runs).") in text
+    assert text.index("another step") < text.index("| `sgd`") < text.index("Time and FLOPs") < text.index("Time goal")
+
+
+def test_the_optimizers_whose_runs_alone_ran_another_step_are_named(monkeypatch):
+    runs_ = every()
+    for r in runs_:
+        if r["config"]["optimizer"] == "cheap-keeps":
+            r["env"]["torch_threads"], r["env"]["git_commit"] = 1, "2aefe05-dirty"
+    text = priced(runs_, STEP, monkeypatch)
+    assert ("the `cost` table's step: 2 threads, commit `08f4d61`; these runs': 2 threads, commit `08f4d61` "
+            "(32 runs); 1 thread, commit `2aefe05-dirty` (8 runs: `cheap-keeps`).") in text
+
+
+def test_a_cost_table_that_does_not_say_its_step_is_said_unknown_not_guessed(monkeypatch):
+    text = priced(every(), None, monkeypatch)
+    assert "(time: the `cost` table, 3 repeats, its step unknown: below)" in text
+    assert "whether its times are of these runs' step is unknown" in text
+    unstated = priced(every(), {**STEP, "precision": None, "compile": None}, monkeypatch)
+    assert "its step partly unknown: below)" in unstated and "different steps" not in unstated
+    assert "does not state its precision or compile mode" in unstated
+
+
+def test_without_records_nothing_is_compared(monkeypatch):
+    assert "(time: the `cost` table, 3 repeats)" in priced([], None, monkeypatch)
+
+
+
+def test_the_published_frontiers_say_which_step_prices_them():
+    """cpu-noise is priced on its own step (cpu-noise-cost: 1 thread, as its runs ran); what still differs is
+    named — the processor of its Intel runs and the commit — and cpu's cost table is another step than its runs'."""
+    text = (ROOT / "results" / "summary.md").read_text()
+    noise = text.split("### Frontier — `cpu-noise`", 1)[1].split("\n### ", 1)[0]
+    assert noise.startswith(" (time: the `cpu-noise-cost` table, 5 repeats")
+    assert "1 thread" not in noise.split("these runs'")[0].split("table's step:")[-1]  # the threads agree
+    assert "Intel(R) Xeon(R) Processor" in noise
+    cpu = text.split("### Frontier — `cpu`", 1)[1].split("\n### ", 1)[0]
+    assert "the `cost` table's step: 2 threads, commit `08f4d61`" in cpu

@@ -46,10 +46,11 @@ def test_a_comparisons_n_is_the_first_with_80_percent_power_at_its_familys_level
     assert seeds["msam"] == (claims.SIGN_FLIP_FROM, "the most its comparisons need, the floor")
 
 
-def test_the_committed_plan_is_what_the_published_pilot_gives_and_the_profile_runs_it(tmp_path, capsys):
+def test_the_committed_plan_is_what_the_published_pilot_gives_and_the_profile_runs_it(tmp_path, capsys, monkeypatch):
     out = tmp_path / "plan.md"
-    assert main(["plan", "--pilot", "cpu-noise", "--profile", "cpu-noise-confirm", "--results-dir",
-                 str(REPO / "results"), "--out", str(out)]) == 0
+    monkeypatch.chdir(REPO)  # the command the plan names, as run from the checkout
+    assert main(["plan", "--pilot", "cpu-noise", "--profile", "cpu-noise-confirm", "--results-dir", "results",
+                 "--out", str(out)]) == 0
     assert out.read_text() == PLAN.read_text()
     block = re.search(r"```toml\n\[optimizer_seeds\]\n(.*?)```", PLAN.read_text(), re.S).group(1)
     planned = {k.strip('"'): int(v) for k, v in (line.split(" = ") for line in block.strip().splitlines())}
