@@ -39,6 +39,14 @@ class AESAM(TwoPassOptimizer):
 
     shared_hparams = ("ascent_fraction", "sam_every", "delta", "lambda1", "lambda2", "total_steps")
 
+    # The share of SAM steps expected over a run, declared before it: which steps are SAM's depends on the
+    # gradients, so nothing known in advance says it exactly. With c_t linear from lambda2 = 1 to lambda1 = -1
+    # and ||g||^2 about normal around its running mean, a step is SAM's with probability P(Z >= c_t), from about
+    # 0.16 to 0.84 and 0.5 averaged over the run (the schedule is symmetric). This is a model, not a measurement:
+    # a FLOP or time budget plans a run's steps with it, and the record prices the run with the share it realised
+    # (docs/harness.md, "Steps of two kinds").
+    EXPECTED_SAM_SHARE = 0.5
+
     def __init__(
         self, params: Iterable[Any], base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
         rho: float = 0.05, delta: float = 0.9, lambda1: float = -1.0, lambda2: float = 1.0,
@@ -59,6 +67,15 @@ class AESAM(TwoPassOptimizer):
         if group["ascent_fraction"] != 1 or group["sam_every"] != 1:
             raise ValueError(f"AE-SAM decides each step from its whole batch's gradient: ascent_fraction="
                              f"{group['ascent_fraction']} and sam_every={group['sam_every']} must stay 1")
+
+    def expected_sam_share(self) -> float:
+        """``EXPECTED_SAM_SHARE``, for the symmetric default schedule (lambda1 = -lambda2); with other lambdas, the
+        share a normal ||g||^2 gives on average over the linear threshold, P(Z >= c) averaged over c."""
+        lam1, lam2 = self.shared("lambda1"), self.shared("lambda2")
+        if lam1 == -lam2:
+            return self.EXPECTED_SAM_SHARE
+        cs = [lam2 + (lam1 - lam2) * (i + 0.5) / 1000 for i in range(1000)]  # midpoints of c_t over the run
+        return sum(0.5 * math.erfc(c / math.sqrt(2)) for c in cs) / len(cs)
 
     def first_pass(self, closure: Closure) -> torch.Tensor:
         """SGD's pass: the gradient a step without SAM descends with, the same on every replica."""

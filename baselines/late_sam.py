@@ -47,9 +47,15 @@ class LateSAM(TwoPassOptimizer):
         if group["sam_every"] != 1:
             raise ValueError(f"late-phase SAM switches once (sam_every={group['sam_every']} would be ignored)")
 
-    def first_sam_step(self) -> int:
-        """ceil(switch_at * T), the first step that is SAM's (a product like 0.7 * 10 = 7.000000000000001 is 7)."""
-        return math.ceil(round(self.shared("switch_at") * self.shared("total_steps"), 9))
+    def first_sam_step(self, total_steps: int | None = None) -> int:
+        """ceil(switch_at * T), the first step that is SAM's (a product like 0.7 * 10 = 7.000000000000001 is 7);
+        T the run's ``total_steps`` unless another is given (the suite asks it of a run it is still planning)."""
+        total = self.shared("total_steps") if total_steps is None else total_steps
+        return math.ceil(round(self.shared("switch_at") * total, 9))
+
+    def sam_steps_in(self, total_steps: int) -> int:
+        """How many of a run's ``total_steps`` steps are SAM's: the schedule says it exactly, before the run."""
+        return max(0, total_steps - self.first_sam_step(total_steps))
 
     def two_passes(self) -> bool:
         return self.steps_taken >= self.first_sam_step()

@@ -462,3 +462,73 @@ def test_late_sam_first_sam_step(switch_at, total, first):
     """ceil(switch_at * T): the paper's last 25 of 200 epochs of 391 steps start at step 175 * 391."""
     opt = LateSAM(mlp().parameters(), switch_at=switch_at, total_steps=total, lr=LR)
     assert opt.first_sam_step() == first
+
+
+# ----- steps of two kinds: forcing a kind (for pricing each) and counting the SAM steps a run took ----------------
+@pytest.mark.parametrize(("cls", "kw"), [(LateSAM, {"total_steps": 8}), (RST, {"probability": 0.5}),
+                                         (AESAM, {"total_steps": 8})])
+def test_a_step_kind_can_be_forced_and_the_second_passes_are_counted(cls, kw):
+    """``step_kind(True)`` runs both passes whatever the method's schedule, its draw or its gradient say;
+    ``step_kind(False)`` one; ``second_passes_taken`` counts the steps that ran the second pass."""
+    model = mlp()
+    opt = cls(model.parameters(), lr=LR, **kw)
+    for two, want in ((True, [2, 2, 2]), (False, [1, 1, 1])):
+        with opt.step_kind(two):
+            passes = []
+            for i in range(3):
+                meter = Meter()
+                x, y = toy_batch(seed=i)
+                opt.step(ModelClosure(model, x, y, meter=meter))
+                passes.append(meter.backward_passes)
+        assert passes == want
+    assert opt.forced_kind is None and (opt.steps_taken, opt.second_passes_taken) == (6, 3)
+
+
+def test_forcing_a_kind_draws_nothing_from_rsts_generator():
+    """A probe of one kind leaves the draws of the run's steps as they were."""
+    model = mlp()
+    opt = RST(model.parameters(), probability=0.5, seed=4, lr=LR)
+    before = opt.generator.get_state()
+    for two in (True, False):
+        with opt.step_kind(two):
+            x, y = toy_batch(seed=0)
+            opt.step(ModelClosure(model, x, y))
+    assert torch.equal(opt.generator.get_state(), before)
+
+
+@pytest.mark.parametrize(("cls", "kw", "sam_steps"), [(LateSAM, {"switch_at": 0.75, "total_steps": 8}, 2),
+                                                      (RST, {"probability": 0.5, "seed": 0}, None),
+                                                      (AESAM, {"total_steps": 8}, None)])
+def test_the_count_of_second_passes_is_the_meters_and_survives_a_restart(cls, kw, sam_steps):
+    """Over 8 steps, restarted after 5: the second passes counted equal the meter's extra backward passes (late-phase
+    SAM at switch_at 0.75 of T = 8: steps 6 and 7, 2 of 8)."""
+    model = mlp()
+    opt = cls(model.parameters(), lr=LR, **kw)
+    extra = 0
+    for i in range(8):
+        if i == 5:
+            again = cls(model.parameters(), lr=LR, **kw)
+            again.load_state_dict(opt.state_dict())
+            opt = again
+        meter = Meter()
+        x, y = toy_batch(seed=i)
+        opt.step(ModelClosure(model, x, y, meter=meter))
+        extra += meter.backward_passes - 1
+    assert opt.second_passes_taken == extra and (sam_steps is None or extra == sam_steps)
+
+
+@pytest.mark.parametrize(("switch_at", "total", "sam"), [(0.875, 200 * 391, 25 * 391), (0.75, 8, 2), (0.875, 8, 1),
+                                                         (0.875, 10, 1), (0.0, 5, 5), (1.0, 5, 0)])
+def test_late_sam_says_how_many_of_a_runs_steps_are_sams(switch_at, total, sam):
+    """T - ceil(switch_at * T), for any T asked (a budget asks it of lengths it is still choosing between)."""
+    opt = LateSAM(mlp().parameters(), switch_at=switch_at, total_steps=3, lr=LR)
+    assert opt.sam_steps_in(total) == sam
+
+
+def test_expected_shares_before_a_run():
+    """RST: p. AE-SAM: 0.5 for its symmetric default threshold (lambda1 = -lambda2), else P(Z >= c) averaged over
+    the linear c_t: from 2 down to 0, about 0.195."""
+    assert RST(mlp().parameters(), probability=0.3, lr=LR).expected_sam_share() == 0.3
+    assert AESAM(mlp().parameters(), total_steps=8, lr=LR).expected_sam_share() == 0.5
+    shifted = AESAM(mlp().parameters(), total_steps=8, lambda1=0.0, lambda2=2.0, lr=LR).expected_sam_share()
+    assert shifted == pytest.approx(0.1952, abs=1e-3)

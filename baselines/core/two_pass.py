@@ -88,6 +88,12 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         self._anchors: dict[torch.Tensor, torch.Tensor] = {}
         self._perturbed: list[torch.Tensor] = []
         self.steps_taken = 0  # every step, with one pass or two: what the periodic schedules count
+        # steps that ran the second pass: with ``steps_taken`` the share of SAM steps a run realised, which prices
+        # a method whose steps are of both kinds (suite.probe: each kind's cost, weighted by this share)
+        self.second_passes_taken = 0
+        # None: each step's kind is the method's own decision; True or False: every step is forced to two passes
+        # or one (``step_kind``), so that a probe can price each kind of step on its own
+        self.forced_kind: bool | None = None
 
     # ----- hyper-parameters: checked per group -------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -134,7 +140,7 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         if closure is None:
             raise RuntimeError(f"{type(self).__name__}.step needs a closure that recomputes the loss")
         scaler = closure.scaler if has_features(closure, SCALER) else None
-        two = self.two_passes()
+        two = self.two_passes() if self.forced_kind is None else self.forced_kind
         self.steps_taken += 1
         if not two:
             return self._one_pass_step(closure, scaler)
@@ -143,11 +149,12 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         if scaler is not None and not self._unscaled(scaler, self):
             return loss
         self.prepare()
-        if not self.second_pass_needed():  # decided on the first pass's gradient (AE-SAM)
-            self.base_optimizer.step()
+        if self.forced_kind is None and not self.second_pass_needed():  # decided on the first pass's gradient
+            self.base_optimizer.step()                                   # (AE-SAM)
             return loss
         if self.keeps_first_gradient:
             self.keep_first_gradient()
+        self.second_passes_taken += 1  # its work is done even where an overflow then skips the update
         self.perturb()
         with torch.enable_grad():
             self.second_pass(closure, loss)
@@ -252,6 +259,18 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         with self.without_grad(frozen):
             return call_closure(closure, **options)
 
+    @contextmanager
+    def step_kind(self, two_passes: bool) -> Iterator[None]:
+        """While inside, every step is of one kind: both passes (``True``, a SAM step, whatever ``two_passes()``
+        and ``second_pass_needed()`` would say) or one (``False``). For pricing a method whose steps mix the two
+        kinds (``suite.probe``), on a throwaway copy: the method's own schedule is not consulted, so a drawn one
+        (RST) draws nothing and a data-dependent one (AE-SAM) still updates its statistics."""
+        before, self.forced_kind = self.forced_kind, bool(two_passes)
+        try:
+            yield
+        finally:
+            self.forced_kind = before
+
     # ----- hooks --------------------------------------------------------------------------------
     def two_passes(self) -> bool:
         """Whether this step (``self.steps_taken``, from 0) runs both passes: every ``sam_every``-th does."""
@@ -342,13 +361,15 @@ class TwoPassOptimizer(torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["base"] = self.base_optimizer.state_dict()
-        state["two_pass"] = {"steps": self.steps_taken}
+        state["two_pass"] = {"steps": self.steps_taken, "second_passes": self.second_passes_taken}
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         base = state_dict.pop("base")
-        self.steps_taken = state_dict.pop("two_pass", {}).get("steps", 0)  # absent from checkpoints before it
+        counts = state_dict.pop("two_pass", {})
+        self.steps_taken = counts.get("steps", 0)  # absent from checkpoints before it
+        self.second_passes_taken = counts.get("second_passes", 0)  # absent before mixed steps were priced
         super().load_state_dict(state_dict)
         self.base_optimizer.load_state_dict(base)
         self.param_groups = self.base_optimizer.param_groups  # re-share after torch rebuilt both
