@@ -50,6 +50,36 @@ PAPER_SSAM = {("fisher", "unstructured", "explicit"), ("fisher", "structured", "
 
 # What the harness can hand an optimizer at construction (never during steps).
 INPUTS = frozenset({"model", "total_steps", "steps_per_epoch", "seed", "sample_examples"})
+
+# How the share of SAM steps of a method whose steps mix the two kinds is known before its run (``StepMix``)
+SHARE_BASES = {
+    "schedule": "its schedule's share, exact for the run's length",
+    "drawn": "the probability of its draws (a run's own draws are counted)",
+    "declared": "declared: the gradients decide, so a model's expected share (a run's own is counted)",
+}
+
+
+@dataclass(frozen=True)
+class StepMix:
+    """A method whose steps are of two kinds, the base optimizer's (one pass) and SAM's (two), in a share that
+    no period repeats: late-phase SAM (SGD's steps, then SAM's), RST (drawn), AE-SAM (decided by the gradient).
+
+    Pricing such a step from the first steps of a run prices the wrong mix (late-phase SAM's are all SGD's),
+    and no window of steps is typical. So the suite prices each kind of step on its own (``suite.probe``, the
+    optimizer's ``step_kind``), and weights the two by a share of SAM steps: the share the run realised
+    (``second_passes_taken``, counted over all its steps) for a record's FLOPs per step, and before a run the
+    expected share, ``sam_steps(optimizer, T) / T``, for a budget's step count and the cost table."""
+
+    # the expected number of SAM steps in a run of T steps, from the built optimizer's hyper-parameters
+    sam_steps: Callable[[torch.optim.Optimizer, int], float]
+    basis: str  # a key of SHARE_BASES: how that expectation is known
+
+    def __post_init__(self) -> None:
+        if self.basis not in SHARE_BASES:
+            raise ValueError(f"StepMix basis must be one of {sorted(SHARE_BASES)}, got {self.basis!r}")
+
+    def expected_share(self, optimizer: torch.optim.Optimizer, total_steps: int) -> float:
+        return self.sam_steps(optimizer, total_steps) / total_steps
 _NOT_HPARAMS = {"self", "params", "base_optimizer", *INPUTS}
 
 
@@ -75,6 +105,9 @@ class OptimizerInfo:
     # plain baseline; "": not said (an out-of-tree entry unless it says)
     origin: str = ""
     family: str = ""  # a key of FAMILIES; "": not stated (an out-of-tree entry unless it says)
+    # its steps mix the base optimizer's and SAM's in a share that is not periodic: each kind priced on its own
+    # and weighted by the share (``StepMix``); None: a step's cost is priced over ``flop_window`` steps
+    step_mix: StepMix | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "changes", MappingProxyType(dict(self.changes)))
@@ -251,8 +284,10 @@ PEERS = [
                   family="field"),
     OptimizerInfo("rst", RST, "RST (Zhao et al. 2022): a SAM step with probability 0.5, SGD's otherwise",
                   inputs={"seed"}, passes_per_step=1, invalid=RST_INVALID, samples=RST_SAMPLES,
-                  # which steps are SAM's is drawn: count FLOPs over enough steps to average it
-                  flop_window=lambda opt: 16, origin="published", family="field"),
+                  # which steps are SAM's is drawn: each kind priced, weighted by p before a run (no longer by
+                  # seed 0's first 16 draws) and by the run's own draws in its record
+                  step_mix=StepMix(lambda opt, t: opt.expected_sam_share() * t, "drawn"),
+                  origin="published", family="field"),
     OptimizerInfo("gsam", GSAM, "GSAM (Zhuang et al. 2022): SAM's gradient minus alpha times g's part orthogonal "
                   "to it; rho follows the learning rate", passes_per_step=2, invalid=GSAM_INVALID,
                   samples=GSAM_SAMPLES, origin="published", family="field"),
@@ -266,15 +301,19 @@ PEERS = [
                   "momentum: one pass", passes_per_step=1, invalid=MSAM_INVALID, samples=MSAM_SAMPLES,
                   origin="published", family="field"),
     # Both need the run's length (total_steps, the plan's: the LR schedule's T). Which steps are SAM's moves over
-    # the run, so neither a FLOP window from its start nor a time probe prices a whole run: docs/peers.md, "Cost".
+    # the run, so no window of steps from its start prices a whole run: each kind of step is priced on its own
+    # and weighted by the share of SAM steps (StepMix; docs/harness.md, "Steps of two kinds").
     OptimizerInfo("ae-sam", AESAM, "AE-SAM (Jiang et al. 2023): SAM where ||g||^2 >= its running mean + c_t "
                   "running sds, c_t from 1 down to -1; SGD's step elsewhere", inputs={"total_steps"},
                   passes_per_step=1, invalid=AESAM_INVALID, samples=AESAM_SAMPLES,
-                  # which steps are SAM's depends on the gradients: count FLOPs over several steps
-                  flop_window=lambda opt: 16, origin="published", family="field"),
+                  # which steps are SAM's depends on the gradients: before a run only a declared share is known
+                  step_mix=StepMix(lambda opt, t: opt.expected_sam_share() * t, "declared"),
+                  origin="published", family="field"),
     OptimizerInfo("late-sam", LateSAM, "late-phase SAM (Zhou et al. 2025): SGD's steps, then SAM's for the last "
                   "eighth of the run's steps", inputs={"total_steps"}, passes_per_step=1, invalid=LATE_SAM_INVALID,
-                  samples=LATE_SAM_SAMPLES, origin="published", family="field"),
+                  samples=LATE_SAM_SAMPLES, origin="published", family="field",
+                  # the steps from ceil(switch_at * T) on are SAM's: the share is exact once T is known
+                  step_mix=StepMix(lambda opt, t: opt.sam_steps_in(t), "schedule")),
 ]
 
 OPTIMIZERS: list[OptimizerInfo] = [
