@@ -157,10 +157,10 @@ def test_a_flops_budget_plans_ae_sam_with_its_declared_share_and_records_what_it
     """AE-SAM's gradients decide its steps, so the plan takes the declared share 0.5: 10 SGD steps' FLOPs buy
     6 steps at 1.5 each (9 of 10). The record says what the share it realised spent, whatever it was."""
     sgd = harness.run(config("sgd", "flops"), dataset, progress=False)["metrics"]
-    m = harness.run(config("ae-sam", "flops"), dataset, progress=False)["metrics"]
+    m = harness.run(config("ae-sam", "flops", delta=0.5), dataset, progress=False)["metrics"]
     assert m["budget_steps"] == m["steps"] == 6 and m["budget_planned_sam_share"] == 0.5
     s = m["backward_passes_per_step"] - 1
-    assert m["sam_step_share"] == pytest.approx(s)
+    assert 0 < s < 1 and m["sam_step_share"] == pytest.approx(s)  # delta 0.5: its averages lag less than at 0.9
     assert m["budget_spent_ratio"] == pytest.approx(6 * (1 + s) * sgd["flops_per_step"] / m["budget_amount"])
 
 
