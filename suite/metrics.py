@@ -66,10 +66,12 @@ class Finished:
 
     @cached_property
     def sam_share(self) -> float | None:
-        """The share of the run's steps, all of them, that ran the second pass (a mixed method's; else None)."""
-        if self.step_mix is None or not self.state.step:
+        """The share of the run's steps, all of them, that ran the second pass (a mixed method's; else None, and
+        None where a run resumed from a checkpoint that predates the count: its FLOPs are then the counter's)."""
+        taken = getattr(self.state.optimizer, "second_passes_taken", None)
+        if self.step_mix is None or not self.state.step or taken is None:
             return None
-        return self.state.optimizer.second_passes_taken / self.state.step
+        return taken / self.state.step
 
     @cached_property
     def flops_by_kind(self) -> tuple[float, float] | None:

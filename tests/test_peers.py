@@ -532,3 +532,21 @@ def test_expected_shares_before_a_run():
     assert AESAM(mlp().parameters(), total_steps=8, lr=LR).expected_sam_share() == 0.5
     shifted = AESAM(mlp().parameters(), total_steps=8, lambda1=0.0, lambda2=2.0, lr=LR).expected_sam_share()
     assert shifted == pytest.approx(0.1952, abs=1e-3)
+
+
+def test_a_checkpoint_without_the_count_of_second_passes_leaves_it_unknown():
+    """Resumed from a checkpoint written before the count existed, a run cannot know its SAM steps before the
+    resume: None (its record then falls back to the FLOP counter), not a count from the resume on. A checkpoint
+    older still (no step count either) starts both at 0, as before."""
+    model = mlp()
+    opt = RST(model.parameters(), probability=0.5, lr=LR)
+    state = opt.state_dict()
+    del state["two_pass"]["second_passes"]
+    again = RST(model.parameters(), probability=0.5, lr=LR)
+    again.load_state_dict(state)
+    x, y = toy_batch(seed=0)
+    again.step(ModelClosure(model, x, y))
+    assert again.second_passes_taken is None
+    del state["two_pass"]
+    again.load_state_dict(state)
+    assert again.second_passes_taken == 0

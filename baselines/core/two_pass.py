@@ -90,7 +90,7 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         self.steps_taken = 0  # every step, with one pass or two: what the periodic schedules count
         # steps that ran the second pass: with ``steps_taken`` the share of SAM steps a run realised, which prices
         # a method whose steps are of both kinds (suite.probe: each kind's cost, weighted by this share)
-        self.second_passes_taken = 0
+        self.second_passes_taken: int | None = 0
         # None: each step's kind is the method's own decision; True or False: every step is forced to two passes
         # or one (``step_kind``), so that a probe can price each kind of step on its own
         self.forced_kind: bool | None = None
@@ -154,7 +154,8 @@ class TwoPassOptimizer(torch.optim.Optimizer):
             return loss
         if self.keeps_first_gradient:
             self.keep_first_gradient()
-        self.second_passes_taken += 1  # its work is done even where an overflow then skips the update
+        if self.second_passes_taken is not None:  # its work is done even where an overflow then skips the update
+            self.second_passes_taken += 1
         self.perturb()
         with torch.enable_grad():
             self.second_pass(closure, loss)
@@ -369,7 +370,8 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         base = state_dict.pop("base")
         counts = state_dict.pop("two_pass", {})
         self.steps_taken = counts.get("steps", 0)  # absent from checkpoints before it
-        self.second_passes_taken = counts.get("second_passes", 0)  # absent before mixed steps were priced
+        # absent from checkpoints before it: unknown (None) for the rest of the run, not counted from the resume on
+        self.second_passes_taken = counts.get("second_passes", 0 if "steps" not in counts else None)
         super().load_state_dict(state_dict)
         self.base_optimizer.load_state_dict(base)
         self.param_groups = self.base_optimizer.param_groups  # re-share after torch rebuilt both
