@@ -42,6 +42,10 @@ class RST(TwoPassOptimizer):
         if group["sam_every"] != 1:
             raise ValueError(f"RST draws which steps are SAM's (sam_every={group['sam_every']} would be ignored)")
 
+    def expected_sam_share(self) -> float:
+        """The share of SAM steps a run takes on average: p. A run's own draws are counted as it runs."""
+        return float(self.shared("probability"))
+
     def two_passes(self) -> bool:
         """A Bernoulli draw with this step's probability (one draw every step, whatever p)."""
         return bool(torch.rand((), generator=self.generator) < self.shared("probability"))

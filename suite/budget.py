@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 UNITS = {"epochs": "epochs", "flops": "FLOP", "time": "s"}
@@ -43,18 +44,64 @@ def steps_within(amount: float, cost_per_step: float) -> int:
     return max(1, math.floor(amount / cost_per_step + 1e-9))
 
 
+@dataclass(frozen=True)
+class Mix:
+    """The cost of a method whose steps are of two kinds (``registry.StepMix``): each kind's, probed on its own,
+    and how many of a run's T steps are expected to be SAM's (``sam_steps(T)``)."""
+
+    one_pass: float  # a step of the base optimizer's kind
+    sam: float  # a SAM step (both passes)
+    sam_steps: Callable[[int], float]
+
+    def total(self, steps: int) -> float:
+        """What ``steps`` steps are expected to cost."""
+        n = self.sam_steps(steps)
+        return (steps - n) * self.one_pass + n * self.sam
+
+    def per_step(self, steps: int) -> float:
+        """A step's cost over a run of ``steps`` steps: ``(1 - s) * one_pass + s * sam``, s the expected share."""
+        return weighted(self.one_pass, self.sam, self.sam_steps(steps) / steps)
+
+
+def weighted(one_pass: float, sam: float, share: float) -> float:
+    """A step's cost when ``share`` of the steps are SAM's and the rest the base optimizer's."""
+    return (1 - share) * one_pass + share * sam
+
+
+def steps_within_mixed(amount: float, mix: Mix) -> int:
+    """The most whole steps whose expected cost fits in ``amount`` (at least one). The share of SAM steps may
+    depend on the run's length (late-phase SAM switches at ceil(0.875 T)), so the length is solved for, not
+    divided out: the total grows with every step, so the largest T that fits lies between the all-SAM and the
+    all-one-pass counts, found by bisection."""
+    low, high = steps_within(amount, max(mix.one_pass, mix.sam)), steps_within(amount, min(mix.one_pass, mix.sam))
+    while low < high:
+        mid = (low + high + 1) // 2
+        if mix.total(mid) <= amount * (1 + 1e-9):
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
 def plan(kind: str, epochs: int, steps_per_epoch: int, reference: str | None = None,
-         reference_cost: float | None = None, own_cost: float | None = None) -> dict[str, Any]:
-    """The budget of one run: its kind, unit, amount and the number of steps that fit."""
+         reference_cost: float | None = None, own_cost: float | None = None, mix: Mix | None = None) -> dict[str, Any]:
+    """The budget of one run: its kind, unit, amount and the number of steps that fit. ``mix``: the optimizer's
+    steps are of two kinds, priced each and weighted by the share expected over the planned steps; the plan then
+    also says that share and each kind's cost."""
     if kind == "epochs":
         return {"kind": kind, "unit": UNITS[kind], "amount": epochs, "reference": None,
                 "steps": epochs * steps_per_epoch}
-    if kind not in UNITS or reference_cost is None or own_cost is None:
+    if kind not in UNITS or reference_cost is None or (own_cost is None and mix is None):
         raise ValueError(f"budget {kind!r} needs the reference's and the optimizer's cost per step")
     amount = reference_cost * epochs * steps_per_epoch
-    return {"kind": kind, "unit": UNITS[kind], "amount": amount, "reference": reference,
-            "reference_epochs": epochs, "reference_cost_per_step": reference_cost,
-            "probed_cost_per_step": own_cost, "steps": steps_within(amount, own_cost)}
+    out = {"kind": kind, "unit": UNITS[kind], "amount": amount, "reference": reference,
+           "reference_epochs": epochs, "reference_cost_per_step": reference_cost}
+    if mix is None:
+        return {**out, "probed_cost_per_step": own_cost, "steps": steps_within(amount, own_cost)}
+    steps = steps_within_mixed(amount, mix)
+    return {**out, "probed_cost_per_step": mix.per_step(steps), "steps": steps,
+            "planned_sam_share": mix.sam_steps(steps) / steps, "probed_cost_one_pass_step": mix.one_pass,
+            "probed_cost_sam_step": mix.sam}
 
 
 def spent(budget: dict[str, Any], steps: int, steps_per_epoch: int, flops_per_step: float | None,

@@ -7,6 +7,10 @@ batches of the training subset: ``probe.probe_setup``):
   periodic window (SSAM's mask refresh and Fisher pass included), as in every record;
 - the FLOPs a sparse kernel would need (theory, ``sparse_kernel_flops``): the measured count less the
   first-pass work that the mask makes useless and that no kernel here skips;
+- a method whose steps mix the base optimizer's and SAM's in a share no period repeats (``registry.StepMix``:
+  late-phase SAM, RST, AE-SAM): each kind of step priced on its own (FLOPs and seconds), weighted by the share
+  of SAM steps expected over a run of the profile's epochs, which the table states with how it is known
+  (late-phase SAM: its schedule's exact share; RST: p; AE-SAM: declared, as its gradients decide);
 - time per step: the harness's probe (one step discarded, the median of the next five, the periodic work
   amortised), repeated ``repeats`` times with the optimizers interleaved and their order rotated every
   repeat, so that a drift of a shared machine hits all alike. Ratios to the references (the profile's; SGD
@@ -95,19 +99,35 @@ def sparse_kernel_flops(optimizer: torch.optim.Optimizer, model: nn.Module, clos
 
 
 def flops(config: RunConfig, dataset: Dataset) -> tuple[float, float]:
-    """(measured FLOPs per step, a sparse kernel's) for one optimizer."""
+    """(measured FLOPs per step, a sparse kernel's) for one optimizer; a mixed one's weighted by kind (no mask)."""
+    if registry.get(config.optimizer).step_mix is not None:
+        with torch.random.fork_rng(devices=[]):
+            weighted = probe.fresh_step_cost(config, dataset, "flops")
+        return weighted, weighted
     trial = probe.probe_setup(config, dataset)
     measured = probe.probe_cost(trial, "flops")  # the masks are then the ones the probe ended with
     return measured, sparse_kernel_flops(trial.optimizer, trial.model, next(trial.closures(1)), measured)
 
 
+def sam_share(config: RunConfig, dataset: Dataset) -> tuple[float | None, str]:
+    """The share of SAM steps a mixed method's row is weighted by, and how it is known, in words (for the
+    table: ``registry.SHARE_BASES``, and the run length it is for); (None, "") for the others."""
+    mix = registry.get(config.optimizer).step_mix
+    if mix is None:
+        return None, ""
+    steps = probe.planned_steps(config, dataset)
+    return probe.expected_share(config, dataset, steps), f"{registry.SHARE_BASES[mix.basis]} (T = {steps} steps)"
+
+
 def measure(runs: list[RunConfig], dataset: Dataset, repeats: int, progress: bool = True) -> pd.DataFrame:
-    """One row per optimizer and repeat: FLOPs (the same every repeat) and seconds per step."""
-    counted = {}
+    """One row per optimizer and repeat: FLOPs (the same every repeat) and seconds per step; for a mixed method
+    the share of SAM steps both are weighted by (``sam_step_share``) and its basis."""
+    counted, shares = {}, {}
     bar = tqdm(total=len(runs) * (repeats + 1), desc="cost", unit="probe", disable=None if progress else True)
     for config in runs:
         bar.set_postfix_str(f"FLOPs of {config.optimizer}", refresh=False)
         counted[config.optimizer] = flops(config, dataset)
+        shares[config.optimizer] = sam_share(config, dataset)
         bar.update()
     rows = []
     for r in range(repeats):
@@ -117,8 +137,10 @@ def measure(runs: list[RunConfig], dataset: Dataset, repeats: int, progress: boo
             with torch.random.fork_rng(devices=[]):
                 seconds = probe.fresh_step_cost(config, dataset, "time")
             measured, sparse = counted[config.optimizer]
+            share, basis = shares[config.optimizer]
             rows.append({"optimizer": config.optimizer, "repeat": r, "time_per_step_s": seconds,
-                         "flops_per_step": measured, "sparse_kernel_flops_per_step": sparse})
+                         "flops_per_step": measured, "sparse_kernel_flops_per_step": sparse,
+                         "sam_step_share": share, "sam_share_basis": basis})
             bar.update()
     bar.close()
     return pd.DataFrame(rows)
@@ -150,6 +172,10 @@ def summarise(rows: pd.DataFrame, order: list[str], references: tuple[str, ...] 
             row[f"time_x_{ref}_min"] = ratio.min()
             row[f"time_x_{ref}_max"] = ratio.max()
         row["saves_here"] = saving(row, references)
+        if "sam_step_share" in rows:  # tables of repeats written before mixed steps were priced have none
+            mixed = rows[rows["optimizer"] == name].iloc[0]
+            row["sam_step_share"] = mixed["sam_step_share"]
+            row["sam_share_basis"] = mixed["sam_share_basis"] if pd.notna(mixed["sam_step_share"]) else ""
         out.append(row)
     return pd.DataFrame(out)
 
@@ -185,6 +211,12 @@ def markdown(summary: pd.DataFrame, header: dict[str, Any], references: tuple[st
     def ratio(row: pd.Series, key: str) -> str:
         return f"{row[key]:.2f}" if key in row and pd.notna(row[key]) else "–"
 
+    def share(row: pd.Series) -> str:
+        value = row.get("sam_step_share")
+        if value is None or pd.isna(value):
+            return "–"
+        return f"{value:.3f}: {row['sam_share_basis']}"
+
     def spread(row: pd.Series, ref: str) -> str:
         key = f"time_x_{ref}"
         if f"{key}_median" not in row:
@@ -200,18 +232,22 @@ def markdown(summary: pd.DataFrame, header: dict[str, Any], references: tuple[st
         "FLOPs are counted over whole steps (forward and backward, a multiply-add = 2), the periodic mask "
         "refresh amortised. \"Sparse kernel\" is theory: the FLOPs left if a kernel skipped the first-pass "
         "work the mask makes useless (`suite/cost.py`, `sparse_kernel_flops`); no such kernel runs here. "
-        "Time ratios are taken within each repeat: median (lowest–highest).", "",
+        "Time ratios are taken within each repeat: median (lowest–highest). A method whose steps mix SGD's and "
+        "SAM's in a share no period repeats is priced by kind: its one-pass step and its SAM step, each measured "
+        "alone, weighted by the share of SAM steps in its last column and how that share is known.", "",
         "| optimizer | origin | GFLOP/step | " + "".join(f"FLOPs × {ref.upper()} | " for ref in references)
         + f"sparse kernel × {references[0].upper()} | ms/step | "
-        + "".join(f"time × {ref.upper()} | " for ref in references) + f"saves against {references[-1].upper()} here |",
-        "|---|---|---:|" + "---:|" * (2 * len(references) + 2) + "---|",
+        + "".join(f"time × {ref.upper()} | " for ref in references) + f"saves against {references[-1].upper()} here | "
+        "SAM steps |",
+        "|---|---|---:|" + "---:|" * (2 * len(references) + 2) + "---|---|",
     ]
     for _, row in summary.iterrows():
         lines.append(
             f"| `{row['optimizer']}` | {row['origin']} | {row['gflops_per_step']:.3f} | "
             + "".join(f"{ratio(row, f'flops_x_{ref}')} | " for ref in references)
             + f"{ratio(row, f'sparse_kernel_flops_x_{references[0]}')} | {row['ms_per_step_median']:.0f} | "
-            + "".join(f"{spread(row, ref)} | " for ref in references) + f"{row.get('saves_here', '–')} |")
+            + "".join(f"{spread(row, ref)} | " for ref in references) + f"{row.get('saves_here', '–')} | "
+            + f"{share(row)} |")
     return "\n".join(lines) + "\n"
 
 

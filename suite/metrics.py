@@ -56,7 +56,42 @@ class Finished:
     @cached_property
     def budget(self) -> dict[str, Any]:
         return budget.spent(self.state.plan, self.state.step, self.ctx.steps_per_epoch,
-                            self.state.flops.per_step, self.state.clock.per_step)
+                            self.flops_per_step, self.state.clock.per_step)
+
+    @property
+    def step_mix(self) -> Any:
+        """The entry's ``registry.StepMix`` where its steps mix two kinds in a share no period repeats; else None."""
+        info = getattr(self.ctx, "info", None)
+        return getattr(info, "step_mix", None)
+
+    @cached_property
+    def sam_share(self) -> float | None:
+        """The share of the run's steps, all of them, that ran the second pass (a mixed method's; else None, and
+        None where a run resumed from a checkpoint that predates the count: its FLOPs are then the counter's)."""
+        taken = getattr(self.state.optimizer, "second_passes_taken", None)
+        if self.step_mix is None or not self.state.step or taken is None:
+            return None
+        return taken / self.state.step
+
+    @cached_property
+    def flops_by_kind(self) -> tuple[float, float] | None:
+        """(a one-pass step's FLOPs, a SAM step's) of a mixed method, probed with each kind forced on a throwaway
+        model built like the run's (``probe.kind_costs``: the same figures its FLOP budget was planned with)."""
+        if self.step_mix is None:
+            return None
+        from suite import probe  # not at the top: the probe builds with the registry, which a metric need not
+
+        return probe.kind_costs(self.ctx.config, self.ctx.dataset, "flops")
+
+    @cached_property
+    def flops_per_step(self) -> float | None:
+        """FLOPs per step. Where a step's cost varies periodically, the counter's mean over the first steps (one
+        period or more). Where the steps mix two kinds in a share no period repeats (``registry.StepMix``), the
+        first steps are not typical (late-phase SAM's are all SGD's): each kind's FLOPs weighted by the share the
+        run realised over all its steps, ``(1 - s) * one_pass + s * sam``."""
+        if self.flops_by_kind is None or self.sam_share is None:
+            return self.state.flops.per_step
+        return budget.weighted(*self.flops_by_kind, self.sam_share)
 
     def per_step(self, total: float) -> float:
         return total / self.state.step
@@ -102,7 +137,7 @@ METRICS: list[Metric] = [
     Metric("test_acc", lambda r: r.last["test_acc"], "test acc %", scale=100, interval=True),
     Metric("time_per_step_s", lambda r: r.state.clock.per_step, "ms/step", "{:.1f}", 1e3, ratios="time",
            varies=True, timing=True),
-    Metric("flops_per_step", lambda r: r.state.flops.per_step, "GFLOP/step", scale=1e-9, ratios="FLOPs"),
+    Metric("flops_per_step", lambda r: r.flops_per_step, "GFLOP/step", scale=1e-9, ratios="FLOPs"),
     _budget("train_flops", label="train TFLOP", scale=1e-12),
     _budget("spent_ratio", label="budget spent %", fmt="{:.0f}", scale=100),
     Metric("forward_passes_per_step", lambda r: r.per_step(r.state.passes.forward_passes), "fwd passes"),
@@ -121,6 +156,11 @@ METRICS: list[Metric] = [
     Metric("steps", lambda r: r.state.step),
     Metric("timed_steps", lambda r: r.state.clock.timed_steps),
     Metric("flop_counted_steps", lambda r: r.state.flops.steps),
+    # a method whose steps mix the base optimizer's and SAM's (registry.StepMix): the share of SAM steps over the
+    # whole run and each kind's FLOPs, which flops_per_step weights (None for every other method)
+    Metric("sam_step_share", lambda r: r.sam_share),
+    Metric("flops_per_one_pass_step", lambda r: r.flops_by_kind[0] if r.flops_by_kind else None),
+    Metric("flops_per_sam_step", lambda r: r.flops_by_kind[1] if r.flops_by_kind else None),
     Metric("train_seconds", lambda r: r.state.clock.all_seconds, varies=True),
     Metric("samples_per_s", lambda r: r.state.clock.samples_per_s(r.ctx.config.train.batch_size), varies=True),
     # the input pipeline: seconds spent waiting for the next batch (augmentation in memory, the loader's
@@ -147,7 +187,8 @@ METRICS: list[Metric] = [
     Metric("checkpoints", lambda r: r.state.saving["count"]),
     Metric("checkpoint_seconds", lambda r: r.state.saving["seconds"], varies=True),
     *(_budget(key) for key in ("kind", "unit", "amount", "reference", "reference_epochs", "reference_cost_per_step",
-                               "probed_cost_per_step", "steps", "steps_run", "spent")),
+                               "probed_cost_per_step", "steps", "steps_run", "spent", "planned_sam_share",
+                               "probed_cost_one_pass_step", "probed_cost_sam_step")),
     _budget("train_seconds_at_timed_rate", varies=True),
     # ----- the final model's sharpness (suite/sharpness.py, in this order), a table of its own; four
     # significant digits, as the measures span orders of magnitude across models -----

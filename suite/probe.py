@@ -2,6 +2,11 @@
 throwaway model and optimizer built like the run's (seed 0, the first batches of its training subset). The
 equal-FLOPs and equal-time budgets plan a run's steps from these probes (``plan_budget``); ``suite cost``
 repeats them, interleaved, to price every method's step without training.
+
+A method whose steps mix the base optimizer's and SAM's in a share no period repeats (``registry.StepMix``:
+late-phase SAM, RST, AE-SAM) is priced by kind: a one-pass step and a SAM step, each probed with the kind forced,
+weighted by the share of SAM steps expected over the run (``expected_share``); a run's record weights the same
+two by the share it realised (``suite.metrics``).
 """
 
 from __future__ import annotations
@@ -55,22 +60,59 @@ def warm_up(config: RunConfig, dataset: Dataset, steps: int = 3) -> None:
     sync(device)
 
 
-def step_cost(config: RunConfig, dataset: Dataset, kind: str) -> float:
+def step_cost(config: RunConfig, dataset: Dataset, kind: str, two_passes: bool | None = None) -> float:
     """A step's cost in FLOPs (``kind="flops"``) or seconds (``"time"``), probed on a throwaway model
-    built like the run's, with seed 0, on the first batches of the training subset. Cached per process."""
-    key = (kind, config.optimizer, config.hparams, config.train)
+    built like the run's, with seed 0, on the first batches of the training subset. Cached per process.
+    ``two_passes``: a step of that kind only (``kind_costs``)."""
+    key = (kind, config.optimizer, config.hparams, config.train, two_passes)
     if key not in _COSTS:
         with torch.random.fork_rng(devices=[]):
-            _COSTS[key] = fresh_step_cost(config, dataset, kind)
+            _COSTS[key] = (fresh_step_cost(config, dataset, kind) if two_passes is None
+                           else fresh_step_cost(config, dataset, kind, two_passes))
     return _COSTS[key]
 
 
-def fresh_step_cost(config: RunConfig, dataset: Dataset, kind: str) -> float:
-    """``step_cost`` measured anew (no cache): the cost command repeats it."""
+def fresh_step_cost(config: RunConfig, dataset: Dataset, kind: str, two_passes: bool | None = None) -> float:
+    """``step_cost`` measured anew (no cache): the cost command repeats it. For a method whose steps mix two
+    kinds (``registry.StepMix``), each kind is probed on its own and weighted by the share of SAM steps
+    expected over a run of the profile's epochs (``expected_share``): its first steps would price the wrong
+    mix (late-phase SAM's are all SGD's). ``two_passes`` True or False: that kind of step alone."""
+    if two_passes is None and registry.get(config.optimizer).step_mix is not None:
+        one, sam = (fresh_step_cost(config, dataset, kind, two) for two in (False, True))
+        return budget.weighted(one, sam, expected_share(config, dataset))
     if kind == "time":  # one throwaway step first: the timed step 0 then pays its periodic work only
         # compiled: a few, so that the shapes an optimizer's passes take (a sub-batch ascent's) are compiled
-        _probe_steps(config, dataset, "time", 1 if config.train.compile == "none" else COMPILE_STEPS)
-    return _probe_steps(config, dataset, kind, 0)
+        _probe_steps(config, dataset, "time", 1 if config.train.compile == "none" else COMPILE_STEPS, two_passes)
+    return _probe_steps(config, dataset, kind, 0, two_passes)
+
+
+def kind_costs(config: RunConfig, dataset: Dataset, kind: str) -> tuple[float, float]:
+    """(a one-pass step's cost, a SAM step's) of a method whose steps mix the two, each probed with the kind forced
+    (``step_kind``) on the same throwaway model and batches; cached per process."""
+    return step_cost(config, dataset, kind, False), step_cost(config, dataset, kind, True)
+
+
+def planned_steps(config: RunConfig, dataset: Dataset) -> int:
+    """The steps of a run of the profile's epochs (an ``epochs`` budget): the T the cost table prices."""
+    spe = max(1, len(subsets(dataset, config.train)[0]) // config.train.batch_size)
+    return spe * config.train.epochs_for(spe)
+
+
+def expected_sam_steps(config: RunConfig, dataset: Dataset) -> Callable[[int], float]:
+    """T -> the SAM steps expected in a run of T steps (``registry.StepMix.sam_steps``), read from an optimizer
+    built as the run's is (its hyper-parameters: late-phase SAM's ``switch_at``, RST's p)."""
+    mix = registry.get(config.optimizer).step_mix
+    if mix is None:
+        raise ValueError(f"{config.optimizer}: its steps are of one kind (no step_mix)")
+    with torch.random.fork_rng(devices=[]):
+        _, optimizer = build(config, dataset, subsets(dataset, config.train)[0], torch.device("cpu"), seed=0)
+    return lambda steps: mix.sam_steps(optimizer, steps)
+
+
+def expected_share(config: RunConfig, dataset: Dataset, steps: int | None = None) -> float:
+    """The share of SAM steps expected over a run of ``steps`` steps (default: the profile's epochs)."""
+    steps = steps or planned_steps(config, dataset)
+    return expected_sam_steps(config, dataset)(steps) / steps
 
 
 @dataclass
@@ -85,7 +127,8 @@ class Probe:
     closures: Callable[..., Iterator[ModelClosure]]
 
 
-def probe_setup(config: RunConfig, dataset: Dataset) -> Probe:
+def probe_setup(config: RunConfig, dataset: Dataset, two_passes: bool | None = None) -> Probe:
+    """A throwaway model and optimizer; ``two_passes`` True or False: every step it takes is of that kind."""
     cfg = config.train
     device = resolve_device(cfg.device)
     train_split, _ = subsets(dataset, cfg)
@@ -100,11 +143,13 @@ def probe_setup(config: RunConfig, dataset: Dataset) -> Probe:
             yield closure_for(fast if timed else model, to_device(augment(train_split.images[idx], gen), device, cfg),
                               train_split.labels[idx].to(device), cfg)
 
+    if two_passes is not None:
+        optimizer.forced_kind = bool(two_passes)  # TwoPassOptimizer.step_kind, held for the probe's life
     return Probe(model, optimizer, flop_window(registry.get(config.optimizer), cfg, optimizer), device, closures)
 
 
-def _probe_steps(config: RunConfig, dataset: Dataset, kind: str, steps: int) -> float:
-    return probe_cost(probe_setup(config, dataset), kind, steps)
+def _probe_steps(config: RunConfig, dataset: Dataset, kind: str, steps: int, two_passes: bool | None = None) -> float:
+    return probe_cost(probe_setup(config, dataset, two_passes), kind, steps)
 
 
 def probe_cost(probe: Probe, kind: str, steps: int = 0) -> float:
@@ -141,11 +186,20 @@ def reference_config(config: RunConfig) -> RunConfig:
 
 
 def plan_budget(config: RunConfig, dataset: Dataset, steps_per_epoch: int) -> dict[str, Any]:
+    """A run's budget. A method whose steps mix two kinds gets the most steps whose expected cost fits: each kind
+    probed, weighted by the share expected over those steps (exact for late-phase SAM's schedule, p for RST, the
+    declared share for AE-SAM, whose gradients decide: ``registry.StepMix``); its record then says what the
+    share it realised spent (``budget_spent_ratio``)."""
     cfg = config.train
     if cfg.budget == "epochs":
         return budget.plan("epochs", cfg.epochs_for(steps_per_epoch), steps_per_epoch)
+    reference_cost = step_cost(reference_config(config), dataset, cfg.budget)
+    if registry.get(config.optimizer).step_mix is not None:
+        one, sam = kind_costs(config, dataset, cfg.budget)
+        mix = budget.Mix(one, sam, expected_sam_steps(config, dataset))
+        return budget.plan(cfg.budget, cfg.epochs_for(steps_per_epoch), steps_per_epoch,
+                           reference=cfg.budget_reference, reference_cost=reference_cost, mix=mix)
     return budget.plan(cfg.budget, cfg.epochs_for(steps_per_epoch), steps_per_epoch, reference=cfg.budget_reference,
-                       reference_cost=step_cost(reference_config(config), dataset, cfg.budget),
-                       own_cost=step_cost(config, dataset, cfg.budget))
+                       reference_cost=reference_cost, own_cost=step_cost(config, dataset, cfg.budget))
 
 

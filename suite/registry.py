@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from baselines import ESAM, GSAM, MSAM, RST, SAM, LookSAM
+from baselines import AESAM, ESAM, GSAM, MSAM, RST, SAM, LateSAM, LookSAM
 from ssam import SSAM
 
 ORIGINS = {"paper": "as in the paper's code", "extension": "extension of this suite",
@@ -39,8 +39,8 @@ FAMILIES = {"SGD": "SGD with momentum, the plain reference",
             "ESAM": "ESAM (Du et al. 2022)",
             "SSAM-F": "Sparse SAM with a Fisher mask (Mi et al. 2023): every pattern and form",
             "SSAM-D": "Sparse SAM with a dynamic mask (Mi et al. 2023): every pattern and form",
-            "field": "the efficient-SAM field (issue 25): ASAM, periodic SAM, LookSAM, RST, GSAM, Momentum-SAM and "
-                     "this suite's combinations of them",
+            "field": "the efficient-SAM field (issues 25, 38): ASAM, periodic SAM, LookSAM, RST, GSAM, Momentum-SAM, "
+                     "AE-SAM, late-phase SAM and this suite's combinations of them",
             "": "not stated"}
 # The Sparse SAM variants the paper's official code has (Mi et al.'s repositories): SSAM-F explicit in
 # every pattern, SSAM-F implicit for structured and N:M masks, SSAM-D unstructured and explicit only.
@@ -50,6 +50,36 @@ PAPER_SSAM = {("fisher", "unstructured", "explicit"), ("fisher", "structured", "
 
 # What the harness can hand an optimizer at construction (never during steps).
 INPUTS = frozenset({"model", "total_steps", "steps_per_epoch", "seed", "sample_examples"})
+
+# How the share of SAM steps of a method whose steps mix the two kinds is known before its run (``StepMix``)
+SHARE_BASES = {
+    "schedule": "its schedule's share, exact for the run's length",
+    "drawn": "the probability of its draws (a run's own draws are counted)",
+    "declared": "declared: the gradients decide, so a model's expected share (a run's own is counted)",
+}
+
+
+@dataclass(frozen=True)
+class StepMix:
+    """A method whose steps are of two kinds, the base optimizer's (one pass) and SAM's (two), in a share that
+    no period repeats: late-phase SAM (SGD's steps, then SAM's), RST (drawn), AE-SAM (decided by the gradient).
+
+    Pricing such a step from the first steps of a run prices the wrong mix (late-phase SAM's are all SGD's),
+    and no window of steps is typical. So the suite prices each kind of step on its own (``suite.probe``, the
+    optimizer's ``step_kind``), and weights the two by a share of SAM steps: the share the run realised
+    (``second_passes_taken``, counted over all its steps) for a record's FLOPs per step, and before a run the
+    expected share, ``sam_steps(optimizer, T) / T``, for a budget's step count and the cost table."""
+
+    # the expected number of SAM steps in a run of T steps, from the built optimizer's hyper-parameters
+    sam_steps: Callable[[torch.optim.Optimizer, int], float]
+    basis: str  # a key of SHARE_BASES: how that expectation is known
+
+    def __post_init__(self) -> None:
+        if self.basis not in SHARE_BASES:
+            raise ValueError(f"StepMix basis must be one of {sorted(SHARE_BASES)}, got {self.basis!r}")
+
+    def expected_share(self, optimizer: torch.optim.Optimizer, total_steps: int) -> float:
+        return self.sam_steps(optimizer, total_steps) / total_steps
 _NOT_HPARAMS = {"self", "params", "base_optimizer", *INPUTS}
 
 
@@ -75,6 +105,9 @@ class OptimizerInfo:
     # plain baseline; "": not said (an out-of-tree entry unless it says)
     origin: str = ""
     family: str = ""  # a key of FAMILIES; "": not stated (an out-of-tree entry unless it says)
+    # its steps mix the base optimizer's and SAM's in a share that is not periodic: each kind priced on its own
+    # and weighted by the share (``StepMix``); None: a step's cost is priced over ``flop_window`` steps
+    step_mix: StepMix | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "changes", MappingProxyType(dict(self.changes)))
@@ -141,6 +174,10 @@ LOOKSAM_INVALID = (*PERIODIC_INVALID, {"alpha": -0.7})
 GSAM_INVALID = (*TWO_PASS_INVALID, {"alpha": -0.1}, {"rho_min": -0.01}, {"rho_min": 1.0})
 RST_INVALID = (*TWO_PASS_INVALID, {"probability": 1.5}, {"probability": -0.2})
 MSAM_INVALID = (*SGD_INVALID, {"rho": -0.1}, {"adaptive": "yes"}, {"momentum": 0.0})
+# (total_steps is the harness's input, not a hyper-parameter: tests/test_peers.py checks its refusals)
+AESAM_INVALID = (*TWO_PASS_INVALID, {"delta": 1.0}, {"delta": -0.1}, {"lambda1": float("inf")}, {"lambda2": "1"},
+                 {"ascent_fraction": 0.5}, {"sam_every": 2})
+LATE_SAM_INVALID = (*TWO_PASS_INVALID, {"switch_at": 1.5}, {"switch_at": -0.1}, {"sam_every": 3})
 ESAM_INVALID = (*TWO_PASS_INVALID, {"beta": 0}, {"beta": 1.5}, {"gamma": 0.0}, {"gamma": 1.5}, {"swp": "layer"})
 SSAM_INVALID = (*TWO_PASS_INVALID, {"drop_rate": -0.5}, {"update_every": 0}, {"fisher_samples": 0},
                 {"growth": "best"}, {"normalise": "l1"}, {"fisher_impl": "jit"}, {"fisher_bn": "none"},
@@ -162,6 +199,8 @@ GSAM_SAMPLES = ({"alpha": 0.0, "rho_min": 0.01}, {"adaptive": True, "rho": 0.5, 
                 {"ascent_fraction": 0.5, "nesterov": True})
 RST_SAMPLES = ({"probability": 0.2, "adaptive": True, "rho": 0.5}, {"probability": 0.7, "ascent_fraction": 0.5})
 MSAM_SAMPLES = ({"adaptive": True, "rho": 0.3}, {"rho": 0.1, "nesterov": True, "weight_decay": 0.0})
+AESAM_SAMPLES = ({"delta": 0.5, "lambda1": 0.0, "lambda2": 2.0}, {"adaptive": True, "rho": 0.5, "nesterov": True})
+LATE_SAM_SAMPLES = ({"switch_at": 0.25, "adaptive": True, "rho": 0.5}, {"switch_at": 0.5, "ascent_fraction": 0.5})
 SSAM_DENSITY_SAMPLES = {"unstructured": {"sparsity": 0.9}, "structured": {"sparsity": 0.25},
                         "structured-top": {"sparsity": 0.75}, "nm": {"n": 1, "m": 2}}
 SSAM_MASK_SAMPLES = {
@@ -227,8 +266,9 @@ def _sam(ascent: str) -> OptimizerInfo:
                          family="SAM")
 
 
-# The efficient-SAM field (issue 25): a second pass on some steps only (periodic SAM, LookSAM, RST), none
-# (Momentum-SAM), or a changed descent direction (GSAM); ASAM is SAM's adaptive setting at its paper's radius.
+# The efficient-SAM field (issues 25, 38): a second pass on some steps only (periodic SAM, LookSAM, RST; AE-SAM
+# where ||g||^2 is high; late-phase SAM in the last eighth of training), none (Momentum-SAM), or a changed descent
+# direction (GSAM); ASAM is SAM's adaptive setting at its paper's radius.
 PEERS = [
     OptimizerInfo("asam", SAM, "ASAM (Kwon et al. 2021): SAM in the weight-scaled ball T_w = |w| + 0.01",
                   changes={"adaptive": True, "rho": 0.5, "eta": 0.01}, passes_per_step=2,
@@ -244,8 +284,10 @@ PEERS = [
                   family="field"),
     OptimizerInfo("rst", RST, "RST (Zhao et al. 2022): a SAM step with probability 0.5, SGD's otherwise",
                   inputs={"seed"}, passes_per_step=1, invalid=RST_INVALID, samples=RST_SAMPLES,
-                  # which steps are SAM's is drawn: count FLOPs over enough steps to average it
-                  flop_window=lambda opt: 16, origin="published", family="field"),
+                  # which steps are SAM's is drawn: each kind priced, weighted by p before a run (no longer by
+                  # seed 0's first 16 draws) and by the run's own draws in its record
+                  step_mix=StepMix(lambda opt, t: opt.expected_sam_share() * t, "drawn"),
+                  origin="published", family="field"),
     OptimizerInfo("gsam", GSAM, "GSAM (Zhuang et al. 2022): SAM's gradient minus alpha times g's part orthogonal "
                   "to it; rho follows the learning rate", passes_per_step=2, invalid=GSAM_INVALID,
                   samples=GSAM_SAMPLES, origin="published", family="field"),
@@ -258,6 +300,20 @@ PEERS = [
     OptimizerInfo("msam", MSAM, "Momentum-SAM (Becker et al. 2024): the gradient at w - rho*v/||v||, v the "
                   "momentum: one pass", passes_per_step=1, invalid=MSAM_INVALID, samples=MSAM_SAMPLES,
                   origin="published", family="field"),
+    # Both need the run's length (total_steps, the plan's: the LR schedule's T). Which steps are SAM's moves over
+    # the run, so no window of steps from its start prices a whole run: each kind of step is priced on its own
+    # and weighted by the share of SAM steps (StepMix; docs/harness.md, "Steps of two kinds").
+    OptimizerInfo("ae-sam", AESAM, "AE-SAM (Jiang et al. 2023): SAM where ||g||^2 >= its running mean + c_t "
+                  "running sds, c_t from 1 down to -1; SGD's step elsewhere", inputs={"total_steps"},
+                  passes_per_step=1, invalid=AESAM_INVALID, samples=AESAM_SAMPLES,
+                  # which steps are SAM's depends on the gradients: before a run only a declared share is known
+                  step_mix=StepMix(lambda opt, t: opt.expected_sam_share() * t, "declared"),
+                  origin="published", family="field"),
+    OptimizerInfo("late-sam", LateSAM, "late-phase SAM (Zhou et al. 2025): SGD's steps, then SAM's for the last "
+                  "eighth of the run's steps", inputs={"total_steps"}, passes_per_step=1, invalid=LATE_SAM_INVALID,
+                  samples=LATE_SAM_SAMPLES, origin="published", family="field",
+                  # the steps from ceil(switch_at * T) on are SAM's: the share is exact once T is known
+                  step_mix=StepMix(lambda opt, t: opt.sam_steps_in(t), "schedule")),
 ]
 
 OPTIMIZERS: list[OptimizerInfo] = [

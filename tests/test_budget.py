@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 from helpers import run_config
@@ -120,3 +121,60 @@ def test_the_budget_reference_is_priced_with_the_profiles_own_hyper_parameters()
         assert reference.optimizer == "sam" and dict(reference.hparams)["rho"] == 0.3
         assert reference.hparams == sam.hparams
     assert registry.get("sam").defaults()["rho"] != 0.3
+
+
+# ----- steps of two kinds (registry.StepMix): each kind priced, weighted by the share expected over the run -------
+def late(switch_at=0.875):
+    return lambda steps: steps - math.ceil(round(switch_at * steps, 9))
+
+
+def test_a_mixed_step_gets_the_most_steps_whose_expected_cost_fits():
+    """Late-phase SAM at 1 FLOP a one-pass step, 2 a SAM step, 10 FLOPs: 9 steps (8 SGD's + 1 SAM's = 10); 10 steps
+    would have 1 SAM step too (ceil(8.75) = 9) and cost 11. RST at p 0.5: 1.5 a step, 20 steps in 30."""
+    mix = budget.Mix(1.0, 2.0, late())
+    assert budget.steps_within_mixed(10.0, mix) == 9 and mix.total(9) == 10.0 and mix.total(10) == 11.0
+    assert budget.steps_within_mixed(30.0, budget.Mix(1.0, 2.0, lambda t: 0.5 * t)) == 20
+    assert budget.steps_within_mixed(1.0, mix) == 1  # at least one step
+    b = budget.plan("flops", epochs=2, steps_per_epoch=5, reference="sgd", reference_cost=1.0, mix=mix)
+    assert (b["steps"], b["planned_sam_share"], b["probed_cost_per_step"]) == (9, 1 / 9, pytest.approx(10 / 9))
+    assert (b["probed_cost_one_pass_step"], b["probed_cost_sam_step"]) == (1.0, 2.0)
+
+
+def test_a_flops_budget_plans_late_sam_with_its_sam_steps_and_spends_it(dataset):
+    """The reference's 10 SGD steps buy late-phase SAM 9 steps, its last (ceil(0.875 * 9) = 8) a SAM step: priced
+    by its first steps (all SGD's) it got 10 and overspent by a tenth. Its record prices the run by kind too."""
+    sgd = harness.run(config("sgd", "flops"), dataset, progress=False)["metrics"]
+    m = harness.run(config("late-sam", "flops"), dataset, progress=False)["metrics"]
+    assert m["budget_steps"] == m["steps"] == 9 and m["budget_planned_sam_share"] == pytest.approx(1 / 9)
+    assert m["sam_step_share"] == pytest.approx(1 / 9) and m["backward_passes_per_step"] == pytest.approx(10 / 9)
+    assert m["budget_probed_cost_one_pass_step"] == pytest.approx(sgd["flops_per_step"])
+    assert m["budget_probed_cost_sam_step"] == pytest.approx(2 * sgd["flops_per_step"])
+    assert m["flops_per_step"] == pytest.approx(10 / 9 * sgd["flops_per_step"])
+    assert m["budget_train_flops"] == pytest.approx(m["budget_amount"]) and m["budget_spent_ratio"] == pytest.approx(1)
+
+
+def test_a_flops_budget_plans_ae_sam_with_its_declared_share_and_records_what_it_spent(dataset):
+    """AE-SAM's gradients decide its steps, so the plan takes the declared share 0.5: 10 SGD steps' FLOPs buy
+    6 steps at 1.5 each (9 of 10). The record says what the share it realised spent, whatever it was."""
+    sgd = harness.run(config("sgd", "flops"), dataset, progress=False)["metrics"]
+    m = harness.run(config("ae-sam", "flops", delta=0.5), dataset, progress=False)["metrics"]
+    assert m["budget_steps"] == m["steps"] == 6 and m["budget_planned_sam_share"] == 0.5
+    s = m["backward_passes_per_step"] - 1
+    assert 0 < s < 1 and m["sam_step_share"] == pytest.approx(s)  # delta 0.5: its averages lag less than at 0.9
+    assert m["budget_spent_ratio"] == pytest.approx(6 * (1 + s) * sgd["flops_per_step"] / m["budget_amount"])
+
+
+def test_a_time_budget_prices_each_kind_of_late_sams_steps(dataset, monkeypatch):
+    """3 s a one-pass step, 7 s a SAM step, 30 s: 8 steps (7 SGD's + 1 SAM's = 28 s; 9 would take 31 s)."""
+    seconds = {"sgd": 3.0, "sam": 7.0}
+
+    def fake(cfg, ds, kind, two_passes=None):
+        if cfg.optimizer == "late-sam":
+            assert two_passes is not None, "late-phase SAM is priced by kind"
+            return seconds["sam" if two_passes else "sgd"]
+        return seconds[cfg.optimizer]
+
+    monkeypatch.setattr(probe, "_COSTS", {})
+    monkeypatch.setattr(probe, "fresh_step_cost", fake)
+    m = harness.run(config("late-sam", "time"), dataset, progress=False)["metrics"]
+    assert m["budget_amount"] == 30.0 and m["steps"] == 8 and m["budget_planned_sam_share"] == 1 / 8

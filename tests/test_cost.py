@@ -77,6 +77,39 @@ def test_the_cost_command_writes_its_tables_with_ratios_that_follow_from_the_pas
     assert "cost --profile" in table
 
 
+def test_the_cost_command_prices_a_mixed_step_by_kind_weighted_by_its_expected_share(tmp_path, monkeypatch):
+    """Late-phase SAM over the profile's T = 8 steps (1 epoch of 8): one SAM step (from ceil(0.875 * 8) = 7), so
+    1.125 x SGD's FLOPs; priced by its first steps it was 1.00. RST: p = 0.5; AE-SAM: its declared 0.5. Seconds
+    by the same weighting: each kind's time probe is replaced by known seconds (1 s a one-pass step, 2 s a SAM
+    step), so the time ratios are exact too. Each row says its share and how it is known."""
+    from suite import probe
+
+    real = probe._probe_steps
+
+    def seconds(config, dataset, kind, steps, two_passes=None):
+        if kind != "time":
+            return real(config, dataset, kind, steps, two_passes)
+        return 2.0 if two_passes or config.optimizer == "sam" else 1.0
+
+    monkeypatch.setattr(probe, "_probe_steps", seconds)
+    top = {"optimizers": '["sgd", "sam", "late-sam", "rst", "ae-sam"]'}
+    path = profile(tmp_path, train={"batch_size": "16", "train_subset": "128"}, top=top)
+    out = tmp_path / "out"
+    assert run_cli("cost", "--profile", path, "--repeats", "1", "--out", str(out), "--no-progress") == 0
+    summary = pd.read_csv(out / "cost.csv").set_index("optimizer")
+    assert summary.loc["late-sam", "flops_x_sgd"] == pytest.approx(1.125)
+    assert summary.loc["late-sam", "time_x_sgd_median"] == pytest.approx(1.125)
+    assert summary.loc["late-sam", "flops_x_sam"] == pytest.approx(1.125 / 2)
+    assert summary.loc["rst", "flops_x_sgd"] == pytest.approx(1.5) == summary.loc["ae-sam", "flops_x_sgd"]
+    assert summary.loc["late-sam", "sam_step_share"] == 0.125 and pd.isna(summary.loc["sam", "sam_step_share"])
+    rows = {line.split("|")[1].strip(): line for line in (out / "cost.md").read_text().splitlines()
+            if line.startswith("| `")}
+    assert rows["`late-sam`"].endswith("| 0.125: its schedule's share, exact for the run's length (T = 8 steps) |")
+    assert "| 0.500: the probability of its draws" in rows["`rst`"]
+    assert "| 0.500: declared: the gradients decide" in rows["`ae-sam`"]
+    assert rows["`sam`"].endswith("| – |") and "priced by kind" in (out / "cost.md").read_text()
+
+
 def test_the_cost_command_says_the_step_it_timed_in_cost_step_json_at_the_threads_asked(tmp_path):
     """cost-step.json (what the frontier compares with a table's runs) holds the header cost.md prints; --threads
     sets torch's threads for the timing, and the step and the command say it."""

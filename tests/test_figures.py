@@ -229,8 +229,8 @@ def extent(artist, fig):
 
 
 def test_each_column_has_its_legend_above_its_top_panel_with_every_registered_optimizer():
-    """The issue's case: the legends stood only under the lowest of four stacked panels. With all 31 registered
-    optimizers under two budgets (four rows): one legend per column, above the top panel's title, holding the
+    """The issue's case: the legends stood only under the lowest of four stacked panels. With every registered optimizer
+    (33 now) under two budgets (four rows): one legend per column, above the top panel's title, holding the
     column's optimizers, the legends apart, and the note and the title above them all."""
     import matplotlib.pyplot as plt
 

@@ -161,3 +161,46 @@ def test_the_realised_mask_density_and_its_range_are_recorded(dataset):
     assert dynamic["metrics"]["mask_density_max"] == pytest.approx(0.5, abs=1e-4)
     assert harness.run(config("sgd"), dataset, progress=False)["metrics"]["mask_density"] is None
     assert structured["optimizer"]["origin"] == "as in the paper's code"
+
+
+# ----- steps of two kinds (registry.StepMix): a record prices them by the share the run realised ------------------
+EIGHT = TrainConfig(dataset="synthetic", model="resnet8", epochs=1, batch_size=32, train_subset=256,
+                    test_subset=100, eval_batch_size=100, flop_steps=1)  # 8 steps
+
+
+@pytest.fixture(scope="module")
+def kinds(dataset):
+    """FLOPs of an SGD step and of a SAM step, from those optimizers' own records on the same 8 steps."""
+    sgd = harness.run(config("sgd", train=EIGHT), dataset, progress=False)["metrics"]["flops_per_step"]
+    sam = harness.run(config("sam", train=EIGHT), dataset, progress=False)["metrics"]["flops_per_step"]
+    assert sam == pytest.approx(2 * sgd)
+    return sgd, sam
+
+
+def test_late_sams_record_prices_its_sam_steps_not_its_first_steps(dataset, kinds):
+    """T = 8, SAM from step ceil(0.75 * 8) = 6: s = 2/8, so 1.25 x SGD's FLOPs a step. The first (FLOP-counted)
+    step is SGD's, which once priced the whole run as SGD."""
+    m = harness.run(config("late-sam", train=EIGHT, switch_at=0.75), dataset, progress=False)["metrics"]
+    sgd, sam = kinds
+    assert m["steps"] == 8 and m["sam_step_share"] == 2 / 8 and m["backward_passes_per_step"] == 1.25
+    assert (m["flops_per_one_pass_step"], m["flops_per_sam_step"]) == (pytest.approx(sgd), pytest.approx(sam))
+    assert m["flops_per_step"] == pytest.approx(6 / 8 * sgd + 2 / 8 * sam) == pytest.approx(1.25 * sgd)
+    assert m["budget_train_flops"] == pytest.approx(8 * 1.25 * sgd)
+
+
+@pytest.mark.parametrize(("name", "hp"), [("ae-sam", {"delta": 0.5}), ("rst", {})])
+def test_a_drawn_or_data_dependent_mix_is_priced_by_the_share_the_run_realised(dataset, kinds, name, hp):
+    """AE-SAM and RST: (1 - s) SGD's + s SAM's FLOPs, s the run's share of SAM steps over all its steps (the meter's
+    extra backward passes). RST was priced by seed 0's first 16 draws before; now by the run's own draws. (AE-SAM's
+    averages lag from zero: at delta 0.9 its first 8 steps are all SAM's, at 0.5 five of them are.)"""
+    m = harness.run(config(name, train=EIGHT, **hp), dataset, progress=False)["metrics"]
+    sgd, sam = kinds
+    s = m["backward_passes_per_step"] - 1
+    assert 0 < s < 1, "both kinds of step must occur to test the weighting"
+    assert m["sam_step_share"] == pytest.approx(s)
+    assert m["flops_per_step"] == pytest.approx((1 - s) * sgd + s * sam)
+
+
+def test_a_method_of_one_kind_of_step_has_no_share(dataset):
+    m = harness.run(config("sam", train=EIGHT), dataset, progress=False)["metrics"]
+    assert m["sam_step_share"] is None and m["flops_per_sam_step"] is None

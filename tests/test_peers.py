@@ -7,12 +7,14 @@ w -= lr * b), no skeleton. The model has no BatchNorm, so the passes are pure fu
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from helpers import toy_batch
 from torch import nn
 
-from baselines import GSAM, MSAM, RST, SAM, LookSAM, ModelClosure, TwoPassOptimizer
+from baselines import AESAM, GSAM, MSAM, RST, SAM, LateSAM, LookSAM, ModelClosure, TwoPassOptimizer
 from baselines.core import Meter
 
 LR, MU, WD = 0.1, 0.9, 5e-4
@@ -295,6 +297,8 @@ def test_an_old_checkpoint_without_the_step_count_loads():
 
 
 @pytest.mark.parametrize(("cls", "bad", "words"), [
+    (AESAM, {"ascent_fraction": 0.5, "total_steps": 10}, "whole batch"),
+    (LateSAM, {"sam_every": 2, "total_steps": 10}, "switches once"),
     (MSAM, {"momentum": 0.0}, "momentum must be > 0"),
     (MSAM, {"momentum": 0.9, "ascent_fraction": 0.5}, "no ascent pass"),
     (RST, {"sam_every": 2}, "sam_every=2"),
@@ -316,5 +320,233 @@ def test_ssam_refuses_a_periodic_schedule():
 
 
 def test_every_peer_is_a_skeleton_variant():
-    for cls in (GSAM, MSAM, RST, LookSAM):
+    for cls in (AESAM, GSAM, LateSAM, MSAM, RST, LookSAM):
         assert issubclass(cls, TwoPassOptimizer)
+
+
+# ----- AE-SAM (Jiang et al. 2023): no official code was found; the rule is checked against its equations ---------
+def test_ae_sam_follows_the_papers_rule():
+    """Jiang et al. 2023, the adaptive policy: mu_t and var_t, exponential moving averages of ||g_t||^2 (delta),
+    var_t around the mean just updated; SAM's step where ||g_t||^2 >= mu_t + c_t * sqrt(var_t), with c_t moving
+    linearly from lambda2 (t = 0) to lambda1 (t = T); the base step on g_t elsewhere. Written here in double
+    precision from the equations, on the steps' own gradients at w. delta 0.5 rather than the paper's 0.9: from
+    zero the averages lag, and the first dozens of steps at 0.9 are all SAM's; this test needs both kinds."""
+    delta, lam1, lam2, rho, total, steps = 0.5, -1.0, 1.0, 0.05, 8, 10  # steps past T: c_t stays lambda1
+    ours, passes = run_optimizer(AESAM, steps=steps, rho=rho, delta=delta, lambda1=lam1, lambda2=lam2,
+                                 total_steps=total)
+    model, w = initial()
+    sgd, mean, var, sam_steps = SGDRule(), 0.0, 0.0, []
+    for i in range(steps):
+        g = grad_at(model, w, i)
+        sq = float(norm(g)) ** 2
+        mean = delta * mean + (1 - delta) * sq
+        var = delta * var + (1 - delta) * (sq - mean) ** 2
+        c = min(i / total, 1) * lam1 + (1 - min(i / total, 1)) * lam2
+        sam = sq >= mean + c * var ** 0.5
+        sam_steps.append(sam)
+        w = sgd(w, sam_gradient(model, w, i, rho)[1] if sam else g)
+    assert passes == [2 if s else 1 for s in sam_steps]
+    assert 0 < sum(sam_steps) < steps, "the steps must include both kinds to test anything"
+    assert_close(ours, w)
+
+
+class LinearClosure:
+    """loss = <a, w> on a one-weight model: the gradient is ``a`` wherever w is, so ||g||^2 is set by hand. It
+    declares ``sync`` and records each call's value (the skeleton's ascent pass asks for ``sync=False``)."""
+
+    features = frozenset({"sync"})
+
+    def __init__(self, w: torch.nn.Parameter, a: float) -> None:
+        self.w, self.a, self.syncs = w, a, []
+
+    def __call__(self, sync: bool = True) -> torch.Tensor:
+        self.syncs.append(sync)
+        self.w.grad = None
+        with torch.enable_grad():
+            loss = (self.a * self.w).sum()
+            loss.backward()
+        return loss.detach()
+
+
+def test_ae_sam_decides_as_a_hand_computation():
+    """delta 0.5, lambda1 -1, lambda2 1, T 2; ||g||^2 = 4, 1, 9, 2.25:
+    t=0: mu = 2,     var = 2,         c = 1:  2 + 1.414 = 3.414 <= 4     SAM
+    t=1: mu = 1.5,   var = 1.125,     c = 0:  1.5           > 1          SGD's step
+    t=2: mu = 5.25,  var = 7.59375,   c = -1: 5.25 - 2.756 = 2.494 <= 9  SAM
+    t=3: mu = 3.75,  var = 4.921875,  c = -1 (t > T): 3.75 - 2.219 = 1.531 <= 2.25  SAM"""
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt = AESAM([w], delta=0.5, lambda1=-1.0, lambda2=1.0, total_steps=2, lr=0.0)
+    calls = []
+    for a in (2.0, 1.0, 3.0, 1.5):
+        closure = LinearClosure(w, a)
+        opt.step(closure)
+        calls.append(len(closure.syncs))
+        assert closure.syncs[0] is True, "the deciding pass is SGD's: synchronised, so every replica decides alike"
+    assert calls == [2, 1, 2, 2]
+    assert (opt.mean, opt.var) == (3.75, 4.921875)
+
+
+@pytest.mark.parametrize("cls", [AESAM, LateSAM])
+def test_a_schedule_needs_the_runs_total_steps(cls):
+    model = mlp()
+    with pytest.raises(ValueError, match="total_steps .*None"):
+        cls(model.parameters(), lr=LR)
+    with pytest.raises(ValueError, match="total_steps .*got 0"):
+        cls(model.parameters(), lr=LR, total_steps=0)
+
+
+def test_ae_sam_statistics_survive_a_restart():
+    """The running mean and variance and the step count are the optimizer's state: a restart decides as before."""
+    model_a, model_b = mlp(), mlp()
+    a = AESAM(model_a.parameters(), total_steps=8, lr=LR, momentum=MU)
+    for i in range(4):
+        x, y = toy_batch(seed=i)
+        a.step(ModelClosure(model_a, x, y))
+    model_b.load_state_dict(model_a.state_dict())
+    b = AESAM(model_b.parameters(), total_steps=8, lr=LR, momentum=MU)
+    b.load_state_dict(copy.deepcopy(a.state_dict()))  # torch's load would share a's momentum tensors
+    for i in range(4, 8):
+        x, y = toy_batch(seed=i)
+        meters = Meter(), Meter()
+        a.step(ModelClosure(model_a, x, y, meter=meters[0]))
+        b.step(ModelClosure(model_b, x, y, meter=meters[1]))
+        assert meters[0].backward_passes == meters[1].backward_passes
+    assert (a.mean, a.var, a.steps_taken) == (b.mean, b.var, b.steps_taken)
+    for p, q in zip(model_a.parameters(), model_b.parameters()):
+        assert torch.equal(p, q)
+
+
+# ----- late-phase SAM (Zhou et al. 2025) against their script's loop (script/ERM_to_SAM.py) ----------------------
+def test_late_sam_follows_the_reference_scripts_switch():
+    """The script trains epoch by epoch with ``isSAM = start_SAM <= epoch <= end_SAM`` (end_SAM = the last epoch
+    here): SGD's steps, then SAM's (its SAM class is davda54's: e = rho * g / ||g||, the base step at w). 4 epochs
+    of 2 steps, SAM from epoch 3: switch_at = 3/4 of T = 8. One difference, kept out of this transcription: the
+    script builds a second SGD for the SAM phase, whose momentum starts at zero; here one momentum runs on."""
+    epochs, per_epoch, start_sam, rho = 4, 2, 3, 0.05
+    ours, passes = run_optimizer(LateSAM, steps=epochs * per_epoch, rho=rho, switch_at=start_sam / epochs,
+                                 total_steps=epochs * per_epoch)
+    model, w = initial()
+    sgd, sam_steps = SGDRule(), []
+    for epoch in range(epochs):
+        is_sam = start_sam <= epoch <= epochs
+        for b in range(per_epoch):
+            i = epoch * per_epoch + b
+            w = sgd(w, sam_gradient(model, w, i, rho)[1] if is_sam else grad_at(model, w, i))
+            sam_steps.append(is_sam)
+    assert passes == [2 if s else 1 for s in sam_steps] == [1] * 6 + [2] * 2
+    assert_close(ours, w)
+
+
+def test_late_sam_switches_at_the_same_step_after_a_restart():
+    """The switch counts the optimizer's own steps, saved with its state: restarted at step 5 of T = 8 with
+    switch_at 0.75, steps 5, 6, 7 are SGD's, SAM's, SAM's."""
+    model = mlp()
+    opt = LateSAM(model.parameters(), switch_at=0.75, total_steps=8, lr=LR)
+    for i in range(5):
+        x, y = toy_batch(seed=i)
+        opt.step(ModelClosure(model, x, y))
+    opt2 = LateSAM(model.parameters(), switch_at=0.75, total_steps=8, lr=LR)
+    opt2.load_state_dict(opt.state_dict())
+    passes = []
+    for i in range(5, 8):
+        meter = Meter()
+        x, y = toy_batch(seed=i)
+        opt2.step(ModelClosure(model, x, y, meter=meter))
+        passes.append(meter.backward_passes)
+    assert passes == [1, 2, 2]
+
+
+@pytest.mark.parametrize(("switch_at", "total", "first"), [(0.875, 200 * 391, 175 * 391), (0.7, 10, 7), (0.0, 5, 0),
+                                                            (1.0, 5, 5), (0.5, 7, 4)])
+def test_late_sam_first_sam_step(switch_at, total, first):
+    """ceil(switch_at * T): the paper's last 25 of 200 epochs of 391 steps start at step 175 * 391."""
+    opt = LateSAM(mlp().parameters(), switch_at=switch_at, total_steps=total, lr=LR)
+    assert opt.first_sam_step() == first
+
+
+# ----- steps of two kinds: forcing a kind (for pricing each) and counting the SAM steps a run took ----------------
+@pytest.mark.parametrize(("cls", "kw"), [(LateSAM, {"total_steps": 8}), (RST, {"probability": 0.5}),
+                                         (AESAM, {"total_steps": 8})])
+def test_a_step_kind_can_be_forced_and_the_second_passes_are_counted(cls, kw):
+    """``step_kind(True)`` runs both passes whatever the method's schedule, its draw or its gradient say;
+    ``step_kind(False)`` one; ``second_passes_taken`` counts the steps that ran the second pass."""
+    model = mlp()
+    opt = cls(model.parameters(), lr=LR, **kw)
+    for two, want in ((True, [2, 2, 2]), (False, [1, 1, 1])):
+        with opt.step_kind(two):
+            passes = []
+            for i in range(3):
+                meter = Meter()
+                x, y = toy_batch(seed=i)
+                opt.step(ModelClosure(model, x, y, meter=meter))
+                passes.append(meter.backward_passes)
+        assert passes == want
+    assert opt.forced_kind is None and (opt.steps_taken, opt.second_passes_taken) == (6, 3)
+
+
+def test_forcing_a_kind_draws_nothing_from_rsts_generator():
+    """A probe of one kind leaves the draws of the run's steps as they were."""
+    model = mlp()
+    opt = RST(model.parameters(), probability=0.5, seed=4, lr=LR)
+    before = opt.generator.get_state()
+    for two in (True, False):
+        with opt.step_kind(two):
+            x, y = toy_batch(seed=0)
+            opt.step(ModelClosure(model, x, y))
+    assert torch.equal(opt.generator.get_state(), before)
+
+
+@pytest.mark.parametrize(("cls", "kw", "sam_steps"), [(LateSAM, {"switch_at": 0.75, "total_steps": 8}, 2),
+                                                      (RST, {"probability": 0.5, "seed": 0}, None),
+                                                      (AESAM, {"total_steps": 8}, None)])
+def test_the_count_of_second_passes_is_the_meters_and_survives_a_restart(cls, kw, sam_steps):
+    """Over 8 steps, restarted after 5: the second passes counted equal the meter's extra backward passes (late-phase
+    SAM at switch_at 0.75 of T = 8: steps 6 and 7, 2 of 8)."""
+    model = mlp()
+    opt = cls(model.parameters(), lr=LR, **kw)
+    extra = 0
+    for i in range(8):
+        if i == 5:
+            again = cls(model.parameters(), lr=LR, **kw)
+            again.load_state_dict(opt.state_dict())
+            opt = again
+        meter = Meter()
+        x, y = toy_batch(seed=i)
+        opt.step(ModelClosure(model, x, y, meter=meter))
+        extra += meter.backward_passes - 1
+    assert opt.second_passes_taken == extra and (sam_steps is None or extra == sam_steps)
+
+
+@pytest.mark.parametrize(("switch_at", "total", "sam"), [(0.875, 200 * 391, 25 * 391), (0.75, 8, 2), (0.875, 8, 1),
+                                                         (0.875, 10, 1), (0.0, 5, 5), (1.0, 5, 0)])
+def test_late_sam_says_how_many_of_a_runs_steps_are_sams(switch_at, total, sam):
+    """T - ceil(switch_at * T), for any T asked (a budget asks it of lengths it is still choosing between)."""
+    opt = LateSAM(mlp().parameters(), switch_at=switch_at, total_steps=3, lr=LR)
+    assert opt.sam_steps_in(total) == sam
+
+
+def test_expected_shares_before_a_run():
+    """RST: p. AE-SAM: 0.5 for its symmetric default threshold (lambda1 = -lambda2), else P(Z >= c) averaged over
+    the linear c_t: from 2 down to 0, about 0.195."""
+    assert RST(mlp().parameters(), probability=0.3, lr=LR).expected_sam_share() == 0.3
+    assert AESAM(mlp().parameters(), total_steps=8, lr=LR).expected_sam_share() == 0.5
+    shifted = AESAM(mlp().parameters(), total_steps=8, lambda1=0.0, lambda2=2.0, lr=LR).expected_sam_share()
+    assert shifted == pytest.approx(0.1952, abs=1e-3)
+
+
+def test_a_checkpoint_without_the_count_of_second_passes_leaves_it_unknown():
+    """Resumed from a checkpoint written before the count existed, a run cannot know its SAM steps before the
+    resume: None (its record then falls back to the FLOP counter), not a count from the resume on. A checkpoint
+    older still (no step count either) starts both at 0, as before."""
+    model = mlp()
+    opt = RST(model.parameters(), probability=0.5, lr=LR)
+    state = opt.state_dict()
+    del state["two_pass"]["second_passes"]
+    again = RST(model.parameters(), probability=0.5, lr=LR)
+    again.load_state_dict(state)
+    x, y = toy_batch(seed=0)
+    again.step(ModelClosure(model, x, y))
+    assert again.second_passes_taken is None
+    del state["two_pass"]
+    again.load_state_dict(state)
+    assert again.second_passes_taken == 0

@@ -73,9 +73,11 @@ def interrupter(after: int):
 
 
 @pytest.mark.parametrize("name", ["sgd", "sam", "esam", "ssam-f-nm-implicit", "ssam-d-structured-explicit",
-                                  "ssam-f-train-examples"])
+                                  "ssam-f-train-examples", "ae-sam", "late-sam"])
 def test_resume_from_each_checkpoint_is_bit_identical(name, dataset, tmp_path):
-    # the last: SSAM-F drawing its Fisher examples from the training data every step (its own RNG stream)
+    # ssam-f-train-examples: SSAM-F drawing its Fisher examples from the training data every step (its own RNG
+    # stream); ae-sam and late-sam: schedules over the run's total_steps (late-sam switches at step 8 of 9, after
+    # both checkpoints), so a resumed run must get the same T and continue from its saved step count
     cfg = config("ssam-f-unstructured-explicit", fisher_data="train", fisher_samples=8, update_every=1) \
         if name == "ssam-f-train-examples" else config(name)
     whole = harness.run(cfg, dataset, progress=False)

@@ -19,6 +19,9 @@ whole batch), ``reuse()`` may change it (LookSAM adds its stored direction), and
     reuse()                            LookSAM: g + alpha * ||g|| / ||g_v|| * g_v
     w <- base_step(w, g)
 
+A method that decides from the step's own gradient (AE-SAM: from ||g||^2) says so after the first pass:
+``second_pass_needed()`` False ends the step there with the base step on g.
+
 Two ways the first (ascent) pass can cost less, for every variant:
 
 - ``ascent_fraction = f < 1``: g comes from the first ``ceil(f * B)`` examples of the batch (the batch
@@ -85,6 +88,12 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         self._anchors: dict[torch.Tensor, torch.Tensor] = {}
         self._perturbed: list[torch.Tensor] = []
         self.steps_taken = 0  # every step, with one pass or two: what the periodic schedules count
+        # steps that ran the second pass: with ``steps_taken`` the share of SAM steps a run realised, which prices
+        # a method whose steps are of both kinds (suite.probe: each kind's cost, weighted by this share)
+        self.second_passes_taken: int | None = 0
+        # None: each step's kind is the method's own decision; True or False: every step is forced to two passes
+        # or one (``step_kind``), so that a probe can price each kind of step on its own
+        self.forced_kind: bool | None = None
 
     # ----- hyper-parameters: checked per group -------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -131,7 +140,7 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         if closure is None:
             raise RuntimeError(f"{type(self).__name__}.step needs a closure that recomputes the loss")
         scaler = closure.scaler if has_features(closure, SCALER) else None
-        two = self.two_passes()
+        two = self.two_passes() if self.forced_kind is None else self.forced_kind
         self.steps_taken += 1
         if not two:
             return self._one_pass_step(closure, scaler)
@@ -140,8 +149,13 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         if scaler is not None and not self._unscaled(scaler, self):
             return loss
         self.prepare()
+        if self.forced_kind is None and not self.second_pass_needed():  # decided on the first pass's gradient
+            self.base_optimizer.step()                                   # (AE-SAM)
+            return loss
         if self.keeps_first_gradient:
             self.keep_first_gradient()
+        if self.second_passes_taken is not None:  # its work is done even where an overflow then skips the update
+            self.second_passes_taken += 1
         self.perturb()
         with torch.enable_grad():
             self.second_pass(closure, loss)
@@ -246,10 +260,28 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         with self.without_grad(frozen):
             return call_closure(closure, **options)
 
+    @contextmanager
+    def step_kind(self, two_passes: bool) -> Iterator[None]:
+        """While inside, every step is of one kind: both passes (``True``, a SAM step, whatever ``two_passes()``
+        and ``second_pass_needed()`` would say) or one (``False``). For pricing a method whose steps mix the two
+        kinds (``suite.probe``), on a throwaway copy: the method's own schedule is not consulted, so a drawn one
+        (RST) draws nothing and a data-dependent one (AE-SAM) still updates its statistics."""
+        before, self.forced_kind = self.forced_kind, bool(two_passes)
+        try:
+            yield
+        finally:
+            self.forced_kind = before
+
     # ----- hooks --------------------------------------------------------------------------------
     def two_passes(self) -> bool:
         """Whether this step (``self.steps_taken``, from 0) runs both passes: every ``sam_every``-th does."""
         return self.steps_taken % self.shared("sam_every") == 0
+
+    def second_pass_needed(self) -> bool:
+        """On a two-pass step, after the first pass (its gradient unscaled) and ``prepare``: False ends the step
+        with the base optimizer's step on that gradient. For a method that decides from the gradient itself
+        (AE-SAM); its ``first_pass`` must then take the whole batch, synchronised, as ``one_pass`` does."""
+        return True
 
     def one_pass(self, closure: Closure) -> torch.Tensor:
         """The gradient at w on a step without the second pass: the whole batch, synchronised across replicas,
@@ -330,13 +362,16 @@ class TwoPassOptimizer(torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["base"] = self.base_optimizer.state_dict()
-        state["two_pass"] = {"steps": self.steps_taken}
+        state["two_pass"] = {"steps": self.steps_taken, "second_passes": self.second_passes_taken}
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         base = state_dict.pop("base")
-        self.steps_taken = state_dict.pop("two_pass", {}).get("steps", 0)  # absent from checkpoints before it
+        counts = state_dict.pop("two_pass", {})
+        self.steps_taken = counts.get("steps", 0)  # absent from checkpoints before it
+        # absent from checkpoints before it: unknown (None) for the rest of the run, not counted from the resume on
+        self.second_passes_taken = counts.get("second_passes", 0 if "steps" not in counts else None)
         super().load_state_dict(state_dict)
         self.base_optimizer.load_state_dict(base)
         self.param_groups = self.base_optimizer.param_groups  # re-share after torch rebuilt both
