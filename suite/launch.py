@@ -30,6 +30,7 @@ from suite import probe, store
 from suite.config import ConfigError, Profile, RunConfig, with_overrides
 from suite.distributed import ONE_PROCESS, World
 from suite.lease import Lease, failure_path, read_failure, write_failure
+from suite.metrics import accuracy_said
 from suite.sweep import Sweep, from_rank_0, load_data, load_data_on_every_rank, measuring_for, prepare, run_one
 
 LAUNCHERS = ("local", "slurm")
@@ -107,7 +108,7 @@ def run_task(task: Task, world: World = ONE_PROCESS, dataset: Any = None) -> str
     if record is None:
         return f"{config.optimizer} seed {config.seed}: already recorded"
     m = record["metrics"]
-    return f"{config.optimizer} seed {config.seed}: {m['status']}, test acc {m['test_acc']:.4f}"
+    return f"{config.optimizer} seed {config.seed}: {m['status']}, {accuracy_said(m)}"
 
 
 class SlurmTask(submitit.helpers.Checkpointable):
@@ -425,7 +426,7 @@ def _state(r: RunConfig, results_dir: Path, job: str | None, queued: set[str] | 
         return {"state": "failed", "detail": str(exc), "error": str(exc)}
     if record is not None:
         m = record["metrics"]
-        return {"state": "done", "detail": f"{m['status']}, test acc {m['test_acc']:.4f}"}
+        return {"state": "done", "detail": f"{m['status']}, {accuracy_said(m)}"}
     saved = _saved(store.checkpoint_path(results_dir, r.profile, r.run_id), now)
     holder = Lease.of(results_dir, r.profile, r.run_id, slurm_jobs=queued).info()
     if holder is not None:

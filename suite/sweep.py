@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from suite import build, harness, probe, registry, sharpness, store
+from suite import build, harness, metrics, probe, registry, sharpness, store
 from suite.config import ConfigError, Profile, RunConfig, TrainConfig, with_overrides
 from suite.data import DataError, load_dataset
 from suite.distributed import ONE_PROCESS, World, broadcast_object
@@ -323,5 +323,5 @@ def _print_run(k: int, n: int, config: RunConfig, m: dict, eta: float) -> None:
     data = f", waiting for data {100 * m['data_share']:.0f}%" if config.train.streaming and m.get("data_share") else ""
     print(f"[{k}/{n}] {config.optimizer} seed {config.seed}, {m['budget_kind']} budget "
           f"({m['budget_steps_run']} steps = {m['budget_epochs_run']:.2f} epochs): {m['status']}, "
-          f"test acc {m['test_acc']:.4f}, {step}{data}, {m['flops_per_step'] / 1e9:.2f} GFLOP/step "
+          f"{metrics.accuracy_said(m)}, {step}{data}, {m['flops_per_step'] / 1e9:.2f} GFLOP/step "
           f"(about {eta / 60:.1f} min left)", file=sys.stderr)
