@@ -265,6 +265,9 @@ class Profile:
     claims: tuple = ()  # its own [[claims]] (suite.claims.Claim), judged on its tables alone
     # false: its accuracy says nothing (a pipeline check: smoke), so the report judges no accuracy claim on it
     accuracy_claims: bool = True
+    # its [tune] table as written (suite/tune.py checks it): a grid of one hyper-parameter per optimizer that
+    # `python -m suite tune` runs on a validation split; empty: not a tuning profile
+    tune: dict[str, Any] = field(default_factory=dict)
     source: ProfileSource | None = field(default=None, compare=False)  # its content's hash and the files read
 
     def seeds_of(self, name: str, aliases: tuple[str, ...] = ()) -> int:
@@ -441,6 +444,7 @@ def _parse_profile(name: str, raw: dict[str, Any]) -> Profile:
         sharpness=SharpnessSettings(**table), sharpness_at_end=at_end, sharpness_rho=rho,
         slurm=_table("[slurm]", raw.get("slurm", {})), claims=_claims(name, raw.get("claims")),
         accuracy_claims=check_bool("accuracy_claims", raw.get("accuracy_claims", True)),
+        tune=_table("[tune]", raw.get("tune", {})),
     )
 
 

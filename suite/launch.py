@@ -343,6 +343,21 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def check_flags(args: Any) -> None:
+    """The command line's launch flags (``run``, ``tune``) fit together: one line where they do not."""
+    flags = ("partition", "gpus_per_run", "cpus_per_run", "time_min", "at_once", "wait")
+    slurm_only = [f for f in flags if getattr(args, f) not in (None, False)]
+    if args.threads < 0 or args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1 and --threads >= 0, got {args.workers} and {args.threads}")
+    if args.launcher == "local" and slurm_only:
+        raise ConfigError(f"--{slurm_only[0].replace('_', '-')} is a Slurm setting: add --launcher slurm")
+    if args.launcher == "slurm" and (args.threads or args.workers > 1):
+        raise ConfigError("--threads/--workers are for this machine: a Slurm run's threads are its --cpus-per-run")
+    if (args.launcher == "slurm" or args.workers > 1) and (args.force or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        raise ConfigError("--workers/--launcher run whole runs at once: not with --force (re-run recorded runs one "
+                          "at a time) nor under torchrun")
+
+
 def launch(profile: Profile, runs: list[RunConfig], sweep: Sweep, *, data_dir: Path | None = None,
            download: bool | None = None, sharpness_at_end: bool | None = None, launcher: str = "local",
            workers: int = 2, threads: int = 0, slurm: SlurmSettings | None = None, wait: bool = False) -> int:

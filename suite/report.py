@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from suite import claims, frontier, measure, metrics, plots, registry, strata
+from suite import claims, frontier, measure, metrics, plots, registry, strata, tune
 from suite.config import BUDGETS, REFERENCES, ROOT, ConfigError, TrainConfig, available_profiles, load_profile
 from suite.metrics import Metric, columns
 from suite.stats import interval, paired_difference
@@ -692,11 +692,22 @@ def as_run(records: list[dict[str, Any]], profiles: dict[str, Any]) -> dict[tupl
     for (name, setting), group in _grouped(records, lambda r: (r["config"]["profile"], r.get("_setting", ""))).items():
         if name not in profiles:
             continue
-        changes = [*_train_changes(group[0], profiles[name].train), *_seed_changes(group, profiles[name])]
+        shipped = _as_planned(profiles[name])
+        changes = [*_train_changes(group[0], shipped.train), *_seed_changes(group, shipped)]
         if changes:
             word = "shortened" if all(cut for _, cut in changes) else "not as shipped"
             out[name, setting] = f"{word}: {', '.join(said for said, _ in changes)}"
     return out
+
+
+def _as_planned(profile: Any) -> Any:
+    """A tuning profile as its trials run (``tune.plan``: its [tune] validation split and seeds); any other as is."""
+    if not profile.tune:
+        return profile
+    try:
+        return tune.plan(profile, check_device=False)[0]
+    except ConfigError:  # a [tune] table that no longer checks: its trials are compared with the file as it is
+        return profile
 
 
 def _train_changes(record: dict[str, Any], shipped: TrainConfig) -> list[tuple[str, bool]]:

@@ -279,6 +279,9 @@ def prepare(profile: Profile, runs: list[RunConfig], sweep: Sweep, data_dir: Pat
     """What ``run_profile`` and the launchers do before running: the runs still to do and the data set
     (loaded by rank 0 first under torchrun, which fills the cache), every optimizer built once as a check.
     Says how many there are."""
+    if profile.tune:  # its runs are trials on a validation split, planned by suite/tune.py from the grid
+        raise ConfigError(f"profile {profile.name} is a tuning profile (its [tune] grid): run it with `python -m "
+                          f"suite tune --profile {profile.name}`, which scores every trial on a validation split")
     world = sweep.world
     todo = [runs[k] for k in from_rank_0(world, lambda: [runs.index(r) for r in to_do(sweep.results_dir, runs,
                                                                                         sweep.force)])]
