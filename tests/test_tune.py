@@ -215,3 +215,23 @@ def test_a_tuning_profile_is_run_by_tune_not_by_run_and_a_profile_without_tune_h
                         "--results-dir", str(results))
     assert code == 2 and "does not tune it" in err
     assert not (results / "runs").exists()
+
+
+# ----- the shipped tuning profile -------------------------------------------------------------------------------
+def test_cpu_noise_tune_gives_every_candidate_four_values_around_cpu_noises_and_two_seeds(capsys):
+    from suite import registry
+
+    profile, noise = load_profile("cpu-noise-tune"), load_profile("cpu-noise")
+    settings = tune.settings(profile)
+    assert settings.seeds == 2 and round(settings.validation_fraction * noise.train.train_subset) == 512
+    assert {g.optimizer for g in settings.grids} == {
+        "sam", "sam-two-fifths-ascent", "msam", "looksam", "periodic-sam", "sam-two-fifths-ascent-every-2",
+        "ssam-f-unstructured-explicit"}
+    for g in settings.grids:
+        now = noise.hparams_for(registry.get(g.optimizer))["rho"]
+        assert g.param == "rho" and g.values == (0.5 * now, now, 2 * now, 4 * now), g
+    _, runs = tune.plan(profile, check_device=False)
+    assert len(runs) == 56 and {r.train.validation_fraction for r in runs} == {0.2}
+    assert {r.train.label_noise for r in runs} == {0.4} and {r.seed for r in runs} == {0, 1}
+    assert main(["list", "--profiles"]) == 0
+    assert "[suite tune: 56 runs of 7 optimizers" in " ".join(capsys.readouterr().out.split())
