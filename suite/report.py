@@ -328,8 +328,11 @@ def time_note(g: pd.DataFrame) -> str:
 def _present(g: pd.DataFrame) -> list[Metric]:
     """The columns of a table: every labelled metric, but an accuracy of a split its runs were not scored on
     (a tuning table, scored on a validation split, has no test columns; any other table no validation ones)."""
-    return [m for m in columns() if m.split is None
-            or (f"{m.key}_mean" in g and pd.to_numeric(g[f"{m.key}_mean"], errors="coerce").notna().any())]
+    def has(split: str) -> bool:
+        keys = [f"{m.key}_mean" for m in columns() if m.split == split]
+        return any(k in g and pd.to_numeric(g[k], errors="coerce").notna().any() for k in keys)
+    on = "val" if has("val") else "test"  # a table whose every run diverged keeps its (empty) test columns
+    return [m for m in columns() if m.split in (None, on)]
 
 
 def _display_row(r: pd.Series, refs: tuple[str, ...], contended: set[str] = frozenset(),

@@ -108,6 +108,20 @@ def test_a_run_with_validation_reports_val_acc_and_never_evaluates_the_test_set(
         harness.run(run_config("sam", dataclasses.replace(train, validation_fraction=0.0)), data, progress=False)
 
 
+def test_a_table_shows_the_accuracy_its_runs_were_scored_on():
+    """A tuning table (scored on a validation split) has no test columns, any other table no validation ones,
+    and a table whose every run diverged (no mean at all) keeps its test columns, empty."""
+    import pandas as pd
+
+    from suite import report
+
+    def split_columns(**means: list[float]) -> list[str]:
+        return [m.key for m in report._present(pd.DataFrame(means)) if m.split]
+    nan = float("nan")
+    assert split_columns(val_acc_mean=[0.4], test_acc_mean=[nan]) == ["val_acc"]
+    assert split_columns(test_acc_mean=[0.5]) == ["test_acc"] == split_columns(test_acc_mean=[nan])
+
+
 # ----- the [tune] grid -----------------------------------------------------------------------------------------
 def test_the_grid_expands_seed_major_each_trial_a_run_with_its_value_and_the_validation_split(tmp_path):
     profile = load_profile(tiny_profile(tmp_path))
