@@ -119,15 +119,15 @@ def load_data_on_every_rank(world: World, profile: Profile, settings: TrainConfi
 
 
 def check_constructs(runs: list[RunConfig], dataset) -> None:
-    """Build each optimizer once on the runs' model (on the CPU, as a run builds it: ``build.build``), so
-    that a bad hyper-parameter (an N:M that does not divide a layer) is one line before anything is
-    trained or written."""
+    """Build each optimizer once per setting it runs with (a tuning grid: once per value) on the runs' model (on
+    the CPU, as a run builds it: ``build.build``), so that a bad hyper-parameter (an N:M that does not divide a
+    layer, a negative rho in a grid) is one line before anything is trained or written."""
     if not runs:
         return
     settings = runs[0].train
     split = build.subsets(dataset, settings)[0]
     with torch.random.fork_rng(devices=[]):  # the caller's random state is not this check's to move
-        for config in {r.optimizer: r for r in runs}.values():
+        for config in {(r.optimizer, repr(r.hparams)): r for r in runs}.values():
             try:
                 _, built = build.build(config, dataset, split, torch.device("cpu"), seed=0)
             except (TypeError, ValueError) as exc:

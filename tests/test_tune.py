@@ -218,6 +218,14 @@ def test_a_bad_grid_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, gri
         assert not results.exists()
 
 
+def test_a_value_the_optimizer_refuses_is_one_line_before_any_trial_runs(tmp_path, capsys):
+    grid = "[tune.grid.sam]\nrho = [-0.1, 0.05]\n[tune.grid.msam]\nrho = [0.3, 0.6]\n"
+    results = tmp_path / "out"
+    code, err = run_cli(capsys, "tune", "--profile", tiny_profile(tmp_path, grid), "--results-dir", str(results))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "optimizer sam:" in err and "-0.1" in err, err
+    assert not list(results.glob("runs/*/*.json"))
+
+
 def test_a_tuning_profile_is_run_by_tune_not_by_run_and_a_profile_without_tune_has_nothing_to_tune(tmp_path, capsys):
     results = tmp_path / "out"
     code, err = run_cli(capsys, "run", "--profile", tiny_profile(tmp_path), "--results-dir", str(results))
