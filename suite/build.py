@@ -20,11 +20,12 @@ from torch import nn
 from baselines.core import Meter, ModelClosure
 from suite import registry
 from suite.config import RunConfig, TrainConfig
-from suite.data import Augment, Dataset, Split, class_balanced_subset, with_label_noise
+from suite.data import Augment, Dataset, Split, class_balanced_subset, validation_split, with_label_noise
 from suite.models import build_model
 from suite.streaming import streamed
 
 SUBSET_SEED = 0  # the data subset is the same for every run of a profile, whatever its seed
+VALIDATION_SEED = 1  # so is the validation split carved from it: the same for every seed, method and trial
 COMPILE_STEPS = 4  # throwaway steps before a compiled probe or run is timed (compilation, CUDA graphs)
 RECOMPILE_LIMIT = 64  # dynamo's recompilations of the model's forward per process before a compiled run fails
 
@@ -50,11 +51,21 @@ def cosine(total_steps: int) -> Callable[[int], float]:
 
 
 def subsets(dataset: Dataset, train: TrainConfig) -> tuple[Split, Split]:
+    """(what the run trains on, what it is scored on). The training (sub)set, then its label noise, then —
+    with ``validation_fraction`` — the validation split carved from it (``suite.data.validation_split``): so
+    the examples a run with validation trains on are some of those a run without it trains on, with the same
+    noisy labels, and the validation labels are as noisy as a practitioner's would be. Scored on: that
+    validation split, or without one the test (sub)set; a run with validation never touches the test set."""
     train_split = class_balanced_subset(dataset.train, train.train_subset, SUBSET_SEED)
-    return (
-        with_label_noise(train_split, train.label_noise, dataset.num_classes, SUBSET_SEED),
-        class_balanced_subset(dataset.test, train.test_subset, SUBSET_SEED),
-    )
+    noisy = with_label_noise(train_split, train.label_noise, dataset.num_classes, SUBSET_SEED)
+    if train.validation_fraction > 0:
+        return validation_split(noisy, train.validation_fraction, VALIDATION_SEED)
+    return noisy, class_balanced_subset(dataset.test, train.test_subset, SUBSET_SEED)
+
+
+def scored_on(train: TrainConfig) -> str:
+    """What a run is scored on, as its metrics are named: "val" (a validation split) or "test"."""
+    return "val" if train.validation_fraction > 0 else "test"
 
 
 def to_device(x: torch.Tensor, device: torch.device, cfg: TrainConfig) -> torch.Tensor:

@@ -17,7 +17,7 @@ from typing import NoReturn
 
 import torch
 
-from suite import cost, estimate, launch, registry, sharpness, store, sweep
+from suite import cost, estimate, launch, registry, sharpness, store, sweep, tune
 from suite.claims import load_claims
 from suite.config import BUDGETS, ConfigError, SharpnessSettings, available_profiles, load_profile
 from suite.distributed import World
@@ -137,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
                                                                  "runs it prices ran with their env.torch_threads")
     cost.set_defaults(func=cmd_cost)
 
+    tune.add_parser(sub, [_options(_optimizers, _results_dir, _data, _report, _progress)], _launch_options, cmd_tune)
     _add_sharpness_parser(sub)
     _add_status_parser(sub)
 
@@ -276,8 +277,19 @@ def _launch_options(run: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    profile, runs = _runs(args, check_device=args.launcher != "slurm")  # tasks run where the GPUs are
-    _check_launch_flags(args)
+    return _sweep(args, *_runs(args, check_device=args.launcher != "slurm"))  # tasks run where the GPUs are
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """A profile's [tune] grid: its trials run as `run` runs a sweep; --choose: the values chosen from their
+    records (suite/tune.py)."""
+    if args.choose:
+        return tune.write_choice(load_profile(args.profile), args.results_dir, args.optimizer, _prog())
+    return _sweep(args, *tune.plan(load_profile(args.profile), args.optimizer, args.launcher != "slurm"))
+
+
+def _sweep(args: argparse.Namespace, profile, runs) -> int:
+    launch.check_flags(args)
     if args.launcher == "slurm" or args.workers > 1:
         return _launch(args, profile, runs)
     if args.threads:
@@ -292,20 +304,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         return code
     finally:
         world.leave()
-
-
-def _check_launch_flags(args: argparse.Namespace) -> None:
-    flags = ("partition", "gpus_per_run", "cpus_per_run", "time_min", "at_once", "wait")
-    slurm_only = [f for f in flags if getattr(args, f) not in (None, False)]
-    if args.threads < 0 or args.workers < 1:
-        raise UsageError(f"--workers must be >= 1 and --threads >= 0, got {args.workers} and {args.threads}")
-    if args.launcher == "local" and slurm_only:
-        raise UsageError(f"--{slurm_only[0].replace('_', '-')} is a Slurm setting: add --launcher slurm")
-    if args.launcher == "slurm" and (args.threads or args.workers > 1):
-        raise UsageError("--threads/--workers are for this machine: a Slurm run's threads are its --cpus-per-run")
-    if (args.launcher == "slurm" or args.workers > 1) and (args.force or int(os.environ.get("WORLD_SIZE", "1")) > 1):
-        raise UsageError("--workers/--launcher run whole runs at once: not with --force (re-run recorded runs one "
-                         "at a time) nor under torchrun")
 
 
 def _slurm(args: argparse.Namespace, profile):
@@ -328,6 +326,7 @@ def _launch(args: argparse.Namespace, profile, runs) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     profile, runs = _runs(args, check_device=False)
+    runs = tune.plan(profile, args.optimizer, False)[1] if profile.tune else runs  # a tuning profile's: its trials
     runs = launch.launched_runs(runs, _slurm(args, profile))
     for line in launch.status_lines(launch.run_states(runs, args.results_dir)):
         print(line)

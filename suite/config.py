@@ -30,7 +30,7 @@ COMPILE_MODES = ("none", "default", "reduce-overhead")
 # Settings added after records were published: at these values they are left out of a run's identity (its
 # record and run_id), so that the runs recorded before them stay the same runs; any other value is recorded.
 LATER_DEFAULTS = {"accumulate": 1, "precision": "fp32", "replicas": 1, "streaming": False, "loader_workers": 4,
-                  "min_steps": 0, "compile": "none"}
+                  "min_steps": 0, "compile": "none", "validation_fraction": 0.0}
 BUDGETS = ("epochs", "flops", "time")
 COMMON_HPARAMS = ("lr", "momentum", "weight_decay", "nesterov")
 REFERENCES = ("sgd", "sam")  # what the report compares every optimizer with, unless the profile says
@@ -62,6 +62,11 @@ class TrainConfig:
     # examples and labels for every run: symmetric label noise, the setting where SAM's paper shows its
     # largest gains over SGD; the test labels stay clean
     label_noise: float = 0.0
+    # fraction of the training (sub)set held out as a validation split (after the label noise: its labels as
+    # noisy as the training labels), class-stratified, the same examples for every seed and method; the run
+    # then trains on the rest, is scored on the held-out examples (val_acc) and never evaluates the test set.
+    # 0: no validation split, scored on the test set. What tuning runs (suite/tune.py, docs/tuning.md)
+    validation_fraction: float = 0.0
     crop_padding: int = 4
     flip: bool = True
     cutout: int = 0  # side of the Cutout square in pixels; 0 = off
@@ -134,6 +139,7 @@ class TrainConfig:
         check_number("weight_decay", self.weight_decay, low=0)
         check_number("cutout_p", self.cutout_p, 0, 1)
         check_number("label_noise", self.label_noise, 0, 1, high_open=True)
+        check_number("validation_fraction", self.validation_fraction, 0, 1, high_open=True)
         for name in ("nesterov", "flip", "channels_last"):
             check_bool(name, getattr(self, name))
 
@@ -259,6 +265,9 @@ class Profile:
     claims: tuple = ()  # its own [[claims]] (suite.claims.Claim), judged on its tables alone
     # false: its accuracy says nothing (a pipeline check: smoke), so the report judges no accuracy claim on it
     accuracy_claims: bool = True
+    # its [tune] table as written (suite/tune.py checks it): a grid of one hyper-parameter per optimizer that
+    # `python -m suite tune` runs on a validation split; empty: not a tuning profile
+    tune: dict[str, Any] = field(default_factory=dict)
     source: ProfileSource | None = field(default=None, compare=False)  # its content's hash and the files read
 
     def seeds_of(self, name: str, aliases: tuple[str, ...] = ()) -> int:
@@ -435,6 +444,7 @@ def _parse_profile(name: str, raw: dict[str, Any]) -> Profile:
         sharpness=SharpnessSettings(**table), sharpness_at_end=at_end, sharpness_rho=rho,
         slurm=_table("[slurm]", raw.get("slurm", {})), claims=_claims(name, raw.get("claims")),
         accuracy_claims=check_bool("accuracy_claims", raw.get("accuracy_claims", True)),
+        tune=_table("[tune]", raw.get("tune", {})),
     )
 
 

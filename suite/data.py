@@ -534,6 +534,35 @@ def with_label_noise(split: Split, fraction: float, num_classes: int, seed: int 
     return Split(split.images, labels)
 
 
+def validation_split(split: Split, fraction: float, seed: int = 0) -> tuple[Split, Split]:
+    """(what is trained on, the validation examples): ``round(fraction * len(split))`` examples held out of
+    ``split``, stratified by its labels (each class gives its share, the remainders to the classes whose shares
+    are largest) and drawn with ``seed``, apart from the run's, so every trial and method sees the same split.
+    The two parts are disjoint and keep ``split``'s order, images and labels (noisy ones stay noisy)."""
+    n = round(fraction * len(split))
+    if fraction <= 0 or n == 0:
+        return split, Split(split.images[:0], split.labels[:0])
+    if n >= len(split):
+        raise ValueError(f"validation_fraction {fraction} leaves nothing of the {len(split)} examples to train on")
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(split), generator=gen)
+    labels = split.labels[order]
+    # each example's place within its class in the shuffled order, as a fraction of the class: taking the n
+    # smallest takes every class in proportion to its size
+    place = torch.empty(len(split), dtype=torch.float64)
+    for c in labels.unique():
+        where = (labels == c).nonzero().flatten()
+        place[where] = (torch.arange(len(where), dtype=torch.float64) + 0.5) / len(where)
+    held = torch.zeros(len(split), dtype=torch.bool)
+    held[order[torch.sort(place, stable=True).indices[:n]]] = True
+    return _part(split, (~held).nonzero().flatten()), _part(split, held.nonzero().flatten())
+
+
+def _part(split: Split, chosen: torch.Tensor) -> Split:
+    images = split.images.subset(chosen) if hasattr(split.images, "subset") else split.images[chosen]
+    return Split(images, split.labels[chosen])
+
+
 class Augment:
     """Random crop with zero padding, horizontal flip, normalisation and optional Cutout, batched."""
 

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from suite import tune
 from suite.config import Profile, RunConfig
 from suite.store import atomic_write, iter_records
 from suite.sweep import runs_for
@@ -84,7 +85,12 @@ def estimate(runs: list[RunConfig], seconds: dict[str, list[tuple[float, int]]],
 
 def profile_estimate(profile: Profile, seconds: dict[str, list[tuple[float, int]]],
                      workers: int | None = None) -> Estimate:
-    return estimate(runs_for(profile, check_device=False), seconds, workers)
+    return estimate(planned(profile), seconds, workers)
+
+
+def planned(profile: Profile) -> list[RunConfig]:
+    """What the profile's command runs: a tuning profile's trials (``python -m suite tune``), else its sweep."""
+    return tune.plan(profile, check_device=False)[1] if profile.tune else runs_for(profile, check_device=False)
 
 
 # The README's generated durations: "<!-- duration of PROFILE, N workers -->...<!-- end -->"
@@ -116,5 +122,6 @@ def described(profile: Profile, seconds: dict[str, list[tuple[float, int]]]) -> 
     """A profile's description, then its size and duration as the planner and the records (``seconds``:
     ``recorded_seconds``) give them."""
     est = profile_estimate(profile, seconds)
-    return (f"{profile.description or '(no description)'} [suite run: {est.runs} runs of {est.optimizers} "
+    command = "tune" if profile.tune else "run"
+    return (f"{profile.description or '(no description)'} [suite {command}: {est.runs} runs of {est.optimizers} "
             f"optimizers; {est.text()}]")

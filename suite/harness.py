@@ -40,6 +40,7 @@ from suite.build import (
     make_augment,
     optimizer_step,
     resolve_device,
+    scored_on,
     seeded_generator,
     subsets,
     to_device,
@@ -62,7 +63,7 @@ class RunContext:
     dataset: Dataset
     device: torch.device
     train_split: Split  # the profile's (sub)set of the training images, with its label noise
-    test_split: Split
+    eval_split: Split  # what it is scored on: the test (sub)set, or its validation split (``build.subsets``)
     augment: Augment
     steps_per_epoch: int
     env: dict[str, Any]
@@ -80,13 +81,13 @@ def context(config: RunConfig, dataset: Dataset, world: World = ONE_PROCESS) -> 
     device = resolve_device(cfg.device)
     if device.type == "cuda" and world.distributed:
         device = torch.device("cuda", world.local_rank)
-    train, test = subsets(dataset, cfg)
+    train, held = subsets(dataset, cfg)
     check_batch(cfg, train)
     check_replicas(cfg, world.size)
     # the environment before training: the commit that starts the run is the one that ran, checked for the
     # profile files it was configured from too
     env = environment(device, config.source.files if config.source is not None else ())
-    return RunContext(config, registry.get(config.optimizer), dataset, device, train, test,
+    return RunContext(config, registry.get(config.optimizer), dataset, device, train, held,
                       make_augment(cfg, dataset), len(train) // cfg.batch_size, env, world)
 
 
@@ -237,10 +238,12 @@ def device_batches(ctx: RunContext, state: RunState, batches: list[torch.Tensor]
 
 
 def evaluate_epoch(ctx: RunContext, state: RunState, epoch: int, trained: dict[str, Any]) -> dict[str, Any]:
-    """The epoch's row: where training stands and the test loss and accuracy."""
-    test_loss, test_acc = evaluate(state.model, ctx.test_split, ctx.augment, ctx.config.train, ctx.device)
+    """The epoch's row: where training stands and the loss and accuracy on what the run is scored on (the
+    test set: ``test_loss``, ``test_acc``; a validation split: ``val_loss``, ``val_acc``)."""
+    loss, acc = evaluate(state.model, ctx.eval_split, ctx.augment, ctx.config.train, ctx.device)
+    on = scored_on(ctx.config.train)
     return {"epoch": epoch, "step": state.step, "epochs_done": state.step / ctx.steps_per_epoch,
-            "train_loss": trained["train_loss"], "test_loss": test_loss, "test_acc": test_acc,
+            "train_loss": trained["train_loss"], f"{on}_loss": loss, f"{on}_acc": acc,
             "train_seconds": trained["train_seconds"], "lr": state.optimizer.param_groups[0]["lr"]}
 
 
@@ -288,10 +291,11 @@ def _distributed_record(ctx: RunContext) -> dict[str, Any]:
 
 
 def _data_record(ctx: RunContext) -> dict[str, Any]:
-    """The data set as described by its loader, with the sizes of the (sub)sets the run used."""
+    """The data set as described by its loader, with the sizes of the (sub)sets the run used (with a validation
+    split: its size, and no test size, as the test set was not used)."""
     data = ctx.dataset.describe()
     data["train_available"], data["test_available"] = data.pop("train_size"), data.pop("test_size")
-    return {**data, "train_size": len(ctx.train_split), "test_size": len(ctx.test_split)}
+    return {**data, "train_size": len(ctx.train_split), f"{scored_on(ctx.config.train)}_size": len(ctx.eval_split)}
 
 
 def _jsonable(values: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from suite import probe, store
 from suite.config import ConfigError, Profile, RunConfig, with_overrides
 from suite.distributed import ONE_PROCESS, World
 from suite.lease import Lease, failure_path, read_failure, write_failure
+from suite.metrics import accuracy_said
 from suite.sweep import Sweep, from_rank_0, load_data, load_data_on_every_rank, measuring_for, prepare, run_one
 
 LAUNCHERS = ("local", "slurm")
@@ -107,7 +108,7 @@ def run_task(task: Task, world: World = ONE_PROCESS, dataset: Any = None) -> str
     if record is None:
         return f"{config.optimizer} seed {config.seed}: already recorded"
     m = record["metrics"]
-    return f"{config.optimizer} seed {config.seed}: {m['status']}, test acc {m['test_acc']:.4f}"
+    return f"{config.optimizer} seed {config.seed}: {m['status']}, {accuracy_said(m)}"
 
 
 class SlurmTask(submitit.helpers.Checkpointable):
@@ -342,6 +343,21 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def check_flags(args: Any) -> None:
+    """The command line's launch flags (``run``, ``tune``) fit together: one line where they do not."""
+    flags = ("partition", "gpus_per_run", "cpus_per_run", "time_min", "at_once", "wait")
+    slurm_only = [f for f in flags if getattr(args, f) not in (None, False)]
+    if args.threads < 0 or args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1 and --threads >= 0, got {args.workers} and {args.threads}")
+    if args.launcher == "local" and slurm_only:
+        raise ConfigError(f"--{slurm_only[0].replace('_', '-')} is a Slurm setting: add --launcher slurm")
+    if args.launcher == "slurm" and (args.threads or args.workers > 1):
+        raise ConfigError("--threads/--workers are for this machine: a Slurm run's threads are its --cpus-per-run")
+    if (args.launcher == "slurm" or args.workers > 1) and (args.force or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        raise ConfigError("--workers/--launcher run whole runs at once: not with --force (re-run recorded runs one "
+                          "at a time) nor under torchrun")
+
+
 def launch(profile: Profile, runs: list[RunConfig], sweep: Sweep, *, data_dir: Path | None = None,
            download: bool | None = None, sharpness_at_end: bool | None = None, launcher: str = "local",
            workers: int = 2, threads: int = 0, slurm: SlurmSettings | None = None, wait: bool = False) -> int:
@@ -425,7 +441,7 @@ def _state(r: RunConfig, results_dir: Path, job: str | None, queued: set[str] | 
         return {"state": "failed", "detail": str(exc), "error": str(exc)}
     if record is not None:
         m = record["metrics"]
-        return {"state": "done", "detail": f"{m['status']}, test acc {m['test_acc']:.4f}"}
+        return {"state": "done", "detail": f"{m['status']}, {accuracy_said(m)}"}
     saved = _saved(store.checkpoint_path(results_dir, r.profile, r.run_id), now)
     holder = Lease.of(results_dir, r.profile, r.run_id, slurm_jobs=queued).info()
     if holder is not None:

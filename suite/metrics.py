@@ -40,6 +40,9 @@ class Metric:
     spread_fmt: str | None = None  # format of its ± half-widths (None: ``fmt``)
     diff_fmt: str | None = None  # format of its paired differences (None: ``fmt``, signed)
     timing: bool = False  # a time figure: the report marks it, and its ratios, where taken under contention
+    # measured only in runs scored on this split ("test"; "val": a validation split, ``validation_fraction``):
+    # a run with a validation split has no test metric at all, one without it no validation metric
+    split: str | None = None
 
 
 class Finished:
@@ -134,7 +137,8 @@ def _mask(r: Finished, which: str) -> float | None:
 METRICS: list[Metric] = [
     # ----- the report's columns, in its order -----
     _budget("epochs_run", label="epochs"),
-    Metric("test_acc", lambda r: r.last["test_acc"], "test acc %", scale=100, interval=True),
+    Metric("test_acc", lambda r: r.last["test_acc"], "test acc %", scale=100, interval=True, split="test"),
+    Metric("val_acc", lambda r: r.last["val_acc"], "val acc %", scale=100, interval=True, split="val"),
     Metric("time_per_step_s", lambda r: r.state.clock.per_step, "ms/step", "{:.1f}", 1e3, ratios="time",
            varies=True, timing=True),
     Metric("flops_per_step", lambda r: r.flops_per_step, "GFLOP/step", scale=1e-9, ratios="FLOPs"),
@@ -150,8 +154,9 @@ METRICS: list[Metric] = [
     Metric("status", lambda r: r.state.status),
     Metric("diverged_at_step", lambda r: r.state.diverged_at),
     Metric("last_finite_loss", lambda r: r.state.last_finite),
-    Metric("test_loss", lambda r: r.last["test_loss"]),
-    Metric("best_test_acc_on_test_set", lambda r: max(e["test_acc"] for e in r.state.epochs)),
+    Metric("test_loss", lambda r: r.last["test_loss"], split="test"),
+    Metric("val_loss", lambda r: r.last["val_loss"], split="val"),
+    Metric("best_test_acc_on_test_set", lambda r: max(e["test_acc"] for e in r.state.epochs), split="test"),
     Metric("train_loss", lambda r: r.last["train_loss"]),
     Metric("steps", lambda r: r.state.step),
     Metric("timed_steps", lambda r: r.state.clock.timed_steps),
@@ -200,8 +205,18 @@ EPOCH_VARIES = ("train_seconds",)  # per-epoch values that depend on the machine
 
 
 def measure(finished: Finished) -> dict[str, Any]:
-    """The record's flat metrics mapping (the metrics the harness measures)."""
-    return {m.key: m.measure(finished) for m in METRICS if m.measure is not None}
+    """The record's flat metrics mapping (the metrics the harness measures; of the split metrics, those of the
+    split the run is scored on)."""
+    on = "val" if finished.ctx.config.train.validation_fraction > 0 else "test"
+    return {m.key: m.measure(finished) for m in METRICS if m.measure is not None and m.split in (None, on)}
+
+
+def accuracy_said(m: dict[str, Any]) -> str:
+    """A record's final accuracy as a progress line says it: "test acc 0.4210", or "val acc 0.4100" for a run
+    scored on a validation split."""
+    key = "test_acc" if "test_acc" in m else "val_acc"
+    value = m.get(key)
+    return f"{key.replace('_', ' ')} " + ("-" if value is None else f"{value:.4f}")
 
 
 def columns(table: str = "summary") -> list[Metric]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from suite import claims, frontier, measure, metrics, plots, registry, strata
+from suite import claims, frontier, measure, metrics, plots, registry, strata, tune
 from suite.config import BUDGETS, REFERENCES, ROOT, ConfigError, TrainConfig, available_profiles, load_profile
 from suite.metrics import Metric, columns
 from suite.stats import interval, paired_difference
@@ -281,7 +281,8 @@ def to_markdown(table: pd.DataFrame, refs: dict[str, tuple[str, ...]] | None = N
     for (profile, setting, budget), g in table.groupby(TABLE, sort=False):
         ref_names = (refs or {}).get(profile, REFERENCES)
         contended = {r.optimizer for r in g.itertuples() if getattr(r, "time_contended", 0) > 0}
-        display = pd.DataFrame([_display_row(r, ref_names, contended, verdicts or {}) for _, r in g.iterrows()])
+        shown = _present(g)
+        display = pd.DataFrame([_display_row(r, ref_names, contended, verdicts or {}, shown) for _, r in g.iterrows()])
         where = f"Profile `{profile}`" + (f" with {setting}" if setting else "")
         lines = [f"### {where}, budget `{budget}`: {BUDGET_TITLES.get(budget, budget)}", "",
                  display.to_markdown(index=False, disable_numparse=True,
@@ -324,12 +325,24 @@ def time_note(g: pd.DataFrame) -> str:
     return f"{text} {authority}"
 
 
+def _present(g: pd.DataFrame) -> list[Metric]:
+    """The columns of a table: every labelled metric, but an accuracy of a split its runs were not scored on
+    (a tuning table, scored on a validation split, has no test columns; any other table no validation ones)."""
+    def has(split: str) -> bool:
+        keys = [f"{m.key}_mean" for m in columns() if m.split == split]
+        return any(k in g and pd.to_numeric(g[k], errors="coerce").notna().any() for k in keys)
+    on = "val" if has("val") else "test"  # a table whose every run diverged keeps its (empty) test columns
+    return [m for m in columns() if m.split in (None, on)]
+
+
 def _display_row(r: pd.Series, refs: tuple[str, ...], contended: set[str] = frozenset(),
-                 verdicts: dict[tuple, list[dict[str, Any]]] | None = None) -> dict[str, str]:
+                 verdicts: dict[tuple, list[dict[str, Any]]] | None = None,
+                 shown: list[Metric] | None = None) -> dict[str, str]:
     row = {"optimizer": r["optimizer"], "seeds": f"{r['seeds']}" + (f" ({r['diverged']} diverged)"
                                                                     if r["diverged"] else "")}
-    intervals = [m for m in columns() if m.interval]
-    for m in columns():
+    shown = [m for m in columns() if m.split in (None, "test")] if shown is None else shown
+    intervals = [m for m in shown if m.interval]
+    for m in shown:
         prefix = f"{m.label}: " if len(intervals) > 1 and m.interval else ""
         if m.interval:
             row[f"{m.label} (mean ± std)"] = f"{_value(m, r, 'mean')} ± {_spread(m, r, 'std')}"
@@ -682,11 +695,22 @@ def as_run(records: list[dict[str, Any]], profiles: dict[str, Any]) -> dict[tupl
     for (name, setting), group in _grouped(records, lambda r: (r["config"]["profile"], r.get("_setting", ""))).items():
         if name not in profiles:
             continue
-        changes = [*_train_changes(group[0], profiles[name].train), *_seed_changes(group, profiles[name])]
+        shipped = _as_planned(profiles[name])
+        changes = [*_train_changes(group[0], shipped.train), *_seed_changes(group, shipped)]
         if changes:
             word = "shortened" if all(cut for _, cut in changes) else "not as shipped"
             out[name, setting] = f"{word}: {', '.join(said for said, _ in changes)}"
     return out
+
+
+def _as_planned(profile: Any) -> Any:
+    """A tuning profile as its trials run (``tune.plan``: its [tune] validation split and seeds); any other as is."""
+    if not profile.tune:
+        return profile
+    try:
+        return tune.plan(profile, check_device=False)[0]
+    except ConfigError:  # a [tune] table that no longer checks: its trials are compared with the file as it is
+        return profile
 
 
 def _train_changes(record: dict[str, Any], shipped: TrainConfig) -> list[tuple[str, bool]]:
@@ -820,6 +844,8 @@ def write_figures(results_dir: Path, table: pd.DataFrame, records: list[dict[str
     tables = list(table.groupby(["profile", "setting"], sort=False))
     stems = figure_stems([key for key, _ in tables])
     for (profile, setting), t in tables:
+        if "test_acc_mean" not in t or t["test_acc_mean"].isna().all():
+            continue  # a tuning table (scored on a validation split): the figures plot test accuracy
         mine = judged[(judged["table"] == profile) & (judged["setting"] == setting)] \
             if judged is not None and len(judged) else pd.DataFrame()
         title = f"{profile}" + (f" ({setting})" if setting else "")

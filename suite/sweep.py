@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from suite import build, harness, probe, registry, sharpness, store
+from suite import build, harness, metrics, probe, registry, sharpness, store
 from suite.config import ConfigError, Profile, RunConfig, TrainConfig, with_overrides
 from suite.data import DataError, load_dataset
 from suite.distributed import ONE_PROCESS, World, broadcast_object
@@ -119,15 +119,15 @@ def load_data_on_every_rank(world: World, profile: Profile, settings: TrainConfi
 
 
 def check_constructs(runs: list[RunConfig], dataset) -> None:
-    """Build each optimizer once on the runs' model (on the CPU, as a run builds it: ``build.build``), so
-    that a bad hyper-parameter (an N:M that does not divide a layer) is one line before anything is
-    trained or written."""
+    """Build each optimizer once per setting it runs with (a tuning grid: once per value) on the runs' model (on
+    the CPU, as a run builds it: ``build.build``), so that a bad hyper-parameter (an N:M that does not divide a
+    layer, a negative rho in a grid) is one line before anything is trained or written."""
     if not runs:
         return
     settings = runs[0].train
     split = build.subsets(dataset, settings)[0]
     with torch.random.fork_rng(devices=[]):  # the caller's random state is not this check's to move
-        for config in {r.optimizer: r for r in runs}.values():
+        for config in {(r.optimizer, repr(r.hparams)): r for r in runs}.values():
             try:
                 _, built = build.build(config, dataset, split, torch.device("cpu"), seed=0)
             except (TypeError, ValueError) as exc:
@@ -279,6 +279,9 @@ def prepare(profile: Profile, runs: list[RunConfig], sweep: Sweep, data_dir: Pat
     """What ``run_profile`` and the launchers do before running: the runs still to do and the data set
     (loaded by rank 0 first under torchrun, which fills the cache), every optimizer built once as a check.
     Says how many there are."""
+    if profile.tune:  # its runs are trials on a validation split, planned by suite/tune.py from the grid
+        raise ConfigError(f"profile {profile.name} is a tuning profile (its [tune] grid): run it with `python -m "
+                          f"suite tune --profile {profile.name}`, which scores every trial on a validation split")
     world = sweep.world
     todo = [runs[k] for k in from_rank_0(world, lambda: [runs.index(r) for r in to_do(sweep.results_dir, runs,
                                                                                         sweep.force)])]
@@ -323,5 +326,5 @@ def _print_run(k: int, n: int, config: RunConfig, m: dict, eta: float) -> None:
     data = f", waiting for data {100 * m['data_share']:.0f}%" if config.train.streaming and m.get("data_share") else ""
     print(f"[{k}/{n}] {config.optimizer} seed {config.seed}, {m['budget_kind']} budget "
           f"({m['budget_steps_run']} steps = {m['budget_epochs_run']:.2f} epochs): {m['status']}, "
-          f"test acc {m['test_acc']:.4f}, {step}{data}, {m['flops_per_step'] / 1e9:.2f} GFLOP/step "
+          f"{metrics.accuracy_said(m)}, {step}{data}, {m['flops_per_step'] / 1e9:.2f} GFLOP/step "
           f"(about {eta / 60:.1f} min left)", file=sys.stderr)

@@ -454,7 +454,7 @@ def test_a_run_keeps_its_final_weights_and_they_give_its_recorded_test_accuracy(
     ctx = harness.context(runs[0], load_dataset("synthetic"))
     model = build.make_model(runs[0].train, ctx.dataset, ctx.device)
     model.load_state_dict(weights)
-    loss, acc = build.evaluate(model, ctx.test_split, ctx.augment, runs[0].train, ctx.device)
+    loss, acc = build.evaluate(model, ctx.eval_split, ctx.augment, runs[0].train, ctx.device)
     last = record["epochs"][-1]
     assert acc == last["test_acc"] == record["metrics"]["test_acc"] and loss == pytest.approx(last["test_loss"])
     with pytest.raises(store.StoreError, match="does not belong to run"):

@@ -132,13 +132,13 @@ def test_evaluation_gives_the_figures_of_a_read_each_batch(dataset):
     ctx, state = harness.fit(config("sgd", train=train), dataset, progress=False)
     loss, correct, model = 0.0, 0, state.model.eval()
     with torch.no_grad():
-        for i in range(0, len(ctx.test_split), 30):
-            out = model(ctx.augment.normalise(ctx.test_split.images[i:i + 30]))
-            y = ctx.test_split.labels[i:i + 30]
+        for i in range(0, len(ctx.eval_split), 30):
+            out = model(ctx.augment.normalise(ctx.eval_split.images[i:i + 30]))
+            y = ctx.eval_split.labels[i:i + 30]
             loss += cross_entropy(out, y, reduction="sum").item()
             correct += (out.argmax(1) == y).sum().item()
-    got = build.evaluate(model, ctx.test_split, ctx.augment, train, torch.device("cpu"))
-    assert got == (loss / len(ctx.test_split), correct / len(ctx.test_split)) and model.training
+    got = build.evaluate(model, ctx.eval_split, ctx.augment, train, torch.device("cpu"))
+    assert got == (loss / len(ctx.eval_split), correct / len(ctx.eval_split)) and model.training
 
 
 def test_batch_larger_than_the_data_is_refused(dataset):
