@@ -14,7 +14,7 @@ import pytest
 from helpers import REPO
 
 README = (REPO / "README.md").read_text()
-COMMANDS = ("list", "run", "status", "report", "publish", "cost", "sharpness", "tune")
+COMMANDS = ("list", "run", "status", "report", "publish", "cost", "sharpness", "tune", "plan")
 
 
 def command_lines() -> list[str]:
