@@ -272,20 +272,26 @@ def test_a_one_pass_step_runs_on_the_whole_batch_and_synchronised(cls):
 def test_the_step_count_survives_a_restart():
     """sam_every counts the optimizer's own steps, saved with its state: a restart at step 4 of a period of 3
     makes step 6 the next SAM step, not step 4 + 0."""
+    assert _passes_after_restart(lambda params: SAM(params, sam_every=3, lr=LR), before=4, after=3) == [1, 1, 2]
+
+
+def _passes_after_restart(make, before: int, after: int) -> list[int]:
+    """Backward passes of each of ``after`` steps of a fresh optimizer (``make(params)``) loaded from the state
+    of one that took ``before`` steps: what a restart from a checkpoint does."""
     model = mlp()
-    opt = SAM(model.parameters(), sam_every=3, lr=LR)
-    for i in range(4):
+    opt = make(model.parameters())
+    for i in range(before):
         x, y = toy_batch(seed=i)
         opt.step(ModelClosure(model, x, y))
-    opt2 = SAM(model.parameters(), sam_every=3, lr=LR)
+    opt2 = make(model.parameters())
     opt2.load_state_dict(opt.state_dict())
     passes = []
-    for i in range(4, 7):
+    for i in range(before, before + after):
         meter = Meter()
         x, y = toy_batch(seed=i)
         opt2.step(ModelClosure(model, x, y, meter=meter))
         passes.append(meter.backward_passes)
-    assert passes == [1, 1, 2]
+    return passes
 
 
 def test_an_old_checkpoint_without_the_step_count_loads():
@@ -440,20 +446,8 @@ def test_late_sam_follows_the_reference_scripts_switch():
 def test_late_sam_switches_at_the_same_step_after_a_restart():
     """The switch counts the optimizer's own steps, saved with its state: restarted at step 5 of T = 8 with
     switch_at 0.75, steps 5, 6, 7 are SGD's, SAM's, SAM's."""
-    model = mlp()
-    opt = LateSAM(model.parameters(), switch_at=0.75, total_steps=8, lr=LR)
-    for i in range(5):
-        x, y = toy_batch(seed=i)
-        opt.step(ModelClosure(model, x, y))
-    opt2 = LateSAM(model.parameters(), switch_at=0.75, total_steps=8, lr=LR)
-    opt2.load_state_dict(opt.state_dict())
-    passes = []
-    for i in range(5, 8):
-        meter = Meter()
-        x, y = toy_batch(seed=i)
-        opt2.step(ModelClosure(model, x, y, meter=meter))
-        passes.append(meter.backward_passes)
-    assert passes == [1, 2, 2]
+    make = lambda params: LateSAM(params, switch_at=0.75, total_steps=8, lr=LR)  # noqa: E731
+    assert _passes_after_restart(make, before=5, after=3) == [1, 2, 2]
 
 
 @pytest.mark.parametrize(("switch_at", "total", "first"), [(0.875, 200 * 391, 175 * 391), (0.7, 10, 7), (0.0, 5, 0),
