@@ -248,12 +248,15 @@ def test_cpu_noise_tune_gives_every_candidate_four_values_around_cpu_noises_and_
     assert settings.seeds == 2 and round(settings.validation_fraction * noise.train.train_subset) == 512
     assert {g.optimizer for g in settings.grids} == {
         "sam", "sam-two-fifths-ascent", "msam", "looksam", "periodic-sam", "sam-two-fifths-ascent-every-2",
-        "ssam-f-unstructured-explicit"}
+        "ssam-f-unstructured-explicit", "ae-sam", "late-sam"}
     for g in settings.grids:
         now = noise.hparams_for(registry.get(g.optimizer))["rho"]
-        assert g.param == "rho" and g.values == (0.5 * now, now, 2 * now, 4 * now), g
+        if g.param == "rho":
+            assert g.values == (0.5 * now, now, 2 * now, 4 * now), g
+        else:  # the methods that choose when to take SAM's step: their own switch, around its default
+            assert now == 0.1 and registry.get(g.optimizer).defaults()[g.param] in g.values, g
     _, runs = tune.plan(profile, check_device=False)
-    assert len(runs) == 56 and {r.train.validation_fraction for r in runs} == {0.2}
+    assert len(runs) == 72 and {r.train.validation_fraction for r in runs} == {0.2}
     assert {r.train.label_noise for r in runs} == {0.4} and {r.seed for r in runs} == {0, 1}
     assert main(["list", "--profiles"]) == 0
-    assert "[suite tune: 56 runs of 7 optimizers" in " ".join(capsys.readouterr().out.split())
+    assert "[suite tune: 72 runs of 9 optimizers" in " ".join(capsys.readouterr().out.split())
