@@ -114,16 +114,19 @@ def build(config: RunConfig, dataset: Dataset, train_split: Split, device: torch
                              sample_gen if sample_gen is not None else seeded_generator(seed, 3))
     steps_per_epoch = max(1, len(train_split) // cfg.batch_size)
     optimizer = registry.get(config.optimizer).build(
-        model.parameters(), inputs_for(model, steps_per_epoch, cfg, seed, total_steps, sample=sample),
+        model.parameters(), inputs_for(model, steps_per_epoch, cfg, seed, total_steps, sample=sample,
+                                       train_size=len(train_split)),
         **dict(config.hparams))
     return model, optimizer
 
 
 def inputs_for(model: nn.Module, steps_per_epoch: int, cfg: TrainConfig, seed: int,
-               total_steps: int | None = None, sample: Callable | None = None) -> dict[str, Any]:
-    """What the harness may hand an optimizer at construction (``registry.INPUTS``)."""
+               total_steps: int | None = None, sample: Callable | None = None,
+               train_size: int | None = None) -> dict[str, Any]:
+    """What the harness may hand an optimizer at construction (``registry.INPUTS``); ``train_size``: the
+    training examples the run's indices number (SAF's memory)."""
     return {"model": model, "total_steps": total_steps or steps_per_epoch * cfg.epochs_for(steps_per_epoch),
-            "steps_per_epoch": steps_per_epoch, "seed": seed, "sample_examples": sample}
+            "steps_per_epoch": steps_per_epoch, "seed": seed, "sample_examples": sample, "train_size": train_size}
 
 
 def example_sampler(split: Split, augment: Augment, cfg: TrainConfig, device: torch.device,
@@ -141,11 +144,14 @@ AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def closure_for(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig,
-                meter: Meter | None = None, scaler: torch.amp.GradScaler | None = None) -> ModelClosure:
+                meter: Meter | None = None, scaler: torch.amp.GradScaler | None = None,
+                indices: torch.Tensor | None = None, optimizer: torch.optim.Optimizer | None = None) -> ModelClosure:
     """The closure every optimizer is stepped with: the profile's micro-batches and precision (fp16: the
-    run's gradient scaler scales each backward)."""
+    run's gradient scaler scales each backward); for an ``optimizer`` that shapes the loss (its ``objective``:
+    SAF, MESA), that objective with ``indices``, each example's index in the training split."""
+    objective = getattr(optimizer, "objective", None)
     return ModelClosure(model, x, y, meter=meter, accumulate=cfg.accumulate, autocast=AUTOCAST[cfg.precision],
-                        scaler=scaler)
+                        scaler=scaler, indices=indices if objective is not None else None, objective=objective)
 
 
 def autocast(cfg: TrainConfig, device: torch.device):

@@ -182,12 +182,12 @@ def train_epoch(ctx: RunContext, state: RunState, epoch: int, n_epochs: int, pro
     on_device = device_batches(ctx, state, batches)
     for _ in bar:
         waited = time.perf_counter()
-        x, y = next(on_device)
+        x, y, idx = next(on_device)
         state.data_seconds += time.perf_counter() - waited
         compiled_step = state.step >= state.untimed  # past the FLOP-counted steps: the compiled model, if any
         timed = compiled_step and not state.cold
         closure = closure_for(state.fast if compiled_step else state.replica, x, y, cfg, meter=meter,
-                              scaler=state.scaler)
+                              scaler=state.scaler, indices=idx, optimizer=state.optimizer)
         meter.reset()
         state.clock.start()
         with state.flops.counting(state.step < state.untimed):
@@ -220,21 +220,22 @@ def read_losses(state: RunState, first: int, losses: list[torch.Tensor]) -> floa
 
 
 def device_batches(ctx: RunContext, state: RunState, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Each step's (inputs, targets) on the device, this replica's slice of each global batch. Every replica
-    draws the whole batch's augmentation from the run's generator and keeps its slice: the same examples and
+    """Each step's (inputs, targets, indices in the training split), this replica's slice of each global batch:
+    inputs and targets on the device, indices on the CPU (a loss-shaping objective moves them to its memory). Every
+    replica draws the whole batch's augmentation from the run's generator and keeps its slice: the same examples and
     draws as one process, whatever the number of processes. Streamed from disk (``suite.streaming``): a
     seed per example from that generator, its random resized crop and flip in the loader's workers."""
     cfg, mine, train = ctx.config.train, ctx.replica_slice(), ctx.train_split
     if not streamed(train.images):
         for idx in batches:
             x = to_device(ctx.augment(train.images[idx], state.aug_gen)[mine], ctx.device, cfg)
-            yield x, train.labels[idx][mine].to(ctx.device, non_blocking=True)
+            yield x, train.labels[idx][mine].to(ctx.device, non_blocking=True), idx[mine]
         return
     seeds = [torch.randint(0, 2**62, (len(idx),), generator=state.aug_gen)[mine] for idx in batches]
     images = train.images.train_batches([idx[mine] for idx in batches], seeds, cfg.loader_workers,
                                         pin=ctx.device.type == "cuda")
     for idx, x in zip(batches, images):
-        yield ctx.augment.normalise(to_device(x, ctx.device, cfg)), train.labels[idx][mine].to(ctx.device)
+        yield ctx.augment.normalise(to_device(x, ctx.device, cfg)), train.labels[idx][mine].to(ctx.device), idx[mine]
 
 
 def evaluate_epoch(ctx: RunContext, state: RunState, epoch: int, trained: dict[str, Any]) -> dict[str, Any]:

@@ -141,7 +141,7 @@ def probe_setup(config: RunConfig, dataset: Dataset, two_passes: bool | None = N
         for i in range(n):
             idx = order[(i * cfg.batch_size) % (len(order) - cfg.batch_size + 1):][: cfg.batch_size]
             yield closure_for(fast if timed else model, to_device(augment(train_split.images[idx], gen), device, cfg),
-                              train_split.labels[idx].to(device), cfg)
+                              train_split.labels[idx].to(device), cfg, indices=idx, optimizer=optimizer)
 
     if two_passes is not None:
         optimizer.forced_kind = bool(two_passes)  # TwoPassOptimizer.step_kind, held for the probe's life

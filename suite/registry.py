@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from baselines import AESAM, ESAM, GSAM, MSAM, RST, SAM, LateSAM, LookSAM
+from baselines import AESAM, ESAM, GSAM, MESA, MSAM, RST, SAF, SAM, LateSAM, LookSAM
 from ssam import SSAM
 
 ORIGINS = {"paper": "as in the paper's code", "extension": "extension of this suite",
@@ -49,7 +49,7 @@ PAPER_SSAM = {("fisher", "unstructured", "explicit"), ("fisher", "structured", "
               ("dynamic", "unstructured", "explicit")}
 
 # What the harness can hand an optimizer at construction (never during steps).
-INPUTS = frozenset({"model", "total_steps", "steps_per_epoch", "seed", "sample_examples"})
+INPUTS = frozenset({"model", "total_steps", "steps_per_epoch", "seed", "sample_examples", "train_size"})
 
 # How the share of SAM steps of a method whose steps mix the two kinds is known before its run (``StepMix``)
 SHARE_BASES = {
@@ -178,6 +178,12 @@ MSAM_INVALID = (*SGD_INVALID, {"rho": -0.1}, {"adaptive": "yes"}, {"momentum": 0
 AESAM_INVALID = (*TWO_PASS_INVALID, {"delta": 1.0}, {"delta": -0.1}, {"lambda1": float("inf")}, {"lambda2": "1"},
                  {"ascent_fraction": 0.5}, {"sam_every": 2})
 LATE_SAM_INVALID = (*TWO_PASS_INVALID, {"switch_at": 1.5}, {"switch_at": -0.1}, {"sam_every": 3})
+# SAF and MESA are SGD with a loss term: their own settings, SGD's (train_size, steps_per_epoch and model are the
+# harness's inputs: tests/test_saf.py checks their refusals)
+TRAJECTORY_INVALID = (*SGD_INVALID, {"lam": -0.1}, {"temperature": 0.0}, {"start_epoch": -1}, {"start_epoch": 1.5},
+                      {"end_epoch": 5})
+SAF_INVALID = (*TRAJECTORY_INVALID, {"past_epochs": 0}, {"past_epochs": 7})
+MESA_INVALID = (*TRAJECTORY_INVALID, {"ema_decay": 1.0}, {"ema_decay": -0.1})
 ESAM_INVALID = (*TWO_PASS_INVALID, {"beta": 0}, {"beta": 1.5}, {"gamma": 0.0}, {"gamma": 1.5}, {"swp": "layer"})
 SSAM_INVALID = (*TWO_PASS_INVALID, {"drop_rate": -0.5}, {"update_every": 0}, {"fisher_samples": 0},
                 {"growth": "best"}, {"normalise": "l1"}, {"fisher_impl": "jit"}, {"fisher_bn": "none"},
@@ -201,6 +207,10 @@ RST_SAMPLES = ({"probability": 0.2, "adaptive": True, "rho": 0.5}, {"probability
 MSAM_SAMPLES = ({"adaptive": True, "rho": 0.3}, {"rho": 0.1, "nesterov": True, "weight_decay": 0.0})
 AESAM_SAMPLES = ({"delta": 0.5, "lambda1": 0.0, "lambda2": 2.0}, {"adaptive": True, "rho": 0.5, "nesterov": True})
 LATE_SAM_SAMPLES = ({"switch_at": 0.25, "adaptive": True, "rho": 0.5}, {"switch_at": 0.5, "ascent_fraction": 0.5})
+SAF_SAMPLES = ({"past_epochs": 1, "start_epoch": 0, "lam": 1.0, "temperature": 2.0},
+               {"start_epoch": 1, "past_epochs": 2, "end_epoch": 4, "nesterov": True})
+MESA_SAMPLES = ({"ema_decay": 0.5, "start_epoch": 0, "lam": 0.1},
+                {"temperature": 1.0, "end_epoch": 7, "nesterov": True})
 SSAM_DENSITY_SAMPLES = {"unstructured": {"sparsity": 0.9}, "structured": {"sparsity": 0.25},
                         "structured-top": {"sparsity": 0.75}, "nm": {"n": 1, "m": 2}}
 SSAM_MASK_SAMPLES = {
@@ -314,6 +324,14 @@ PEERS = [
                   samples=LATE_SAM_SAMPLES, origin="published", family="field",
                   # the steps from ceil(switch_at * T) on are SAM's: the share is exact once T is known
                   step_mix=StepMix(lambda opt, t: opt.sam_steps_in(t), "schedule")),
+    # Loss-shaping methods (issue 38): SGD's one pass on the loss plus a trajectory term, which the closure
+    # evaluates through the optimizer's ``objective`` with each example's index (baselines/core/closure.py)
+    OptimizerInfo("saf", SAF, "SAF (Du et al. 2022): SGD on the loss + lam * KL to each example's outputs 3 epochs "
+                  "earlier (a memory of N x 4 x classes logits): one pass", inputs={"train_size", "steps_per_epoch"},
+                  passes_per_step=1, invalid=SAF_INVALID, samples=SAF_SAMPLES, origin="published", family="field"),
+    OptimizerInfo("mesa", MESA, "MESA (Du et al. 2022): SGD on the loss + lam * KL to an EMA of the weights' "
+                  "outputs on the same batch: one pass and the teacher's forward", inputs={"model", "steps_per_epoch"},
+                  passes_per_step=1, invalid=MESA_INVALID, samples=MESA_SAMPLES, origin="published", family="field"),
 ]
 
 OPTIMIZERS: list[OptimizerInfo] = [

@@ -57,6 +57,18 @@ def closure_for(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> ModelClos
     return ModelClosure(model, x, y)
 
 
+# The training examples a test's batches number (SAF's memory rows): toy batches' indices are 0..n-1 (n <= 64)
+TRAIN_SIZE = 64
+
+
+def shaped(opt: torch.optim.Optimizer, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **options) -> ModelClosure:
+    """The closure a test steps any registered ``opt`` with, as the harness builds it (``suite.build.closure_for``):
+    a loss-shaping optimizer's objective (SAF, MESA) with the batch's examples numbered 0..n-1."""
+    objective = getattr(opt, "objective", None)
+    return ModelClosure(model, x, y, indices=torch.arange(len(y)) if objective is not None else None,
+                        objective=objective, **options)
+
+
 def run_config(name: str, train, seed: int = 0, profile: str = "test", **overrides):
     """A RunConfig as the command line resolves it: the profile's common settings, the registry
     entry's changes, then ``overrides``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import toy_batch
+from helpers import shaped, toy_batch
 from test_registry_contract import build
 from torch import nn
 
@@ -36,7 +36,7 @@ def _train(name: str, accumulate: int, steps: int = 3, n: int = 16, **hparams) -
     torch.manual_seed(1)  # the optimizers' own draws (SSAM-D's growth, ESAM's tensors): the same either way
     for i in range(steps):
         x, y = toy_batch(n=n, seed=i)
-        opt.step(ModelClosure(model, x, y, accumulate=accumulate))
+        opt.step(shaped(opt, model, x, y, accumulate=accumulate))
     return [p.detach().clone() for p in model.parameters()]
 
 
@@ -102,7 +102,7 @@ def test_every_optimizer_steps_under_bf16_autocast(name):
     model = NoBatchNormNet()
     opt = build(name, model)
     x, y = toy_batch(n=16)
-    closure = ModelClosure(model, x, y, autocast=torch.bfloat16)
+    closure = shaped(opt, model, x, y, autocast=torch.bfloat16)
     first = float(closure(backward=False))
     for _ in range(3):
         loss = opt.step(closure)

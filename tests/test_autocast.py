@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from helpers import tiny_model, toy_batch
+from helpers import TRAIN_SIZE, shaped, tiny_model, toy_batch
 
 from baselines.core import ModelClosure
 from ssam.fisher import fisher_loop, fisher_vectorised
@@ -20,7 +20,7 @@ COMMON = dict(lr=0.05, momentum=0.9, weight_decay=5e-4)
 
 def build(name: str, model: torch.nn.Module, **overrides) -> torch.optim.Optimizer:
     """As tests/test_registry_contract.py builds it (masks refreshed every 2 steps: a step crosses one)."""
-    inputs = {"model": model, "total_steps": 12, "steps_per_epoch": 2, "seed": 0,
+    inputs = {"model": model, "total_steps": 12, "steps_per_epoch": 2, "seed": 0, "train_size": TRAIN_SIZE,
               "sample_examples": lambda n: toy_batch(n=n, seed=100)}
     return registry.get(name).build(model.parameters(), inputs, **{**COMMON, **overrides})
 
@@ -33,7 +33,7 @@ def test_steps_under_an_outer_autocast(name):
     for i in range(3):  # SSAM's first mask refresh comes at the first or second step, by its timing
         x, y = toy_batch(seed=i)  # 16 examples: SSAM-F scores 16 by default
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = opt.step(ModelClosure(model, x, y))
+            loss = opt.step(shaped(opt, model, x, y))
         assert math.isfinite(float(loss)), (name, i, loss)
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert any(not torch.equal(p, b) for p, b in zip(model.parameters(), before)), "the weights must move"

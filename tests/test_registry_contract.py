@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from helpers import tiny_model, toy_batch
+from helpers import TRAIN_SIZE, shaped, tiny_model, toy_batch
 
 from baselines.core import Meter, ModelClosure, TwoPassOptimizer
 from suite import registry
@@ -32,7 +32,7 @@ each_sample = pytest.mark.parametrize(("name", "sample"), SAMPLES,
 def build(name: str, model: torch.nn.Module, params=None, **overrides) -> torch.optim.Optimizer:
     """As the harness builds it: common hyper-parameters, then the inputs the entry asks for (masks are
     refreshed every 2 steps, so the round-trip test crosses refreshes)."""
-    inputs = {"model": model, "total_steps": 12, "steps_per_epoch": 2, "seed": 0,
+    inputs = {"model": model, "total_steps": 12, "steps_per_epoch": 2, "seed": 0, "train_size": TRAIN_SIZE,
               "sample_examples": lambda n: toy_batch(n=n, seed=100)}  # "random" training examples, fixed here
     return registry.get(name).build(model.parameters() if params is None else params, inputs,
                                     **{**COMMON, **overrides})
@@ -40,7 +40,7 @@ def build(name: str, model: torch.nn.Module, params=None, **overrides) -> torch.
 
 def step(opt, model, i, meter=None):
     x, y = toy_batch(seed=i)
-    return opt.step(ModelClosure(model, x, y, meter=meter))
+    return opt.step(shaped(opt, model, x, y, meter=meter))
 
 
 def is_two_pass(name: str) -> bool:
@@ -65,11 +65,16 @@ def test_reduces_loss_on_a_toy_problem(name, sample):
     model = tiny_model()
     opt = build(name, model, **{**sample, "lr": 0.1})
     x, y = toy_batch(n=24)
-    closure = ModelClosure(model, x, y)
+    closure = shaped(opt, model, x, y)
     first = float(closure(backward=False))
     for _ in range(30):
         opt.step(closure)
-    assert float(closure(backward=False)) < 0.5 * first
+    # A trajectory loss (SAF, MESA) holds the outputs near an earlier network's on purpose (MESA's teacher at
+    # decay 0.9998 is the initial network for these 30 steps): there the cross-entropy alone must fall by a fifth.
+    if getattr(opt, "objective", None) is None:
+        assert float(closure(backward=False)) < 0.5 * first
+    else:
+        assert float(ModelClosure(model, x, y)(backward=False)) < 0.8 * first
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -185,7 +190,8 @@ ALTERNATIVES = {"sparsity": (0.25, 0.75), "gamma": (0.75, 0.25), "mask": ("fishe
                 "fisher_data": ("train", "batch"), "refresh_timing": ("paper", "suite"),
                 "ascent_fraction": (0.5, 1.0), "sam_every": (3, 1),
                 "probability": (0.25, 0.75), "delta": (0.5, 0.9), "lambda1": (0.0, -1.0), "lambda2": (2.0, 1.0),
-                "switch_at": (0.5, 0.25)}
+                "switch_at": (0.5, 0.25), "lam": (0.5, 0.3), "temperature": (2.0, 5.0), "start_epoch": (1, 5),
+                "end_epoch": (9, 8), "past_epochs": (2, 3), "ema_decay": (0.9, 0.9998)}
 
 
 @pytest.mark.parametrize(("name", "key"), [(n, k) for n in NAMES if is_two_pass(n)

@@ -8,7 +8,7 @@ import copy
 
 import pytest
 import torch
-from helpers import toy_batch
+from helpers import shaped, toy_batch
 from test_accumulate import NoBatchNormNet
 from test_registry_contract import build
 
@@ -57,8 +57,8 @@ def test_a_scaled_step_is_the_unscaled_step(name):
             opt.prepare = prepare
     for i in range(4):
         x, y = toy_batch(n=16, seed=i)
-        optimizer_step(plain, ModelClosure(plain_model, x, y))
-        optimizer_step(scaled, ModelClosure(scaled_model, x, y, scaler=scaler), scaler)
+        optimizer_step(plain, shaped(plain, plain_model, x, y))
+        optimizer_step(scaled, shaped(scaled, scaled_model, x, y, scaler=scaler), scaler)
     for a, b in zip(plain_model.parameters(), scaled_model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     for step_plain, step_scaled in zip(seen[id(plain)], seen[id(scaled)], strict=True):
@@ -78,12 +78,12 @@ def test_an_overflow_in_either_pass_skips_the_whole_step_and_lowers_the_scale(na
     model, opt = _setup(name)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 12)
     x, y = toy_batch(n=16, seed=0)
-    optimizer_step(opt, ModelClosure(model, x, y, scaler=scaler), scaler)  # a good step: momentum exists
+    optimizer_step(opt, shaped(opt, model, x, y, scaler=scaler), scaler)  # a good step: momentum exists
     weights = [p.detach().clone() for p in model.parameters()]
     base_state = copy.deepcopy(opt.base_optimizer.state_dict()["state"])
     loss_fn = Overflow(at={overflow_at})
     x, y = toy_batch(n=16, seed=1)
-    optimizer_step(opt, ModelClosure(model, x, y, loss_fn=loss_fn, scaler=scaler), scaler)
+    optimizer_step(opt, shaped(opt, model, x, y, loss_fn=loss_fn, scaler=scaler), scaler)
     assert loss_fn.calls >= overflow_at  # the overflow did happen in that pass
     for before, p in zip(weights, model.parameters(), strict=True):
         assert torch.equal(before, p)  # restored exactly, nothing applied
@@ -91,7 +91,7 @@ def test_an_overflow_in_either_pass_skips_the_whole_step_and_lowers_the_scale(na
     after = opt.base_optimizer.state_dict()["state"]
     assert all(torch.equal(base_state[k]["momentum_buffer"], after[k]["momentum_buffer"]) for k in base_state)
     assert scaler.get_scale() == 2.0 ** 11  # backed off once
-    optimizer_step(opt, ModelClosure(model, x, y, scaler=scaler), scaler)  # and goes on
+    optimizer_step(opt, shaped(opt, model, x, y, scaler=scaler), scaler)  # and goes on
     assert any(not torch.equal(b, p) for b, p in zip(weights, model.parameters()))
 
 

@@ -7,11 +7,13 @@ from .closure import (
     BATCH,
     FEATURES,
     FREEZE_BN,
+    OBJECTIVE,
     PER_SAMPLE,
     SUBSET,
     SYNC,
     Meter,
     ModelClosure,
+    Objective,
     call_closure,
     frozen_bn_stats,
     has_features,
@@ -21,7 +23,8 @@ from .closure import (
 from .two_pass import Closure, TwoPassOptimizer
 
 __all__ = [
-    "BACKWARD", "BATCH", "FEATURES", "FREEZE_BN", "PER_SAMPLE", "SUBSET", "SYNC", "Closure", "Meter", "ModelClosure",
+    "BACKWARD", "BATCH", "FEATURES", "FREEZE_BN", "OBJECTIVE", "Objective", "PER_SAMPLE", "SUBSET", "SYNC", "Closure",
+    "Meter", "ModelClosure",
     "TwoPassOptimizer", "call_closure", "check_bool", "check_choice", "check_int", "check_number",
     "frozen_bn_stats", "has_features", "several_processes", "unwrapped",
 ]

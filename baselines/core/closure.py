@@ -28,14 +28,37 @@ SCALER = "scaler"  # attribute: the torch.amp.GradScaler its backward scales the
 # call option: False keeps this pass's gradients on this replica (DistributedDataParallel's no_sync): the
 # ascent pass of a two-pass optimizer, whose perturbation is per replica (SAM's m-sharpness)
 SYNC = "sync"
-FEATURES = frozenset({SUBSET, BACKWARD, PER_SAMPLE, FREEZE_BN, BATCH, SCALER, SYNC})
-OPTIONS = FEATURES - {BATCH, SCALER}
+# attributes: ``indices`` (each example's index in the training set) and ``objective`` (the loss-shaping method's
+# ``Objective``, or None): the closure evaluates that objective in place of its ``loss_fn`` (SAF, MESA)
+OBJECTIVE = "objective"
+FEATURES = frozenset({SUBSET, BACKWARD, PER_SAMPLE, FREEZE_BN, BATCH, SCALER, SYNC, OBJECTIVE})
+OPTIONS = FEATURES - {BATCH, SCALER, OBJECTIVE}
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> per-sample losses
 
 
 def per_sample_cross_entropy(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(outputs, targets, reduction="none")
+
+
+class Objective:
+    """A training loss that reads more than a batch's outputs and targets: which examples they are (their
+    indices in the training set) and their inputs. The declared extension of the closure contract for
+    loss-shaping methods (SAF's and MESA's trajectory losses, ``baselines/saf.py``): an optimizer that has one
+    exposes it as ``optimizer.objective``; the training loop hands it, with each batch's example indices, to
+    the closure (``ModelClosure(model, x, y, indices=idx, objective=optimizer.objective)``), which calls it in
+    place of its ``loss_fn`` on every pass, sub-batch and micro-batch alike. A new loss-shaping method is one
+    file: an ``Objective`` and the optimizer that owns it; the loop does not change.
+
+    ``__call__`` returns the per-sample losses whose mean is the training loss. ``extra_forwards``: forward passes
+    of the same examples the objective runs itself per call (MESA's teacher: 1), which the closure's meter
+    counts, so FLOPs and passes per step stay true."""
+
+    extra_forwards = 0
+
+    def __call__(self, outputs: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor, inputs: torch.Tensor,
+                 loss_fn: LossFn) -> torch.Tensor:
+        raise NotImplementedError
 
 
 @dataclass
@@ -110,12 +133,19 @@ class ModelClosure:
         accumulate: int = 1,
         autocast: torch.dtype | None = None,
         scaler: torch.amp.GradScaler | None = None,
+        indices: torch.Tensor | None = None,
+        objective: Objective | None = None,
     ) -> None:
         if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
             raise ValueError(f"accumulate must be an integer >= 1, got {accumulate!r}")
+        if objective is not None and (indices is None or indices.shape != targets.shape[:1]):
+            raise ValueError(f"{type(objective).__name__} needs each example's index in the training set: pass "
+                             f"indices=, one per target ({tuple(targets.shape[:1])}), got "
+                             f"{None if indices is None else tuple(indices.shape)}")
         self.model, self.inputs, self.targets, self.loss_fn = model, inputs, targets, loss_fn
         self.meter = meter if meter is not None else Meter()
         self.accumulate, self.autocast, self.scaler = accumulate, autocast, scaler
+        self.indices, self.objective = indices, objective
 
     def __call__(
         self,
@@ -125,28 +155,36 @@ class ModelClosure:
         freeze_bn: bool = False,
         sync: bool = True,
     ) -> torch.Tensor:
-        x, y = (self.inputs, self.targets) if subset is None else (self.inputs[subset], self.targets[subset])
+        x, y, idx = self.inputs, self.targets, self.indices
+        if subset is not None:
+            x, y, idx = x[subset], y[subset], None if idx is None else idx[subset.to(idx.device)]
         n = int(y.shape[0])
         with frozen_bn_stats(self.model) if freeze_bn else nullcontext(), torch.set_grad_enabled(backward):
             if backward:
                 self.model.zero_grad(set_to_none=True)
-            parts = [(xs, ys) for xs, ys in zip(x.tensor_split(self.accumulate), y.tensor_split(self.accumulate))
-                     if ys.shape[0]] if self.accumulate > 1 else [(x, y)]
+            split = (lambda t: t.tensor_split(self.accumulate)) if self.accumulate > 1 else (lambda t: (t,))
+            parts = [(xs, ys, ids) for xs, ys, ids in zip(split(x), split(y), split(idx) if idx is not None
+                                                           else (None,) * len(split(y))) if ys.shape[0]]
             pieces = []
-            for i, (xs, ys) in enumerate(parts):
+            for i, (xs, ys, ids) in enumerate(parts):
                 reduce = backward and sync and i == len(parts) - 1  # one all-reduce, after the last micro-batch
                 with nullcontext() if reduce or not _replicated(self.model) else self.model.no_sync():
-                    pieces.append(self._part(xs, ys, n, backward, per_sample))
+                    pieces.append(self._part(xs, ys, ids, n, backward, per_sample))
         self.count(n, backward)
+        for _ in range(self.objective.extra_forwards if self.objective is not None else 0):
+            self.count(n, False)
         if len(pieces) == 1:
             return pieces[0]
         return torch.cat(pieces) if per_sample else torch.stack(pieces).sum()
 
-    def _part(self, x: torch.Tensor, y: torch.Tensor, n: int, backward: bool, per_sample: bool) -> torch.Tensor:
+    def _part(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None, n: int, backward: bool,
+              per_sample: bool) -> torch.Tensor:
         """One micro-batch: its per-sample losses (detached) where asked, else its share of the batch's mean."""
         k = int(y.shape[0])
         with torch.autocast(x.device.type, dtype=self.autocast) if self.autocast else nullcontext():
-            losses = self.loss_fn(self.model(x), y)
+            outputs = self.model(x)
+            losses = self.loss_fn(outputs, y) if self.objective is None else \
+                self.objective(outputs, y, idx, x, self.loss_fn)
         if per_sample and losses.shape != (k,):  # a reduced loss has no per-sample values to select from
             raise ValueError(f"per_sample=True needs loss_fn to return one loss per sample (shape ({k},), "
                              f"e.g. cross_entropy(..., reduction='none')), got shape {tuple(losses.shape)}")
