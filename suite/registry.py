@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from baselines import AESAM, ESAM, GSAM, MSAM, RST, SAM, LateSAM, LookSAM
+from baselines import AESAM, ESAM, GSAM, MSAM, RST, RWP, SAM, LateSAM, LookSAM
 from ssam import SSAM
 
 ORIGINS = {"paper": "as in the paper's code", "extension": "extension of this suite",
@@ -40,7 +40,7 @@ FAMILIES = {"SGD": "SGD with momentum, the plain reference",
             "SSAM-F": "Sparse SAM with a Fisher mask (Mi et al. 2023): every pattern and form",
             "SSAM-D": "Sparse SAM with a dynamic mask (Mi et al. 2023): every pattern and form",
             "field": "the efficient-SAM field (issues 25, 38): ASAM, periodic SAM, LookSAM, RST, GSAM, Momentum-SAM, "
-                     "AE-SAM, late-phase SAM and this suite's combinations of them",
+                     "AE-SAM, late-phase SAM, random weight perturbation (ARWP) and this suite's combinations of them",
             "": "not stated"}
 # The Sparse SAM variants the paper's official code has (Mi et al.'s repositories): SSAM-F explicit in
 # every pattern, SSAM-F implicit for structured and N:M masks, SSAM-D unstructured and explicit only.
@@ -178,6 +178,9 @@ MSAM_INVALID = (*SGD_INVALID, {"rho": -0.1}, {"adaptive": "yes"}, {"momentum": 0
 AESAM_INVALID = (*TWO_PASS_INVALID, {"delta": 1.0}, {"delta": -0.1}, {"lambda1": float("inf")}, {"lambda2": "1"},
                  {"ascent_fraction": 0.5}, {"sam_every": 2})
 LATE_SAM_INVALID = (*TWO_PASS_INVALID, {"switch_at": 1.5}, {"switch_at": -0.1}, {"sam_every": 3})
+# (total_steps and seed are the harness's inputs: tests/test_rwp.py checks their refusals)
+RWP_INVALID = (*SGD_INVALID, {"rho": -0.1}, {"rho": float("inf")}, {"eta": -0.1}, {"beta": 1.5}, {"beta": -0.1},
+               {"increase": -1.0}, {"increase": float("nan")})
 ESAM_INVALID = (*TWO_PASS_INVALID, {"beta": 0}, {"beta": 1.5}, {"gamma": 0.0}, {"gamma": 1.5}, {"swp": "layer"})
 SSAM_INVALID = (*TWO_PASS_INVALID, {"drop_rate": -0.5}, {"update_every": 0}, {"fisher_samples": 0},
                 {"growth": "best"}, {"normalise": "l1"}, {"fisher_impl": "jit"}, {"fisher_bn": "none"},
@@ -201,6 +204,7 @@ RST_SAMPLES = ({"probability": 0.2, "adaptive": True, "rho": 0.5}, {"probability
 MSAM_SAMPLES = ({"adaptive": True, "rho": 0.3}, {"rho": 0.1, "nesterov": True, "weight_decay": 0.0})
 AESAM_SAMPLES = ({"delta": 0.5, "lambda1": 0.0, "lambda2": 2.0}, {"adaptive": True, "rho": 0.5, "nesterov": True})
 LATE_SAM_SAMPLES = ({"switch_at": 0.25, "adaptive": True, "rho": 0.5}, {"switch_at": 0.5, "ascent_fraction": 0.5})
+RWP_SAMPLES = ({"rho": 0.01, "increase": 0.0}, {"eta": 1.0, "beta": 0.9, "nesterov": True})
 SSAM_DENSITY_SAMPLES = {"unstructured": {"sparsity": 0.9}, "structured": {"sparsity": 0.25},
                         "structured-top": {"sparsity": 0.75}, "nm": {"n": 1, "m": 2}}
 SSAM_MASK_SAMPLES = {
@@ -267,8 +271,8 @@ def _sam(ascent: str) -> OptimizerInfo:
 
 
 # The efficient-SAM field (issues 25, 38): a second pass on some steps only (periodic SAM, LookSAM, RST; AE-SAM
-# where ||g||^2 is high; late-phase SAM in the last eighth of training), none (Momentum-SAM), or a changed descent
-# direction (GSAM); ASAM is SAM's adaptive setting at its paper's radius.
+# where ||g||^2 is high; late-phase SAM in the last eighth of training), none (Momentum-SAM; RWP, whose perturbation
+# is random), or a changed descent direction (GSAM); ASAM is SAM's adaptive setting at its paper's radius.
 PEERS = [
     OptimizerInfo("asam", SAM, "ASAM (Kwon et al. 2021): SAM in the weight-scaled ball T_w = |w| + 0.01",
                   changes={"adaptive": True, "rho": 0.5, "eta": 0.01}, passes_per_step=2,
@@ -314,6 +318,13 @@ PEERS = [
                   samples=LATE_SAM_SAMPLES, origin="published", family="field",
                   # the steps from ceil(switch_at * T) on are SAM's: the share is exact once T is known
                   step_mix=StepMix(lambda opt, t: opt.sam_steps_in(t), "schedule")),
+    # No second pass at all: the one gradient at w plus filter-normalised Gaussian noise, its scale rising over the
+    # run (total_steps) and drawn from the run's seed
+    OptimizerInfo("rwp", RWP, "random weight perturbation, adaptive (ARWP: Li et al., TMLR 2024, 'Revisiting Random "
+                  "Weight Perturbation for Efficiently Improving Generalization'): the gradient at w plus "
+                  "filter-normalised Gaussian noise shrunk by a running second moment of the gradient; one pass",
+                  inputs={"total_steps", "seed"}, passes_per_step=1, invalid=RWP_INVALID, samples=RWP_SAMPLES,
+                  origin="published", family="field"),
 ]
 
 OPTIMIZERS: list[OptimizerInfo] = [
