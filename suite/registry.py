@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from baselines import AESAM, ESAM, GSAM, MESA, MSAM, RST, SAF, SAM, LateSAM, LookSAM
+from baselines import AESAM, ESAM, GSAM, MESA, MSAM, RST, RWP, SAF, SAM, LateSAM, LookSAM
 from ssam import SSAM
 
 ORIGINS = {"paper": "as in the paper's code", "extension": "extension of this suite",
@@ -40,7 +40,7 @@ FAMILIES = {"SGD": "SGD with momentum, the plain reference",
             "SSAM-F": "Sparse SAM with a Fisher mask (Mi et al. 2023): every pattern and form",
             "SSAM-D": "Sparse SAM with a dynamic mask (Mi et al. 2023): every pattern and form",
             "field": "the efficient-SAM field (issues 25, 38): ASAM, periodic SAM, LookSAM, RST, GSAM, Momentum-SAM, "
-                     "AE-SAM, late-phase SAM and this suite's combinations of them",
+                     "AE-SAM, late-phase SAM, random weight perturbation (ARWP) and this suite's combinations of them",
             "": "not stated"}
 # The Sparse SAM variants the paper's official code has (Mi et al.'s repositories): SSAM-F explicit in
 # every pattern, SSAM-F implicit for structured and N:M masks, SSAM-D unstructured and explicit only.
@@ -184,6 +184,9 @@ TRAJECTORY_INVALID = (*SGD_INVALID, {"lam": -0.1}, {"temperature": 0.0}, {"start
                       {"end_epoch": 5})
 SAF_INVALID = (*TRAJECTORY_INVALID, {"past_epochs": 0}, {"past_epochs": 7})
 MESA_INVALID = (*TRAJECTORY_INVALID, {"ema_decay": 1.0}, {"ema_decay": -0.1})
+# (total_steps and seed are the harness's inputs: tests/test_rwp.py checks their refusals)
+RWP_INVALID = (*SGD_INVALID, {"rho": -0.1}, {"rho": float("inf")}, {"eta": -0.1}, {"beta": 1.5}, {"beta": -0.1},
+               {"increase": -1.0}, {"increase": float("nan")})
 ESAM_INVALID = (*TWO_PASS_INVALID, {"beta": 0}, {"beta": 1.5}, {"gamma": 0.0}, {"gamma": 1.5}, {"swp": "layer"})
 SSAM_INVALID = (*TWO_PASS_INVALID, {"drop_rate": -0.5}, {"update_every": 0}, {"fisher_samples": 0},
                 {"growth": "best"}, {"normalise": "l1"}, {"fisher_impl": "jit"}, {"fisher_bn": "none"},
@@ -211,6 +214,7 @@ SAF_SAMPLES = ({"past_epochs": 1, "start_epoch": 0, "lam": 1.0, "temperature": 2
                {"start_epoch": 1, "past_epochs": 2, "end_epoch": 4, "nesterov": True})
 MESA_SAMPLES = ({"ema_decay": 0.5, "start_epoch": 0, "lam": 0.1},
                 {"temperature": 1.0, "end_epoch": 7, "nesterov": True})
+RWP_SAMPLES = ({"rho": 0.01, "increase": 0.0}, {"eta": 1.0, "beta": 0.9, "nesterov": True})
 SSAM_DENSITY_SAMPLES = {"unstructured": {"sparsity": 0.9}, "structured": {"sparsity": 0.25},
                         "structured-top": {"sparsity": 0.75}, "nm": {"n": 1, "m": 2}}
 SSAM_MASK_SAMPLES = {
@@ -277,8 +281,8 @@ def _sam(ascent: str) -> OptimizerInfo:
 
 
 # The efficient-SAM field (issues 25, 38): a second pass on some steps only (periodic SAM, LookSAM, RST; AE-SAM
-# where ||g||^2 is high; late-phase SAM in the last eighth of training), none (Momentum-SAM), or a changed descent
-# direction (GSAM); ASAM is SAM's adaptive setting at its paper's radius.
+# where ||g||^2 is high; late-phase SAM in the last eighth of training), none (Momentum-SAM; RWP, whose perturbation
+# is random), or a changed descent direction (GSAM); ASAM is SAM's adaptive setting at its paper's radius.
 PEERS = [
     OptimizerInfo("asam", SAM, "ASAM (Kwon et al. 2021): SAM in the weight-scaled ball T_w = |w| + 0.01",
                   changes={"adaptive": True, "rho": 0.5, "eta": 0.01}, passes_per_step=2,
@@ -324,6 +328,13 @@ PEERS = [
                   samples=LATE_SAM_SAMPLES, origin="published", family="field",
                   # the steps from ceil(switch_at * T) on are SAM's: the share is exact once T is known
                   step_mix=StepMix(lambda opt, t: opt.sam_steps_in(t), "schedule")),
+    # No second pass at all: the one gradient at w plus filter-normalised Gaussian noise, its scale rising over the
+    # run (total_steps) and drawn from the run's seed
+    OptimizerInfo("rwp", RWP, "random weight perturbation, adaptive (ARWP: Li et al., TMLR 2024, 'Revisiting Random "
+                  "Weight Perturbation for Efficiently Improving Generalization'): the gradient at w plus "
+                  "filter-normalised Gaussian noise shrunk by a running second moment of the gradient; one pass",
+                  inputs={"total_steps", "seed"}, passes_per_step=1, invalid=RWP_INVALID, samples=RWP_SAMPLES,
+                  origin="published", family="field"),
     # Loss-shaping methods (issue 38): SGD's one pass on the loss plus a trajectory term, which the closure
     # evaluates through the optimizer's ``objective`` with each example's index (baselines/core/closure.py)
     OptimizerInfo("saf", SAF, "SAF (Du et al. 2022): SGD on the loss + lam * KL to each example's outputs 3 epochs "
