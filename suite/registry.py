@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from baselines import AESAM, ESAM, GSAM, MSAM, RST, SAM, LateSAM, LookSAM
+from baselines import AESAM, ESAM, GSAM, KSAM, MSAM, RST, SAM, LateSAM, LookSAM
 from ssam import SSAM
 
 ORIGINS = {"paper": "as in the paper's code", "extension": "extension of this suite",
@@ -40,7 +40,7 @@ FAMILIES = {"SGD": "SGD with momentum, the plain reference",
             "SSAM-F": "Sparse SAM with a Fisher mask (Mi et al. 2023): every pattern and form",
             "SSAM-D": "Sparse SAM with a dynamic mask (Mi et al. 2023): every pattern and form",
             "field": "the efficient-SAM field (issues 25, 38): ASAM, periodic SAM, LookSAM, RST, GSAM, Momentum-SAM, "
-                     "AE-SAM, late-phase SAM and this suite's combinations of them",
+                     "AE-SAM, late-phase SAM, K-SAM and this suite's combinations of them",
             "": "not stated"}
 # The Sparse SAM variants the paper's official code has (Mi et al.'s repositories): SSAM-F explicit in
 # every pattern, SSAM-F implicit for structured and N:M masks, SSAM-D unstructured and explicit only.
@@ -178,6 +178,9 @@ MSAM_INVALID = (*SGD_INVALID, {"rho": -0.1}, {"adaptive": "yes"}, {"momentum": 0
 AESAM_INVALID = (*TWO_PASS_INVALID, {"delta": 1.0}, {"delta": -0.1}, {"lambda1": float("inf")}, {"lambda2": "1"},
                  {"ascent_fraction": 0.5}, {"sam_every": 2})
 LATE_SAM_INVALID = (*TWO_PASS_INVALID, {"switch_at": 1.5}, {"switch_at": -0.1}, {"sam_every": 3})
+# k_fraction < 1 already takes the ascent on part of the batch: a random part besides is refused
+KSAM_INVALID = (*TWO_PASS_INVALID, {"k_fraction": 0}, {"k_fraction": 1.5}, {"k_fraction": -0.25},
+                {"k_fraction": "0.5"}, {"k_fraction": 0.5, "ascent_fraction": 0.25})
 ESAM_INVALID = (*TWO_PASS_INVALID, {"beta": 0}, {"beta": 1.5}, {"gamma": 0.0}, {"gamma": 1.5}, {"swp": "layer"})
 SSAM_INVALID = (*TWO_PASS_INVALID, {"drop_rate": -0.5}, {"update_every": 0}, {"fisher_samples": 0},
                 {"growth": "best"}, {"normalise": "l1"}, {"fisher_impl": "jit"}, {"fisher_bn": "none"},
@@ -201,6 +204,9 @@ RST_SAMPLES = ({"probability": 0.2, "adaptive": True, "rho": 0.5}, {"probability
 MSAM_SAMPLES = ({"adaptive": True, "rho": 0.3}, {"rho": 0.1, "nesterov": True, "weight_decay": 0.0})
 AESAM_SAMPLES = ({"delta": 0.5, "lambda1": 0.0, "lambda2": 2.0}, {"adaptive": True, "rho": 0.5, "nesterov": True})
 LATE_SAM_SAMPLES = ({"switch_at": 0.25, "adaptive": True, "rho": 0.5}, {"switch_at": 0.5, "ascent_fraction": 0.5})
+# k_fraction = 1 is SAM (its ascent_fraction then allowed); a quarter is cheaper than SGD in FLOPs
+KSAM_SAMPLES = ({"k_fraction": 0.5, "adaptive": True, "rho": 0.5}, {"k_fraction": 0.25, "nesterov": True},
+                {"k_fraction": 1.0, "ascent_fraction": 0.5})
 SSAM_DENSITY_SAMPLES = {"unstructured": {"sparsity": 0.9}, "structured": {"sparsity": 0.25},
                         "structured-top": {"sparsity": 0.75}, "nm": {"n": 1, "m": 2}}
 SSAM_MASK_SAMPLES = {
@@ -267,8 +273,8 @@ def _sam(ascent: str) -> OptimizerInfo:
 
 
 # The efficient-SAM field (issues 25, 38): a second pass on some steps only (periodic SAM, LookSAM, RST; AE-SAM
-# where ||g||^2 is high; late-phase SAM in the last eighth of training), none (Momentum-SAM), or a changed descent
-# direction (GSAM); ASAM is SAM's adaptive setting at its paper's radius.
+# where ||g||^2 is high; late-phase SAM in the last eighth of training), none (Momentum-SAM), both on part of the
+# batch (K-SAM), or a changed descent direction (GSAM); ASAM is SAM's adaptive setting at its paper's radius.
 PEERS = [
     OptimizerInfo("asam", SAM, "ASAM (Kwon et al. 2021): SAM in the weight-scaled ball T_w = |w| + 0.01",
                   changes={"adaptive": True, "rho": 0.5, "eta": 0.01}, passes_per_step=2,
@@ -314,6 +320,11 @@ PEERS = [
                   samples=LATE_SAM_SAMPLES, origin="published", family="field",
                   # the steps from ceil(switch_at * T) on are SAM's: the share is exact once T is known
                   step_mix=StepMix(lambda opt, t: opt.sam_steps_in(t), "schedule")),
+    # both passes on the examples of highest loss, ranked by a forward over the batch: 1/3 + 2 * k_fraction of SGD's
+    # FLOPs, the same every step
+    OptimizerInfo("k-sam", KSAM, "K-SAM (Ni et al. 2022): SAM's ascent and descent on the third of the batch with "
+                  "the highest loss, ranked by a forward pass over the whole batch", passes_per_step=2,
+                  invalid=KSAM_INVALID, samples=KSAM_SAMPLES, origin="published", family="field"),
 ]
 
 OPTIMIZERS: list[OptimizerInfo] = [

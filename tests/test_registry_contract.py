@@ -185,7 +185,7 @@ ALTERNATIVES = {"sparsity": (0.25, 0.75), "gamma": (0.75, 0.25), "mask": ("fishe
                 "fisher_data": ("train", "batch"), "refresh_timing": ("paper", "suite"),
                 "ascent_fraction": (0.5, 1.0), "sam_every": (3, 1),
                 "probability": (0.25, 0.75), "delta": (0.5, 0.9), "lambda1": (0.0, -1.0), "lambda2": (2.0, 1.0),
-                "switch_at": (0.5, 0.25)}
+                "switch_at": (0.5, 0.25), "k_fraction": (0.5, 0.25)}
 
 
 @pytest.mark.parametrize(("name", "key"), [(n, k) for n in NAMES if is_two_pass(n)
