@@ -63,10 +63,11 @@ SSAM_FORMS = ("explicit", "implicit", "implicit-masked")
 # a star for two fifths (a fraction added to the registry without a marker fails here, at import)
 CHEAP_MARKERS = {fraction: marker for fraction, marker in zip(ASCENT_FRACTIONS.values(), ("P", "*"), strict=True)}
 # the efficient-SAM field (issue 25), a colour and marker per method; the suite's periodic two-fifths ascent takes
-# periodic SAM's colour (and the two-fifths star)
+# periodic SAM's colour (and the two-fifths star); K-SAM selects examples by loss as ESAM does: ESAM's marker
 FIELD_STYLE = {"asam": ("#bcbd22", "H", True), "periodic-sam": ("#e6550d", "8", True),
                "looksam": ("#9467bd", "<", True), "rst": ("#7f7f7f", "d", True), "gsam": ("#8c564b", ">", True),
-               "msam": ("#e377c2", "h", True), "sam-two-fifths-ascent-every-2": ("#e6550d", "8", True)}
+               "msam": ("#e377c2", "h", True), "sam-two-fifths-ascent-every-2": ("#e6550d", "8", True),
+               "k-sam": ("#393b79", "v", True)}
 BIG_MARKERS = {"*": 1.5}  # a star reads smaller than a disc of the same size
 OTHER_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22")
 OTHER_MARKERS = "PXh*p<>"

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from baselines import AESAM, ESAM, GSAM, MESA, MSAM, RST, RWP, SAF, SAM, LateSAM, LookSAM
+from baselines import AESAM, ESAM, GSAM, KSAM, MESA, MSAM, RST, RWP, SAF, SAM, LateSAM, LookSAM
 from ssam import SSAM
 
 ORIGINS = {"paper": "as in the paper's code", "extension": "extension of this suite",
@@ -40,7 +40,8 @@ FAMILIES = {"SGD": "SGD with momentum, the plain reference",
             "SSAM-F": "Sparse SAM with a Fisher mask (Mi et al. 2023): every pattern and form",
             "SSAM-D": "Sparse SAM with a dynamic mask (Mi et al. 2023): every pattern and form",
             "field": "the efficient-SAM field (issues 25, 38): ASAM, periodic SAM, LookSAM, RST, GSAM, Momentum-SAM, "
-                     "AE-SAM, late-phase SAM, random weight perturbation (ARWP) and this suite's combinations of them",
+                     "AE-SAM, late-phase SAM, random weight perturbation (ARWP), K-SAM, SAF, MESA and this suite's "
+                     "combinations of them",
             "": "not stated"}
 # The Sparse SAM variants the paper's official code has (Mi et al.'s repositories): SSAM-F explicit in
 # every pattern, SSAM-F implicit for structured and N:M masks, SSAM-D unstructured and explicit only.
@@ -187,6 +188,9 @@ MESA_INVALID = (*TRAJECTORY_INVALID, {"ema_decay": 1.0}, {"ema_decay": -0.1})
 # (total_steps and seed are the harness's inputs: tests/test_rwp.py checks their refusals)
 RWP_INVALID = (*SGD_INVALID, {"rho": -0.1}, {"rho": float("inf")}, {"eta": -0.1}, {"beta": 1.5}, {"beta": -0.1},
                {"increase": -1.0}, {"increase": float("nan")})
+# k_fraction < 1 already takes the ascent on part of the batch: a random part besides is refused
+KSAM_INVALID = (*TWO_PASS_INVALID, {"k_fraction": 0}, {"k_fraction": 1.5}, {"k_fraction": -0.25},
+                {"k_fraction": "0.5"}, {"k_fraction": 0.5, "ascent_fraction": 0.25})
 ESAM_INVALID = (*TWO_PASS_INVALID, {"beta": 0}, {"beta": 1.5}, {"gamma": 0.0}, {"gamma": 1.5}, {"swp": "layer"})
 SSAM_INVALID = (*TWO_PASS_INVALID, {"drop_rate": -0.5}, {"update_every": 0}, {"fisher_samples": 0},
                 {"growth": "best"}, {"normalise": "l1"}, {"fisher_impl": "jit"}, {"fisher_bn": "none"},
@@ -215,6 +219,9 @@ SAF_SAMPLES = ({"past_epochs": 1, "start_epoch": 0, "lam": 1.0, "temperature": 2
 MESA_SAMPLES = ({"ema_decay": 0.5, "start_epoch": 0, "lam": 0.1},
                 {"temperature": 1.0, "end_epoch": 7, "nesterov": True})
 RWP_SAMPLES = ({"rho": 0.01, "increase": 0.0}, {"eta": 1.0, "beta": 0.9, "nesterov": True})
+# k_fraction = 1 is SAM (its ascent_fraction then allowed); a quarter is cheaper than SGD in FLOPs
+KSAM_SAMPLES = ({"k_fraction": 0.5, "adaptive": True, "rho": 0.5}, {"k_fraction": 0.25, "nesterov": True},
+                {"k_fraction": 1.0, "ascent_fraction": 0.5})
 SSAM_DENSITY_SAMPLES = {"unstructured": {"sparsity": 0.9}, "structured": {"sparsity": 0.25},
                         "structured-top": {"sparsity": 0.75}, "nm": {"n": 1, "m": 2}}
 SSAM_MASK_SAMPLES = {
@@ -282,7 +289,8 @@ def _sam(ascent: str) -> OptimizerInfo:
 
 # The efficient-SAM field (issues 25, 38): a second pass on some steps only (periodic SAM, LookSAM, RST; AE-SAM
 # where ||g||^2 is high; late-phase SAM in the last eighth of training), none (Momentum-SAM; RWP, whose perturbation
-# is random), or a changed descent direction (GSAM); ASAM is SAM's adaptive setting at its paper's radius.
+# is random), both on part of the batch (K-SAM), or a changed descent direction (GSAM); ASAM is SAM's adaptive
+# setting at its paper's radius. SAF and MESA change the loss instead (a trajectory term), with SGD's one pass.
 PEERS = [
     OptimizerInfo("asam", SAM, "ASAM (Kwon et al. 2021): SAM in the weight-scaled ball T_w = |w| + 0.01",
                   changes={"adaptive": True, "rho": 0.5, "eta": 0.01}, passes_per_step=2,
@@ -343,6 +351,11 @@ PEERS = [
     OptimizerInfo("mesa", MESA, "MESA (Du et al. 2022): SGD on the loss + lam * KL to an EMA of the weights' "
                   "outputs on the same batch: one pass and the teacher's forward", inputs={"model", "steps_per_epoch"},
                   passes_per_step=1, invalid=MESA_INVALID, samples=MESA_SAMPLES, origin="published", family="field"),
+    # both passes on the examples of highest loss, ranked by a forward over the batch: 1/3 + 2 * k_fraction of SGD's
+    # FLOPs, the same every step
+    OptimizerInfo("k-sam", KSAM, "K-SAM (Ni et al. 2022): SAM's ascent and descent on the third of the batch with "
+                  "the highest loss, ranked by a forward pass over the whole batch", passes_per_step=2,
+                  invalid=KSAM_INVALID, samples=KSAM_SAMPLES, origin="published", family="field"),
 ]
 
 OPTIMIZERS: list[OptimizerInfo] = [

@@ -191,7 +191,7 @@ ALTERNATIVES = {"sparsity": (0.25, 0.75), "gamma": (0.75, 0.25), "mask": ("fishe
                 "ascent_fraction": (0.5, 1.0), "sam_every": (3, 1),
                 "probability": (0.25, 0.75), "delta": (0.5, 0.9), "lambda1": (0.0, -1.0), "lambda2": (2.0, 1.0),
                 "switch_at": (0.5, 0.25), "lam": (0.5, 0.3), "temperature": (2.0, 5.0), "start_epoch": (1, 5),
-                "end_epoch": (9, 8), "past_epochs": (2, 3), "ema_decay": (0.9, 0.9998)}
+                "end_epoch": (9, 8), "past_epochs": (2, 3), "ema_decay": (0.9, 0.9998), "k_fraction": (0.5, 0.25)}
 
 
 @pytest.mark.parametrize(("name", "key"), [(n, k) for n in NAMES if is_two_pass(n)
