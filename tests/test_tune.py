@@ -246,17 +246,19 @@ def test_cpu_noise_tune_gives_every_candidate_four_values_around_cpu_noises_and_
     profile, noise = load_profile("cpu-noise-tune"), load_profile("cpu-noise")
     settings = tune.settings(profile)
     assert settings.seeds == 2 and round(settings.validation_fraction * noise.train.train_subset) == 512
-    assert {g.optimizer for g in settings.grids} == {
-        "sam", "sam-two-fifths-ascent", "msam", "looksam", "periodic-sam", "sam-two-fifths-ascent-every-2",
-        "ssam-f-unstructured-explicit", "ae-sam", "late-sam"}
+    radii = {"sam": 0.1, "sam-two-fifths-ascent": 0.1, "msam": 1.5, "looksam": 0.1, "periodic-sam": 0.1,
+             "sam-two-fifths-ascent-every-2": 0.1, "ssam-f-unstructured-explicit": 0.1, "rwp": 0.001}
+    own = {("ae-sam", "lambda1"), ("late-sam", "switch_at"), ("k-sam", "k_fraction"), ("saf", "lam"), ("mesa", "lam")}
+    assert {(g.optimizer, g.param) for g in settings.grids} == {(o, "rho") for o in radii} | own
     for g in settings.grids:
-        now = noise.hparams_for(registry.get(g.optimizer))["rho"]
-        if g.param == "rho":
-            assert g.values == (0.5 * now, now, 2 * now, 4 * now), g
-        else:  # the methods that choose when to take SAM's step: their own switch, around its default
-            assert now == 0.1 and registry.get(g.optimizer).defaults()[g.param] in g.values, g
+        if g.param == "rho":  # x0.5 to x4 of the radius (scale) cpu-noise runs it at, or its class's
+            now = noise.hparams_for(registry.get(g.optimizer)).get("rho", registry.get(g.optimizer).defaults()["rho"])
+            assert now == radii[g.optimizer] and g.values == (0.5 * now, now, 2 * now, 4 * now), g
+        else:  # the other settings: around the class's default, which is among them
+            assert registry.get(g.optimizer).defaults()[g.param] in g.values, g
+            assert noise.hparams_for(registry.get(g.optimizer)).get("rho", 0.1) == 0.1  # SAM's, where it has one
     _, runs = tune.plan(profile, check_device=False)
-    assert len(runs) == 72 and {r.train.validation_fraction for r in runs} == {0.2}
+    assert len(runs) == 104 and {r.train.validation_fraction for r in runs} == {0.2}
     assert {r.train.label_noise for r in runs} == {0.4} and {r.seed for r in runs} == {0, 1}
     assert main(["list", "--profiles"]) == 0
-    assert "[suite tune: 72 runs of 9 optimizers" in " ".join(capsys.readouterr().out.split())
+    assert "[suite tune: 104 runs of 13 optimizers" in " ".join(capsys.readouterr().out.split())
