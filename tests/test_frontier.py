@@ -200,4 +200,4 @@ def test_the_published_frontiers_say_which_step_prices_them():
     assert "1 thread" not in noise.split("these runs'")[0].split("table's step:")[-1]  # the threads agree
     assert "Intel(R) Xeon(R) Processor" in noise
     cpu = text.split("### Frontier — `cpu`", 1)[1].split("\n### ", 1)[0]
-    assert "the `cost` table's step: 2 threads, commit `08f4d61`" in cpu
+    assert "the `cost` table's step: 2 threads, commit `472b507`" in cpu
