@@ -122,7 +122,7 @@ BAD = {  # case: (flags, [train] values or None for no profile file, extra table
     "negative rho": ([], {}, "[hparams.sam]\nrho = -1.0", "optimizer sam: rho must be a finite number >= 0"),
     "unknown hparam": ([], {}, "[hparams.sam]\nrhoo = 0.1", "optimizer sam:"),
     "hparams for unknown optimizer": ([], {}, "[hparams.sma]\nrho = 0.1",
-                                      "unknown optimizer 'sma'); did you mean 'sam'? known: sgd"),
+                                      "unknown optimizer 'sma'); did you mean 'sam' or 'saf'? known: sgd"),
     "hparams glob matching nothing": ([], {}, '[hparams."asam-*"]\nrho = 0.1', "matches no optimizer"),
     "sparsity out of range": (["--optimizer", "ssam-f"], {}, '[hparams."ssam-*"]\nsparsity = 1.5',
                               "optimizer ssam-f-unstructured-explicit: sparsity must be a number in [0, 1], got 1.5"),
