@@ -159,6 +159,12 @@ class Study:
     not_on: tuple[str, ...]
     confirmatory: tuple[str, ...] = ()  # profiles (globs) whose tables are confirmatory
     margins: tuple[DeclaredMargin, ...] = ()
+    # profile glob -> its table's own time goal (the first that matches), where it differs from ``time_goal``
+    time_goals: tuple[tuple[str, float], ...] = ()
+
+    def goal_for(self, profile: str) -> float:
+        """The time goal of ``profile``'s table: its own (``[time_goals]``), else the study's ``time_goal``."""
+        return next((v for g, v in self.time_goals if fnmatch.fnmatchcase(profile, g)), self.time_goal)
 
     def kind(self, profile: str) -> str:
         return CONFIRMATORY if any(fnmatch.fnmatchcase(profile, g) for g in self.confirmatory) else EXPLORATORY
@@ -167,7 +173,7 @@ class Study:
         return next((m for m in self.margins if m.applies(claim, profile)), None)
 
 
-STUDY_KEYS = ("alpha", "claims", "confirmatory", "margins", "not_on", "priced_by", "time_goal")
+STUDY_KEYS = ("alpha", "claims", "confirmatory", "margins", "not_on", "priced_by", "time_goal", "time_goals")
 
 
 def load_study(path: Path | str) -> Study:
@@ -190,11 +196,15 @@ def load_study(path: Path | str) -> Study:
             raise ValueError(f"{where}: {key} must be a list of profile names or globs, got {value!r}")
     if not (isinstance(priced_by, dict) and all(isinstance(v, str) for v in priced_by.values())):
         raise ValueError(f"{where}: [priced_by] must map profile = cost table, got {priced_by!r}")
-    if isinstance(goal, bool) or not isinstance(goal, (int, float)) or goal <= 0:
-        raise ValueError(f"{where}: time_goal must be a number above 0, got {goal!r}")
+    goals = raw.get("time_goals", {})
+    for name, value in (("time_goal", goal), *((f"[time_goals] {k}", v) for k, v in
+                                              (goals.items() if isinstance(goals, dict) else [("", None)]))):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"{where}: {name} must be a number above 0, got {value!r}")
     claims = parse_claims(raw.get("claims"), where, not_on=tuple(not_on))
     margins = parse_margins(raw.get("margins", []), where)
-    return Study(claims, float(alpha), float(goal), dict(priced_by), tuple(not_on), tuple(confirmatory), margins)
+    return Study(claims, float(alpha), float(goal), dict(priced_by), tuple(not_on), tuple(confirmatory), margins,
+                 tuple((k, float(v)) for k, v in goals.items()))
 
 
 def parse_margins(tables: Any, where: str) -> tuple[DeclaredMargin, ...]:

@@ -67,18 +67,20 @@ def rows(summary: pd.DataFrame, keeps: pd.DataFrame, times: pd.DataFrame) -> pd.
     return out.sort_values(["time_x_sgd", "flops_x_sgd"], na_position="last", kind="stable").reset_index(drop=True)
 
 
-def goal(table: pd.DataFrame, timed: bool) -> str:
-    """Whether a method keeps SAM's accuracy at ≤ ``TIME_GOAL`` × SGD's time here, and if none does, which
-    come closest: those under the goal with their verdicts, and the cheapest that keeps it."""
+def goal(table: pd.DataFrame, timed: bool, profile: str = "") -> str:
+    """Whether a method keeps SAM's accuracy at ≤ the time goal of ``profile``'s table × SGD's time here
+    (``Study.goal_for``), and if none does, which come closest: those under the goal with their verdicts, and the
+    cheapest that keeps it."""
+    limit = STUDY.goal_for(profile)
     if not timed:
-        return (f"Time goal (≤ {TIME_GOAL:g}× SGD's time per step): not judged here, no interleaved cost table "
+        return (f"Time goal (≤ {limit:g}× SGD's time per step): not judged here, no interleaved cost table "
                 "prices this profile's step.")
     judged = table[table["verdict"].notna()]
-    under = judged[judged["time_x_sgd"] <= TIME_GOAL]
+    under = judged[judged["time_x_sgd"] <= limit]
     met = under[under["verdict"] == "holds"]
     family = (f"; one family of {int(judged['family'].max())} comparisons, every method with a verdict here"
               if "family" in judged and judged["family"].notna().any() else "")
-    said = f"Time goal (keeps SAM's accuracy at ≤ {TIME_GOAL:g}× SGD's time per step{family}): "
+    said = f"Time goal (keeps SAM's accuracy at ≤ {limit:g}× SGD's time per step{family}): "
     if len(met):
         return said + "met by " + ", ".join(f"`{r.optimizer}` ({r.time_x_sgd:.2f}×{_fragile(r)})"
                                             for r in met.itertuples()) + "."
@@ -123,14 +125,14 @@ def markdown(summary: pd.DataFrame, judged: pd.DataFrame, claims: Iterable[Any],
         priced = f" (time: the `{source}` table, {repeats} repeats{flag})" if repeats else ""
         lines += [f"### Frontier — {where}{priced}", "",
                   pd.DataFrame(shown).to_markdown(index=False, disable_numparse=True), "",
-                  *([note, ""] if note else []), goal(table, bool(repeats)), ""]
+                  *([note, ""] if note else []), goal(table, bool(repeats), name), ""]
     return "\n".join(lines)
 
 
 def goals(summary: pd.DataFrame, judged: pd.DataFrame, claims: Iterable[Any],
           cost_repeats: dict[str, pd.DataFrame]) -> dict[str, str]:
     """The goal's sentence per table (profiles without a setting) that a cost table prices: for the README."""
-    return {name: goal(table, True) for (name, setting), (table, _, _, repeats)
+    return {name: goal(table, True, name) for (name, setting), (table, _, _, repeats)
             in frontiers(summary, judged, claims, cost_repeats).items() if repeats and not setting}
 
 

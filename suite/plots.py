@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 
 from suite import registry
-from suite.frontier import TIME_GOAL
+from suite.frontier import STUDY
 from suite.registry import ASCENT_FRACTIONS
 from suite.stats import pareto_front
 from suite.store import atomic_write
@@ -502,7 +502,8 @@ def _frontier_figure(shown: Shown) -> Any:
                                   markerfacecolor=colour if filled else "white", label=r.optimizer))
     rings = [plt.Line2D([], [], marker="o", linestyle="", markersize=13, markerfacecolor="none",
                         markeredgecolor=c, label=words) for c, words in VERDICT_MARKS.values()]
-    goal = _time_goal(ax)
+    limit = STUDY.goal_for(shown.title.split(" ")[0])  # the profile's own goal (its title may name a setting)
+    goal = _time_goal(ax, limit)
     ax.legend(handles=handles + rings + [goal], fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
               ncol=1 + len(handles) // 24)
     ax.set_xlabel("FLOPs per step (× SGD's; counted exactly)")
@@ -510,7 +511,7 @@ def _frontier_figure(shown: Shown) -> Any:
     _room(ax)
     fig.tight_layout()
     shift = max((abs(a - b) for a, b in zip(xs, exact)), default=0.0)
-    note = _frontier_note(t, margin, shift)
+    note = _frontier_note(t, margin, shift, limit)
     fig.text(0.5, 1.0, "\n".join(note), ha="center", va="bottom", fontsize="small")
     _title(fig, f"{shown.title}: accuracy against cost per step, budget {FRONTIER_BUDGET}",
            above_inches=0.2 * len(note) + 0.1)
@@ -520,18 +521,18 @@ def _frontier_figure(shown: Shown) -> Any:
 TIME_GOAL_STYLE = {"color": "black", "linewidth": 1.6, "linestyle": (0, (6, 2, 1, 2))}  # dash-dot: not a gridline
 
 
-def _time_goal(ax: Any) -> Any:
+def _time_goal(ax: Any, limit: float) -> Any:
     """The time goal's vertical line, drawn over the grid in a style no gridline has (it fell on the x grid's
     1.2 and read as one), labelled at the top; its legend entry."""
     import matplotlib.pyplot as plt
 
-    ax.axvline(TIME_GOAL, zorder=1.5, **TIME_GOAL_STYLE)
-    ax.annotate(f"{TIME_GOAL:g}× SGD: the time goal", (TIME_GOAL, 1.0), xycoords=("data", "axes fraction"),
+    ax.axvline(limit, zorder=1.5, **TIME_GOAL_STYLE)
+    ax.annotate(f"{limit:g}× SGD: the time goal", (limit, 1.0), xycoords=("data", "axes fraction"),
                 xytext=(4, -4), textcoords="offset points", rotation=90, ha="left", va="top", fontsize="x-small")
-    return plt.Line2D([], [], label=f"time goal: {TIME_GOAL:g}× SGD's FLOPs", **TIME_GOAL_STYLE)
+    return plt.Line2D([], [], label=f"time goal: {limit:g}× SGD's FLOPs", **TIME_GOAL_STYLE)
 
 
-def _frontier_note(t: pd.DataFrame, margin: float, shift: float) -> list[str]:
+def _frontier_note(t: pd.DataFrame, margin: float, shift: float, limit: float) -> list[str]:
     """The frontier's caption, wrapped: the seeds, SAM's band, the rings, the time goal's line and, where points
     had to move apart, by how much."""
     import textwrap
@@ -540,7 +541,7 @@ def _frontier_note(t: pd.DataFrame, margin: float, shift: float) -> list[str]:
     if not math.isnan(margin):
         parts.append(f"shaded: SAM's mean (dashed) down to the margin δ = {margin:.2f} points, within which a method "
                      "keeps SAM's accuracy")
-    parts.append(f"ring: the keeps-SAM verdict; dash-dotted: {TIME_GOAL:g}× SGD's FLOPs (the time "
+    parts.append(f"ring: the keeps-SAM verdict; dash-dotted: {limit:g}× SGD's FLOPs (the time "
                  "goal of summary.md's frontier)")
     if shift >= SPREAD_SAID:
         parts.append(f"points of nearly equal cost moved sideways, by up to {shift:.2f}× SGD's FLOPs, so that each "

@@ -338,7 +338,7 @@ def test_the_time_goal_line_is_told_apart_from_the_grid():
     try:
         fig.canvas.draw()
         ax = fig.axes[0]
-        goal = [ln for ln in ax.get_lines() if list(ln.get_xdata()) == [plots.TIME_GOAL] * 2]
+        goal = [ln for ln in ax.get_lines() if list(ln.get_xdata()) == [plots.STUDY.time_goal] * 2]
         assert len(goal) == 1
         goal = goal[0]
         for grid in ax.get_xgridlines():
@@ -346,7 +346,7 @@ def test_the_time_goal_line_is_told_apart_from_the_grid():
             assert goal.get_linewidth() > grid.get_linewidth()
             assert goal.get_linestyle() != grid.get_linestyle()
         assert goal.get_zorder() > ax.xaxis.get_zorder()  # the grid is drawn with its axis (below the data)
-        assert any(f"{plots.TIME_GOAL:g}×" in t.get_text() for t in ax.texts)
+        assert any(f"{plots.STUDY.time_goal:g}×" in t.get_text() for t in ax.texts)
         assert any("time goal" in t.get_text() for t in ax.get_legend().get_texts())
     finally:
         plt.close(fig)

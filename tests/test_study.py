@@ -61,6 +61,7 @@ def test_a_study_of_ones_own_replaces_the_file(tmp_path):
     ("goal = 1\n", "unknown key 'goal'"),
     ("not_on = \"cost\"\n", "not_on must be a list"),
     ("[priced_by]\ncpu = 3\n", "[priced_by] must map"),
+    ("[time_goals]\nmine = 0\n", "[time_goals] mine must be a number above 0"),
 ])
 def test_a_bad_study_file_is_one_line_naming_what_is_wrong(tmp_path, bad, says):
     study = tmp_path / "study.toml"
