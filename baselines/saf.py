@@ -11,9 +11,10 @@ for SAM's sharpness term at almost no cost.
           initial weights, BatchNorm's buffers averaged alike, in eval mode) on the same inputs
     w <- base_step(w, grad mean_i L_i)
 
-Defaults as the code's README and ImageNet command: tau 5, start_epoch 5, SAF lam 0.3 with past_epochs 3
-(``--minus_epoch`` 3, ``SAF_train.py``'s default; the README says 2 or 3), MESA lam 0.8 with ema_decay 0.9998
-(timm's ``--model-ema-decay`` default, which its command uses). The rule is written from ``SAF_train.py`` and
+Defaults as the code's README and commands: tau 5, start_epoch 5, SAF lam 0.3 with past_epochs 3
+(``--minus_epoch``'s argparse default; the README says 2 or 3 and ``run.sh``'s SAF line uses 2), MESA lam 0.8
+with ema_decay 0.9998 (timm's ``--model-ema-decay`` default, which its command uses). Both commands also smooth
+the labels by 0.1; here the loss is the profile's (plain cross-entropy). The rule is written from ``SAF_train.py`` and
 ``MESA_train.py``: the KL term only strictly after ``start_epoch`` and strictly before ``end_epoch``; SAF
 stores the outputs of the pass that trains (augmented, as the code's); MESA's teacher runs on every step, as the
 code's does (its cost is the same in every epoch), its update after each step. Where this file differs from the
@@ -24,6 +25,8 @@ Both are loss-shaping methods, not two-pass ones: each owns an ``Objective`` (``
 closure calls with each example's index in the training set (``ModelClosure(model, x, y, indices=idx,
 objective=optimizer.objective)``; the suite's loop does this for every optimizer that has one). SAF's memory and
 MESA's teacher live on the model's device, so a run's peak memory includes them, and travel in ``state_dict``.
+Under several processes each keeps its own memory of the examples its slice saw, as the code's DDP runs do (an
+example another replica trained on last time reads an older row, or zeros): not the one-process algorithm.
 """
 
 from __future__ import annotations
@@ -80,6 +83,8 @@ class PastOutputs(TrajectoryLoss):
         slots = self.past_epochs + 1
         if self.memory is None:
             self.memory = torch.zeros(self.train_size, slots, outputs.shape[1], device=outputs.device)
+        elif self.memory.device != outputs.device:  # loaded from a checkpoint (read onto the CPU): back beside the
+            self.memory = self.memory.to(outputs.device)  # outputs it is compared with, once
         rows = indices.to(self.memory.device)
         self.memory[rows, self.epoch % slots] = outputs.detach().float()
         return self.memory[rows, (self.epoch - self.past_epochs) % slots]
@@ -118,7 +123,8 @@ class _LossShaping(TwoPassOptimizer):
         check_number("temperature", group["temperature"], low=0, low_open=True)
         check_int("start_epoch", group["start_epoch"], minimum=0)
         if group["end_epoch"] is not None:
-            check_int("end_epoch", group["end_epoch"], minimum=group["start_epoch"] + 1)
+            # the term applies in epochs start_epoch + 1 .. end_epoch - 1: at least one
+            check_int("end_epoch", group["end_epoch"], minimum=group["start_epoch"] + 2)
 
     def two_passes(self) -> bool:
         return False

@@ -268,6 +268,9 @@ class Profile:
     # its [tune] table as written (suite/tune.py checks it): a grid of one hyper-parameter per optimizer that
     # `python -m suite tune` runs on a validation split; empty: not a tuning profile
     tune: dict[str, Any] = field(default_factory=dict)
+    # the tuning profile whose chosen values (``suite tune --choose``) its [hparams] hold: the frontier of its
+    # table shows each method's tuned value beside that profile's grid; "": not tuned
+    tuned_by: str = ""
     source: ProfileSource | None = field(default=None, compare=False)  # its content's hash and the files read
 
     def seeds_of(self, name: str, aliases: tuple[str, ...] = ()) -> int:
@@ -444,8 +447,14 @@ def _parse_profile(name: str, raw: dict[str, Any]) -> Profile:
         sharpness=SharpnessSettings(**table), sharpness_at_end=at_end, sharpness_rho=rho,
         slurm=_table("[slurm]", raw.get("slurm", {})), claims=_claims(name, raw.get("claims")),
         accuracy_claims=check_bool("accuracy_claims", raw.get("accuracy_claims", True)),
-        tune=_table("[tune]", raw.get("tune", {})),
+        tune=_table("[tune]", raw.get("tune", {})), tuned_by=_name("tuned_by", raw.get("tuned_by", "")),
     )
+
+
+def _name(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a profile's name, got {value!r}")
+    return value
 
 
 def resolve_hparams(info: Any, train: TrainConfig, overrides: dict[str, Any]) -> dict[str, Any]:

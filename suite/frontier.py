@@ -24,8 +24,9 @@ from typing import Any
 
 import pandas as pd
 
-from suite import cost
+from suite import cost, tune
 from suite.claims import STUDY, verdict_columns
+from suite.config import ConfigError, load_profile
 
 # The study's choices (suite/study.toml): the goal, × SGD's time per step, for a cheaper SAM that keeps SAM's
 # accuracy; the profiles whose step the cost table in a results directory's top level prices
@@ -119,14 +120,56 @@ def markdown(summary: pd.DataFrame, judged: pd.DataFrame, claims: Iterable[Any],
              "methods with a verdict), since \"the cheapest that keeps SAM's accuracy\" acts on all of them.", ""]
     for (name, setting), (table, verdicts, source, repeats) in tables.items():
         shown = [_shown(r, verdicts.get(r.optimizer), claims) for r in table.itertuples()]
-        where = f"`{name}`" + (f" with {setting}" if setting else "")
+        tuned = tuning(name)
         mine = [r for r in records if _of_table(r, name, setting)]
+        if tuned:
+            shown = [{**row, "tuned": _tuned_value(r.optimizer, tuned[1], mine)} for row, r in
+                     zip(shown, table.itertuples())]
+        where = f"`{name}`" + (f" with {setting}" if setting else "")
         flag, note = step_note(source, (cost_steps or {}).get(source), mine) if repeats and mine else ("", "")
         priced = f" (time: the `{source}` table, {repeats} repeats{flag})" if repeats else ""
         lines += [f"### Frontier — {where}{priced}", "",
                   pd.DataFrame(shown).to_markdown(index=False, disable_numparse=True), "",
-                  *([note, ""] if note else []), goal(table, bool(repeats), name), ""]
+                  *([note, ""] if note else []), *([tuning_note(*tuned), ""] if tuned else []),
+                  goal(table, bool(repeats), name), ""]
     return "\n".join(lines)
+
+
+def tuning(profile: str) -> tuple[str, dict[str, tuple[str, tuple[Any, ...]]], int] | None:
+    """Where ``profile`` names the tuning its [hparams] took (``tuned_by``): that tuning profile, each tuned
+    optimizer's (parameter, grid) and the seeds per value; None where it names none, or where its files do not
+    load from this checkout (a published table of a profile since removed or changed past reading)."""
+    try:
+        tuned_by = load_profile(profile).tuned_by
+        settings = tune.settings(load_profile(tuned_by)) if tuned_by else None
+    except (ConfigError, ValueError, OSError):
+        return None
+    if settings is None:
+        return None
+    return tuned_by, {g.optimizer: (g.param, g.values) for g in settings.grids}, settings.seeds
+
+
+def _tuned_value(optimizer: str, grids: dict[str, tuple[str, tuple[Any, ...]]], records: list[dict[str, Any]]) -> str:
+    """"rho = 0.2 (of 0.05, 0.1, 0.2, 0.4)": the value the table's runs of ``optimizer`` ran at, beside its grid;
+    "–" for one not tuned; the values, where its runs disagree (they should not)."""
+    if optimizer not in grids:
+        return "–"
+    param, values = grids[optimizer]
+    ran = sorted({_value(r["config"]["hparams"].get(param)) for r in records if r["config"]["optimizer"] == optimizer})
+    return f"{param} = {' / '.join(ran) or '?'} (of {', '.join(_value(v) for v in values)})"
+
+
+def _value(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else repr(v)
+
+
+def tuning_note(tuned_by: str, grids: dict[str, tuple[str, tuple[Any, ...]]], seeds: int) -> str:
+    """The sentence under a tuned table's frontier: which tuning chose the settings, and on what."""
+    sizes = sorted({len(values) for _, values in grids.values()})
+    return (f"Tuned: each method's main setting (column \"tuned\") was chosen in `{tuned_by}`, the same budget for "
+            f"every method: {'/'.join(map(str, sizes))} values × {seeds} seeds, scored on a validation split of the "
+            f"training data, never the test set (`python -m suite tune --profile {tuned_by} --choose`; "
+            "docs/tuning.md). –: not tuned (SGD has no such setting).")
 
 
 def goals(summary: pd.DataFrame, judged: pd.DataFrame, claims: Iterable[Any],

@@ -182,7 +182,7 @@ LATE_SAM_INVALID = (*TWO_PASS_INVALID, {"switch_at": 1.5}, {"switch_at": -0.1}, 
 # SAF and MESA are SGD with a loss term: their own settings, SGD's (train_size, steps_per_epoch and model are the
 # harness's inputs: tests/test_saf.py checks their refusals)
 TRAJECTORY_INVALID = (*SGD_INVALID, {"lam": -0.1}, {"temperature": 0.0}, {"start_epoch": -1}, {"start_epoch": 1.5},
-                      {"end_epoch": 5})
+                      {"end_epoch": 6})
 SAF_INVALID = (*TRAJECTORY_INVALID, {"past_epochs": 0}, {"past_epochs": 7})
 MESA_INVALID = (*TRAJECTORY_INVALID, {"ema_decay": 1.0}, {"ema_decay": -0.1})
 # (total_steps and seed are the harness's inputs: tests/test_rwp.py checks their refusals)

@@ -86,6 +86,33 @@ def test_a_table_with_its_own_goal_is_judged_against_it(monkeypatch):
     assert claims.STUDY.goal_for("cpu-noise-confirm") == 1.1 and claims.STUDY.goal_for("cpu-noise") == 1.2
 
 
+def test_a_tuned_tables_frontier_shows_each_methods_value_beside_its_grid(monkeypatch):
+    """A profile that names its tuning (tuned_by): a "tuned" column with the value its runs ran at and the grid,
+    "–" for a method not tuned, and a sentence naming the tuning and its budget."""
+    grids = {"cheap-keeps": ("rho", (0.05, 0.1, 0.2, 0.4)), "sam": ("rho", (0.05, 0.1, 0.2, 0.4))}
+    monkeypatch.setattr(frontier, "tuning", lambda name: ("p-tune", grids, 2) if name == "p" else None)
+    monkeypatch.setitem(frontier.PRICED_BY, "p", "cost")
+    records = [{"config": {"profile": "p", "optimizer": o, "train": {"budget": "epochs"}, "hparams": {"rho": v}}}
+               for o, v in (("cheap-keeps", 0.2), ("sam", 0.1), ("sgd", None))]
+    judged = claims.verdicts(runs(), {}, [KEEPS])
+    text = frontier.markdown(summary(), judged, [KEEPS], {"cost": repeats(1.15)}, records)
+    by = {r[0]: r for r in table_rows(text)}
+    assert by["`cheap-keeps`"][-1] == "rho = 0.2 (of 0.05, 0.1, 0.2, 0.4)" and by["`sgd`"][-1] == "–"
+    assert by["`sam`"][-1] == "rho = 0.1 (of 0.05, 0.1, 0.2, 0.4)"
+    assert "Tuned: each method's main setting (column \"tuned\") was chosen in `p-tune`" in text
+    assert "4 values × 2 seeds, scored on a validation split" in text
+
+
+def test_the_tuning_of_a_profile_is_read_from_its_files(tmp_path):
+    """tuned_by names a tuning profile: its grids come from that profile's [tune]; none named, or a name that
+    does not load, is no tuning (a published table whose profile changed since still renders)."""
+    assert frontier.tuning("cpu-noise") is None and frontier.tuning("no-such-profile") is None
+    mine = tmp_path / "mine.toml"
+    mine.write_text('extends = "cpu-noise"\ntuned_by = "cpu-noise-tune"\n')
+    tuned_by, grids, seeds = frontier.tuning(str(mine))
+    assert tuned_by == "cpu-noise-tune" and seeds == 2 and grids["msam"] == ("rho", (0.75, 1.5, 3.0, 6.0))
+
+
 def test_when_none_meets_it_those_within_it_and_the_cheapest_that_keeps_are_named(monkeypatch):
     text = section(1.3, monkeypatch)
     assert ("not met. Within it: `cheap-loses` (1.10×, fails); the cheapest that keeps it is `cheap-keeps` at "

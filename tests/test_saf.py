@@ -30,7 +30,7 @@ def kl_as_the_code(output: torch.Tensor, reference: torch.Tensor, tau: float) ->
                     reduction="none").sum(-1).mean() * tau**2
 
 
-def saf_as_the_code(model, x, y, batches, lam, tau, start, minus):
+def saf_as_the_code(model, x, y, batches, lam, tau, start, minus, end=300):
     """SAF_train.py's train_one_epoch, epoch by epoch (its memory: train_logits[N, minus + 1, classes])."""
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
     train_logits = torch.zeros(N, minus + 1, 3)
@@ -39,7 +39,7 @@ def saf_as_the_code(model, x, y, batches, lam, tau, start, minus):
         output = model(x[idx])
         train_logits[idx, epoch % (minus + 1)] = output.detach()
         loss = F.cross_entropy(output, y[idx])
-        if epoch > start:
+        if epoch > start and epoch < end:
             loss = loss + kl_as_the_code(output, train_logits[idx, (epoch - minus) % (minus + 1)], tau) * lam
         opt.zero_grad()
         loss.backward()
@@ -77,15 +77,15 @@ def assert_same_weights(a, b):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize(("start", "minus"), [(1, 2), (2, 3), (0, 1)])
-def test_saf_follows_the_codes_training_loop(start, minus):
+@pytest.mark.parametrize(("start", "minus", "end"), [(1, 2, None), (2, 3, None), (0, 1, 5)])
+def test_saf_follows_the_codes_training_loop(start, minus, end):
     x, y, batches = data()
     torch.manual_seed(0)
     ours, theirs = TinyNet(), TinyNet()
     theirs.load_state_dict(ours.state_dict())
-    saf_as_the_code(theirs, x, y, batches, lam=0.5, tau=2.0, start=start, minus=minus)
+    saf_as_the_code(theirs, x, y, batches, lam=0.5, tau=2.0, start=start, minus=minus, end=end or 300)
     opt = SAF(ours.parameters(), lr=LR, momentum=0.9, lam=0.5, temperature=2.0, start_epoch=start, past_epochs=minus,
-              train_size=N, steps_per_epoch=STEPS_PER_EPOCH)
+              end_epoch=end, train_size=N, steps_per_epoch=STEPS_PER_EPOCH)
     train(opt, ours, x, y, batches)
     assert_same_weights(ours, theirs)
     plain = TinyNet()  # and the trajectory loss did change the path: SGD alone ends elsewhere
