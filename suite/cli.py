@@ -328,7 +328,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     profile, runs = _runs(args, check_device=False)
     runs = tune.plan(profile, args.optimizer, False)[1] if profile.tune else runs  # a tuning profile's: its trials
     runs = launch.launched_runs(runs, _slurm(args, profile))
-    for line in launch.status_lines(launch.run_states(runs, args.results_dir)):
+    labels = tune.labels(profile, runs) if profile.tune else None
+    for line in launch.status_lines(launch.run_states(runs, args.results_dir), labels=labels):
         print(line)
     return 0
 

@@ -476,13 +476,15 @@ def _last_line(path: Path) -> str:
     return lines[-1][:200] if lines else "(empty)"
 
 
-def status_lines(rows: list[dict[str, Any]], tail: int = 5) -> list[str]:
+def status_lines(rows: list[dict[str, Any]], tail: int = 5, labels: dict[str, str] | None = None) -> list[str]:
     """``suite status``'s table: a line per run (only those not done, past 20 runs), the last ``tail`` lines
-    of each failed run's traceback, and the counts."""
+    of each failed run's traceback, and the counts. ``labels``: a run's name where the optimizer alone does not
+    tell it apart (a tuning trial's: ``sam rho=0.1``), by run id."""
     lines = []
     for row in rows:
         if row["state"] != "done" or len(rows) <= 20:
-            lines.append(f"{row['state']:<12}{row['optimizer']} seed {row['seed']} ({row['budget']})"
+            name = (labels or {}).get(row["run_id"], row["optimizer"])
+            lines.append(f"{row['state']:<12}{name} seed {row['seed']} ({row['budget']})"
                          + (f": {row['detail']}" if row["detail"] else ""))
         if row["state"] == "failed" and tail:
             lines += [f"    {line}" for line in row["error"].splitlines()[-tail:]]

@@ -153,6 +153,13 @@ def _selected(profile: Profile, tune: TuneSettings, optimizers: list[str] | None
     return [g for g in tune.grids if g.optimizer in wanted]
 
 
+def labels(profile: Profile, runs: list[RunConfig]) -> dict[str, str]:
+    """Each trial's name for ``suite status``, by run id: the optimizer and the value it tries (``sam rho=0.1``)."""
+    param = {g.optimizer: g.param for g in settings(profile).grids}
+    return {r.run_id: f"{r.optimizer} {param[r.optimizer]}={dict(r.hparams)[param[r.optimizer]]}" for r in runs
+            if r.optimizer in param}
+
+
 def choose(profile: Profile, results_dir: Path, optimizers: list[str] | None = None) -> tuple[list[Choice], dict]:
     """Per optimizer of the grid, its values' validation accuracies from the trials' records and the value
     chosen: the highest mean, a tie to the value nearest the registered default. Every trial must have its

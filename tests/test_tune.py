@@ -159,7 +159,9 @@ def test_tune_runs_every_trial_once_and_choose_picks_the_higher_mean(tmp_path, c
     assert "val acc %" in summary and "test acc" not in summary and "sam [rho=0.05]" in summary
     written = {p: p.stat().st_mtime_ns for p in records}
     assert main(["status", "--profile", path, "--results-dir", str(results)]) == 0
-    assert capsys.readouterr().out.splitlines()[-1] == "8 runs: 8 done"  # status counts a tuning profile's trials
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == "8 runs: 8 done"  # status counts a tuning profile's trials, each named by its value
+    assert any(line.startswith("done") and "sam rho=0.05 seed 0 (epochs)" in line for line in out), out
     code, err = run_cli(capsys, *args, "--no-report")
     assert code == 0 and "8 already recorded, 0 to run" in err
     assert {p: p.stat().st_mtime_ns for p in records} == written
