@@ -10,7 +10,8 @@
 # runs and resumes the interrupted one from its last epoch. On a fresh machine, RESUME_FROM=<an earlier call's
 # $OUT/state.tar.gz> restores records and checkpoints first (leases are not carried: they name the old machine).
 # Every call leaves under $OUT: log.txt, state.tar.gz (records and checkpoints), runs.tar.gz (the records alone),
-# summary.md and summary.csv (suite report on the records so far) and, once the sweep is complete, cost/.
+# summary.md and summary.csv (suite report on the records so far) and, once the sweep is complete, cost/ (the cost
+# table, made once per profile).
 #
 # Settings: GPU_FAST_PROFILE (default gpu-fast; gpu-fast-smoke rehearses on a CPU), DEADLINE_S (default 540: the
 # seconds after the start at which the sweep is stopped), COST_S (default 90: kept for the report and, when the
@@ -26,6 +27,7 @@ work=${GPU_FAST_WORK:-build/gpu-fast}
 start=$SECONDS
 mkdir -p "$out" "$work/results"
 work=$(cd "$work" && pwd)
+cost_dir=$work/cost-$(basename "$profile" .toml)  # one cost table per profile
 export PYTHONUNBUFFERED=1 SUITE_CACHE_DIR=$work/cache
 exec > >(tee -a "$out/log.txt") 2>&1
 
@@ -50,7 +52,8 @@ if (( left > 0 )); then
   # SIGINT first: the interrupted run keeps its last epoch's checkpoint; the next call resumes it
   timeout --signal=INT --kill-after=20 "$left" "$py" -m suite run --profile "$profile" "${seeds[@]}" \
     --data-dir "$work/data" --results-dir "$work/results" --no-progress --no-report || status=$?
-  echo "sweep exited with $status at $((SECONDS - start)) s (124: stopped at the deadline; call again to go on)"
+  echo "sweep exited with $status at $((SECONDS - start)) s"
+  if (( status == 124 )); then echo "stopped at the deadline: call again to go on"; fi
 else
   echo "no time left for the sweep"
 fi
@@ -59,11 +62,11 @@ fi
 "$py" -m suite report --results-dir "$work/results" > /dev/null && cp "$work/results"/summary.{md,csv} "$out"/ || true
 (cd "$work/results" && tar -czf "$out/state.tar.gz" --exclude=leases runs $(ls -d checkpoints 2> /dev/null))
 tar -czf "$out/runs.tar.gz" -C "$work/results" runs
-if (( status == 0 )) && [[ ! -f $work/cost/cost.md ]]; then
+if (( status == 0 )) && [[ ! -f $cost_dir/cost.md ]]; then
   if (( SECONDS - start < deadline )); then
     timeout --signal=INT "$((deadline - (SECONDS - start) + 30))" "$py" -m suite cost --profile "$profile" \
-      --data-dir "$work/data" --out "$work/cost" --repeats 3 --no-progress || echo "cost table not finished"
+      --data-dir "$work/data" --out "$cost_dir" --repeats 3 --no-progress || echo "cost table not finished"
   fi
 fi
-if [[ -d $work/cost ]]; then cp -r "$work/cost" "$out/"; fi
+if [[ -d $cost_dir ]]; then rm -rf "$out/cost" && cp -r "$cost_dir" "$out/cost"; fi
 echo "done at $((SECONDS - start)) s"
