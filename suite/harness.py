@@ -223,7 +223,8 @@ def read_losses(state: RunState, first: int, losses: list[torch.Tensor]) -> floa
 
 def device_batches(ctx: RunContext, state: RunState, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, ...]]:
     """Each step's (inputs, targets, indices in the training split), this replica's slice of each global batch:
-    inputs and targets on the device, indices on the CPU (a loss-shaping objective moves them to its memory). Every
+    inputs and targets on the device, indices on the CPU (a loss-shaping objective moves them to its memory); with
+    ``device_data`` the same batches from the split held on the device (``suite.data.DeviceData``). Every
     replica draws the whole batch's augmentation from the run's generator and keeps its slice: the same examples and
     draws as one process, whatever the number of processes. Streamed from disk (``suite.streaming``): a
     seed per example from that generator, its random resized crop and flip in the loader's workers."""
