@@ -636,7 +636,12 @@ class DeviceData:
     time (``TrainConfig.device_data``): no host-to-device copy of images per step. The batches are the host path's
     (``epoch_batches`` on the run's order generator, ``Augment.draw`` on its augmentation generator, one batch after
     another in the same order), drawn for the whole epoch on the CPU and moved in one copy per epoch; on CPU tensors
-    it gives the host path's batches bit for bit (tests/test_device_data.py)."""
+    it gives the host path's batches bit for bit (tests/test_gpu_fast.py).
+
+    Not the ``airbench`` package's GPU loader (PyPI, MIT): it draws order and augmentation from torch's global RNG,
+    flips on its own every-other-epoch scheme and reads torchvision's CIFAR-10 into its own file, where a run needs
+    its own checkpointed generators (the same batches for every optimizer of a seed), its subsets, label noise and
+    validation splits, and any data set the suite reads (docs/gpu-fast.md)."""
 
     def __init__(self, split: Split, augment: Augment, device: torch.device) -> None:
         self.images = split.images.to(device)
