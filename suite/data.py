@@ -639,7 +639,7 @@ class DeviceData:
     it gives the host path's batches bit for bit (tests/test_gpu_fast.py).
 
     Not the ``airbench`` package's GPU loader (PyPI, MIT): it draws order and augmentation from torch's global RNG,
-    flips on its own every-other-epoch scheme and reads torchvision's CIFAR-10 into its own file, where a run needs
+    flips at random or on its every-other-epoch scheme and reads torchvision's CIFAR-10 into its own file; a run needs
     its own checkpointed generators (the same batches for every optimizer of a seed), its subsets, label noise and
     validation splits, and any data set the suite reads (docs/gpu-fast.md)."""
 
