@@ -113,6 +113,7 @@ class ESAM(TwoPassOptimizer):
             params = [p for p in group["params"] if p.requires_grad]
             trainable += len(params)
             if group["swp"] == "tensor" and group["beta"] < 1:
+                # drawn on the CPU from the CPU generator: tolist() reads host memory and never waits for a GPU
                 keep = torch.rand(len(params), generator=self.generator) < group["beta"]
                 frozen += [p for p, k in zip(params, keep.tolist()) if not k]
         if not (frozen and len(frozen) == trainable):

@@ -50,6 +50,28 @@ def cosine(total_steps: int) -> Callable[[int], float]:
     return lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, total_steps) / total_steps))
 
 
+def warmup_linear(total_steps: int, warmup: float = 0.23, start: float = 0.2,
+                  end: float = 0.07) -> Callable[[int], float]:
+    """airbench94's schedule (its legacy/airbench94.py ``get_lr``): the LR factor rises linearly from ``start`` to 1
+    over the first ``int(warmup * total_steps)`` steps, then falls linearly to ``end`` at the last."""
+    up = int(total_steps * warmup)
+
+    def factor(t: int) -> float:
+        if t < up:
+            return start + (1.0 - start) * t / up
+        return 1.0 + (end - 1.0) * (min(t, total_steps) - up) / max(total_steps - up, 1)
+    return factor
+
+
+def schedule_for(cfg: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    """The LR factor per step of ``cfg.schedule`` over a run of ``total_steps``."""
+    if cfg.schedule == "cosine":
+        return cosine(total_steps)
+    if cfg.schedule == "warmup-linear":
+        return warmup_linear(total_steps)
+    return lambda t: 1.0
+
+
 def subsets(dataset: Dataset, train: TrainConfig) -> tuple[Split, Split]:
     """(what the run trains on, what it is scored on). The training (sub)set, then its label noise, then —
     with ``validation_fraction`` — the validation split carved from it (``suite.data.validation_split``): so

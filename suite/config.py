@@ -23,14 +23,15 @@ from baselines.core import check_bool, check_choice, check_int, check_number
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 ROOT = Path(__file__).resolve().parent.parent  # the suite's checkout: a record names the files under it relative to it
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "constant", "warmup-linear")  # warmup-linear: airbench94's (suite.build.warmup_linear)
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 COMPILE_MODES = ("none", "default", "reduce-overhead")
 # Settings added after records were published: at these values they are left out of a run's identity (its
 # record and run_id), so that the runs recorded before them stay the same runs; any other value is recorded.
 LATER_DEFAULTS = {"accumulate": 1, "precision": "fp32", "replicas": 1, "streaming": False, "loader_workers": 4,
-                  "min_steps": 0, "compile": "none", "validation_fraction": 0.0}
+                  "min_steps": 0, "compile": "none", "validation_fraction": 0.0,
+                  "device_data": False}
 BUDGETS = ("epochs", "flops", "time")
 COMMON_HPARAMS = ("lr", "momentum", "weight_decay", "nesterov")
 REFERENCES = ("sgd", "sam")  # what the report compares every optimizer with, unless the profile says
@@ -93,6 +94,9 @@ class TrainConfig:
     # (suite/streaming.py); the in-memory path's crop_padding and cutout do not apply to its training batches
     streaming: bool = False
     loader_workers: int = 4
+    # the training (sub)set held on the run's device as uint8 tensors and augmented there a batch at a time, the
+    # same batches as the host path in the same order (suite.data.DeviceData); not with streaming
+    device_data: bool = False
     # What every optimizer gets the same of: ``epochs`` epochs, or the training FLOPs / wall-clock that
     # ``budget_reference`` spends in ``epochs`` epochs (then each optimizer runs as many steps as fit).
     budget: str = "epochs"
@@ -127,6 +131,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size", "flop_steps", "accumulate", "replicas"):
             check_int(name, getattr(self, name), minimum=1)
         check_bool("streaming", self.streaming)
+        check_bool("device_data", self.device_data)
+        if self.streaming and self.device_data:
+            raise ValueError("device_data holds the training set on the device, streaming on disk: choose one")
         for name in ("train_subset", "test_subset", "crop_padding", "cutout", "image_size", "loader_workers",
                      "min_steps"):
             check_int(name, getattr(self, name), minimum=0)

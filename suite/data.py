@@ -45,6 +45,7 @@ import io
 import os
 import pickle
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -586,29 +587,41 @@ class Augment:
     def __call__(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Augment a uint8 batch; all random draws come from ``gen`` (CPU) in a fixed order."""
         b, _, h, w = images.shape
+        return self.apply(images, self.draw(b, h, w, gen))
+
+    def draw(self, b: int, h: int, w: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """A batch's random draws from ``gen`` (CPU), all of them whatever the options, so the sequence of random
+        numbers never depends on the options' data: crop offsets, flips, Cutout centres and whether it applies."""
         pad = self.crop_padding
-        # draw everything first so the sequence of random numbers never depends on the options' data
         dy, dx = (torch.randint(0, 2 * pad + 1, (b,), generator=gen) for _ in range(2))
         flips = torch.rand(b, generator=gen) < 0.5
         cy, cx = (torch.randint(0, n, (b,), generator=gen) for n in (h, w))
         apply_cutout = torch.rand(b, generator=gen) < self.cutout_p
+        return {"dy": dy, "dx": dx, "flips": flips, "cy": cy, "cx": cx, "cutout": apply_cutout}
+
+    def apply(self, images: torch.Tensor, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``draws`` (``draw``'s, on any device) applied to a uint8 batch on the images' device."""
+        b, _, h, w = images.shape
+        pad, dev = self.crop_padding, images.device
+        d = {k: v.to(dev, non_blocking=True) for k, v in draws.items()}  # no copy where they are already there
         x = images
         if pad:
             x = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-            rows = (dy[:, None] + torch.arange(h)).to(x.device)
-            cols = (dx[:, None] + torch.arange(w)).to(x.device)
-            batch = torch.arange(b, device=x.device)[:, None, None]
+            rows = d["dy"][:, None] + torch.arange(h, device=dev)
+            cols = d["dx"][:, None] + torch.arange(w, device=dev)
+            batch = torch.arange(b, device=dev)[:, None, None]
             x = x.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
         if self.flip:
-            x = torch.where(flips.to(x.device)[:, None, None, None], x.flip(3), x)
+            x = torch.where(d["flips"][:, None, None, None], x.flip(3), x)
         x = self.normalise(x)
         if self.cutout:
             half = self.cutout // 2
-            ys, xs = torch.arange(h)[None, :], torch.arange(w)[None, :]
-            inside_y = (ys >= cy[:, None] - half) & (ys < cy[:, None] - half + self.cutout)
-            inside_x = (xs >= cx[:, None] - half) & (xs < cx[:, None] - half + self.cutout)
-            hole = inside_y[:, :, None] & inside_x[:, None, :] & apply_cutout[:, None, None]
-            x = x.masked_fill(hole[:, None].to(x.device), 0.0)
+            ys, xs = torch.arange(h, device=dev)[None, :], torch.arange(w, device=dev)[None, :]
+            cy, cx = d["cy"][:, None], d["cx"][:, None]
+            inside_y = (ys >= cy - half) & (ys < cy - half + self.cutout)
+            inside_x = (xs >= cx - half) & (xs < cx - half + self.cutout)
+            hole = inside_y[:, :, None] & inside_x[:, None, :] & d["cutout"][:, None, None]
+            x = x.masked_fill(hole[:, None], 0.0)
         return x
 
 
@@ -616,3 +629,40 @@ def epoch_batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.T
     """A fresh permutation per epoch; the last partial batch is dropped (BatchNorm needs > 1)."""
     order = torch.randperm(n, generator=gen)
     return [order[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+
+
+class DeviceData:
+    """A training split held on the run's device as uint8 tensors (images and labels), augmented there a batch at a
+    time (``TrainConfig.device_data``): no host-to-device copy of images per step. The batches are the host path's
+    (``epoch_batches`` on the run's order generator, ``Augment.draw`` on its augmentation generator, one batch after
+    another in the same order), drawn for the whole epoch on the CPU and moved in one copy per epoch; on CPU tensors
+    it gives the host path's batches bit for bit (tests/test_gpu_fast.py).
+
+    Not the ``airbench`` package's GPU loader (PyPI, MIT): it draws order and augmentation from torch's global RNG,
+    flips at random or on its every-other-epoch scheme and reads torchvision's CIFAR-10 into its own file; a run needs
+    its own checkpointed generators (the same batches for every optimizer of a seed), its subsets, label noise and
+    validation splits, and any data set the suite reads (docs/gpu-fast.md)."""
+
+    def __init__(self, split: Split, augment: Augment, device: torch.device) -> None:
+        self.images = split.images.to(device)
+        self.labels = split.labels.to(device)
+        self.augment, self.device = augment, device
+
+    def epoch(self, batches: list[torch.Tensor], gen: torch.Generator,
+              part: slice = slice(None)) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(inputs, targets, CPU indices) per batch of ``batches``: each whole batch's draws taken from ``gen``
+        in turn (as the host path takes them), ``part`` of each batch kept (a replica's slice)."""
+        if not batches:
+            return
+        _, _, h, w = self.images.shape
+        draws = [self.augment.draw(len(idx), h, w, gen) for idx in batches]
+        sizes = [len(idx) for idx in batches]
+        order = torch.cat(batches).to(self.device, non_blocking=True)  # one copy per epoch
+        moved = {k: torch.cat([d[k] for d in draws]).to(self.device, non_blocking=True) for k in draws[0]}
+        start = 0
+        for idx, size in zip(batches, sizes):
+            span = slice(start, start + size)
+            chosen = order[span][part]
+            mine = {k: v[span][part] for k, v in moved.items()}
+            yield self.augment.apply(self.images[chosen], mine), self.labels[chosen], idx[part]
+            start += size

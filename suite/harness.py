@@ -34,19 +34,19 @@ from suite.build import (
     build,
     closure_for,
     compiled,
-    cosine,
     evaluate,
     flop_window,
     make_augment,
     optimizer_step,
     resolve_device,
+    schedule_for,
     scored_on,
     seeded_generator,
     subsets,
     to_device,
 )
 from suite.config import RunConfig, TrainConfig
-from suite.data import Augment, Dataset, Split, epoch_batches
+from suite.data import Augment, Dataset, DeviceData, Split, epoch_batches
 from suite.distributed import ONE_PROCESS, World, mean_of
 from suite.measure import FlopMeter, PeakMemory, StepClock, environment
 from suite.probe import plan_budget
@@ -68,6 +68,7 @@ class RunContext:
     steps_per_epoch: int
     env: dict[str, Any]
     world: World = ONE_PROCESS  # the processes this run is one of (torchrun); each trains a slice of every batch
+    on_device: DeviceData | None = None  # the training split held on the device (``TrainConfig.device_data``)
 
     def replica_slice(self) -> slice:
         """This replica's part of a global batch: rank r of N takes the r-th of N equal parts, in order."""
@@ -87,8 +88,10 @@ def context(config: RunConfig, dataset: Dataset, world: World = ONE_PROCESS) -> 
     # the environment before training: the commit that starts the run is the one that ran, checked for the
     # profile files it was configured from too
     env = environment(device, config.source.files if config.source is not None else ())
+    augment = make_augment(cfg, dataset)
+    on_device = DeviceData(train, augment, device) if cfg.device_data else None
     return RunContext(config, registry.get(config.optimizer), dataset, device, train, held,
-                      make_augment(cfg, dataset), len(train) // cfg.batch_size, env, world)
+                      augment, len(train) // cfg.batch_size, env, world, on_device)
 
 
 def check_batch(cfg: TrainConfig, train_split: Split) -> None:
@@ -121,15 +124,14 @@ class RunState:
         # (rank 0's weights and buffers broadcast to every replica at the start and before every forward)
         self.replica = self.model if not ctx.world.distributed else nn.parallel.DistributedDataParallel(
             self.model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-        schedule = cosine(plan["steps"]) if cfg.schedule == "cosine" else (lambda t: 1.0)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule_for(cfg, plan["steps"]))
         self.order_gen, self.aug_gen = seeded_generator(seed, 0), seeded_generator(seed, 1)
         self.untimed = min(flop_window(ctx.info, cfg, self.optimizer), max(plan["steps"] - 1, 1))
         self.fast = compiled(self.replica, cfg)  # the timed steps' (the FLOP-counted ones run the module itself)
         # compiled steps left untimed after every start or resume: compilation and CUDA-graph recording
         left = max(plan["steps"] - 1 - self.untimed, 0)
         self.cold = 0 if cfg.compile == "none" else min(COMPILE_STEPS, left)
-        self.passes, self.clock, self.flops = Meter(), StepClock(ctx.device), FlopMeter(ctx.world.size)
+        self.passes, self.clock, self.flops = Meter(), StepClock(ctx.device, deferred=True), FlopMeter(ctx.world.size)
         self.memory = PeakMemory(ctx.device)
         # fp16: the loss scale, checkpointed with the rest (a resumed run continues at the scale it reached)
         self.scaler = torch.amp.GradScaler(ctx.device.type) if cfg.precision == "fp16" else None
@@ -174,7 +176,7 @@ class RunState:
 
 def train_epoch(ctx: RunContext, state: RunState, epoch: int, n_epochs: int, progress: bool) -> dict[str, Any]:
     """One epoch's steps (fewer where the budget ends); returns the epoch's training figures."""
-    cfg, seconds, first, losses = ctx.config.train, 0.0, state.step, []
+    cfg, first, losses = ctx.config.train, state.step, []
     batches = epoch_batches(len(ctx.train_split), cfg.batch_size, state.order_gen)[: state.plan["steps"] - state.step]
     bar = tqdm(batches, desc=f"{ctx.config.optimizer} seed {ctx.config.seed} epoch {epoch}/{n_epochs}",
                unit="step", leave=False, disable=None if progress else True)
@@ -192,7 +194,7 @@ def train_epoch(ctx: RunContext, state: RunState, epoch: int, n_epochs: int, pro
         state.clock.start()
         with state.flops.counting(state.step < state.untimed):
             loss = optimizer_step(state.optimizer, closure, state.scaler)
-        seconds += state.clock.stop(timed=timed)
+        state.clock.stop(timed=timed)  # on CUDA no wait for the device: its events are read once, below
         if compiled_step and state.cold:
             state.cold -= 1
         state.scheduler.step()
@@ -200,7 +202,7 @@ def train_epoch(ctx: RunContext, state: RunState, epoch: int, n_epochs: int, pro
         state.step += 1
         losses.append(loss.detach().float())  # not read here: a read would wait for the step to finish
     bar.close()
-    return {"train_loss": read_losses(state, first, losses), "train_seconds": seconds}
+    return {"train_loss": read_losses(state, first, losses), "train_seconds": state.clock.settle()}
 
 
 def read_losses(state: RunState, first: int, losses: list[torch.Tensor]) -> float | None:
@@ -221,11 +223,16 @@ def read_losses(state: RunState, first: int, losses: list[torch.Tensor]) -> floa
 
 def device_batches(ctx: RunContext, state: RunState, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, ...]]:
     """Each step's (inputs, targets, indices in the training split), this replica's slice of each global batch:
-    inputs and targets on the device, indices on the CPU (a loss-shaping objective moves them to its memory). Every
+    inputs and targets on the device, indices on the CPU (a loss-shaping objective moves them to its memory); with
+    ``device_data`` the same batches from the split held on the device (``suite.data.DeviceData``). Every
     replica draws the whole batch's augmentation from the run's generator and keeps its slice: the same examples and
     draws as one process, whatever the number of processes. Streamed from disk (``suite.streaming``): a
     seed per example from that generator, its random resized crop and flip in the loader's workers."""
     cfg, mine, train = ctx.config.train, ctx.replica_slice(), ctx.train_split
+    if ctx.on_device is not None:  # the same batches and draws, from images already on the device
+        for x, y, idx in ctx.on_device.epoch(batches, state.aug_gen, mine):
+            yield to_device(x, ctx.device, cfg), y, idx
+        return
     if not streamed(train.images):
         for idx in batches:
             x = to_device(ctx.augment(train.images[idx], state.aug_gen)[mine], ctx.device, cfg)

@@ -31,7 +31,7 @@ class StepClock:
     core (``/proc/self/task/*/schedstat``), read outside the timed span; the 1-minute load average when
     the run's clock was made (``load_start``)."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, deferred: bool = False) -> None:
         self.device = device
         self.timed_seconds = 0.0
         self.timed_steps = 0
@@ -39,28 +39,68 @@ class StepClock:
         self.cpu_seconds: float | None = 0.0  # None: not measured over every timed step (an older checkpoint)
         self.wait_seconds: float | None = 0.0 if run_queue_waits() is not None else None
         self.load_start = load_average()
+        # deferred on CUDA: each step's span is a pair of CUDA events, read in ``settle`` (once an epoch), so no
+        # step waits for the device; elsewhere (and not deferred) each step synchronises and is read at once
+        self.events = deferred and device.type == "cuda"
+        self._pending: list[tuple[Any, Any, bool]] = []  # (start event, end event, timed) not yet read
+        self._since = 0.0  # seconds of the steps stopped since the last ``settle`` (read at once)
 
     def start(self) -> None:
         self._waits = run_queue_waits() if self.wait_seconds is not None else None
-        sync(self.device)
+        if self.events:
+            self._event0 = torch.cuda.Event(enable_timing=True)
+            self._event0.record()
+        else:
+            sync(self.device)
         self._cpu0 = time.process_time()
         self._t0 = time.perf_counter()
 
     def stop(self, timed: bool) -> float:
+        """The step's seconds; with CUDA events 0.0 here, its time counted by the next ``settle``."""
+        if self.events:
+            event1 = torch.cuda.Event(enable_timing=True)
+            event1.record()
+            self._pending.append((self._event0, event1, timed))
+            self._host(time.process_time() - self._cpu0, timed)
+            return 0.0
         sync(self.device)
         dt = time.perf_counter() - self._t0
         cpu = time.process_time() - self._cpu0
+        self._count(dt, timed)
+        self._host(cpu, timed)
+        self._since += dt
+        return dt
+
+    def settle(self) -> float:
+        """The seconds of the steps stopped since the last call, all timed or not; with CUDA events the one wait
+        for the device (the last event), then each pair's elapsed time, in step order."""
+        if self._pending:
+            self._pending[-1][1].synchronize()
+            for event0, event1, timed in self._pending:
+                dt = event0.elapsed_time(event1) / 1000
+                self._count(dt, timed)
+                self._since += dt
+            self._pending = []
+        seconds, self._since = self._since, 0.0
+        return seconds
+
+    def _count(self, dt: float, timed: bool) -> None:
         self.all_seconds += dt
         if timed:
             self.timed_seconds += dt
             self.timed_steps += 1
-            if self.cpu_seconds is not None:
-                self.cpu_seconds += cpu
-            if self.wait_seconds is not None and self._waits is not None:
-                after = run_queue_waits() or {}
-                # threads alive at both reads (a thread that ended in between takes its wait with it)
-                self.wait_seconds += sum(max(after[t] - w, 0.0) for t, w in self._waits.items() if t in after)
-        return dt
+
+    def _host(self, cpu: float, timed: bool) -> None:
+        """The process's CPU seconds and its threads' run-queue wait over a timed step's host side (with CUDA
+        events: the host's span of the step, from start to stop, which does not wait for the device)."""
+        if not timed:
+            return
+        if self.cpu_seconds is not None:
+            self.cpu_seconds += cpu
+        if self.wait_seconds is not None and self._waits is not None:
+            after = run_queue_waits() or {}
+            # threads alive at both reads (a thread that ended in between takes its wait with it)
+            self.wait_seconds += sum(max(after[t] - w, 0.0) for t, w in self._waits.items() if t in after)
 
     @property
     def per_step(self) -> float | None:
@@ -88,6 +128,7 @@ class StepClock:
         return self.wait_seconds / (self.wait_seconds + self.cpu_seconds)
 
     def state_dict(self) -> dict[str, Any]:
+        self.settle()  # a saved clock has read every step
         return {"timed_seconds": self.timed_seconds, "timed_steps": self.timed_steps, "all_seconds": self.all_seconds,
                 "cpu_seconds": self.cpu_seconds, "wait_seconds": self.wait_seconds, "load_start": self.load_start}
 

@@ -63,3 +63,13 @@ def test_published_runs_reproduce(cifar_dir):
                           str(cifar_dir)], capture_output=True, text=True, cwd=root, env=machine_threads_env())
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "10 of 10 runs reproduce their published records" in out.stdout
+
+
+def test_the_gpu_fast_smoke_profile_runs_on_the_copy_with_its_data_on_the_device(cifar_dir, tmp_path):
+    """gpu-fast's network, schedule and device data path on 256 real images (the device here is the CPU)."""
+    out = tmp_path / "r"
+    assert main(["run", "--profile", "gpu-fast-smoke", "--optimizer", "sgd", "--data-dir", str(cifar_dir),
+                 "--results-dir", str(out), "--no-progress", "--no-report"]) == 0
+    (record,) = [json.loads(p.read_text()) for p in (out / "runs" / "gpu-fast-smoke").glob("*.json")]
+    assert record["metrics"]["status"] == "finished" and record["data"]["train_size"] == 256
+    assert record["config"]["train"]["device_data"] and record["config"]["train"]["model"] == "airbench94"
