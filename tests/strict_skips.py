@@ -17,6 +17,8 @@ STRICT = "SUITE_STRICT_SKIPS"
 DECLARED = {
     "root may write anywhere": "CI runs as root: a read-only directory does not stop root",
     "this machine has CUDA": "the CPU-only error path cannot be reached on a GPU machine",
+    "CUDA events need a GPU": "the deferred step clock's CUDA path: CI machines have no GPU; where one is lent, "
+                              "pytest tests/test_gpu_fast.py -k deferred_clock runs it (docs/gpu-fast.md)",
     "starts processes every round": "a benchmark of process start-up, run by tox -e bench only",
     "no Slurm here": "tox -e test collects the Slurm module and deselects its tests; tox -e slurm runs them with "
                      "SUITE_SLURM=required, under which a missing Slurm fails instead of skipping",
