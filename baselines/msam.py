@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 
-from .core.closure import call_closure
 from .core.two_pass import Closure, TwoPassOptimizer
 
 
@@ -63,8 +62,4 @@ class MSAM(TwoPassOptimizer):
         return None if v is None else -v
 
     def one_pass(self, closure: Closure) -> torch.Tensor:
-        self.perturb()
-        try:
-            return call_closure(closure)
-        finally:
-            self.restore()
+        return self.at_perturbed_weights(closure)

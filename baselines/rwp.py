@@ -32,7 +32,6 @@ from typing import Any
 import torch
 
 from .core.checks import check_int, check_number
-from .core.closure import call_closure
 from .core.two_pass import Closure, TwoPassOptimizer
 
 
@@ -80,11 +79,7 @@ class RWP(TwoPassOptimizer):
         return group["rho"] * (1 + group["increase"] * rise)
 
     def one_pass(self, closure: Closure) -> torch.Tensor:
-        self.perturb()
-        try:
-            return call_closure(closure)
-        finally:
-            self.restore()
+        return self.at_perturbed_weights(closure)
 
     @torch.no_grad()
     def perturb(self) -> None:

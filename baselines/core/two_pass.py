@@ -288,6 +288,15 @@ class TwoPassOptimizer(torch.optim.Optimizer):
         BatchNorm statistics moving, as SGD's pass."""
         return call_closure(closure)
 
+    def at_perturbed_weights(self, closure: Closure) -> torch.Tensor:
+        """The closure at w + e (``perturb``, the pass, ``restore`` even if it raises): a ``one_pass`` for a method
+        whose one gradient is taken at perturbed weights (Momentum-SAM along its momentum, RWP with noise)."""
+        self.perturb()
+        try:
+            return call_closure(closure)
+        finally:
+            self.restore()
+
     def reuse(self) -> None:
         """On a one-pass step, after its gradient and before the base step (LookSAM adds a stored direction)."""
 
