@@ -66,7 +66,11 @@ def test_the_sub_batch_ascents_saving_is_the_cost_tables():
 
 def test_the_runs_it_says_were_resumed_are_those_whose_records_say_so(readme, records):
     resumed = {p: [r for r in rs if r.get("resumed_after_epochs")] for p, rs in records.items()}
-    assert all(not rs for p, rs in resumed.items() if p != "cpu-noise")  # only cpu-noise's prose speaks of any
+    assert all(not rs for p, rs in resumed.items() if p not in ("cpu-noise", "cpu-noise-tune"))
+    for r in resumed.get("cpu-noise-tune", []):  # the tuning trials': each named with its value
+        c = r["config"]
+        assert (f"`{c['optimizer']}` rho={c['hparams']['rho']:g} seed {c['seed']} after epoch "
+                f"{', '.join(map(str, r['resumed_after_epochs']))}") in readme, c
     runs = sorted(resumed["cpu-noise"], key=lambda r: r["started_at"])  # in the order they ran
     assert f"({WORDS[len(runs)]} runs were interrupted and resumed from their own checkpoints" in readme
     named = [f"`{r['config']['optimizer']}` seed {r['config']['seed']} after "
